@@ -1,0 +1,107 @@
+"""The use cases, wired to the adapters. The CLI and the scheduler call only this."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import TypeVar
+
+from publisher.config import Settings
+from publisher.errors import PublisherError
+from publisher.ingest import Ingestor, IngestReport, is_candidate
+from publisher.model import Article
+from publisher.store import Articles, Store
+from publisher.watch import settled_files
+
+__all__ = ["App", "run_until_signal"]
+
+log = logging.getLogger("publisher")
+T = TypeVar("T")
+
+
+class App:
+    """One per process: owns the store connection pool and the dedup index."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._store: Store | None = None
+        self._ingestor: Ingestor | None = None
+
+    @property
+    def store(self) -> Store:
+        if self._store is None:
+            self._store = Store(self.settings.database_url)
+        return self._store
+
+    @property
+    def ingestor(self) -> Ingestor:
+        if self._ingestor is None:
+            self._ingestor = Ingestor(self.settings, self.store)
+        return self._ingestor
+
+    def close(self) -> None:
+        if self._store is not None:
+            self._store.close()
+
+    # -- articles --------------------------------------------------------------
+
+    def ingest(
+        self,
+        paths: Sequence[Path] | None = None,
+        progress: Callable[[int, int], None] | None = None,
+        now: Callable[[], datetime] | None = None,
+    ) -> IngestReport:
+        for path in paths or ():
+            if not path.exists():
+                raise PublisherError(f"no such file or folder: {path}")
+        kwargs = {"now": now} if now is not None else {}
+        report = self.ingestor.ingest(list(paths) if paths else None, progress=progress, **kwargs)
+        if report.changed:
+            self.after_ingest(report)
+        return report
+
+    def after_ingest(self, report: IngestReport) -> None:
+        """The 'changed' hook: runs after every ingest that added or updated articles."""
+
+    def articles(self) -> list[Article]:
+        with self.store.read() as connection:
+            return Articles(connection).latest()
+
+    def article(self, id_or_slug: str) -> Article:
+        with self.store.read() as connection:
+            found = Articles(connection).get(id_or_slug)
+        if found is None:
+            raise PublisherError(
+                f"no article with id or slug '{id_or_slug}'", "see `publisher articles list`"
+            )
+        return found
+
+    # -- watching --------------------------------------------------------------
+
+    async def watch(self, stop: asyncio.Event) -> None:
+        """Ingest every settled file that lands in the inbox until `stop` is set."""
+        inbox, quarantine = self.settings.inbox, self.settings.quarantine
+        inbox.mkdir(parents=True, exist_ok=True)
+        log.info("watching %s", inbox)
+        async for batch in settled_files(inbox, lambda p: is_candidate(p, quarantine), stop):
+            report = await asyncio.to_thread(self.ingest, batch)
+            for result in report.results:
+                if result.outcome != "unchanged":
+                    log.info("%s %s: %s", result.outcome, result.file, result.detail)
+
+
+def run_until_signal(main: Callable[[asyncio.Event], Awaitable[T]]) -> T:
+    """Run `main(stop)` in a fresh loop; SIGINT/SIGTERM set `stop` for a clean exit."""
+
+    async def runner() -> T:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        return await main(stop)
+
+    return asyncio.run(runner())

@@ -1,0 +1,298 @@
+"""Settings: one typed, frozen object from TOML plus PUBLISHER_* environment variables.
+
+Lookup order for the file: --config, then $PUBLISHER_CONFIG, then config/publisher.toml.
+Environment beats file. Relative paths resolve against the config file's folder.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from publisher.errors import ConfigError
+
+__all__ = [
+    "DedupSettings",
+    "DigestSettings",
+    "FeedSettings",
+    "ScheduleSettings",
+    "ServerSettings",
+    "Settings",
+    "SiteSettings",
+    "SmtpSettings",
+    "load_settings",
+]
+
+DEFAULT_CONFIG = Path("config/publisher.toml")
+
+
+@dataclass(frozen=True)
+class SiteSettings:
+    title: str = "Harbin News"
+    subtitle: str = "Articles from the Harbin newsroom"
+    language: str = "en"
+    icon: str | None = None
+    logo: str | None = None
+
+
+@dataclass(frozen=True)
+class SmtpSettings:
+    host: str = "localhost"
+    port: int = 1025
+    tls: str = "none"  # none | starttls | tls
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    from_address: str = "Harbin News <news@localhost>"
+    pool_size: int = 8
+    messages_per_connection: int = 500
+    rate_per_second: float = 0.0  # 0: unlimited
+    attempts: int = 5
+    backoff_seconds: float = 0.5
+    timeout_seconds: float = 30.0
+    verify_certificate: bool = True
+    bounce_after: int = 3
+
+
+@dataclass(frozen=True)
+class DedupSettings:
+    near_duplicate_threshold: float = 0.8
+    boilerplate_min_articles: int = 2
+    num_perm: int = 64
+    shingle_size: int = 3
+
+
+@dataclass(frozen=True)
+class FeedSettings:
+    max_entries: int = 50
+    archive_page_size: int = 50
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    subscribe_per_minute: int = 5
+    subscribe_cooldown_seconds: int = 3600
+    token_max_age_seconds: int = 7 * 24 * 3600
+
+
+@dataclass(frozen=True)
+class ScheduleSettings:
+    weekly_day: str = "mon"
+    weekly_time: str = "08:00"
+    daily_time: str = "07:00"
+    misfire_grace_seconds: int = 12 * 3600
+
+
+@dataclass(frozen=True)
+class DigestSettings:
+    subject: str = "{site} {frequency} — {count} new articles, {date}"
+    list_id: str = "digest.publisher.localhost"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the app needs; passed in, never global."""
+
+    config_file: Path | None = None
+    database_url: str = "sqlite:///data/publisher.db"
+    inbox: Path = Path("inbox")
+    output_dir: Path = Path("public")
+    templates_dir: Path | None = None
+    seeds_dir: Path | None = None
+    base_url: str = "http://127.0.0.1:8080/"
+    timezone: str = "Asia/Shanghai"
+    secret_key: str | None = field(default=None, repr=False)
+    site: SiteSettings = field(default_factory=SiteSettings)
+    smtp: SmtpSettings = field(default_factory=SmtpSettings)
+    dedup: DedupSettings = field(default_factory=DedupSettings)
+    feeds: FeedSettings = field(default_factory=FeedSettings)
+    server: ServerSettings = field(default_factory=ServerSettings)
+    schedule: ScheduleSettings = field(default_factory=ScheduleSettings)
+    digest: DigestSettings = field(default_factory=DigestSettings)
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+    @property
+    def quarantine(self) -> Path:
+        return self.inbox / "quarantine"
+
+    @property
+    def host(self) -> str:
+        return urlsplit(self.base_url).hostname or "localhost"
+
+    def url(self, path: str) -> str:
+        """Absolute URL of a path under base_url."""
+        return self.base_url.rstrip("/") + "/" + path.lstrip("/")
+
+
+# environment variable -> (section or "", key)
+ENVIRONMENT: Mapping[str, tuple[str, str]] = {
+    "PUBLISHER_DATABASE_URL": ("", "database_url"),
+    "PUBLISHER_INBOX": ("", "inbox"),
+    "PUBLISHER_OUTPUT_DIR": ("", "output_dir"),
+    "PUBLISHER_TEMPLATES_DIR": ("", "templates_dir"),
+    "PUBLISHER_BASE_URL": ("", "base_url"),
+    "PUBLISHER_SECRET_KEY": ("", "secret_key"),
+    "PUBLISHER_TIMEZONE": ("", "timezone"),
+    "PUBLISHER_SMTP_HOST": ("smtp", "host"),
+    "PUBLISHER_SMTP_PORT": ("smtp", "port"),
+    "PUBLISHER_SMTP_USERNAME": ("smtp", "username"),
+    "PUBLISHER_SMTP_PASSWORD": ("smtp", "password"),
+    "PUBLISHER_SMTP_TLS": ("smtp", "tls"),
+    "PUBLISHER_FROM": ("smtp", "from_address"),
+}
+
+_SECTIONS: Mapping[str, type] = {
+    "site": SiteSettings,
+    "smtp": SmtpSettings,
+    "dedup": DedupSettings,
+    "feeds": FeedSettings,
+    "server": ServerSettings,
+    "schedule": ScheduleSettings,
+    "digest": DigestSettings,
+}
+_PATHS = ("inbox", "output_dir", "templates_dir", "seeds_dir")
+
+
+def load_settings(
+    config: Path | str | None = None, environ: Mapping[str, str] | None = None
+) -> Settings:
+    """Read the config file (if any) and the environment into Settings; ConfigError if wrong."""
+    env = os.environ if environ is None else environ
+    path = _config_path(config, env)
+    raw: dict[str, Any] = {}
+    if path is not None:
+        try:
+            raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot read config file {path}: {exc.strerror}",
+                "pass --config FILE or set PUBLISHER_CONFIG",
+            ) from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
+    for variable, (section, key) in ENVIRONMENT.items():
+        if variable in env and env[variable] != "":
+            (raw.setdefault(section, {}) if section else raw)[key] = env[variable]
+    base = path.parent.resolve() if path is not None else Path.cwd()
+    return _build(raw, base, path)
+
+
+def _config_path(config: Path | str | None, env: Mapping[str, str]) -> Path | None:
+    if config is not None:
+        return Path(config)
+    if env.get("PUBLISHER_CONFIG"):
+        return Path(env["PUBLISHER_CONFIG"])
+    return DEFAULT_CONFIG if DEFAULT_CONFIG.exists() else None
+
+
+def _build(raw: dict[str, Any], base: Path, path: Path | None) -> Settings:
+    where = f" in {path}" if path else ""
+    values: dict[str, Any] = {"config_file": path}
+    known_top = {f.name for f in fields(Settings)} - {"config_file"}
+    for key, value in raw.items():
+        if key in _SECTIONS:
+            if not isinstance(value, dict):
+                raise ConfigError(f"[{key}] must be a table{where}")
+            values[key] = _section(_SECTIONS[key], key, value, where)
+        elif key in known_top:
+            values[key] = _coerce(Settings, key, value, where)
+        else:
+            raise ConfigError(
+                f"unknown setting '{key}'{where}", f"known: {', '.join(sorted(known_top))}"
+            )
+    defaults = Settings()
+    for key in _PATHS:
+        value = values.get(key, getattr(defaults, key))
+        if value is not None:
+            values[key] = _resolve(base, Path(value))
+    settings = Settings(**values)
+    if settings.database_url.startswith("sqlite:///") and not settings.database_url.startswith(
+        "sqlite:////"
+    ):
+        relative = settings.database_url.removeprefix("sqlite:///")
+        if relative and relative != ":memory:":
+            settings = replace(settings, database_url=f"sqlite:///{_resolve(base, Path(relative))}")
+    elif "://" not in settings.database_url:
+        raise ConfigError(
+            f"database_url '{settings.database_url}' is not a URL{where}",
+            "use sqlite:///path.db or postgresql+psycopg://user@host/db",
+        )
+    _validate(settings, where)
+    return settings
+
+
+def _resolve(base: Path, value: Path) -> Path:
+    value = value.expanduser()
+    return (value if value.is_absolute() else base / value).resolve()
+
+
+def _section(cls: type, name: str, raw: dict[str, Any], where: str) -> Any:
+    known = {f.name for f in fields(cls)}
+    for key in raw:
+        if key not in known:
+            raise ConfigError(
+                f"unknown setting '{name}.{key}'{where}", f"known: {', '.join(sorted(known))}"
+            )
+    return cls(
+        **{key: _coerce(cls, key, value, where, prefix=f"{name}.") for key, value in raw.items()}
+    )
+
+
+def _coerce(cls: type, key: str, value: Any, where: str, prefix: str = "") -> Any:
+    default = next(f for f in fields(cls) if f.name == key)
+    kind = str(default.type)
+    try:
+        if kind == "bool":
+            if isinstance(value, str):
+                if value.lower() not in {"1", "0", "true", "false", "yes", "no"}:
+                    raise ValueError(value)
+                return value.lower() in {"1", "true", "yes"}
+            return bool(value)
+        if kind == "int":
+            if isinstance(value, bool):
+                raise ValueError(value)
+            return int(value)
+        if kind == "float":
+            return float(value)
+        if kind.startswith("Path"):
+            return None if value in (None, "") else Path(value)
+        if value is not None and not isinstance(value, str):
+            raise ValueError(value)
+        return value
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(
+            f"setting '{prefix}{key}' must be {kind.split(' |')[0]}, got {value!r}{where}"
+        ) from exc
+
+
+def _validate(settings: Settings, where: str) -> None:
+    try:
+        settings.zone  # noqa: B018 - raises for an unknown zone
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ConfigError(
+            f"unknown timezone '{settings.timezone}'{where}",
+            "use an IANA name such as Asia/Shanghai",
+        ) from exc
+    if settings.smtp.tls not in {"none", "starttls", "tls"}:
+        raise ConfigError(
+            f"smtp.tls must be none, starttls or tls, got '{settings.smtp.tls}'{where}"
+        )
+    if not 0 < settings.dedup.near_duplicate_threshold <= 1:
+        raise ConfigError(f"dedup.near_duplicate_threshold must be in (0, 1]{where}")
+    if settings.dedup.boilerplate_min_articles < 2:
+        raise ConfigError(f"dedup.boilerplate_min_articles must be at least 2{where}")
+    scheme = urlsplit(settings.base_url).scheme
+    if scheme not in {"http", "https"}:
+        raise ConfigError(f"base_url must be an http(s) URL, got '{settings.base_url}'{where}")
+    if not 0 < settings.smtp.port < 65536 or not 0 <= settings.server.port < 65536:
+        raise ConfigError(f"port out of range{where}")

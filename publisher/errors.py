@@ -1,0 +1,60 @@
+"""One error tree for everything the user can cause or fix.
+
+    PublisherError(message, hint)
+    ├── ConfigError   (ValueError)       bad settings: exit 2
+    ├── ParseError    (ValueError)       a file that is not an article: quarantined
+    ├── StoreError    (RuntimeError)     database unreachable, locked, bad schema
+    └── SendError     (ConnectionError)  SMTP failures, carries code and recipient
+
+Like aiosmtplib's errors, each class also inherits the built-in it resembles so
+callers that only know the built-ins still catch them.
+"""
+
+from __future__ import annotations
+
+__all__ = ["ConfigError", "ParseError", "PublisherError", "SendError", "StoreError"]
+
+
+class PublisherError(Exception):
+    """An error with a one-line message and an optional fix-it hint."""
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class ConfigError(PublisherError, ValueError):
+    """The configuration file or environment is wrong."""
+
+
+class ParseError(PublisherError, ValueError):
+    """A file is not an article; `message` is the reason written beside it in quarantine."""
+
+
+class StoreError(PublisherError, RuntimeError):
+    """The database cannot be opened, migrated or written."""
+
+
+class SendError(PublisherError, ConnectionError):
+    """A message could not be handed to the SMTP server."""
+
+    def __init__(
+        self,
+        message: str,
+        hint: str | None = None,
+        *,
+        code: int | None = None,
+        recipient: str | None = None,
+    ) -> None:
+        super().__init__(message, hint)
+        self.code = code
+        self.recipient = recipient
+
+    @property
+    def permanent(self) -> bool:
+        """5xx replies are final for that recipient; everything else may be retried."""
+        return self.code is not None and 500 <= self.code < 600

@@ -1,0 +1,155 @@
+"""The values that flow through the pipeline: frozen dataclasses, stdlib only."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+
+__all__ = [
+    "Article",
+    "Block",
+    "Delivery",
+    "DeliveryStatus",
+    "Frequency",
+    "ParsedArticle",
+    "Removal",
+    "Subscriber",
+    "SubscriberStatus",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Block:
+    """One paragraph of the body; a multi-line block (a list) keeps its lines."""
+
+    text: str
+
+    @property
+    def lines(self) -> tuple[str, ...]:
+        return tuple(self.text.split("\n"))
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedArticle:
+    """What one file says, normalized, before the store gives it an identity."""
+
+    title: str
+    category_path: tuple[str, ...]
+    published: datetime
+    author: str | None
+    source: str | None
+    blocks: tuple[Block, ...]
+    content_hash: str
+    source_file: str
+
+    @property
+    def category(self) -> str:
+        return self.category_path[-1] if self.category_path else "Uncategorized"
+
+
+@dataclass(frozen=True, slots=True)
+class Removal:
+    """A block taken out of an article, and why (shown by `articles show`)."""
+
+    text: str
+    rule: str  # "shared" (in >= N articles) or "teaser" (advertises another article)
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Article:
+    """A stored article as readers see it: identity, metadata and the body after dedup."""
+
+    id: str
+    slug: str
+    title: str
+    category_path: tuple[str, ...]
+    published: datetime
+    updated: datetime
+    author: str | None
+    source: str | None
+    blocks: tuple[Block, ...]
+    summary: str
+    content_hash: str
+    source_file: str
+    ingested: datetime
+    removed: tuple[Removal, ...] = field(default=())
+
+    @property
+    def category(self) -> str:
+        return self.category_path[-1] if self.category_path else "Uncategorized"
+
+    def as_dict(self, *, body: bool = True) -> dict[str, object]:
+        """JSON-ready view (ISO 8601 dates) for `--json` output."""
+        view: dict[str, object] = {
+            "id": self.id,
+            "slug": self.slug,
+            "title": self.title,
+            "category": self.category,
+            "category_path": list(self.category_path),
+            "published": self.published.isoformat(),
+            "updated": self.updated.isoformat(),
+            "ingested": self.ingested.isoformat(),
+            "author": self.author,
+            "source": self.source,
+            "summary": self.summary,
+            "content_hash": self.content_hash,
+            "source_file": self.source_file,
+        }
+        if body:
+            view["blocks"] = [block.text for block in self.blocks]
+            view["removed_boilerplate"] = [
+                {"text": r.text, "rule": r.rule, "reason": r.reason} for r in self.removed
+            ]
+        return view
+
+
+class SubscriberStatus(StrEnum):
+    PENDING = "pending"
+    CONFIRMED = "confirmed"
+    UNSUBSCRIBED = "unsubscribed"
+    BOUNCED = "bounced"
+
+
+class Frequency(StrEnum):
+    WEEKLY = "weekly"
+    DAILY = "daily"
+
+
+@dataclass(frozen=True, slots=True)
+class Subscriber:
+    id: int
+    email: str
+    name: str | None
+    status: SubscriberStatus
+    categories: tuple[str, ...]  # empty: every category
+    frequency: Frequency
+    timezone: str
+    created: datetime
+    confirmed: datetime | None = None
+    unsubscribed: datetime | None = None
+    last_digest: datetime | None = None
+    hard_failures: int = 0
+
+
+class DeliveryStatus(StrEnum):
+    PENDING = "pending"
+    SENDING = "sending"
+    SENT = "sent"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """One ledger row: (digest run, subscriber), written before the SMTP transaction."""
+
+    id: int
+    run_id: int
+    subscriber_id: int
+    message_id: str
+    status: DeliveryStatus
+    attempts: int
+    article_ids: tuple[str, ...]
+    error: str | None = None
+    sent_at: datetime | None = None

@@ -1,0 +1,153 @@
+"""Article file bytes -> ParsedArticle. Pure: no files, clock or database.
+
+The format (see design.md): breadcrumb "Home>A>B", title, "Updated : YYYY-MM-DD",
+optional byline "By [author] ( source )", then paragraphs separated by blank lines.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import unicodedata
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+from publisher.errors import ParseError
+from publisher.model import Block, ParsedArticle
+
+__all__ = ["content_hash", "decode", "normalize_line", "parse_article", "slugify", "summarize"]
+
+# Every Unicode space separator plus the zero-width and soft characters that sneak in.
+_ODD_SPACES = re.compile(r"[\u00a0\u1680\u2000-\u200a\u202f\u205f\u3000\t\f\v]")
+_INVISIBLE = re.compile(r"[\u200b\u200c\u200d\u2060\ufeff\u00ad]")
+_RUNS_OF_SPACES = re.compile(r" {2,}")
+_DATE = re.compile(
+    r"^Updated\s*:\s*(\d{4})-(\d{1,2})-(\d{1,2})(?:[ T]+(\d{1,2}):(\d{2})(?::(\d{2}))?)?\s*$",
+    re.IGNORECASE,
+)
+_BYLINE = re.compile(r"^By\b\s*(?P<author>[^()]*?)\s*(?:\(\s*(?P<source>[^()]*?)\s*\))?\s*$")
+_BREADCRUMB = re.compile(r"^Home\s*>", re.IGNORECASE)
+_CONTROL = re.compile(r"[\x00-\x08\x0e-\x1f\x7f]")
+
+
+def decode(data: bytes) -> str:
+    """Bytes -> text: UTF-8 (BOM or not), else cp1252, else Latin-1 (never fails)."""
+    if not data.strip():
+        raise ParseError("empty file")
+    if b"\x00" in data:
+        raise ParseError("binary file (contains NUL bytes)")
+    for encoding in ("utf-8-sig", "cp1252", "latin-1"):
+        try:
+            text = data.decode(encoding)
+            break
+        except UnicodeDecodeError:
+            continue
+    if len(_CONTROL.findall(text)) > max(2, len(text) // 100):
+        raise ParseError("binary file (too many control characters)")
+    return text
+
+
+def normalize_line(line: str) -> str:
+    """NFC, odd spaces -> plain space, runs collapsed, ends trimmed; nothing else changed."""
+    line = _INVISIBLE.sub("", unicodedata.normalize("NFC", line))
+    line = _CONTROL.sub("", _ODD_SPACES.sub(" ", line))
+    return _RUNS_OF_SPACES.sub(" ", line).strip()
+
+
+def parse_article(data: bytes | str, *, source_file: str, zone: ZoneInfo) -> ParsedArticle:
+    """Parse one article file; ParseError with the reason if it is not one."""
+    text = decode(data) if isinstance(data, bytes) else data
+    lines = [
+        normalize_line(line) for line in text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    ]
+    cursor = _skip_blank(lines, 0)
+    if cursor == len(lines):
+        raise ParseError("empty file")
+
+    category_path: tuple[str, ...] = ()
+    if _BREADCRUMB.match(lines[cursor]):
+        parts = [part.strip() for part in lines[cursor].split(">")][1:]
+        category_path = tuple(part for part in parts if part)
+        cursor = _skip_blank(lines, cursor + 1)
+    if cursor == len(lines) or _DATE.match(lines[cursor]):
+        raise ParseError("no title")
+    title = lines[cursor]
+    cursor = _skip_blank(lines, cursor + 1)
+
+    if cursor == len(lines) or not (match := _DATE.match(lines[cursor])):
+        raise ParseError("no date (expected a line 'Updated : YYYY-MM-DD' after the title)")
+    published = _date(match, zone)
+    cursor = _skip_blank(lines, cursor + 1)
+
+    author: str | None = None
+    source: str | None = None
+    if cursor < len(lines) and (byline := _BYLINE.match(lines[cursor])):
+        author = byline["author"] or None
+        source = byline["source"] or None
+        cursor += 1
+
+    blocks = tuple(_blocks(lines[cursor:]))
+    if not blocks:
+        raise ParseError("no body (title and date but no paragraphs)")
+    return ParsedArticle(
+        title=title,
+        category_path=category_path,
+        published=published,
+        author=author,
+        source=source,
+        blocks=blocks,
+        content_hash=content_hash(title, published, blocks),
+        source_file=source_file,
+    )
+
+
+def content_hash(title: str, published: datetime, blocks: tuple[Block, ...]) -> str:
+    """Identity of the normalized content: same hash = exact copy, whatever the file name."""
+    digest = hashlib.sha256()
+    for part in (title, published.date().isoformat(), *(block.text for block in blocks)):
+        digest.update(part.encode("utf-8"))
+        digest.update(b"\x1e")
+    return digest.hexdigest()
+
+
+def slugify(published: datetime, title: str) -> str:
+    """Readable ASCII slug from date + title: 2020-09-01-harbin-regains-national-civilized-city."""
+    title = re.sub(r"['’‘`]", "", title)
+    ascii_title = unicodedata.normalize("NFKD", title).encode("ascii", "ignore").decode()
+    words = re.sub(r"[^a-z0-9]+", "-", ascii_title.lower()).strip("-")
+    words = words[:80].rsplit("-", 1)[0] if len(words) > 80 else words
+    return f"{published.date().isoformat()}-{words or 'article'}"
+
+
+def summarize(blocks: tuple[Block, ...], limit: int = 280) -> str:
+    """First paragraph, trimmed to a word boundary."""
+    first = " ".join(blocks[0].lines) if blocks else ""
+    if len(first) <= limit:
+        return first
+    return first[:limit].rsplit(" ", 1)[0].rstrip(",;:") + "…"
+
+
+def _skip_blank(lines: list[str], index: int) -> int:
+    while index < len(lines) and not lines[index]:
+        index += 1
+    return index
+
+
+def _date(match: re.Match[str], zone: ZoneInfo) -> datetime:
+    year, month, day, hour, minute, second = (int(g) if g else 0 for g in match.groups())
+    try:
+        return datetime(year, month, day, hour, minute, second, tzinfo=zone)
+    except ValueError as exc:
+        raise ParseError(f"bad date '{match.group(0)}': {exc}") from exc
+
+
+def _blocks(lines: list[str]) -> list[Block]:
+    blocks: list[Block] = []
+    current: list[str] = []
+    for line in [*lines, ""]:
+        if line:
+            current.append(line)
+        elif current:
+            blocks.append(Block("\n".join(current)))
+            current = []
+    return blocks
