@@ -8,14 +8,18 @@ import signal
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from publisher.config import Settings
 from publisher.errors import PublisherError
 from publisher.ingest import Ingestor, IngestReport, is_candidate
 from publisher.model import Article
+from publisher.site import BuildResult, SiteBuilder
 from publisher.store import Articles, Store
 from publisher.watch import settled_files
+
+if TYPE_CHECKING:  # typing only: starlette loads when `serve` or `run` needs it
+    from publisher.web import BaseRoute
 
 __all__ = ["App", "run_until_signal"]
 
@@ -30,6 +34,7 @@ class App:
         self.settings = settings
         self._store: Store | None = None
         self._ingestor: Ingestor | None = None
+        self._site: SiteBuilder | None = None  # feeds and pages
 
     @property
     def store(self) -> Store:
@@ -66,6 +71,13 @@ class App:
 
     def after_ingest(self, report: IngestReport) -> None:
         """The 'changed' hook: runs after every ingest that added or updated articles."""
+        # -- feeds and pages --
+        try:
+            self.build_feeds(report)
+        except Exception:
+            # the articles are stored; a failed rebuild must not stop the watcher,
+            # and the next change (or `publisher build`) writes everything again
+            log.exception("rebuilding the feeds failed")
 
     def articles(self) -> list[Article]:
         with self.store.read() as connection:
@@ -79,6 +91,22 @@ class App:
                 f"no article with id or slug '{id_or_slug}'", "see `publisher articles list`"
             )
         return found
+
+    # -- feeds and pages ---------------------------------------------------------
+
+    @property
+    def site(self) -> SiteBuilder:
+        if self._site is None:
+            self._site = SiteBuilder(self.settings, self.store)
+        return self._site
+
+    def build_feeds(self, report: IngestReport | None = None) -> BuildResult:
+        """Write feeds, archives and pages; None: a full build, else only what changed."""
+        return self.site.build(report)
+
+    def web_routes(self) -> list[BaseRoute]:
+        """Dynamic routes mounted before the static files (subscribe, confirm, unsubscribe)."""
+        return []
 
     # -- watching --------------------------------------------------------------
 

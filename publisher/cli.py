@@ -269,5 +269,56 @@ def articles_show(ctx: click.Context, article_id: str, as_json: bool) -> None:
         out.print(table)
 
 
+# -- feeds and pages ---------------------------------------------------------------
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print what was written as JSON.")
+@click.pass_context
+def build(ctx: click.Context, as_json: bool) -> None:
+    """Write the feeds, archives and pages into the output folder.
+
+    Writes atom.xml, rss.xml, feed.json, index.html, category/<slug>/*, articles/*.html
+    and archive/<n>.xml; files whose bytes would not change are left alone.
+
+    Example: publisher build && ls public/
+    """
+    app = _app(ctx)
+    result = app.build_feeds()
+    if as_json:
+        _print_json(result.as_dict())
+        return
+    out.print(
+        f"{len(result.written)} files written, {result.unchanged} unchanged "
+        f"in {result.seconds:.2f}s -> {app.settings.output_dir}",
+        markup=False,
+    )
+
+
+@cli.command()
+@click.option("--host", help="Interface to listen on (default: server.host).")
+@click.option("--port", type=click.IntRange(0, 65535), help="Port (default: server.port; 0: any).")
+@click.pass_context
+def serve(ctx: click.Context, host: str | None, port: int | None) -> None:
+    """Serve the output folder and the subscribe / unsubscribe pages over HTTP.
+
+    Feeds get ETag / Last-Modified (304 when unchanged), gzip and their own content
+    types. Stops cleanly on Ctrl-C or SIGTERM.
+
+    Example: publisher serve --host 0.0.0.0 --port 8080
+    """
+    from publisher.web import create_app
+    from publisher.web import serve as serve_http
+
+    app = _app(ctx)
+    settings = app.settings
+    if not (settings.output_dir / "index.html").is_file():
+        click.echo(f"note: no index.html in {settings.output_dir}; run `publisher build`", err=True)
+    web = create_app(settings, extra_routes=app.web_routes())
+    bind_host = host or settings.server.host
+    bind_port = settings.server.port if port is None else port
+    run_until_signal(lambda stop: serve_http(web, bind_host, bind_port, stop))
+
+
 def main() -> None:
     cli(prog_name="publisher")

@@ -1,0 +1,240 @@
+"""Atom 1.0, RSS 2.0 and JSON Feed 1.1 bytes from articles. Pure: values in, bytes out.
+
+The only module importing feedgen. Every character of article text is escaped: the
+HTML content is built with `html.escape`, and the XML writer escapes that HTML again,
+so `<script>` in an article is text in every reader, never markup.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import re
+import unicodedata
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, tzinfo
+from typing import Any
+
+from feedgen.ext.base import BaseExtension
+from feedgen.feed import FeedGenerator
+
+from publisher import __version__
+from publisher.model import Article, Block
+
+__all__ = [
+    "ATOM_TYPE",
+    "JSON_FEED_TYPE",
+    "RSS_TYPE",
+    "Archive",
+    "Channel",
+    "Entry",
+    "atom",
+    "category_slug",
+    "content_html",
+    "json_feed",
+    "rss",
+]
+
+ATOM_TYPE = "application/atom+xml"
+RSS_TYPE = "application/rss+xml"
+JSON_FEED_TYPE = "application/feed+json"
+GENERATOR = "publisher"
+# an empty feed still needs `updated`; a fixed instant keeps its bytes (and ETag) stable
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_HISTORY_NS = "http://purl.org/syndication/history/1.0"
+
+
+@dataclass(frozen=True, slots=True)
+class Archive:
+    """RFC 5005 links of one archive document (absolute URLs)."""
+
+    current: str
+    prev: str | None = None
+    next: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Channel:
+    """Feed-level facts shared by the three formats (absolute URLs)."""
+
+    title: str
+    subtitle: str
+    home: str  # the HTML page this feed mirrors (alternate)
+    atom_url: str
+    rss_url: str
+    json_url: str
+    zone: tzinfo
+    language: str | None = None
+    author: str | None = None  # feed-level author: the site
+    icon: str | None = None
+    logo: str | None = None
+    prev_archive: str | None = None  # subscription document -> newest archive page
+    archive: Archive | None = None  # set when this document *is* an archive page
+    empty_updated: datetime = EPOCH
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One article and the URL of its page."""
+
+    article: Article
+    url: str
+
+
+def category_slug(name: str) -> str:
+    """ASCII folder name for a category: 'Civilization progress' -> 'civilization-progress'."""
+    ascii_name = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode()
+    slug = re.sub(r"[^a-z0-9]+", "-", ascii_name.lower()).strip("-")
+    if not slug:
+        # a name with no ASCII letters still needs a stable, distinct folder
+        slug = "c-" + "-".join(f"{ord(c):x}" for c in name if not c.isspace())[:60]
+    return slug or "uncategorized"
+
+
+def content_html(blocks: Sequence[Block]) -> str:
+    """The body as HTML: a <p> per block, lines of a multi-line block joined by <br>."""
+    return "".join(
+        "<p>" + "<br>".join(html.escape(line, quote=True) for line in block.lines) + "</p>"
+        for block in blocks
+    )
+
+
+def _updated(channel: Channel, entries: Sequence[Entry]) -> datetime:
+    newest = max((e.article.updated for e in entries), default=channel.empty_updated)
+    return newest.astimezone(channel.zone)
+
+
+def _author(article: Article, channel: Channel) -> str:
+    # Atom needs an author on every entry or the feed; the source stands in for a
+    # missing byline, the site for a missing source
+    return article.author or article.source or channel.author or channel.title
+
+
+class _History(BaseExtension):  # type: ignore[misc]
+    """Adds <fh:archive/> (RFC 5005 section 4) to an Atom archive document."""
+
+    def extend_ns(self) -> dict[str, str]:
+        return {"fh": _HISTORY_NS}
+
+    def extend_atom(self, feed: Any) -> Any:
+        from lxml import etree  # feedgen's own XML library; only needed here
+
+        element = etree.Element(f"{{{_HISTORY_NS}}}archive")
+        # RFC 5005 wants it among the feed's metadata, before the entries
+        first_entry = feed.find("{http://www.w3.org/2005/Atom}entry")
+        if first_entry is None:
+            feed.append(element)
+        else:
+            first_entry.addprevious(element)
+        return feed
+
+
+def _generator(channel: Channel, entries: Sequence[Entry], *, archive: bool) -> FeedGenerator:
+    fg = FeedGenerator()
+    if archive:
+        fg.register_extension("fh", _History, None, atom=True, rss=False)
+    fg.id(channel.atom_url)
+    fg.title(channel.title)
+    fg.subtitle(channel.subtitle or channel.title)
+    fg.updated(_updated(channel, entries))
+    fg.lastBuildDate(_updated(channel, entries))  # feedgen defaults to now(): churn
+    fg.generator(GENERATOR, version=__version__)
+    fg.author({"name": channel.author or channel.title})
+    if channel.language:
+        fg.language(channel.language)
+    if channel.icon:
+        fg.icon(channel.icon)
+    if channel.logo:
+        fg.logo(channel.logo)
+    if channel.archive is not None:
+        fg.link(href=channel.archive.current, rel="current", type=ATOM_TYPE)
+        if channel.archive.prev:
+            fg.link(href=channel.archive.prev, rel="prev-archive", type=ATOM_TYPE)
+        if channel.archive.next:
+            fg.link(href=channel.archive.next, rel="next-archive", type=ATOM_TYPE)
+    elif channel.prev_archive:
+        fg.link(href=channel.prev_archive, rel="prev-archive", type=ATOM_TYPE)
+    # feedgen uses the *last* link as RSS <link>: alternate goes last
+    fg.link(href=channel.atom_url, rel="self", type=ATOM_TYPE)
+    fg.link(href=channel.home, rel="alternate", type="text/html")
+    for entry in entries:
+        _add_entry(fg, entry, channel)
+    return fg
+
+
+def _add_entry(fg: FeedGenerator, entry: Entry, channel: Channel) -> None:
+    article = entry.article
+    fe = fg.add_entry(order="append")
+    fe.id(article.id)
+    fe.guid(article.id, permalink=False)
+    fe.title(article.title)
+    fe.link(href=entry.url, rel="alternate", type="text/html")
+    fe.published(article.published.astimezone(channel.zone))
+    fe.updated(article.updated.astimezone(channel.zone))
+    fe.author({"name": _author(article, channel)})
+    if article.author and article.source:
+        fe.contributor({"name": article.source})
+    fe.category({"term": article.category, "label": article.category})
+    fe.summary(article.summary or article.title)
+    fe.content(content_html(article.blocks), type="html")
+
+
+def atom(channel: Channel, entries: Sequence[Entry]) -> bytes:
+    """An Atom 1.0 document: the subscription feed, or an RFC 5005 archive page."""
+    fg = _generator(channel, entries, archive=channel.archive is not None)
+    data: bytes = fg.atom_str(pretty=True)
+    return data
+
+
+def rss(channel: Channel, entries: Sequence[Entry]) -> bytes:
+    """An RSS 2.0 document (atom:link rel=self, guid isPermaLink=false, RFC 822 dates)."""
+    rss_channel = Channel(**{**_fields(channel), "archive": None, "prev_archive": None})
+    fg = _generator(rss_channel, entries, archive=False)
+    fg.link(href=channel.rss_url, rel="self", replace=True, type=RSS_TYPE)
+    fg.link(href=channel.home, rel="alternate", type="text/html")
+    fg.load_extension("dc", atom=False, rss=True)
+    for fe, entry in zip(fg.entry(), entries, strict=True):
+        # RSS <author> must be an email address; dc:creator carries a plain name
+        fe.dc.dc_creator(_author(entry.article, channel))
+    data: bytes = fg.rss_str(pretty=True)
+    return data
+
+
+def json_feed(channel: Channel, entries: Sequence[Entry]) -> bytes:
+    """A JSON Feed 1.1 document from the same entry data (feedgen has no JSON Feed)."""
+    document: dict[str, Any] = {
+        "version": "https://jsonfeed.org/version/1.1",
+        "title": channel.title,
+        "home_page_url": channel.home,
+        "feed_url": channel.json_url,
+        "description": channel.subtitle or channel.title,
+        "authors": [{"name": channel.author or channel.title}],
+    }
+    if channel.language:
+        document["language"] = channel.language
+    if channel.logo:
+        document["icon"] = channel.logo
+    if channel.icon:
+        document["favicon"] = channel.icon
+    document["items"] = [_json_item(entry, channel) for entry in entries]
+    return (json.dumps(document, ensure_ascii=False, indent=2) + "\n").encode("utf-8")
+
+
+def _json_item(entry: Entry, channel: Channel) -> dict[str, Any]:
+    article = entry.article
+    return {
+        "id": article.id,
+        "url": entry.url,
+        "title": article.title,
+        "content_html": content_html(article.blocks),
+        "summary": article.summary or article.title,
+        "date_published": article.published.astimezone(channel.zone).isoformat(),
+        "date_modified": article.updated.astimezone(channel.zone).isoformat(),
+        "authors": [{"name": _author(article, channel)}],
+        "tags": [article.category],
+    }
+
+
+def _fields(channel: Channel) -> dict[str, Any]:
+    return {name: getattr(channel, name) for name in Channel.__slots__}

@@ -1,0 +1,451 @@
+"""Use case: the output folder from the store — feeds, RFC 5005 archives, article pages, index.
+
+Layout (design.md): atom.xml rss.xml feed.json index.html, category/<slug>/{atom.xml,
+rss.xml,feed.json}, articles/<slug>.html, archive/<n>.xml, static/style.css.
+
+Archives follow ingest order, so an article's page never moves: with N articles and page
+size P there are N // P + 1 pages; pages 1..N // P are full and link to the next one,
+the last (partial, possibly empty) page grows until it is full. A full page is rewritten
+only if one of its articles is corrected (its bytes are compared first anyway).
+
+A small state file (`.build/state.json`, never served) remembers fingerprints so a full
+build re-renders only what changed and an incremental build knows which category feeds
+held a changed article.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+from publisher import __version__, feeds
+from publisher.config import Settings
+from publisher.feeds import Archive, Channel, Entry, category_slug
+from publisher.model import Article
+from publisher.output import OutputDir
+from publisher.render import builtin_templates, render, template_environment
+from publisher.store import Store
+from publisher.store.pages import ArticleStamp, SiteQueries
+
+__all__ = ["BuildResult", "ChangeReport", "ChangedArticle", "SiteBuilder", "category_slugs"]
+
+log = logging.getLogger("publisher.site")
+
+STATE = ".build/state.json"
+PAGES_STATE = ".build/pages.json"
+STATE_VERSION = 1
+# removals recorded by a writer that committed after our last build may carry a
+# slightly older timestamp; look back this far so none is missed
+REMOVAL_LOOKBACK = timedelta(minutes=5)
+_TEMPLATES = ("base.html.j2", "index.html.j2", "article.html.j2", "static/style.css")
+
+
+class ChangedArticle(Protocol):
+    """One changed file of an ingest report (ingest.FileResult fits)."""
+
+    @property
+    def article_id(self) -> str | None: ...
+
+
+class ChangeReport(Protocol):
+    """What an incremental build needs from an ingest report (ingest.IngestReport fits)."""
+
+    @property
+    def changed(self) -> Sequence[ChangedArticle]: ...
+
+
+@dataclass
+class BuildResult:
+    """What a build wrote (relative paths) and how long it took."""
+
+    full: bool
+    written: list[str] = field(default_factory=list)
+    unchanged: int = 0
+    rendered: int = 0
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "full": self.full,
+            "written": self.written,
+            "unchanged": self.unchanged,
+            "rendered": self.rendered,
+            "seconds": round(self.seconds, 4),
+        }
+
+
+def category_slugs(names: Iterable[str]) -> dict[str, str]:
+    """Folder per category; names that slugify alike get -2, -3 in sorted order."""
+    result: dict[str, str] = {}
+    taken: set[str] = set()
+    for name in sorted(set(names)):
+        base = category_slug(name)
+        slug, n = base, 2
+        while slug in taken:
+            slug, n = f"{base}-{n}", n + 1
+        taken.add(slug)
+        result[name] = slug
+    return result
+
+
+class SiteBuilder:
+    """Builds the output folder of one Settings from one Store."""
+
+    def __init__(self, settings: Settings, store: Store) -> None:
+        self.settings = settings
+        self.store = store
+        self.environment = template_environment(settings)
+        self.size = max(1, settings.feeds.archive_page_size)
+        self.limit = max(1, settings.feeds.max_entries)
+
+    # -- entry points ------------------------------------------------------------
+
+    def build(self, report: ChangeReport | None = None) -> BuildResult:
+        """Full build (report None), or only what the report's changes touch."""
+        started = time.perf_counter()
+        out = OutputDir(self.settings.output_dir)
+        state = self._load_state(out)
+        if report is None or state is None:
+            result = self._full(out, state or {})
+        else:
+            result = self._incremental(out, state, report)
+        # the state files are bookkeeping, not output
+        result.written = [p for p in out.log.written if not p.startswith(".build/")]
+        result.unchanged = len([p for p in out.log.unchanged if not p.startswith(".build/")])
+        result.seconds = time.perf_counter() - started
+        log.info(
+            "%s build: %d written, %d unchanged in %.3fs",
+            "full" if result.full else "incremental",
+            len(result.written),
+            result.unchanged,
+            result.seconds,
+        )
+        return result
+
+    def _full(self, out: OutputDir, state: dict[str, Any]) -> BuildResult:
+        result = BuildResult(full=True)
+        with self.store.read() as connection:
+            queries = SiteQueries(connection)
+            stamps = queries.stamps()
+            _, newest_removal = queries.removals_since(None)
+            slugs = category_slugs(s.category for s in stamps)
+            latest = queries.latest(self.limit)
+            pages = self._pages(len(stamps))
+            self._site_feeds(out, latest, pages)
+            held: dict[str, list[str]] = {}
+            for name, slug in slugs.items():
+                found = queries.latest(self.limit, category=name)
+                self._category_feeds(out, name, slug, found)
+                held[slug] = [a.id for a in found]
+            archives = self._full_archives(out, queries, stamps, state.get("archives", {}))
+            result.rendered += self._full_pages(out, queries, stamps, slugs)
+            self._index(out, latest, queries.categories(), slugs)
+        self._static(out)
+        self._save_state(
+            out,
+            {
+                "categories": held,
+                "archives": archives,
+                "pages": pages,
+                "removal_mark": newest_removal.isoformat() if newest_removal else None,
+            },
+        )
+        return result
+
+    def _incremental(
+        self, out: OutputDir, state: dict[str, Any], report: ChangeReport
+    ) -> BuildResult:
+        result = BuildResult(full=False)
+        changed = {r.article_id for r in report.changed if r.article_id}
+        mark = state.get("removal_mark")
+        since = datetime.fromisoformat(mark) - REMOVAL_LOOKBACK if mark else None
+        with self.store.read() as connection:
+            queries = SiteQueries(connection)
+            touched, newest_removal = queries.removals_since(since)
+            changed |= touched
+            found = queries.by_ids(changed)
+            categories = queries.categories()
+            slugs = category_slugs(name for name, _ in categories)
+            total = sum(n for _, n in categories)
+            pages = self._pages(total)
+            latest = queries.latest(self.limit)
+            self._site_feeds(out, latest, pages)
+            held: dict[str, list[str]] = state.get("categories", {})
+            wanted = {a.category for a in found}
+            wanted |= {name for name, slug in slugs.items() if changed & set(held.get(slug, ()))}
+            for name in sorted(wanted):
+                slug = slugs.get(name, category_slug(name))
+                in_category = queries.latest(self.limit, category=name)
+                self._category_feeds(out, name, slug, in_category)
+                held[slug] = [a.id for a in in_category]
+            # pages holding a changed article, the growing last page, and the page
+            # before it (it gains its next-archive link when it fills up)
+            numbers = {rank // self.size + 1 for rank in queries.ranks(changed).values()}
+            numbers.add(pages)
+            if pages != state.get("pages") and pages > 1:
+                numbers.add(pages - 1)
+            archives: dict[str, str] = state.get("archives", {})
+            for number in sorted(numbers):
+                self._archive_page(out, queries, number, pages)
+                archives.pop(str(number), None)  # next full build re-checks it
+            for article in found:
+                self._article_page(out, article, slugs)
+                result.rendered += 1
+            self._index(out, latest, categories, slugs)
+        state.update(
+            categories=held,
+            archives=archives,
+            pages=pages,
+            removal_mark=(newest_removal.isoformat() if newest_removal else mark),
+        )
+        self._save_state(out, state)
+        return result
+
+    # -- feeds -------------------------------------------------------------------
+
+    def _channel(self, title: str, subtitle: str, folder: str, **extra: Any) -> Channel:
+        url = self.settings.url
+        site = self.settings.site
+        return Channel(
+            title=title,
+            subtitle=subtitle,
+            home=url("index.html"),
+            atom_url=url(folder + "atom.xml"),
+            rss_url=url(folder + "rss.xml"),
+            json_url=url(folder + "feed.json"),
+            zone=self.settings.zone,
+            language=site.language or None,
+            author=site.title,
+            icon=url(site.icon) if site.icon else None,
+            logo=url(site.logo) if site.logo else None,
+            **extra,
+        )
+
+    def _entries(self, found: Sequence[Article]) -> list[Entry]:
+        return [Entry(a, self.settings.url(f"articles/{a.slug}.html")) for a in found]
+
+    def _site_feeds(self, out: OutputDir, latest: Sequence[Article], pages: int) -> None:
+        site = self.settings.site
+        channel = self._channel(
+            site.title, site.subtitle, "", prev_archive=self.settings.url(f"archive/{pages}.xml")
+        )
+        self._write_feeds(out, "", channel, self._entries(latest))
+
+    def _category_feeds(
+        self, out: OutputDir, name: str, slug: str, found: Sequence[Article]
+    ) -> None:
+        site = self.settings.site
+        channel = self._channel(
+            f"{site.title}: {name}", f"{name} — {site.subtitle}", f"category/{slug}/"
+        )
+        self._write_feeds(out, f"category/{slug}/", channel, self._entries(found))
+
+    def _write_feeds(
+        self, out: OutputDir, folder: str, channel: Channel, entries: Sequence[Entry]
+    ) -> None:
+        out.write(folder + "atom.xml", feeds.atom(channel, entries))
+        out.write(folder + "rss.xml", feeds.rss(channel, entries))
+        out.write(folder + "feed.json", feeds.json_feed(channel, entries))
+
+    # -- archives ------------------------------------------------------------------
+
+    def _pages(self, total: int) -> int:
+        return total // self.size + 1
+
+    def _archive_page(
+        self,
+        out: OutputDir,
+        queries: SiteQueries,
+        number: int,
+        pages: int,
+        found: Sequence[Article] | None = None,
+    ) -> None:
+        if found is None:
+            found = queries.in_ingest_order((number - 1) * self.size, self.size)
+        previous_newest = None
+        if not found and number > 1:
+            # an empty last page still needs an `updated`: the newest before it
+            before = queries.in_ingest_order((number - 2) * self.size, self.size)
+            previous_newest = max((a.updated for a in before), default=None)
+        url = self.settings.url
+        site = self.settings.site
+        extra: dict[str, Any] = {
+            "archive": Archive(
+                current=url("atom.xml"),
+                prev=url(f"archive/{number - 1}.xml") if number > 1 else None,
+                next=url(f"archive/{number + 1}.xml") if number < pages else None,
+            )
+        }
+        if previous_newest is not None:
+            extra["empty_updated"] = previous_newest
+        channel = self._channel(
+            f"{site.title} — archive {number}", site.subtitle, f"archive/{number}/", **extra
+        )
+        # an archive document's self link is the page itself
+        channel = Channel(
+            **{
+                **{name: getattr(channel, name) for name in Channel.__slots__},
+                "atom_url": url(f"archive/{number}.xml"),
+            }
+        )
+        newest_first = sorted(found, key=lambda a: a.published, reverse=True)
+        out.write(f"archive/{number}.xml", feeds.atom(channel, self._entries(newest_first)))
+
+    def _full_archives(
+        self,
+        out: OutputDir,
+        queries: SiteQueries,
+        stamps: Sequence[ArticleStamp],
+        known: dict[str, str],
+    ) -> dict[str, str]:
+        pages = self._pages(len(stamps))
+        fingerprints: dict[str, str] = {}
+        for number in range(1, pages + 1):
+            members = stamps[(number - 1) * self.size : number * self.size]
+            digest = hashlib.blake2b(f"{number}/{pages > number}".encode(), digest_size=16)
+            for stamp in members:
+                digest.update(_stamp_key(stamp))
+            if not members and number > 1:
+                # an empty page's `updated` comes from the page before it
+                for stamp in stamps[(number - 2) * self.size : (number - 1) * self.size]:
+                    digest.update(_stamp_key(stamp))
+            fingerprint = digest.hexdigest()
+            fingerprints[str(number)] = fingerprint
+            if known.get(str(number)) == fingerprint and out.exists(f"archive/{number}.xml"):
+                continue
+            found = queries.by_ids(s.id for s in members)
+            self._archive_page(out, queries, number, pages, found)
+        return fingerprints
+
+    # -- pages ---------------------------------------------------------------------
+
+    def _full_pages(
+        self,
+        out: OutputDir,
+        queries: SiteQueries,
+        stamps: Sequence[ArticleStamp],
+        slugs: dict[str, str],
+    ) -> int:
+        known = self._load_json(out, PAGES_STATE) or {}
+        fingerprints = {s.id: _stamp_key(s).hex() for s in stamps}
+        stale = [
+            s.id
+            for s in stamps
+            if known.get(s.id) != fingerprints[s.id] or not out.exists(f"articles/{s.slug}.html")
+        ]
+        for start in range(0, len(stale), 500):
+            for article in queries.by_ids(stale[start : start + 500]):
+                self._article_page(out, article, slugs)
+        out.write(PAGES_STATE, _json_bytes(fingerprints))
+        return len(stale)
+
+    def _article_page(self, out: OutputDir, article: Article, slugs: dict[str, str]) -> None:
+        zone = self.settings.zone
+        slug = slugs.get(article.category, category_slug(article.category))
+        html = render(
+            self.environment,
+            "article.html.j2",
+            article=article,
+            published=article.published.astimezone(zone),
+            updated=article.updated.astimezone(zone),
+            category_feed=f"../category/{slug}/atom.xml",
+            root="../",
+        )
+        out.write(f"articles/{article.slug}.html", html.encode("utf-8"))
+
+    def _index(
+        self,
+        out: OutputDir,
+        latest: Sequence[Article],
+        categories: Sequence[tuple[str, int]],
+        slugs: dict[str, str],
+    ) -> None:
+        zone = self.settings.zone
+        html = render(
+            self.environment,
+            "index.html.j2",
+            articles=[
+                {
+                    "article": a,
+                    "url": f"articles/{a.slug}.html",
+                    "published": a.published.astimezone(zone),
+                }
+                for a in latest
+            ],
+            categories=[
+                {"name": name, "slug": slugs.get(name, category_slug(name)), "count": n}
+                for name, n in categories
+            ],
+            root="",
+        )
+        out.write("index.html", html.encode("utf-8"))
+
+    def _static(self, out: OutputDir) -> None:
+        for folder in [self.settings.templates_dir, builtin_templates()]:
+            if folder is not None and (folder / "static" / "style.css").is_file():
+                out.write("static/style.css", (folder / "static" / "style.css").read_bytes())
+                return
+
+    # -- state ---------------------------------------------------------------------
+
+    def _fingerprint(self) -> str:
+        """Changes when anything but the articles would change the output."""
+        s = self.settings
+        digest = hashlib.blake2b(digest_size=16)
+        digest.update(
+            repr((STATE_VERSION, __version__, s.base_url, s.timezone, s.site, s.feeds)).encode()
+        )
+        for name in _TEMPLATES:
+            for folder in [s.templates_dir, builtin_templates()]:
+                if folder is not None and (folder / name).is_file():
+                    digest.update((folder / name).read_bytes())
+                    break
+        return digest.hexdigest()
+
+    def _load_state(self, out: OutputDir) -> dict[str, Any] | None:
+        state = self._load_json(out, STATE)
+        if state is None or state.get("fingerprint") != self._fingerprint():
+            return None
+        return state
+
+    @staticmethod
+    def _load_json(out: OutputDir, relative: str) -> dict[str, Any] | None:
+        data = out.read(relative)
+        if data is None:
+            return None
+        try:
+            loaded = json.loads(data)
+        except ValueError:
+            return None
+        return loaded if isinstance(loaded, dict) else None
+
+    def _save_state(self, out: OutputDir, state: dict[str, Any]) -> None:
+        state["fingerprint"] = self._fingerprint()
+        out.write(STATE, _json_bytes(state))
+
+
+def _stamp_key(stamp: ArticleStamp) -> bytes:
+    return hashlib.blake2b(
+        "\x1f".join(
+            [
+                stamp.id,
+                stamp.slug,
+                stamp.category,
+                stamp.published.isoformat(),
+                stamp.updated.isoformat(),
+                stamp.content_hash,
+                *stamp.removed,
+            ]
+        ).encode(),
+        digest_size=12,
+    ).digest()
+
+
+def _json_bytes(value: object) -> bytes:
+    return json.dumps(value, sort_keys=True, separators=(",", ":")).encode("utf-8")

@@ -1,0 +1,116 @@
+"""Read queries the site builder needs: archive pages in ingest order, light fingerprints."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import func, select
+
+from publisher.model import Article
+from publisher.store.articles import Articles
+from publisher.store.schema import articles, removals
+
+__all__ = ["ArticleStamp", "SiteQueries"]
+
+
+@dataclass(frozen=True, slots=True)
+class ArticleStamp:
+    """What decides whether an article's rendered outputs are still current (no body)."""
+
+    seq: int
+    id: str
+    slug: str
+    category: str
+    published: datetime
+    updated: datetime
+    content_hash: str
+    removed: tuple[str, ...]  # keys of blocks removed as boilerplate
+
+
+class SiteQueries(Articles):
+    """Articles plus the queries of the site builder (archives go by ingest order)."""
+
+    def stamps(self) -> list[ArticleStamp]:
+        """Every article's stamp in ingest order, without loading bodies."""
+        removed: dict[str, list[str]] = defaultdict(list)
+        for row in self.connection.execute(
+            select(removals.c.article_id, removals.c.key).order_by(
+                removals.c.article_id, removals.c.key
+            )
+        ):
+            removed[row.article_id].append(row.key)
+        rows = self.connection.execute(
+            select(
+                articles.c.seq,
+                articles.c.id,
+                articles.c.slug,
+                articles.c.category,
+                articles.c.published,
+                articles.c.updated,
+                articles.c.content_hash,
+            ).order_by(articles.c.seq)
+        )
+        return [
+            ArticleStamp(
+                int(r.seq),
+                str(r.id),
+                str(r.slug),
+                str(r.category),
+                r.published,
+                r.updated,
+                str(r.content_hash),
+                tuple(removed.get(r.id, ())),
+            )
+            for r in rows
+        ]
+
+    def by_ids(self, ids: Iterable[str]) -> list[Article]:
+        """Articles with these ids (missing ones skipped), in ingest order."""
+        wanted = list(dict.fromkeys(ids))
+        found: list[Article] = []
+        for start in range(0, len(wanted), 500):
+            chunk = wanted[start : start + 500]
+            rows = self.connection.execute(
+                select(articles).where(articles.c.id.in_(chunk)).order_by(articles.c.seq)
+            ).all()
+            found.extend(self._load(rows, with_removals=False))
+        return found
+
+    def in_ingest_order(self, offset: int, limit: int) -> list[Article]:
+        """One archive page: articles by ingest order (oldest first)."""
+        rows = self.connection.execute(
+            select(articles).order_by(articles.c.seq).offset(offset).limit(limit)
+        ).all()
+        return self._load(rows, with_removals=False)
+
+    def ranks(self, ids: Iterable[str]) -> dict[str, int]:
+        """0-based position of each article in ingest order (what archive page it is on)."""
+        result: dict[str, int] = {}
+        for article_id in dict.fromkeys(ids):
+            seq = self.connection.execute(
+                select(articles.c.seq).where(articles.c.id == article_id)
+            ).scalar()
+            if seq is None:
+                continue
+            result[article_id] = int(
+                self.connection.execute(
+                    select(func.count()).select_from(articles).where(articles.c.seq < seq)
+                ).scalar_one()
+            )
+        return result
+
+    def removals_since(self, since: datetime | None) -> tuple[set[str], datetime | None]:
+        """Articles that had blocks removed at or after `since`, and the newest decision time."""
+        query = select(removals.c.article_id, removals.c.decided)
+        if since is not None:
+            query = query.where(removals.c.decided >= since)
+        ids: set[str] = set()
+        newest: datetime | None = None
+        for row in self.connection.execute(query):
+            ids.add(str(row.article_id))
+            if newest is None or row.decided > newest:
+                newest = row.decided
+        return ids, newest

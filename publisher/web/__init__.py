@@ -1,0 +1,120 @@
+"""Adapter: HTTP. Serves the output folder (static.py) plus routes other parts hand in.
+
+`create_app(settings, extra_routes=...)` builds the Starlette app; `serve(app, ...)` runs
+it with uvicorn inside the caller's event loop until `stop` is set. After `ready` is set,
+`app.state.port` holds the bound port (useful with port 0) and `app.state.url` the base URL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+from collections.abc import Iterator, Sequence
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.routing import BaseRoute, Route
+
+from publisher.config import Settings
+from publisher.errors import PublisherError
+from publisher.web.static import SecurityHeaders, StaticSite
+
+__all__ = ["BaseRoute", "create_app", "serve"]
+
+log = logging.getLogger("publisher.web")
+
+
+def create_app(settings: Settings, *, extra_routes: Sequence[BaseRoute] = ()) -> Starlette:
+    """The ASGI app: `extra_routes` first, then the output folder as a catch-all."""
+    site = StaticSite(settings)
+    app = Starlette(
+        routes=[
+            *extra_routes,
+            Route("/{path:path}", site.endpoint, methods=["GET", "HEAD"], name="static"),
+        ],
+        exception_handlers={
+            404: site.not_found_handler,
+            405: site.error_handler,
+            500: site.error_handler,
+        },
+    )
+    app.add_middleware(SecurityHeaders)
+    app.state.settings = settings
+    app.state.port = None
+    app.state.url = None
+    return app
+
+
+class _Server(uvicorn.Server):
+    """uvicorn inside our loop: the caller owns signals (run_until_signal sets `stop`)."""
+
+    def __init__(self, config: uvicorn.Config, ready: asyncio.Event | None) -> None:
+        super().__init__(config)
+        self.ready = ready
+        self.port: int | None = None
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.started:
+            for server in self.servers:
+                for bound in server.sockets:
+                    self.port = int(bound.getsockname()[1])
+                    break
+            if self.ready is not None:
+                self.ready.set()
+
+
+async def serve(
+    app: Starlette,
+    host: str,
+    port: int,
+    stop: asyncio.Event,
+    *,
+    ready: asyncio.Event | None = None,
+) -> None:
+    """Serve `app` on host:port (0: any free port) until `stop` is set."""
+    config = uvicorn.Config(
+        app, host=host, port=port, log_level="warning", access_log=False, lifespan="off"
+    )
+    started = asyncio.Event()
+    server = _Server(config, started)
+    task = asyncio.create_task(server.serve())
+    stopping = asyncio.create_task(stop.wait())
+    try:
+        waiting = asyncio.create_task(started.wait())
+        done, _ = await asyncio.wait({task, waiting}, return_when=asyncio.FIRST_COMPLETED)
+        if task in done:
+            waiting.cancel()
+            await _finished(task, host, port)
+            return
+        shown = "[" + host + "]" if ":" in host else host
+        app.state.port = server.port
+        app.state.url = f"http://{shown}:{server.port}/"
+        log.info("serving %s on %s", app.state.settings.output_dir, app.state.url)
+        if ready is not None:
+            ready.set()
+        await asyncio.wait({task, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        server.should_exit = True
+        await _finished(task, host, port)
+    finally:
+        stopping.cancel()
+        if not task.done():
+            server.should_exit = True
+            with contextlib.suppress(BaseException):
+                await task
+
+
+async def _finished(task: asyncio.Task[None], host: str, port: int) -> None:
+    try:
+        await task
+    except SystemExit as exc:  # uvicorn exits the process when it cannot bind
+        raise PublisherError(
+            f"cannot listen on {host}:{port}",
+            "is another server using that port? pick one with --port",
+        ) from exc
