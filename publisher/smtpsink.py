@@ -1,0 +1,129 @@
+"""Adapter: an embedded SMTP sink (aiosmtpd) that saves each received message as a .eml file.
+
+`publisher run --smtp-debug` starts it on the configured SMTP host/port so a newcomer sees
+real digests arrive without a mail server. Every message is written to
+`<mailbox>/<UTC timestamp>-<n>.eml` (atomically: a temporary name, then a rename), with
+`Return-Path` and `Delivered-To` lines on top, as a local delivery agent would add.
+It runs on the caller's event loop; `stop()` lets a transaction in flight finish.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from aiosmtpd.smtp import SMTP, Envelope, Session
+
+__all__ = ["SmtpSink"]
+
+log = logging.getLogger("publisher.smtpsink")
+
+
+class _MailboxHandler:
+    """aiosmtpd handler: one file per DATA transaction."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.counter = itertools.count(1)
+        self.saved: list[Path] = []
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        content = envelope.original_content or b""
+        recipients = [str(r) for r in envelope.rcpt_tos]
+        head = f"Return-Path: <{envelope.mail_from or ''}>\r\n" + "".join(
+            f"Delivered-To: {rcpt}\r\n" for rcpt in recipients
+        )
+        path = await asyncio.to_thread(self._save, head.encode("utf-8") + content)
+        self.saved.append(path)
+        log.info("mailbox: saved %s for %s", path.name, ", ".join(recipients))
+        return "250 OK: saved"
+
+    def _save(self, data: bytes) -> Path:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+        path = self.folder / f"{stamp}-{next(self.counter)}.eml"
+        partial = path.with_name(f".{path.name}.part")
+        partial.write_bytes(data)
+        os.replace(partial, path)
+        return path
+
+
+class _CountingSMTP(SMTP):  # type: ignore[misc]
+    """aiosmtpd's protocol, counting open connections so stop() can wait for them."""
+
+    def __init__(self, handler: Any, connections: set[_CountingSMTP], **kwargs: Any) -> None:
+        super().__init__(handler, **kwargs)
+        self._connections = connections
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._connections.add(self)
+        super().connection_made(transport)
+
+    def connection_lost(self, error: Exception | None) -> None:
+        self._connections.discard(self)
+        super().connection_lost(error)
+
+
+class SmtpSink:
+    """An SMTP server on this event loop that stores mail in a folder instead of sending it."""
+
+    def __init__(self, mailbox: Path, host: str = "127.0.0.1", port: int = 1025) -> None:
+        self.mailbox = mailbox
+        self.host = host
+        self.port = port
+        self._handler = _MailboxHandler(mailbox)
+        self._connections: set[_CountingSMTP] = set()
+        self._server: asyncio.Server | None = None
+
+    @property
+    def saved(self) -> list[Path]:
+        """Files written so far, in arrival order."""
+        return list(self._handler.saved)
+
+    async def start(self) -> SmtpSink:
+        """Listen (port 0 picks a free port; `self.port` is then the real one)."""
+        self.mailbox.mkdir(parents=True, exist_ok=True)
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            lambda: _CountingSMTP(
+                self._handler,
+                self._connections,
+                hostname="publisher-sink",
+                ident="publisher smtp sink",
+            ),
+            host=self.host,
+            port=self.port,
+        )
+        self.port = self._server.sockets[0].getsockname()[1]
+        log.info(
+            "smtp sink listening on %s:%s, saving mail to %s", self.host, self.port, self.mailbox
+        )
+        return self
+
+    async def stop(self, grace: float = 2.0) -> None:
+        """Stop listening; give open connections `grace` seconds to finish, then close them."""
+        if self._server is None:
+            return
+        self._server.close()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace
+        while self._connections and loop.time() < deadline:
+            await asyncio.sleep(0.02)
+        for connection in list(self._connections):
+            with contextlib.suppress(Exception):
+                connection.transport.close()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._server.wait_closed(), 1.0)
+        self._server = None
+
+    async def __aenter__(self) -> SmtpSink:
+        return await self.start()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
