@@ -54,7 +54,7 @@ class _MailboxHandler:
         return path
 
 
-class _CountingSMTP(SMTP):  # type: ignore[misc]
+class _CountingSMTP(SMTP):
     """aiosmtpd's protocol, counting open connections so stop() can wait for them."""
 
     def __init__(self, handler: Any, connections: set[_CountingSMTP], **kwargs: Any) -> None:
@@ -116,7 +116,7 @@ class SmtpSink:
         while self._connections and loop.time() < deadline:
             await asyncio.sleep(0.02)
         for connection in list(self._connections):
-            with contextlib.suppress(Exception):
+            if connection.transport is not None:
                 connection.transport.close()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._server.wait_closed(), 1.0)
