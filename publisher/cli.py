@@ -7,13 +7,23 @@ import json
 import logging
 import sys
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any, NoReturn
 
 import click
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import (  # -- subscribers and digests --
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    Task,
+    TextColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
+from rich.text import Text
 
 from publisher.app import App, run_until_signal
 from publisher.config import load_settings
@@ -214,7 +224,7 @@ def articles_list(ctx: click.Context, as_json: bool) -> None:
     """
     found = _app(ctx).articles()
     if as_json:
-        _print_json([a.as_dict(body=False) for a in found])
+        _print_json([a.as_dict(body=False, zone=_app(ctx).settings.zone) for a in found])
         return
     table = Table(
         "published", "title", "category", "author", "slug", title=f"{len(found)} articles"
@@ -242,7 +252,7 @@ def articles_show(ctx: click.Context, article_id: str, as_json: bool) -> None:
     """
     article = _app(ctx).article(article_id)
     if as_json:
-        _print_json(article.as_dict())
+        _print_json(article.as_dict(zone=_app(ctx).settings.zone))
         return
     zone = _app(ctx).settings.zone
     out.print(f"[bold]{article.title}[/]", markup=True)
@@ -318,6 +328,208 @@ def serve(ctx: click.Context, host: str | None, port: int | None) -> None:
     bind_host = host or settings.server.host
     bind_port = settings.server.port if port is None else port
     run_until_signal(lambda stop: serve_http(web, bind_host, bind_port, stop))
+
+
+# -- subscribers and digests ------------------------------------------------------
+
+
+@cli.group(cls=PublisherGroup)
+def subscribers() -> None:
+    """Who gets the digest."""
+
+
+@subscribers.command("add")
+@click.argument("email")
+@click.option("--name", help="Display name for the To: header.")
+@click.option("--category", "categories", multiple=True, help="Only this category (repeatable).")
+@click.option(
+    "--frequency", type=click.Choice(["weekly", "daily"]), default="weekly", show_default=True
+)
+@click.pass_context
+def subscribers_add(
+    ctx: click.Context, email: str, name: str | None, categories: tuple[str, ...], frequency: str
+) -> None:
+    """Add a confirmed subscriber (the operator vouches for the address); updates an existing one.
+
+    Example: publisher subscribers add ann@example.com --name Ann --category "Harbin Today"
+    """
+    found, created = _app(ctx).add_subscriber(
+        email, name=name, categories=categories, frequency=frequency
+    )
+    verb = "added" if created else "updated"
+    out.print(f"{verb} {found.email} ({found.status.value})", markup=False)
+
+
+@subscribers.command("remove")
+@click.argument("email")
+@click.pass_context
+def subscribers_remove(ctx: click.Context, email: str) -> None:
+    """Delete a subscriber and their delivery history.
+
+    Example: publisher subscribers remove ann@example.com
+    """
+    _app(ctx).remove_subscriber(email)
+    out.print(f"removed {email}", markup=False)
+
+
+@subscribers.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON array.")
+@click.pass_context
+def subscribers_list(ctx: click.Context, as_json: bool) -> None:
+    """List subscribers with status, categories, frequency and last digest.
+
+    Example: publisher subscribers list --json | jq '.[] | select(.status=="confirmed")'
+    """
+    app = _app(ctx)
+    found = app.subscribers()
+    if as_json:
+        _print_json(
+            [
+                {
+                    "email": s.email,
+                    "name": s.name,
+                    "status": s.status.value,
+                    "categories": list(s.categories),
+                    "frequency": s.frequency.value,
+                    "created": s.created.isoformat(),
+                    "confirmed": s.confirmed.isoformat() if s.confirmed else None,
+                    "last_digest": s.last_digest.isoformat() if s.last_digest else None,
+                    "hard_failures": s.hard_failures,
+                }
+                for s in found
+            ]
+        )
+        return
+    zone = app.settings.zone
+    table = Table(
+        "email", "name", "status", "categories", "frequency", "last digest",
+        title=f"{len(found)} subscribers",
+    )
+    for s in found:
+        table.add_row(
+            s.email,
+            s.name or "",
+            s.status.value,
+            ", ".join(s.categories) or "all",
+            s.frequency.value,
+            s.last_digest.astimezone(zone).strftime("%Y-%m-%d %H:%M") if s.last_digest else "—",
+        )
+    out.print(table)
+
+
+@subscribers.command("import")
+@click.argument("file", type=click.Path(path_type=Path, dir_okay=False, exists=True))
+@click.pass_context
+def subscribers_import(ctx: click.Context, file: Path) -> None:
+    """Import confirmed subscribers from CSV (header: email,name,categories,frequency).
+
+    Categories are separated by ';'. Bad rows are reported by line number and skipped;
+    good rows are kept. Importing the same file again changes nothing. Exit 1 if a row was bad.
+
+    Example: publisher subscribers import people.csv
+    """
+    report = _app(ctx).import_subscribers(file)
+    for line, reason in report.errors:
+        click.echo(f"{file}:{line}: {reason}", err=True)
+    out.print(
+        f"added {report.added}, updated {report.updated}, rejected {len(report.errors)}",
+        markup=False,
+    )
+    if report.errors:
+        sys.exit(1)
+
+
+@subscribers.command("export")
+@click.pass_context
+def subscribers_export(ctx: click.Context) -> None:
+    """Write every subscriber as CSV to stdout (re-importable).
+
+    Example: publisher subscribers export > subscribers.csv
+    """
+    _app(ctx).export_subscribers(sys.stdout)
+
+
+class _RateColumn(ProgressColumn):
+    """Messages per second."""
+
+    def render(self, task: Task) -> Text:
+        speed = task.finished_speed or task.speed
+        return Text(f"{speed:,.0f} msg/s" if speed else "— msg/s", style="progress.data.speed")
+
+
+@cli.command()
+@click.option("--dry-run", is_flag=True, help="Write .eml files; send and record nothing.")
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=Path("outbox-preview"),
+    show_default=True,
+    help="Folder for --dry-run output.",
+)
+@click.option("--frequency", type=click.Choice(["weekly", "daily"]), help="Only these subscribers.")
+@click.option("--now", "now_text", metavar="ISO", help="Pretend it is this time (ISO 8601).")
+@click.pass_context
+def send(
+    ctx: click.Context, dry_run: bool, out_dir: Path, frequency: str | None, now_text: str | None
+) -> None:
+    """Build every due digest and send it, each message exactly once.
+
+    A run interrupted (Ctrl-C, crash) is resumed by the next `send`. Exit 1 if some
+    message failed (listed). With --dry-run, writes DIR/<email>.eml and DIR/index.html.
+
+    Example: publisher send --dry-run && open outbox-preview/index.html
+    """
+    app = _app(ctx)
+    now = _parse_now(now_text, app.settings.zone) if now_text else None
+    logging.getLogger("publisher.mailer").setLevel(logging.WARNING)
+    if dry_run:
+        report = app.send_digests(frequency, now, dry_run=True, out_dir=out_dir)
+        table = Table(
+            "recipient", "items", "subject", "size",
+            title=f"Dry run: {len(report.previews)} messages in {out_dir} (nothing sent)",
+        )
+        for p in report.previews:
+            table.add_row(p.recipient, str(p.items), p.subject, f"{p.size:,}")
+        out.print(table)
+        out.print(f"skipped (nothing new): {report.skipped_empty}", markup=False)
+        return
+    progress = Progress(
+        TextColumn("Sending"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        _RateColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=True,
+    )
+    task = progress.add_task("send", total=None)
+
+    def update(done: int, total: int) -> None:
+        progress.update(task, completed=done, total=total)
+
+    with progress:
+        report = app.send_digests(frequency, now, progress=update)
+    if report.resumed:
+        out.print(f"resumed unfinished run {report.run_id}", markup=False)
+    if report.failures:
+        table = Table("recipient", "error", title="Failed")
+        for recipient, error in report.failures:
+            table.add_row(recipient, error)
+        out.print(table)
+    summary = Table(*report.summary().keys(), title="Send summary")
+    summary.add_row(*(str(n) for n in report.summary().values()))
+    out.print(summary)
+    if report.failed:
+        sys.exit(1)
+
+
+def _parse_now(text: str, zone: Any) -> datetime:
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise click.BadParameter(f"not an ISO 8601 time: {text}", param_hint="--now") from None
+    return value if value.tzinfo else value.replace(tzinfo=zone)
 
 
 def main() -> None:

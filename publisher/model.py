@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, tzinfo
 from enum import StrEnum
 
 __all__ = [
@@ -11,6 +11,7 @@ __all__ = [
     "Block",
     "Delivery",
     "DeliveryStatus",
+    "DigestRun",
     "Frequency",
     "ParsedArticle",
     "Removal",
@@ -80,17 +81,21 @@ class Article:
     def category(self) -> str:
         return self.category_path[-1] if self.category_path else "Uncategorized"
 
-    def as_dict(self, *, body: bool = True) -> dict[str, object]:
-        """JSON-ready view (ISO 8601 dates) for `--json` output."""
+    def as_dict(self, *, body: bool = True, zone: tzinfo | None = None) -> dict[str, object]:
+        """JSON-ready view for `--json` output; dates ISO 8601 in `zone` (default: as stored)."""
+
+        def when(value: datetime) -> str:
+            return (value.astimezone(zone) if zone else value).isoformat()
+
         view: dict[str, object] = {
             "id": self.id,
             "slug": self.slug,
             "title": self.title,
             "category": self.category,
             "category_path": list(self.category_path),
-            "published": self.published.isoformat(),
-            "updated": self.updated.isoformat(),
-            "ingested": self.ingested.isoformat(),
+            "published": when(self.published),
+            "updated": when(self.updated),
+            "ingested": when(self.ingested),
             "author": self.author,
             "source": self.source,
             "summary": self.summary,
@@ -153,3 +158,18 @@ class Delivery:
     article_ids: tuple[str, ...]
     error: str | None = None
     sent_at: datetime | None = None
+
+
+# -- digest runs (issue 4) ---------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class DigestRun:
+    """One sending of digests: every selection in it uses `as_of` as its `now`."""
+
+    id: int
+    frequency: str  # weekly | daily | all
+    as_of: datetime
+    status: str  # fanout | sending | done
+    created: datetime
+    finished: datetime | None = None

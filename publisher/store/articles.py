@@ -285,14 +285,15 @@ class Articles:
         planned = [(r.article_id or article_id, r) for r in decision.removals]
         if not planned:
             return
-        existing = set(
-            self.connection.execute(
+        existing = {
+            (row.article_id, row.key)
+            for row in self.connection.execute(
                 select(removals.c.article_id, removals.c.key).where(
                     removals.c.article_id.in_({target for target, _ in planned}),
                     removals.c.key.in_({r.key for _, r in planned}),
                 )
-            ).tuples()
-        )
+            )
+        }
         rows = [
             {
                 "article_id": target,
