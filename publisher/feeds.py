@@ -218,7 +218,10 @@ def json_feed(channel: Channel, entries: Sequence[Entry]) -> bytes:
     if channel.icon:
         document["favicon"] = channel.icon
     document["items"] = [_json_item(entry, channel) for entry in entries]
-    return (json.dumps(document, ensure_ascii=False, indent=2) + "\n").encode("utf-8")
+    text = json.dumps(document, ensure_ascii=False, indent=2)
+    # the same strings, but no raw < > & in the bytes: safe even if someone inlines it
+    text = text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+    return (text + "\n").encode("utf-8")
 
 
 def _json_item(entry: Entry, channel: Channel) -> dict[str, Any]:
