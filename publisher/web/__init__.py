@@ -50,10 +50,9 @@ def create_app(settings: Settings, *, extra_routes: Sequence[BaseRoute] = ()) ->
 class _Server(uvicorn.Server):
     """uvicorn inside our loop: the caller owns signals (run_until_signal sets `stop`)."""
 
-    def __init__(self, config: uvicorn.Config, ready: asyncio.Event | None) -> None:
+    def __init__(self, config: uvicorn.Config, started: asyncio.Event) -> None:
         super().__init__(config)
-        self.ready = ready
-        self.port: int | None = None
+        self.started_event = started
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
@@ -62,12 +61,28 @@ class _Server(uvicorn.Server):
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)
         if self.started:
-            for server in self.servers:
-                for bound in server.sockets:
-                    self.port = int(bound.getsockname()[1])
-                    break
-            if self.ready is not None:
-                self.ready.set()
+            self.started_event.set()
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    """Bind here, not in uvicorn: it would sys.exit() on a busy port; we raise instead."""
+    try:
+        family, kind, protocol, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+        bound = socket.socket(family, kind, protocol)
+    except OSError as exc:
+        raise PublisherError(f"cannot listen on {host}:{port}: {exc}") from exc
+    try:
+        bound.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        bound.bind(address)
+    except OSError as exc:
+        bound.close()
+        raise PublisherError(
+            f"cannot listen on {host}:{port}: {exc.strerror or exc}",
+            "is another server using that port? pick one with --port",
+        ) from exc
+    return bound
 
 
 async def serve(
@@ -78,43 +93,37 @@ async def serve(
     *,
     ready: asyncio.Event | None = None,
 ) -> None:
-    """Serve `app` on host:port (0: any free port) until `stop` is set."""
+    """Serve `app` on host:port (0: any free port) until `stop` is set.
+
+    Once listening, sets `ready` and `app.state.port` / `app.state.url`.
+    """
+    bound = _bind(host, port)
     config = uvicorn.Config(
         app, host=host, port=port, log_level="warning", access_log=False, lifespan="off"
     )
     started = asyncio.Event()
     server = _Server(config, started)
-    task = asyncio.create_task(server.serve())
+    task = asyncio.create_task(server.serve(sockets=[bound]))
+    waiting = asyncio.create_task(started.wait())
     stopping = asyncio.create_task(stop.wait())
     try:
-        waiting = asyncio.create_task(started.wait())
-        done, _ = await asyncio.wait({task, waiting}, return_when=asyncio.FIRST_COMPLETED)
-        if task in done:
-            waiting.cancel()
-            await _finished(task, host, port)
-            return
-        shown = "[" + host + "]" if ":" in host else host
-        app.state.port = server.port
-        app.state.url = f"http://{shown}:{server.port}/"
-        log.info("serving %s on %s", app.state.settings.output_dir, app.state.url)
-        if ready is not None:
-            ready.set()
-        await asyncio.wait({task, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait({task, waiting}, return_when=asyncio.FIRST_COMPLETED)
+        if not task.done():
+            actual = int(bound.getsockname()[1])
+            shown = f"[{host}]" if ":" in host else host
+            app.state.port = actual
+            app.state.url = f"http://{shown}:{actual}/"
+            log.info("serving %s on %s", app.state.settings.output_dir, app.state.url)
+            if ready is not None:
+                ready.set()
+            await asyncio.wait({task, stopping}, return_when=asyncio.FIRST_COMPLETED)
         server.should_exit = True
-        await _finished(task, host, port)
+        await task
     finally:
-        stopping.cancel()
+        for helper in (waiting, stopping):
+            helper.cancel()
         if not task.done():
             server.should_exit = True
-            with contextlib.suppress(BaseException):
+            with contextlib.suppress(asyncio.CancelledError):
                 await task
-
-
-async def _finished(task: asyncio.Task[None], host: str, port: int) -> None:
-    try:
-        await task
-    except SystemExit as exc:  # uvicorn exits the process when it cannot bind
-        raise PublisherError(
-            f"cannot listen on {host}:{port}",
-            "is another server using that port? pick one with --port",
-        ) from exc
+        bound.close()
