@@ -532,5 +532,98 @@ def _parse_now(text: str, zone: Any) -> datetime:
     return value if value.tzinfo else value.replace(tzinfo=zone)
 
 
+# -- run and status ------------------------------------------------------------------
+
+
+@cli.command()
+@click.option("--host", help="Interface to listen on (default: server.host).")
+@click.option("--port", type=click.IntRange(0, 65535), help="Port (default: server.port; 0: any).")
+@click.option(
+    "--smtp-debug",
+    is_flag=True,
+    help="Start an SMTP sink on smtp.host:smtp.port that saves mail to ./mailbox/.",
+)
+@click.option("--no-send", is_flag=True, help="Watch and serve only; schedule no digests.")
+@click.pass_context
+def run(
+    ctx: click.Context, host: str | None, port: int | None, smtp_debug: bool, no_send: bool
+) -> None:
+    """Watch the inbox, schedule digests and serve the site, in one process: the main job.
+
+    At start: seeds an empty inbox from seeds/ on a first run, ingests the inbox and
+    builds the feeds. Digests are sent on the schedule in the config (a run missed while
+    stopped is sent once on start). Only one `publisher run` may schedule digests for a
+    database. Stops cleanly on Ctrl-C or SIGTERM.
+
+    Example: publisher run --smtp-debug
+    """
+    from publisher.runner import RunOptions
+    from publisher.runner import run as run_main_job
+
+    app = _app(ctx)
+    _route_library_logs("apscheduler")
+    options = RunOptions(host=host, port=port, smtp_debug=smtp_debug, send=not no_send)
+    run_until_signal(lambda stop: run_main_job(app, stop, options))
+
+
+def _route_library_logs(name: str) -> None:
+    """Send a library's warnings through our handler (plain or JSON), not the root logger."""
+    library = logging.getLogger(name)
+    library.handlers[:] = logging.getLogger("publisher").handlers
+    library.setLevel(logging.WARNING)
+    library.propagate = False
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON object.")
+@click.pass_context
+def status(ctx: click.Context, as_json: bool) -> None:
+    """Show articles, subscribers, feeds, the next digest runs and pending deliveries.
+
+    Reads the database and the output folder; starts nothing.
+
+    Example: publisher status --json | jq '.jobs[].next_run'
+    """
+    from publisher.runner import gather_status
+
+    found = gather_status(_app(ctx))
+    if as_json:
+        _print_json(found)
+        return
+    _print_status(found)
+
+
+def _print_status(found: dict[str, Any]) -> None:
+    articles = found["articles"]
+    feeds = found["feeds"]
+    scheduler = found["scheduler"]
+    lines = [
+        ("database", found["database"]),
+        ("articles", f"{articles['total']} (last ingest: {articles['last_ingest'] or 'never'})"),
+        ("feeds", f"last built: {feeds['last_built'] or 'never'} ({feeds['output_dir']})"),
+        (
+            "scheduler",
+            f"running ({scheduler.get('holder') or 'another process'})"
+            if scheduler["running"]
+            else "not running",
+        ),
+    ]
+    for job in found["jobs"]:
+        lines.append(
+            (f"{job['frequency']} digest", f"{job['schedule']}; next: {job['next_run'] or '—'}")
+        )
+    for key, value in found.items():
+        if key in {"database", "articles", "feeds", "scheduler", "jobs"}:
+            continue
+        if isinstance(value, dict):
+            shown = ", ".join(f"{k} {v}" for k, v in value.items()) or "none"
+        else:
+            shown = "—" if value is None else str(value)
+        lines.append((key.replace("_", " "), shown))
+    width = max(len(label) for label, _ in lines)
+    for label, value in lines:
+        out.print(f"{label:>{width}}: {value}", markup=False)
+
+
 def main() -> None:
     cli(prog_name="publisher")

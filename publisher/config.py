@@ -106,6 +106,8 @@ class Settings:
     output_dir: Path = Path("public")
     templates_dir: Path | None = None
     seeds_dir: Path | None = None
+    # -- run and status --: where `publisher run --smtp-debug` saves received mail
+    mailbox_dir: Path = Path("mailbox")
     base_url: str = "http://127.0.0.1:8080/"
     timezone: str = "Asia/Shanghai"
     secret_key: str | None = field(default=None, repr=False)
@@ -143,6 +145,7 @@ ENVIRONMENT: Mapping[str, tuple[str, str]] = {
     "PUBLISHER_BASE_URL": ("", "base_url"),
     "PUBLISHER_SECRET_KEY": ("", "secret_key"),
     "PUBLISHER_TIMEZONE": ("", "timezone"),
+    "PUBLISHER_MAILBOX_DIR": ("", "mailbox_dir"),
     "PUBLISHER_SMTP_HOST": ("smtp", "host"),
     "PUBLISHER_SMTP_PORT": ("smtp", "port"),
     "PUBLISHER_SMTP_USERNAME": ("smtp", "username"),
@@ -160,7 +163,7 @@ _SECTIONS: Mapping[str, type] = {
     "schedule": ScheduleSettings,
     "digest": DigestSettings,
 }
-_PATHS = ("inbox", "output_dir", "templates_dir", "seeds_dir")
+_PATHS = ("inbox", "output_dir", "templates_dir", "seeds_dir", "mailbox_dir")
 
 
 def load_settings(

@@ -1,0 +1,278 @@
+"""The main job, `publisher run`: watcher, digest scheduler and web server in one asyncio process.
+
+Start: take the scheduler lock (one scheduler per database), seed an empty inbox from the
+seeds on a first run, ingest the inbox, build the feeds, then run the inbox watcher, the
+scheduler, the HTTP server and (with --smtp-debug) an SMTP sink side by side. Stop
+(SIGTERM / Ctrl-C): stop taking work, give a digest in flight a few seconds to finish its
+SMTP transaction, close the sink last, all within 5 s.
+
+Also here: `gather_status(app)`, what `publisher status` prints.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shutil
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from publisher.app import App
+from publisher.config import Settings
+from publisher.errors import PublisherError
+from publisher.ingest import inbox_files
+from publisher.schedule import DigestDue, DigestScheduler, JobInfo, job_specs, stored_jobs
+from publisher.smtpsink import SmtpSink
+from publisher.store import Articles, Store
+from publisher.store.locks import DatabaseLock
+
+__all__ = ["RunOptions", "gather_status", "run", "seed_inbox"]
+
+log = logging.getLogger("publisher.run")
+
+SCHEDULER_LOCK = "scheduler"
+# Stop budget (SIGTERM -> exit well inside 5 s): a digest in flight, then the SMTP sink.
+DIGEST_GRACE_SECONDS = 3.0
+SINK_GRACE_SECONDS = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class RunOptions:
+    """The switches of `publisher run`."""
+
+    host: str | None = None
+    port: int | None = None
+    smtp_debug: bool = False
+    send: bool = True  # False (--no-send): no scheduler, no lock; watch and serve only
+
+
+async def run(
+    app: App,
+    stop: asyncio.Event,
+    options: RunOptions = RunOptions(),
+    *,
+    ready: asyncio.Event | None = None,
+) -> None:
+    """Run until `stop` is set; `ready` is set once everything listens."""
+    settings = app.settings
+    lock = DatabaseLock(app.store, SCHEDULER_LOCK)
+    if options.send and not lock.try_acquire():
+        holder = lock.holder()
+        raise PublisherError(
+            "another `publisher run` is already scheduling digests for this database"
+            + (f" ({holder})" if holder else "")
+            + "; refusing to start a second scheduler",
+            "stop it first; `publisher serve` and `publisher watch` may run beside it, "
+            "or use `publisher run --no-send`",
+        )
+    sink: SmtpSink | None = None
+    scheduler: DigestScheduler | None = None
+    tasks: list[asyncio.Task[None]] = []
+    try:
+        seeded = await asyncio.to_thread(seed_inbox, settings, app.store)
+        if seeded:
+            log.info(
+                "first run: seeded %s with %d articles from %s",
+                settings.inbox,
+                seeded,
+                settings.seeds_dir,
+            )
+        if options.smtp_debug:
+            sink = await SmtpSink(
+                settings.mailbox_dir, settings.smtp.host, settings.smtp.port
+            ).start()
+        await asyncio.to_thread(_initial_ingest_and_build, app)
+
+        if options.send:
+            scheduler = DigestScheduler(settings, _digest_handler(app), engine=app.store.engine)
+            for job in await scheduler.start():
+                log.info(
+                    "digest job %s: next run %s", job.frequency, _local(job.next_run, settings)
+                )
+        else:
+            log.info("digests are not scheduled (--no-send)")
+
+        from publisher.web import create_app, serve  # starlette/uvicorn load only when serving
+
+        web = create_app(settings, extra_routes=app.web_routes())
+        listening = asyncio.Event()
+        host = options.host or settings.server.host
+        port = settings.server.port if options.port is None else options.port
+        tasks.append(
+            asyncio.create_task(
+                _guard("web server", serve(web, host, port, stop, ready=listening), stop)
+            )
+        )
+        tasks.append(asyncio.create_task(_guard("inbox watcher", app.watch(stop), stop)))
+        waiting = asyncio.create_task(listening.wait())
+        await asyncio.wait([waiting, *tasks], return_when=asyncio.FIRST_COMPLETED)
+        waiting.cancel()
+        if listening.is_set():
+            log.info("publisher run is up: %s", getattr(web.state, "url", f"http://{host}:{port}/"))
+            if ready is not None:
+                ready.set()
+        await stop.wait()
+        log.info("stopping")
+    finally:
+        stop.set()
+        if scheduler is not None:
+            await scheduler.stop(timeout=DIGEST_GRACE_SECONDS)
+        if tasks:
+            await asyncio.wait(tasks, timeout=DIGEST_GRACE_SECONDS)
+        if sink is not None:
+            await sink.stop(grace=SINK_GRACE_SECONDS)
+        lock.release()
+    for task in tasks:  # a part that failed on its own (e.g. the port was taken)
+        if task.done() and not task.cancelled() and task.exception() is not None:
+            raise task.exception()  # type: ignore[misc]
+    log.info("stopped")
+
+
+async def _guard(name: str, work: Coroutine[Any, Any, None], stop: asyncio.Event) -> None:
+    """Run one part; if it fails, stop the whole process (and let `run` re-raise)."""
+    try:
+        await work
+    except Exception:
+        log.error("%s failed; stopping", name)
+        stop.set()
+        raise
+
+
+def _initial_ingest_and_build(app: App) -> None:
+    """Ingest what the inbox holds, then one full feed build (not one per changed file)."""
+    report = app.ingestor.ingest(None)
+    counts = ", ".join(f"{k} {v}" for k, v in report.summary().items() if v)
+    log.info("ingested inbox %s: %s", app.settings.inbox, counts or "empty")
+    app.build_feeds()
+
+
+def _digest_handler(app: App) -> Callable[[DigestDue], Awaitable[None]]:
+    """The scheduler's handler: one digest run of the due frequency, logged with its counts."""
+
+    async def handler(due: DigestDue) -> None:
+        zone = app.settings.zone
+        log.info(
+            "digest run started: %s (due %s)",
+            due.frequency,
+            due.scheduled.astimezone(zone).isoformat(),
+        )
+        sender = getattr(app, "send_digests_async", None)
+        if sender is None:
+            log.warning("digest run skipped: this build has no digest sender")
+            return
+        result = await sender(frequency=due.frequency)
+        log.info("digest run finished: %s %s", due.frequency, _counts(result))
+
+    return handler
+
+
+def _counts(result: object) -> str:
+    """`key n` pairs from whatever summary the digest sender returns."""
+    if result is None:
+        return ""
+    values: object = result
+    for name in ("summary", "as_dict", "counts"):
+        method = getattr(result, name, None)
+        if callable(method):
+            values = method()
+            break
+    if isinstance(values, Mapping):
+        return ", ".join(f"{k} {v}" for k, v in values.items() if isinstance(v, int | float | str))
+    return str(values)
+
+
+def seed_inbox(settings: Settings, store: Store) -> int:
+    """First run: copy the seed articles into a missing or empty inbox if nothing is stored."""
+    seeds = settings.seeds_dir
+    if seeds is None or not seeds.is_dir():
+        return 0
+    inbox = settings.inbox
+    if inbox.is_dir() and next(inbox_files([inbox], settings.quarantine), None) is not None:
+        return 0
+    with store.read() as connection:
+        if Articles(connection).count():
+            return 0
+    inbox.mkdir(parents=True, exist_ok=True)
+    copied = 0
+    for seed in inbox_files([seeds], seeds / "quarantine"):
+        shutil.copy2(seed, inbox / seed.name)
+        copied += 1
+    return copied
+
+
+def _local(moment: datetime | None, settings: Settings) -> str | None:
+    return moment.astimezone(settings.zone).isoformat() if moment is not None else None
+
+
+# -- status ----------------------------------------------------------------------
+
+
+def gather_status(app: App) -> dict[str, Any]:
+    """What `publisher status` shows; reads the database and the output folder, starts nothing."""
+    settings = app.settings
+    with app.store.read() as connection:
+        repo = Articles(connection)
+        total, last_ingest = repo.count(), repo.last_ingest()
+    atom = settings.output_dir / "atom.xml"
+    built = datetime.fromtimestamp(atom.stat().st_mtime, UTC) if atom.is_file() else None
+    status: dict[str, Any] = {
+        "database": _redacted(app.store.url),
+        "articles": {"total": total, "last_ingest": _local(last_ingest, settings)},
+        "feeds": {"output_dir": str(settings.output_dir), "last_built": _local(built, settings)},
+        "scheduler": _scheduler_state(app.store),
+        "jobs": _jobs(app, settings),
+    }
+    status.update(_digest_status(app))
+    return status
+
+
+def _scheduler_state(store: Store) -> dict[str, Any]:
+    lock = DatabaseLock(store, SCHEDULER_LOCK)
+    if lock.try_acquire():
+        lock.release()
+        return {"running": False}
+    return {"running": True, "holder": lock.holder()}
+
+
+def _jobs(app: App, settings: Settings) -> list[dict[str, Any]]:
+    """Next runs from the job store; jobs not stored yet (never run) from the config."""
+    stored = {job.id: job for job in stored_jobs(app.store.engine)}
+    now = datetime.now(settings.zone)
+    result = []
+    for spec in job_specs(settings):
+        job = stored.get(spec.id)
+        if job is None:
+            fire = spec.trigger(settings.zone).get_next_fire_time(None, now)
+            job = JobInfo(spec.id, spec.frequency, spec.describe, fire)
+            source = "config (not scheduled yet: start `publisher run`)"
+        else:
+            source = "job store"
+        result.append(
+            {
+                "id": job.id,
+                "frequency": job.frequency,
+                "schedule": spec.describe,
+                "next_run": _local(job.next_run, settings),
+                "source": source,
+            }
+        )
+    return result
+
+
+def _digest_status(app: App) -> dict[str, Any]:
+    """Subscribers, the last digest run and deliveries, once the digest side provides them."""
+    provider = getattr(app, "digest_status", None)
+    if provider is None:
+        return {}
+    found = provider()
+    return dict(found) if isinstance(found, Mapping) else {}
+
+
+def _redacted(url: str) -> str:
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        credentials, host = rest.rsplit("@", 1)
+        return f"{scheme}://{credentials.split(':', 1)[0]}@{host}"
+    return url

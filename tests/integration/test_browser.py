@@ -1,0 +1,100 @@
+"""The site in a real browser: Debian chromium through playwright, loopback only."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from publisher.app import App
+from publisher.config import load_settings
+from tests.conftest import SEEDS, write_config
+from tests.integration.test_web import run_server
+
+CHROMIUM = "/usr/bin/chromium"
+ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--disable-sync",
+]
+
+
+@pytest.fixture
+def browser() -> Iterator[object]:
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"chromium not found at {CHROMIUM}")
+    with sync_api.sync_playwright() as playwright:
+        try:
+            launched = playwright.chromium.launch(
+                executable_path=CHROMIUM, headless=True, args=ARGS, timeout=30_000
+            )
+        except Exception as exc:  # any launch failure: this machine cannot run it
+            pytest.skip(f"chromium cannot start: {str(exc).splitlines()[0]}")
+        try:
+            yield launched
+        finally:
+            launched.close()
+
+
+@pytest.fixture
+def url(tmp_path: Path) -> Iterator[str]:
+    config = write_config(tmp_path, f"sqlite:///{tmp_path}/db.sqlite")
+    shutil.copytree(SEEDS, tmp_path / "inbox")
+    app = App(load_settings(config, environ={}))
+    app.ingest()
+    app.build_feeds()
+    try:
+        for base, _ in run_server(app):
+            yield base
+    finally:
+        app.close()
+
+
+def test_index_lists_seeds_feeds_resolve_and_an_article_opens(browser: object, url: str) -> None:
+    context = browser.new_context()  # type: ignore[attr-defined]
+    # loopback only: anything else the page asks for is refused
+    context.route(
+        "**/*",
+        lambda route: route.continue_() if route.request.url.startswith(url) else route.abort(),
+    )
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.goto(url, timeout=15_000)
+    titles = page.locator("ol.articles a.title").all_inner_texts()
+    assert len(titles) == 5
+    assert "Harbin regains ‘National Civilized City’ title" in titles
+
+    feeds = page.eval_on_selector_all(
+        'link[rel="alternate"]', "links => links.map(l => [l.type, l.href])"
+    )
+    assert {kind for kind, _ in feeds} == {
+        "application/atom+xml",
+        "application/rss+xml",
+        "application/feed+json",
+    }
+    for kind, href in feeds:
+        response = context.request.get(href)
+        assert response.status == 200, href
+        assert response.headers["content-type"].startswith(kind)
+
+    form = page.locator('form[action="/subscribe"]')
+    assert form.get_attribute("method") == "post"
+    assert form.locator('input[name="email"]').count() == 1
+    assert form.locator('input[type="checkbox"][name="categories"]').count() == 3
+
+    page.get_by_role("link", name="Harbin sets up development goals for 2022").click()
+    page.wait_for_load_state()
+    assert page.url.endswith("/articles/2022-05-05-harbin-sets-up-development-goals-for-2022.html")
+    assert page.locator("h1").inner_text() == "Harbin sets up development goals for 2022"
+    assert "Harbin Municipal People" in page.locator("article .body").inner_text()
+    # the stylesheet loaded under the CSP: the heading font is the one style.css sets
+    assert "Georgia" in page.eval_on_selector("body", "b => getComputedStyle(b).fontFamily")
+    assert not errors, errors
+    context.close()
