@@ -8,12 +8,13 @@ import signal
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, TextIO, TypeVar
 
 from publisher.config import Settings
 from publisher.errors import PublisherError
 from publisher.ingest import Ingestor, IngestReport, is_candidate
-from publisher.model import Article
+from publisher.model import Article, Subscriber
+from publisher.newsletter import DigestReport, ImportReport, Newsletter
 from publisher.site import BuildResult, SiteBuilder
 from publisher.store import Articles, Store
 from publisher.watch import settled_files
@@ -35,6 +36,7 @@ class App:
         self._store: Store | None = None
         self._ingestor: Ingestor | None = None
         self._site: SiteBuilder | None = None  # feeds and pages
+        self._newsletter: Newsletter | None = None  # subscribers and digests
 
     @property
     def store(self) -> Store:
@@ -106,7 +108,70 @@ class App:
 
     def web_routes(self) -> list[BaseRoute]:
         """Dynamic routes mounted before the static files (subscribe, confirm, unsubscribe)."""
-        return []
+        # -- subscribers and digests --
+        from publisher.web.subscriptions import subscription_routes
+
+        return [*subscription_routes(self.settings, self.newsletter)]
+
+    # -- subscribers and digests ----------------------------------------------------
+
+    @property
+    def newsletter(self) -> Newsletter:
+        """Subscribers, digests, and the web's SubscriptionService."""
+        if self._newsletter is None:
+            self._newsletter = Newsletter(self.settings, self.store)
+        return self._newsletter
+
+    def add_subscriber(
+        self,
+        email: str,
+        *,
+        name: str | None = None,
+        categories: Sequence[str] = (),
+        frequency: str | None = None,
+    ) -> tuple[Subscriber, bool]:
+        """Add (or update) a confirmed subscriber: the operator vouches for the address."""
+        return self.newsletter.add(email, name=name, categories=categories, frequency=frequency)
+
+    def remove_subscriber(self, email: str) -> None:
+        self.newsletter.remove(email)
+
+    def subscribers(self) -> list[Subscriber]:
+        return list(self.newsletter.all())
+
+    def import_subscribers(self, path: Path) -> ImportReport:
+        return self.newsletter.import_csv(path)
+
+    def export_subscribers(self, stream: TextIO) -> int:
+        return self.newsletter.export_csv(stream)
+
+    def send_digests(
+        self,
+        frequency: str | None = None,
+        now: datetime | None = None,
+        dry_run: bool = False,
+        out_dir: Path | None = None,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> DigestReport:
+        """Build and send every due digest (dry run: .eml files only); see newsletter.py."""
+        return asyncio.run(
+            self.newsletter.send(
+                frequency, now, dry_run=dry_run, out_dir=out_dir, progress=progress
+            )
+        )
+
+    async def send_digests_async(
+        self,
+        frequency: str | None = None,
+        now: datetime | None = None,
+        dry_run: bool = False,
+        out_dir: Path | None = None,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> DigestReport:
+        """The same inside a running loop (scheduler, `publisher run`)."""
+        return await self.newsletter.send(
+            frequency, now, dry_run=dry_run, out_dir=out_dir, progress=progress
+        )
 
     # -- watching --------------------------------------------------------------
 

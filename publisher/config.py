@@ -80,6 +80,8 @@ class ServerSettings:
     subscribe_per_minute: int = 5
     subscribe_cooldown_seconds: int = 3600
     token_max_age_seconds: int = 7 * 24 * 3600
+    # one-click unsubscribe links in old digests must keep working (RFC 8058)
+    unsubscribe_token_max_age_seconds: int = 400 * 24 * 3600
 
 
 @dataclass(frozen=True)

@@ -109,3 +109,7 @@ def app(settings: Settings) -> Iterator[App]:
     application = App(settings)
     yield application
     application.close()
+
+
+# -- subscribers and digests --
+from tests.smtp_sink import smtp_sink  # noqa: E402, F401  (fixture: a real aiosmtpd server)

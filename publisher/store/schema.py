@@ -138,3 +138,77 @@ ingest_log = Table(
     Index("ix_ingest_log_file_hash", "file", "raw_hash"),
     Index("ix_ingest_log_content_hash", "content_hash"),
 )
+
+
+# -- subscribers and the delivery ledger (issue 4) ---------------------------------
+
+_ID = Integer().with_variant(BigInteger, "postgresql")
+
+subscribers = Table(
+    "subscribers",
+    metadata,
+    Column("id", _ID, primary_key=True, autoincrement=True),
+    Column("email", String(320), nullable=False, unique=True),  # normalized, lower-cased
+    Column("name", Text),
+    Column("status", String(16), nullable=False),  # SubscriberStatus
+    Column("categories", Text, nullable=False),  # JSON list; empty: every category
+    Column("frequency", String(16), nullable=False),  # Frequency
+    Column("timezone", String(64), nullable=False),
+    Column("created", UTCDateTime, nullable=False),
+    Column("confirmed", UTCDateTime),
+    Column("unsubscribed", UTCDateTime),
+    Column("last_digest", UTCDateTime),  # moves only when a digest was accepted by SMTP
+    Column("hard_failures", Integer, nullable=False),
+    Column("confirmation_sent", UTCDateTime),  # the subscribe cool-down
+    Index("ix_subscribers_status_frequency", "status", "frequency", "id"),
+)
+
+digest_runs = Table(
+    "digest_runs",
+    metadata,
+    Column("id", _ID, primary_key=True, autoincrement=True),
+    Column("frequency", String(16), nullable=False),  # weekly | daily | all
+    Column("as_of", UTCDateTime, nullable=False),  # the `now` every selection of the run uses
+    Column("status", String(16), nullable=False),  # fanout | sending | done
+    Column("fanned_out_through", _ID, nullable=False),  # last subscriber id fanned out
+    Column("skipped_empty", Integer, nullable=False),
+    Column("created", UTCDateTime, nullable=False),
+    Column("finished", UTCDateTime),
+)
+
+deliveries = Table(
+    "deliveries",
+    metadata,
+    Column("id", _ID, primary_key=True, autoincrement=True),
+    Column("run_id", _ID, ForeignKey("digest_runs.id", ondelete="CASCADE"), nullable=False),
+    Column(
+        "subscriber_id", _ID, ForeignKey("subscribers.id", ondelete="CASCADE"), nullable=False
+    ),
+    Column("status", String(16), nullable=False),  # DeliveryStatus
+    Column("attempts", Integer, nullable=False),
+    Column("message_id", String(255), nullable=False),
+    Column("article_ids", Text, nullable=False),  # JSON list, newest first
+    Column("error", Text),
+    Column("created", UTCDateTime, nullable=False),
+    Column("sending_at", UTCDateTime),  # committed BEFORE the SMTP transaction starts
+    Column("finished_at", UTCDateTime),
+    # claims for several workers (PostgreSQL, FOR UPDATE SKIP LOCKED); unused on one process
+    Column("claimed_by", String(200)),
+    Column("lease_until", UTCDateTime),
+    UniqueConstraint("run_id", "subscriber_id"),
+    Index("ix_deliveries_run_status", "run_id", "status", "id"),
+    Index("ix_deliveries_subscriber", "subscriber_id"),
+)
+
+sent_articles = Table(
+    "sent_articles",
+    metadata,
+    Column(
+        "subscriber_id",
+        _ID,
+        ForeignKey("subscribers.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("article_id", String(400), primary_key=True),
+    Column("run_id", _ID, nullable=False),
+)

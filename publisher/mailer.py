@@ -1,0 +1,265 @@
+"""Adapter: hands messages to an SMTP server with aiosmtplib. The only aiosmtplib import.
+
+A bounded pool of worker tasks, each owning ONE persistent connection (never shared):
+reconnect on disconnect, a fresh connection every `messages_per_connection`, a shared rate
+limit, retries with exponential backoff and jitter on 4xx replies and connection errors,
+and a 5xx reply as a permanent failure for that recipient.
+
+Exactly-once is the ledger's job, reached through the small `Ledger` protocol (app.py wires
+the store's delivery ledger in): `sending()` is awaited — committed — BEFORE the SMTP
+transaction starts, `sent()`/`failed()` after. The only message that can repeat after a
+crash is the one in flight at that instant, and it keeps its Message-ID.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import AsyncIterable, Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import aiosmtplib
+
+from publisher.config import SmtpSettings
+from publisher.errors import SendError
+
+__all__ = ["Ledger", "Mailer", "Outgoing", "SendReport"]
+
+log = logging.getLogger("publisher.mailer")
+
+_CONNECTION_ERRORS = (
+    aiosmtplib.SMTPServerDisconnected,
+    aiosmtplib.SMTPConnectError,
+    aiosmtplib.SMTPTimeoutError,
+    aiosmtplib.SMTPHeloError,
+    ConnectionError,
+    TimeoutError,
+    OSError,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """One message for one recipient; `key` is the ledger's row id."""
+
+    key: int
+    sender: str
+    recipient: str
+    message: bytes
+    message_id: str
+
+
+class Ledger(Protocol):
+    """Where the mailer records what it does; committed state, not memory."""
+
+    async def sending(self, item: Outgoing) -> bool:
+        """Record 'sending' durably; False means: already done elsewhere, skip it."""
+        ...
+
+    async def sent(self, item: Outgoing, attempts: int) -> None: ...
+
+    async def failed(self, item: Outgoing, error: SendError, attempts: int) -> None: ...
+
+
+@dataclass
+class SendReport:
+    sent: int = 0
+    failed: int = 0
+    retried: int = 0
+    skipped: int = 0
+    failures: list[tuple[str, str]] = field(default_factory=list)  # (recipient, error)
+    seconds: float = 0.0
+
+
+class _RateLimit:
+    """At most `rate` message starts per second across all workers (0: unlimited)."""
+
+    def __init__(self, rate: float) -> None:
+        self.interval = 1.0 / rate if rate > 0 else 0.0
+        self.next = 0.0
+
+    async def wait(self) -> None:
+        if not self.interval:
+            return
+        now = time.monotonic()
+        slot = max(now, self.next)
+        self.next = slot + self.interval
+        if slot > now:
+            await asyncio.sleep(slot - now)
+
+
+class Mailer:
+    """Sends through a pool of `pool_size` connections."""
+
+    def __init__(self, settings: SmtpSettings) -> None:
+        self.settings = settings
+        self._rate = _RateLimit(settings.rate_per_second)
+
+    # -- one-off mail (confirmation) ------------------------------------------------
+
+    async def send_one(self, sender: str, recipient: str, message: bytes) -> None:
+        """One message on a short-lived connection, with the same retry rules."""
+        worker = _Worker(self, 0)
+        try:
+            item = Outgoing(0, sender, recipient, message, "")
+            await worker.deliver(item, SendReport())
+        finally:
+            await worker.close()
+
+    # -- the pool ---------------------------------------------------------------------
+
+    async def send_all(
+        self,
+        items: AsyncIterable[Outgoing],
+        ledger: Ledger,
+        *,
+        progress: Callable[[SendReport], None] | None = None,
+    ) -> SendReport:
+        """Send every item once; returns counts. Items are pulled lazily (memory stays flat)."""
+        report = SendReport()
+        started = time.monotonic()
+        size = max(1, self.settings.pool_size)
+        queue: asyncio.Queue[Outgoing | None] = asyncio.Queue(maxsize=size * 4)
+
+        async def produce() -> None:
+            try:
+                async for item in items:
+                    await queue.put(item)
+            finally:
+                for _ in range(size):
+                    await queue.put(None)
+
+        async def work(number: int) -> None:
+            worker = _Worker(self, number)
+            try:
+                while (item := await queue.get()) is not None:
+                    if not await ledger.sending(item):
+                        report.skipped += 1
+                        continue
+                    try:
+                        attempts = await worker.deliver(item, report)
+                    except SendError as exc:
+                        report.failed += 1
+                        report.failures.append((item.recipient, exc.message))
+                        await ledger.failed(item, exc, worker.attempts)
+                    else:
+                        report.sent += 1
+                        await ledger.sent(item, attempts)
+                    if progress is not None:
+                        progress(report)
+            finally:
+                await worker.close()
+
+        producer = asyncio.create_task(produce())
+        workers = [asyncio.create_task(work(n)) for n in range(size)]
+        try:
+            await asyncio.gather(producer, *workers)
+        except BaseException:
+            for task in [producer, *workers]:
+                task.cancel()
+            await asyncio.gather(producer, *workers, return_exceptions=True)
+            raise
+        report.seconds = time.monotonic() - started
+        return report
+
+
+class _Worker:
+    """One task's connection: opened lazily, reopened after errors or N messages."""
+
+    def __init__(self, mailer: Mailer, number: int) -> None:
+        self.mailer = mailer
+        self.settings = mailer.settings
+        self.number = number
+        self.smtp: aiosmtplib.SMTP | None = None
+        self.on_connection = 0
+        self.attempts = 0
+
+    async def connect(self) -> aiosmtplib.SMTP:
+        s = self.settings
+        smtp = aiosmtplib.SMTP(
+            hostname=s.host,
+            port=s.port,
+            username=s.username or None,
+            password=s.password or None,
+            use_tls=s.tls == "tls",
+            start_tls=s.tls == "starttls",
+            validate_certs=s.verify_certificate,
+            timeout=s.timeout_seconds,
+        )
+        await smtp.connect()
+        self.smtp, self.on_connection = smtp, 0
+        return smtp
+
+    async def close(self, *, polite: bool = True) -> None:
+        smtp, self.smtp = self.smtp, None
+        if smtp is None:
+            return
+        try:
+            if polite and smtp.is_connected:
+                await asyncio.wait_for(smtp.quit(), timeout=2)
+        except (aiosmtplib.SMTPException, OSError, TimeoutError):
+            pass
+        finally:
+            smtp.close()
+
+    async def deliver(self, item: Outgoing, report: SendReport) -> int:
+        """Attempts until accepted (returns attempts) or SendError (5xx, or retries used up)."""
+        limit = max(1, self.settings.attempts)
+        self.attempts = 0
+        while True:
+            self.attempts += 1
+            try:
+                await self._transaction(item)
+                return self.attempts
+            except SendError as exc:
+                if exc.permanent or self.attempts >= limit:
+                    raise
+                report.retried += 1
+                delay = self.settings.backoff_seconds * 2 ** (self.attempts - 1)
+                delay *= 0.5 + random.random()  # jitter: workers do not retry in lockstep
+                log.info("retrying %s in %.2fs: %s", item.recipient, delay, exc.message)
+                await asyncio.sleep(delay)
+
+    async def _transaction(self, item: Outgoing) -> None:
+        if self.smtp is not None and (
+            not self.smtp.is_connected
+            or self.on_connection >= max(1, self.settings.messages_per_connection)
+        ):
+            await self.close(polite=self.smtp.is_connected)
+        await self.mailer._rate.wait()
+        try:
+            smtp = self.smtp or await self.connect()
+            await smtp.sendmail(item.sender, [item.recipient], item.message)
+            self.on_connection += 1
+        except aiosmtplib.SMTPRecipientsRefused as exc:
+            refused = exc.recipients[0] if exc.recipients else None
+            code = refused.code if refused else None
+            text = refused.message if refused else str(exc)
+            await self._reset_after_refusal()
+            raise SendError(
+                f"{item.recipient} refused: {code} {text}", code=code, recipient=item.recipient
+            ) from exc
+        except aiosmtplib.SMTPResponseException as exc:
+            await self._reset_after_refusal()
+            raise SendError(
+                f"{item.recipient}: {exc.code} {exc.message}",
+                code=exc.code,
+                recipient=item.recipient,
+            ) from exc
+        except _CONNECTION_ERRORS as exc:
+            # the connection is in an unknown state: drop it, the retry opens a new one
+            await self.close(polite=False)
+            raise SendError(
+                f"{item.recipient}: connection to {self.settings.host}:{self.settings.port} "
+                f"failed: {exc}",
+                "is the SMTP server running? check smtp.host, smtp.port and smtp.tls",
+                recipient=item.recipient,
+            ) from exc
+
+    async def _reset_after_refusal(self) -> None:
+        """aiosmtplib already sent RSET; only a connection lost on the way is dropped."""
+        if self.smtp is not None and not self.smtp.is_connected:
+            await self.close(polite=False)

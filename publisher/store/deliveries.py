@@ -1,0 +1,436 @@
+"""The delivery ledger: digest runs, one row per (run, subscriber), and what was sent to whom.
+
+A row is written 'pending' at fan-out, committed 'sending' BEFORE its SMTP transaction,
+and 'sent' or 'failed' after. Re-running an unfinished run sends only rows not yet sent;
+a row left 'sending' by a crash is the one message that may repeat, with its Message-ID.
+`claimed_by` / `lease_until` are kept for several workers claiming rows (PostgreSQL
+`FOR UPDATE SKIP LOCKED`); one process does not need them.
+
+`DeliveryLedger` batches the ledger writes of all sender tasks into shared transactions
+(group commit): each task still waits for its own 'sending' row to be durable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from sqlalchemy import Connection, and_, bindparam, func, insert, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+
+from publisher.errors import SendError
+from publisher.model import Delivery, DeliveryStatus, DigestRun, Subscriber, SubscriberStatus
+from publisher.store.engine import Store
+from publisher.store.schema import deliveries, digest_runs, sent_articles, subscribers
+from publisher.store.subscribers import _subscriber
+
+__all__ = ["Deliveries", "DeliveryLedger", "PlannedDelivery"]
+
+_OPEN = (DeliveryStatus.PENDING.value, DeliveryStatus.SENDING.value)
+
+
+@dataclass(frozen=True, slots=True)
+class PlannedDelivery:
+    """A row to write at fan-out."""
+
+    subscriber_id: int
+    message_id: str
+    article_ids: tuple[str, ...]
+
+
+class Deliveries:
+    """Runs and ledger rows, bound to a connection (the caller owns the transaction)."""
+
+    def __init__(self, connection: Connection) -> None:
+        self.connection = connection
+
+    # -- runs -------------------------------------------------------------------------
+
+    def open_run(self, frequency: str) -> DigestRun | None:
+        """The unfinished run for this frequency, if a crash or Ctrl-C left one."""
+        row = self.connection.execute(
+            select(digest_runs)
+            .where(digest_runs.c.frequency == frequency, digest_runs.c.status != "done")
+            .order_by(digest_runs.c.id.desc())
+            .limit(1)
+        ).first()
+        return None if row is None else _run(row)
+
+    def create_run(self, frequency: str, as_of: datetime, now: datetime) -> DigestRun:
+        key = self.connection.execute(
+            insert(digest_runs).values(
+                frequency=frequency,
+                as_of=as_of,
+                status="fanout",
+                fanned_out_through=0,
+                skipped_empty=0,
+                created=now,
+            )
+        ).inserted_primary_key
+        assert key is not None
+        return self.run(int(key[0]))
+
+    def run(self, run_id: int) -> DigestRun:
+        return _run(
+            self.connection.execute(select(digest_runs).where(digest_runs.c.id == run_id)).one()
+        )
+
+    def fanned_out_through(self, run_id: int) -> tuple[int, int]:
+        """(last subscriber id fanned out, subscribers skipped as empty so far)."""
+        row = self.connection.execute(
+            select(digest_runs.c.fanned_out_through, digest_runs.c.skipped_empty).where(
+                digest_runs.c.id == run_id
+            )
+        ).one()
+        return int(row[0]), int(row[1])
+
+    def fan_out(
+        self,
+        run_id: int,
+        planned: Sequence[PlannedDelivery],
+        through: int,
+        skipped: int,
+        now: datetime,
+    ) -> None:
+        """Write one batch of pending rows and remember how far fan-out got."""
+        if planned:
+            self.connection.execute(
+                insert(deliveries),
+                [
+                    {
+                        "run_id": run_id,
+                        "subscriber_id": p.subscriber_id,
+                        "status": DeliveryStatus.PENDING.value,
+                        "attempts": 0,
+                        "message_id": p.message_id,
+                        "article_ids": json.dumps(list(p.article_ids)),
+                        "created": now,
+                    }
+                    for p in planned
+                ],
+            )
+        self.connection.execute(
+            update(digest_runs)
+            .where(digest_runs.c.id == run_id)
+            .values(
+                fanned_out_through=through,
+                skipped_empty=digest_runs.c.skipped_empty + skipped,
+            )
+        )
+
+    def set_run_status(self, run_id: int, status: str, now: datetime) -> None:
+        values: dict[str, Any] = {"status": status}
+        if status == "done":
+            values["finished"] = now
+        self.connection.execute(
+            update(digest_runs).where(digest_runs.c.id == run_id).values(**values)
+        )
+
+    def counts(self, run_id: int) -> dict[str, int]:
+        rows = self.connection.execute(
+            select(deliveries.c.status, func.count())
+            .where(deliveries.c.run_id == run_id)
+            .group_by(deliveries.c.status)
+        )
+        return {str(status): int(n) for status, n in rows}
+
+    # -- rows -------------------------------------------------------------------------
+
+    def unfinished(
+        self, run_id: int, *, after: int, limit: int
+    ) -> list[tuple[Delivery, Subscriber]]:
+        """Rows of the run not yet sent or failed, by id, with their subscriber."""
+        rows = self.connection.execute(
+            select(deliveries)
+            .where(
+                deliveries.c.run_id == run_id,
+                deliveries.c.id > after,
+                deliveries.c.status.in_(_OPEN),
+            )
+            .order_by(deliveries.c.id)
+            .limit(limit)
+        ).all()
+        if not rows:
+            return []
+        people: dict[int, Subscriber] = {}
+        ids = [int(row.subscriber_id) for row in rows]
+        for chunk in _chunks(ids, 500):
+            found = self.connection.execute(select(subscribers).where(subscribers.c.id.in_(chunk)))
+            for row in found:
+                people[int(row.id)] = _subscriber(row)
+        return [(_delivery(row), people[int(row.subscriber_id)]) for row in rows]
+
+    def sent_to(
+        self, subscriber_ids: Sequence[int], article_ids: Iterable[str]
+    ) -> dict[int, set[str]]:
+        """Which of these articles each of these subscribers has already been sent."""
+        candidates = list(article_ids)
+        result: dict[int, set[str]] = defaultdict(set)
+        if not subscriber_ids or not candidates:
+            return result
+        for chunk in _chunks(list(subscriber_ids), 500):
+            rows = self.connection.execute(
+                select(sent_articles.c.subscriber_id, sent_articles.c.article_id).where(
+                    sent_articles.c.subscriber_id.in_(chunk),
+                    sent_articles.c.article_id.in_(candidates),
+                )
+            )
+            for subscriber_id, article_id in rows:
+                result[int(subscriber_id)].add(str(article_id))
+        return result
+
+    def mark_sending(self, ids: Sequence[int], now: datetime) -> set[int]:
+        """Mark rows 'sending'; returns the ids that were still open (the others: skip)."""
+        if not ids:
+            return set()
+        open_ids = {
+            int(i)
+            for i in self.connection.execute(
+                select(deliveries.c.id).where(
+                    deliveries.c.id.in_(list(ids)), deliveries.c.status.in_(_OPEN)
+                )
+            ).scalars()
+        }
+        if open_ids:
+            self.connection.execute(
+                update(deliveries)
+                .where(deliveries.c.id.in_(list(open_ids)))
+                .values(status=DeliveryStatus.SENDING.value, sending_at=now)
+            )
+        return open_ids
+
+    def mark_sent(self, done: Sequence[tuple[int, int]], as_of: datetime, now: datetime) -> None:
+        """(delivery id, attempts) accepted by SMTP: row sent, subscriber's window moves."""
+        if not done:
+            return
+        self.connection.execute(
+            update(deliveries)
+            .where(deliveries.c.id == bindparam("b_id"))
+            .values(
+                status=DeliveryStatus.SENT.value,
+                attempts=bindparam("b_attempts"),
+                finished_at=now,
+                error=None,
+            ),
+            [{"b_id": key, "b_attempts": attempts} for key, attempts in done],
+        )
+        rows = self.connection.execute(
+            select(deliveries.c.run_id, deliveries.c.subscriber_id, deliveries.c.article_ids).where(
+                deliveries.c.id.in_([key for key, _ in done])
+            )
+        ).all()
+        people = [int(row.subscriber_id) for row in rows]
+        self.connection.execute(
+            update(subscribers)
+            .where(
+                subscribers.c.id.in_(people),
+                or_(subscribers.c.last_digest.is_(None), subscribers.c.last_digest < as_of),
+            )
+            .values(last_digest=as_of, hard_failures=0)
+        )
+        pairs = [
+            {"subscriber_id": int(row.subscriber_id), "article_id": a, "run_id": int(row.run_id)}
+            for row in rows
+            for a in json.loads(row.article_ids)
+        ]
+        if pairs:
+            self.connection.execute(_insert_ignore(self.connection, sent_articles), pairs)
+
+    def mark_failed(
+        self, failed: Sequence[tuple[int, str, bool, int]], now: datetime, bounce_after: int
+    ) -> None:
+        """(delivery id, error, permanent, attempts); N permanent failures bounce a subscriber."""
+        if not failed:
+            return
+        self.connection.execute(
+            update(deliveries)
+            .where(deliveries.c.id == bindparam("b_id"))
+            .values(
+                status=DeliveryStatus.FAILED.value,
+                error=bindparam("b_error"),
+                attempts=bindparam("b_attempts"),
+                finished_at=now,
+            ),
+            [
+                {"b_id": key, "b_error": error[:2000], "b_attempts": attempts}
+                for key, error, _, attempts in failed
+            ],
+        )
+        hard = [key for key, _, permanent, _ in failed if permanent]
+        if not hard:
+            return
+        people = list(
+            self.connection.execute(
+                select(deliveries.c.subscriber_id).where(deliveries.c.id.in_(hard))
+            ).scalars()
+        )
+        self.connection.execute(
+            update(subscribers)
+            .where(subscribers.c.id.in_(people))
+            .values(hard_failures=subscribers.c.hard_failures + 1)
+        )
+        self.connection.execute(
+            update(subscribers)
+            .where(
+                and_(
+                    subscribers.c.id.in_(people),
+                    subscribers.c.hard_failures >= max(1, bounce_after),
+                    subscribers.c.status == SubscriberStatus.CONFIRMED.value,
+                )
+            )
+            .values(status=SubscriberStatus.BOUNCED.value)
+        )
+
+    def abandon(self, ids: Sequence[int], reason: str, now: datetime) -> None:
+        """Close rows that must not be sent any more (the subscriber left mid-run)."""
+        if ids:
+            self.connection.execute(
+                update(deliveries)
+                .where(deliveries.c.id.in_(list(ids)), deliveries.c.status.in_(_OPEN))
+                .values(status=DeliveryStatus.FAILED.value, error=reason, finished_at=now)
+            )
+
+
+class _Keyed(Protocol):
+    @property
+    def key(self) -> int: ...
+
+
+class DeliveryLedger:
+    """The mailer's Ledger over the store, with group commit.
+
+    Every sender task's 'sending' mark is awaited until its transaction committed (the
+    exactly-once rule); 'sent'/'failed' marks are queued in order, so they are durable no
+    later than that task's next 'sending' mark. Use as `async with`; exit flushes.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        run: DigestRun,
+        *,
+        bounce_after: int,
+        clock: Any = None,
+    ) -> None:
+        self.store = store
+        self.run = run
+        self.bounce_after = bounce_after
+        self.clock = clock or (lambda: datetime.now(UTC))
+        self._queue: list[tuple[str, tuple[Any, ...], asyncio.Future[bool] | None]] = []
+        self._wake = asyncio.Event()
+        self._closing = False
+        self._task: asyncio.Task[None] | None = None
+        self._error: BaseException | None = None
+        self.commits = 0
+
+    async def __aenter__(self) -> DeliveryLedger:
+        self._task = asyncio.create_task(self._loop())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._closing = True
+        self._wake.set()
+        if self._task is not None:
+            await self._task
+        if self._error is not None and exc[0] is None:
+            raise self._error
+
+    async def sending(self, item: _Keyed) -> bool:
+        self._raise_if_broken()
+        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._queue.append(("sending", (item.key,), future))
+        self._wake.set()
+        return await future
+
+    async def sent(self, item: _Keyed, attempts: int) -> None:
+        self._raise_if_broken()
+        self._queue.append(("sent", (item.key, attempts), None))
+        self._wake.set()
+
+    async def failed(self, item: _Keyed, error: SendError, attempts: int) -> None:
+        self._raise_if_broken()
+        self._queue.append(("failed", (item.key, error.message, error.permanent, attempts), None))
+        self._wake.set()
+
+    def _raise_if_broken(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    async def _loop(self) -> None:
+        while True:
+            if not self._queue:
+                if self._closing:
+                    return
+                await self._wake.wait()
+                self._wake.clear()
+                continue
+            batch, self._queue = self._queue, []
+            try:
+                still_open = await asyncio.to_thread(self._commit, batch)
+            except BaseException as exc:
+                self._error = exc
+                for _, _, future in batch + self._queue:
+                    if future is not None and not future.done():
+                        future.set_exception(exc)
+                self._queue = []
+                if not isinstance(exc, Exception):
+                    raise
+                return
+            self.commits += 1
+            for _kind, args, future in batch:
+                if future is not None and not future.done():
+                    future.set_result(args[0] in still_open)
+
+    def _commit(
+        self, batch: list[tuple[str, tuple[Any, ...], asyncio.Future[bool] | None]]
+    ) -> set[int]:
+        now = self.clock()
+        sending = [args[0] for kind, args, _ in batch if kind == "sending"]
+        sent = [(args[0], args[1]) for kind, args, _ in batch if kind == "sent"]
+        failed = [args for kind, args, _ in batch if kind == "failed"]
+        with self.store.begin() as connection:
+            ledger = Deliveries(connection)
+            ledger.mark_sent(sent, self.run.as_of, now)
+            ledger.mark_failed(failed, now, self.bounce_after)
+            return ledger.mark_sending(sending, now)
+
+
+def _insert_ignore(connection: Connection, table: Any) -> Any:
+    if connection.dialect.name == "postgresql":
+        return postgresql.insert(table).on_conflict_do_nothing()
+    return sqlite.insert(table).on_conflict_do_nothing()
+
+
+def _chunks(items: Sequence[int], size: int) -> Iterable[Sequence[int]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _run(row: Any) -> DigestRun:
+    return DigestRun(
+        id=int(row.id),
+        frequency=row.frequency,
+        as_of=row.as_of,
+        status=row.status,
+        created=row.created,
+        finished=row.finished,
+    )
+
+
+def _delivery(row: Any) -> Delivery:
+    return Delivery(
+        id=int(row.id),
+        run_id=int(row.run_id),
+        subscriber_id=int(row.subscriber_id),
+        message_id=row.message_id,
+        status=DeliveryStatus(row.status),
+        attempts=int(row.attempts),
+        article_ids=tuple(json.loads(row.article_ids)),
+        error=row.error,
+        sent_at=row.finished_at,
+    )

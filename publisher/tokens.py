@@ -1,0 +1,58 @@
+"""Signed, expiring tokens for the confirm and unsubscribe links (itsdangerous).
+
+A token names the subscriber (id and address) and its purpose; it carries no secret and
+needs no database row. A forged, altered or expired token is simply not valid.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from itsdangerous import BadData, URLSafeTimedSerializer
+
+from publisher.errors import ConfigError
+
+__all__ = ["CONFIRM", "UNSUBSCRIBE", "TokenClaim", "Tokens"]
+
+CONFIRM = "confirm"
+UNSUBSCRIBE = "unsubscribe"
+
+
+@dataclass(frozen=True, slots=True)
+class TokenClaim:
+    subscriber_id: int
+    email: str
+
+
+class Tokens:
+    """Makes and checks tokens for one secret; one serializer per purpose (salt)."""
+
+    def __init__(self, secret_key: str | None) -> None:
+        if not secret_key:
+            raise ConfigError(
+                "secret_key is not set; confirm and unsubscribe links cannot be signed",
+                "set PUBLISHER_SECRET_KEY (any long random string)",
+            )
+        self._serializers = {
+            purpose: URLSafeTimedSerializer(secret_key, salt=f"publisher.{purpose}")
+            for purpose in (CONFIRM, UNSUBSCRIBE)
+        }
+
+    def make(self, purpose: str, subscriber_id: int, email: str) -> str:
+        token: str = self._serializers[purpose].dumps([subscriber_id, email])
+        return token
+
+    def check(self, purpose: str, token: str, max_age: int) -> TokenClaim | None:
+        """The claim inside a valid token, or None for a forged, malformed or expired one."""
+        try:
+            value = self._serializers[purpose].loads(token, max_age=max_age)
+        except (BadData, KeyError):
+            return None
+        if (
+            not isinstance(value, list)
+            or len(value) != 2
+            or not isinstance(value[0], int)
+            or not isinstance(value[1], str)
+        ):
+            return None
+        return TokenClaim(value[0], value[1])
