@@ -101,7 +101,7 @@ def subscription_routes(settings: Settings, service: SubscriptionService) -> lis
             message=message,
             show_form=True,
             email=email,
-            name=name,
+            form_name=name,
         )
 
     async def subscribe_form(request: Request) -> Response:

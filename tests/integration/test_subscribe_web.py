@@ -1,0 +1,146 @@
+"""Double opt-in and one-click unsubscribe through the real server (uvicorn) and sink."""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+import pytest
+import time_machine
+
+from publisher.app import App
+from publisher.config import load_settings
+from publisher.model import Subscriber, SubscriberStatus
+from publisher.tokens import CONFIRM, UNSUBSCRIBE, Tokens
+from tests.conftest import SEEDS
+from tests.integration.test_web import run_server
+from tests.smtp_sink import SmtpSink, send_config
+
+
+@pytest.fixture
+def site(tmp_path: Path, sqlite_url: str, smtp_sink: SmtpSink) -> Iterator[tuple[App, str]]:
+    app = App(load_settings(send_config(tmp_path, sqlite_url, smtp_sink), environ={}))
+    for server in run_server(app, app.web_routes()):
+        yield app, server[0]
+    app.close()
+
+
+def _who(app: App, email: str) -> Subscriber | None:
+    return next((s for s in app.subscribers() if s.email == email), None)
+
+
+def _wait_until(condition: object, seconds: float = 5.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():  # type: ignore[operator]
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+def _subscribe(url: str, email: str, **extra: str) -> httpx.Response:
+    return httpx.post(url + "subscribe", data={"email": email, **extra}, timeout=10)
+
+
+def test_double_opt_in_round_trip_then_one_click_unsubscribe(
+    site: tuple[App, str], smtp_sink: SmtpSink
+) -> None:
+    app, url = site
+    answer = _subscribe(url, "New.Reader@Example.com", name="New", categories="Harbin Today")
+    assert answer.status_code == 200 and "Check your inbox" in answer.text
+    _wait_until(lambda: len(smtp_sink.messages) == 1)
+    pending = _who(app, "new.reader@example.com")
+    assert pending is not None and pending.status is SubscriberStatus.PENDING
+    assert pending.categories == ("Harbin Today",)
+
+    mail = smtp_sink.messages[0].message
+    assert mail["To"].addresses[0].addr_spec == "new.reader@example.com"
+    text = mail.get_body(("plain",)).get_content()
+    [link] = re.findall(r"https?://\S+/confirm/\S+", text)
+    confirm_path = "confirm/" + link.rsplit("/confirm/", 1)[1]
+    assert "<style" not in mail.get_body(("html",)).get_content()
+
+    # the same address again: the same answer, and no second mail within the cool-down
+    again = _subscribe(url, "new.reader@example.com")
+    assert again.status_code == 200 and again.text == answer.text
+    time.sleep(0.3)
+    assert len(smtp_sink.messages) == 1
+
+    confirmed = httpx.get(url + confirm_path, timeout=10)
+    assert confirmed.status_code == 200 and "confirmed" in confirmed.text.lower()
+    assert _who(app, "new.reader@example.com").status is SubscriberStatus.CONFIRMED  # type: ignore[union-attr]
+
+    # a confirmed address subscribing again: same answer, no mail, nothing changed
+    third = _subscribe(url, "new.reader@example.com", frequency="daily")
+    assert third.text == answer.text
+    time.sleep(0.2)
+    assert len(smtp_sink.messages) == 1
+    assert _who(app, "new.reader@example.com").frequency.value == "weekly"  # type: ignore[union-attr]
+
+    # the digest carries the one-click link; GET shows a button and changes nothing
+    app.ingest([SEEDS])
+    report = app.send_digests()
+    assert report.sent == 1
+    digest = smtp_sink.messages[-1].message
+    [unsubscribe_url] = re.findall(r"<(https?://[^>]+)>", digest["List-Unsubscribe"])
+    path = "unsubscribe/" + unsubscribe_url.rsplit("/unsubscribe/", 1)[1]
+    page = httpx.get(url + path, timeout=10)
+    assert page.status_code == 200 and "<form" in page.text and 'method="post"' in page.text
+    assert _who(app, "new.reader@example.com").status is SubscriberStatus.CONFIRMED  # type: ignore[union-attr]
+
+    # RFC 8058: a POST without cookies unsubscribes and answers 200, not a redirect
+    with httpx.Client(follow_redirects=False, timeout=10) as fresh:
+        done = fresh.post(url + path, data={"List-Unsubscribe": "One-Click"})
+    assert done.status_code == 200 and "Unsubscribed" in done.text
+    assert "set-cookie" not in done.headers
+    gone = _who(app, "new.reader@example.com")
+    assert gone is not None and gone.status is SubscriberStatus.UNSUBSCRIBED
+
+
+def test_forged_and_expired_tokens_get_400_and_change_nothing(site: tuple[App, str]) -> None:
+    app, url = site
+    ann, _ = app.add_subscriber("ann@example.com")
+    pending, _ = app.add_subscriber("pat@example.com")
+    with app.store.begin() as connection:
+        from publisher.store.subscribers import Subscribers
+
+        Subscribers(connection).set_status(pending.id, SubscriberStatus.PENDING, datetime.now(UTC))
+    tokens = Tokens(app.settings.secret_key)
+    good = tokens.make(UNSUBSCRIBE, ann.id, ann.email)
+    forged = [
+        good[:-2] + ("AA" if not good.endswith("AA") else "BB"),
+        Tokens("another-secret").make(UNSUBSCRIBE, ann.id, ann.email),
+        tokens.make(CONFIRM, ann.id, ann.email),  # a confirm token is no unsubscribe token
+        "not-a-token",
+    ]
+    for token in forged:
+        assert httpx.get(url + f"unsubscribe/{token}", timeout=10).status_code == 400
+        assert httpx.post(url + f"unsubscribe/{token}", timeout=10).status_code == 400
+    with time_machine.travel(datetime.now(UTC) - timedelta(days=8)):
+        expired = tokens.make(CONFIRM, pending.id, pending.email)
+    answer = httpx.get(url + f"confirm/{expired}", timeout=10)
+    assert answer.status_code == 400 and "not valid" in answer.text
+    assert _who(app, "ann@example.com").status is SubscriberStatus.CONFIRMED  # type: ignore[union-attr]
+    assert _who(app, "pat@example.com").status is SubscriberStatus.PENDING  # type: ignore[union-attr]
+
+
+def test_subscribe_is_rate_limited_per_ip_and_validates_the_address(
+    site: tuple[App, str], smtp_sink: SmtpSink
+) -> None:
+    app, url = site
+    bad = _subscribe(url, "not an address")
+    assert bad.status_code == 400 and "not a valid email address" in bad.text
+    assert "&lt;" not in bad.text or "<script" not in bad.text
+    limit = app.settings.server.subscribe_per_minute
+    codes = [_subscribe(url, f"r{n}@example.com").status_code for n in range(limit + 2)]
+    assert codes[: limit - 1] == [200] * (limit - 1)
+    assert codes[-1] == 429
+
+
+def test_user_input_on_the_page_is_escaped(site: tuple[App, str]) -> None:
+    _, url = site
+    answer = _subscribe(url, "<script>alert(1)</script>")
+    assert answer.status_code == 400
+    assert "<script>alert(1)</script>" not in answer.text
