@@ -612,14 +612,25 @@ def _print_status(found: dict[str, Any]) -> None:
         lines.append(
             (f"{job['frequency']} digest", f"{job['schedule']}; next: {job['next_run'] or '—'}")
         )
-    for key, value in found.items():
-        if key in {"database", "articles", "feeds", "scheduler", "jobs"}:
-            continue
-        if isinstance(value, dict):
-            shown = ", ".join(f"{k} {v}" for k, v in value.items()) or "none"
+    if "subscribers" in found:
+        by_status = found["subscribers"].items()
+        lines.append(("subscribers", ", ".join(f"{k} {v}" for k, v in by_status)))
+        last = found["last_digest_run"]
+        if last is None:
+            lines.append(("last digest", "never"))
         else:
-            shown = "—" if value is None else str(value)
-        lines.append((key.replace("_", " "), shown))
+            counts = ", ".join(f"{k} {v}" for k, v in last["deliveries"].items()) or "no deliveries"
+            lines.append(
+                (
+                    "last digest",
+                    f"#{last['id']} {last['frequency']} {last['status']}, started "
+                    f"{last['started']}: {counts}, {last['skipped_empty']} empty skipped",
+                )
+            )
+        deliveries = found["deliveries"]
+        lines.append(
+            ("deliveries", f"{deliveries['pending']} pending, {deliveries['failed']} failed")
+        )
     width = max(len(label) for label, _ in lines)
     for label, value in lines:
         out.print(f"{label:>{width}}: {value}", markup=False)

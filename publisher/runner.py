@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import shutil
-from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -23,10 +23,12 @@ from publisher.app import App
 from publisher.config import Settings
 from publisher.errors import PublisherError
 from publisher.ingest import inbox_files
+from publisher.model import SubscriberStatus
 from publisher.schedule import DigestDue, DigestScheduler, JobInfo, job_specs, stored_jobs
 from publisher.smtpsink import SmtpSink
 from publisher.store import Articles, Store
 from publisher.store.locks import DatabaseLock
+from publisher.store.status import DigestStatus
 
 __all__ = ["RunOptions", "gather_status", "run", "seed_inbox"]
 
@@ -158,29 +160,11 @@ def _digest_handler(app: App) -> Callable[[DigestDue], Awaitable[None]]:
             due.frequency,
             due.scheduled.astimezone(zone).isoformat(),
         )
-        sender = getattr(app, "send_digests_async", None)
-        if sender is None:
-            log.warning("digest run skipped: this build has no digest sender")
-            return
-        result = await sender(frequency=due.frequency)
-        log.info("digest run finished: %s %s", due.frequency, _counts(result))
+        report = await app.send_digests_async(frequency=due.frequency)
+        counts = ", ".join(f"{k} {v}" for k, v in report.summary().items())
+        log.info("digest run finished: %s (run %s): %s", due.frequency, report.run_id, counts)
 
     return handler
-
-
-def _counts(result: object) -> str:
-    """`key n` pairs from whatever summary the digest sender returns."""
-    if result is None:
-        return ""
-    values: object = result
-    for name in ("summary", "as_dict", "counts"):
-        method = getattr(result, name, None)
-        if callable(method):
-            values = method()
-            break
-    if isinstance(values, Mapping):
-        return ", ".join(f"{k} {v}" for k, v in values.items() if isinstance(v, int | float | str))
-    return str(values)
 
 
 def seed_inbox(settings: Settings, store: Store) -> int:
@@ -262,12 +246,25 @@ def _jobs(app: App, settings: Settings) -> list[dict[str, Any]]:
 
 
 def _digest_status(app: App) -> dict[str, Any]:
-    """Subscribers, the last digest run and deliveries, once the digest side provides them."""
-    provider = getattr(app, "digest_status", None)
-    if provider is None:
-        return {}
-    found = provider()
-    return dict(found) if isinstance(found, Mapping) else {}
+    """Subscribers by status, the last digest run with its counts, deliveries not yet sent."""
+    settings = app.settings
+    with app.store.read() as connection:
+        reader = DigestStatus(connection)
+        by_status = reader.subscribers_by_status()
+        last = reader.last_run()
+        # "sending" counts as pending: committed before its SMTP transaction, not yet confirmed
+        open_deliveries = reader.deliveries_by_status(("pending", "sending", "failed"))
+    if last is not None:
+        for key in ("as_of", "started", "finished"):
+            last[key] = _local(last[key], settings)
+    return {
+        "subscribers": {s.value: by_status.get(s.value, 0) for s in SubscriberStatus},
+        "last_digest_run": last,
+        "deliveries": {
+            "pending": open_deliveries["pending"] + open_deliveries["sending"],
+            "failed": open_deliveries["failed"],
+        },
+    }
 
 
 def _redacted(url: str) -> str:
