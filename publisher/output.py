@@ -46,6 +46,14 @@ class OutputDir:
     def exists(self, relative: str) -> bool:
         return self.path(relative).is_file()
 
+    def names(self, folder: str) -> set[str]:
+        """File names in a sub-folder, in one listing (cheaper than a stat per file)."""
+        try:
+            with os.scandir(self.path(folder)) as entries:
+                return {entry.name for entry in entries if entry.is_file()}
+        except FileNotFoundError:
+            return set()
+
     def write(self, relative: str, data: bytes) -> bool:
         """Write atomically unless the file already holds these bytes; True if written."""
         target = self.path(relative)

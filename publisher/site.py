@@ -186,13 +186,13 @@ class SiteBuilder:
                 held[slug] = [a.id for a in in_category]
             # pages holding a changed article, the growing last page, and the page
             # before it (it gains its next-archive link when it fills up)
-            numbers = {rank // self.size + 1 for rank in queries.ranks(changed).values()}
+            numbers = {rank // self.size + 1 for rank in queries.ranks(changed, total).values()}
             numbers.add(pages)
             if pages != state.get("pages") and pages > 1:
                 numbers.add(pages - 1)
             archives: dict[str, str] = state.get("archives", {})
             for number in sorted(numbers):
-                self._archive_page(out, queries, number, pages)
+                self._archive_page(out, queries, number, pages, total=total)
                 archives.pop(str(number), None)  # next full build re-checks it
             for article in found:
                 self._article_page(out, article, slugs)
@@ -265,13 +265,14 @@ class SiteBuilder:
         number: int,
         pages: int,
         found: Sequence[Article] | None = None,
+        total: int | None = None,
     ) -> None:
         if found is None:
-            found = queries.in_ingest_order((number - 1) * self.size, self.size)
+            found = queries.in_ingest_order((number - 1) * self.size, self.size, total)
         previous_newest = None
         if not found and number > 1:
             # an empty last page still needs an `updated`: the newest before it
-            before = queries.in_ingest_order((number - 2) * self.size, self.size)
+            before = queries.in_ingest_order((number - 2) * self.size, self.size, total)
             previous_newest = max((a.updated for a in before), default=None)
         url = self.settings.url
         site = self.settings.site
@@ -306,21 +307,22 @@ class SiteBuilder:
     ) -> dict[str, str]:
         pages = self._pages(len(stamps))
         fingerprints: dict[str, str] = {}
+        present = out.names("archive")  # one listing, not a stat per page
         for number in range(1, pages + 1):
             members = stamps[(number - 1) * self.size : number * self.size]
             digest = hashlib.blake2b(f"{number}/{pages > number}".encode(), digest_size=16)
             for stamp in members:
-                digest.update(_stamp_key(stamp))
+                digest.update(stamp.key)
             if not members and number > 1:
                 # an empty page's `updated` comes from the page before it
                 for stamp in stamps[(number - 2) * self.size : (number - 1) * self.size]:
-                    digest.update(_stamp_key(stamp))
+                    digest.update(stamp.key)
             fingerprint = digest.hexdigest()
             fingerprints[str(number)] = fingerprint
-            if known.get(str(number)) == fingerprint and out.exists(f"archive/{number}.xml"):
+            if known.get(str(number)) == fingerprint and f"{number}.xml" in present:
                 continue
             found = queries.by_ids(s.id for s in members)
-            self._archive_page(out, queries, number, pages, found)
+            self._archive_page(out, queries, number, pages, found, total=len(stamps))
         return fingerprints
 
     # -- pages ---------------------------------------------------------------------
@@ -333,11 +335,12 @@ class SiteBuilder:
         slugs: dict[str, str],
     ) -> int:
         known = self._load_json(out, PAGES_STATE) or {}
-        fingerprints = {s.id: _stamp_key(s).hex() for s in stamps}
+        fingerprints = {s.id: s.key.hex() for s in stamps}
+        present = out.names("articles")
         stale = [
             s.id
             for s in stamps
-            if known.get(s.id) != fingerprints[s.id] or not out.exists(f"articles/{s.slug}.html")
+            if known.get(s.id) != fingerprints[s.id] or f"{s.slug}.html" not in present
         ]
         for start in range(0, len(stale), 500):
             for article in queries.by_ids(stale[start : start + 500]):
@@ -428,23 +431,6 @@ class SiteBuilder:
     def _save_state(self, out: OutputDir, state: dict[str, Any]) -> None:
         state["fingerprint"] = self._fingerprint()
         out.write(STATE, _json_bytes(state))
-
-
-def _stamp_key(stamp: ArticleStamp) -> bytes:
-    return hashlib.blake2b(
-        "\x1f".join(
-            [
-                stamp.id,
-                stamp.slug,
-                stamp.category,
-                stamp.published.isoformat(),
-                stamp.updated.isoformat(),
-                stamp.content_hash,
-                *stamp.removed,
-            ]
-        ).encode(),
-        digest_size=12,
-    ).digest()
 
 
 def _json_bytes(value: object) -> bytes:

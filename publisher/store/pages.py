@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import func, select
+from sqlalchemy import String, cast, func, select
 
 from publisher.model import Article
 from publisher.store.articles import Articles
@@ -24,17 +25,14 @@ class ArticleStamp:
     id: str
     slug: str
     category: str
-    published: datetime
-    updated: datetime
-    content_hash: str
-    removed: tuple[str, ...]  # keys of blocks removed as boilerplate
+    key: bytes  # digest of everything that shows: dates, content, removed blocks
 
 
 class SiteQueries(Articles):
     """Articles plus the queries of the site builder (archives go by ingest order)."""
 
     def stamps(self) -> list[ArticleStamp]:
-        """Every article's stamp in ingest order, without loading bodies."""
+        """Every article's stamp in ingest order, without loading bodies or parsing dates."""
         removed: dict[str, list[str]] = defaultdict(list)
         for row in self.connection.execute(
             select(removals.c.article_id, removals.c.key).order_by(
@@ -48,24 +46,19 @@ class SiteQueries(Articles):
                 articles.c.id,
                 articles.c.slug,
                 articles.c.category,
-                articles.c.published,
-                articles.c.updated,
+                # the stored text is enough to notice a change; parsing 2 x N dates is not
+                cast(articles.c.published, String).label("published"),
+                cast(articles.c.updated, String).label("updated"),
                 articles.c.content_hash,
             ).order_by(articles.c.seq)
-        )
-        return [
-            ArticleStamp(
-                int(r.seq),
-                str(r.id),
-                str(r.slug),
-                str(r.category),
-                r.published,
-                r.updated,
-                str(r.content_hash),
-                tuple(removed.get(r.id, ())),
-            )
-            for r in rows
-        ]
+        ).tuples()
+        stamps = []
+        for seq, article_id, slug, category, published, updated, content_hash in rows:
+            parts = [article_id, slug, category, published, updated, content_hash]
+            text = "\x1f".join([*parts, *removed.get(article_id, [])])
+            key = hashlib.blake2b(text.encode(), digest_size=12).digest()
+            stamps.append(ArticleStamp(int(seq), article_id, slug, category, key))
+        return stamps
 
     def by_ids(self, ids: Iterable[str]) -> list[Article]:
         """Articles with these ids (missing ones skipped), in ingest order."""
@@ -79,15 +72,31 @@ class SiteQueries(Articles):
             found.extend(self._load(rows, with_removals=False))
         return found
 
-    def in_ingest_order(self, offset: int, limit: int) -> list[Article]:
-        """One archive page: articles by ingest order (oldest first)."""
+    def in_ingest_order(self, offset: int, limit: int, total: int | None = None) -> list[Article]:
+        """One archive page: articles by ingest order (oldest first).
+
+        Pages near the end (the ones that change) are read backwards from the newest
+        row, so the database does not walk past every older article to get there.
+        """
+        if total is not None and offset > total // 2:
+            skip = max(0, total - offset - limit)
+            take = min(limit, total - offset)
+            if take <= 0:
+                return []
+            rows = self.connection.execute(
+                select(articles).order_by(articles.c.seq.desc()).offset(skip).limit(take)
+            ).all()
+            return list(reversed(self._load(rows, with_removals=False)))
         rows = self.connection.execute(
             select(articles).order_by(articles.c.seq).offset(offset).limit(limit)
         ).all()
         return self._load(rows, with_removals=False)
 
-    def ranks(self, ids: Iterable[str]) -> dict[str, int]:
-        """0-based position of each article in ingest order (what archive page it is on)."""
+    def ranks(self, ids: Iterable[str], total: int) -> dict[str, int]:
+        """0-based position of each article in ingest order (what archive page it is on).
+
+        Counted from the end: changed articles are usually the newest ones.
+        """
         result: dict[str, int] = {}
         for article_id in dict.fromkeys(ids):
             seq = self.connection.execute(
@@ -95,11 +104,10 @@ class SiteQueries(Articles):
             ).scalar()
             if seq is None:
                 continue
-            result[article_id] = int(
-                self.connection.execute(
-                    select(func.count()).select_from(articles).where(articles.c.seq < seq)
-                ).scalar_one()
-            )
+            newer_or_same = self.connection.execute(
+                select(func.count()).select_from(articles).where(articles.c.seq >= seq)
+            ).scalar_one()
+            result[article_id] = total - int(newer_or_same)
         return result
 
     def removals_since(self, since: datetime | None) -> tuple[set[str], datetime | None]:

@@ -212,3 +212,13 @@ sent_articles = Table(
     Column("article_id", String(400), primary_key=True),
     Column("run_id", _ID, nullable=False),
 )
+
+
+# -- feeds and pages (issue 3) -------------------------------------------------------
+# Feeds read "newest N" (per category too) and incremental builds look up recent
+# removal decisions; without these every rebuild scans the whole table.
+Index("ix_articles_published_seq", articles.c.published, articles.c.seq)
+Index(
+    "ix_articles_category_published_seq", articles.c.category, articles.c.published, articles.c.seq
+)
+Index("ix_removals_decided", removals.c.decided)
