@@ -7,7 +7,7 @@ beside it; it is never deleted and never stops the rest of the batch.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -16,9 +16,10 @@ import xxhash
 
 from publisher.config import Settings
 from publisher.dedup import NearDuplicateIndex, NearMatch, Outcome, Signer, decide, trailing_teaser
-from publisher.errors import ParseError
+from publisher.errors import ParseError, StoreError
 from publisher.parse import parse_article
 from publisher.store import Articles, Store
+from publisher.store.ingest_batch import Incoming, IngestBatch
 
 __all__ = ["FileResult", "IngestReport", "Ingestor", "inbox_files", "is_candidate"]
 
@@ -77,7 +78,9 @@ class IngestReport:
 
 
 class Ingestor:
-    """Holds the near-duplicate index between files; one per process."""
+    """Holds the near-duplicate index between batches; one per process."""
+
+    batch_size = 500
 
     def __init__(self, settings: Settings, store: Store) -> None:
         self.settings = settings
@@ -93,102 +96,146 @@ class Ingestor:
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
         progress: Callable[[int, int], None] | None = None,
     ) -> IngestReport:
-        """Ingest files and folders (default: the inbox)."""
+        """Ingest files and folders (default: the inbox), a transaction per batch of files."""
         inbox = self.settings.inbox
         files = list(inbox_files(paths if paths is not None else [inbox], self.settings.quarantine))
         report = IngestReport()
-        for done, path in enumerate(files, 1):
-            report.results.append(self.ingest_file(path, now()))
+        for start in range(0, len(files), self.batch_size):
+            report.results.extend(self.ingest_batch(files[start : start + self.batch_size], now()))
             if progress is not None:
-                progress(done, len(files))
+                progress(min(start + self.batch_size, len(files)), len(files))
         return report
 
-    def ingest_file(self, path: Path, now: datetime) -> FileResult:
+    def ingest_batch(self, paths: Sequence[Path], now: datetime) -> list[FileResult]:
+        """One transaction for the batch; if it fails, each file is retried on its own."""
         try:
-            data = path.read_bytes()
-        except FileNotFoundError:
-            return FileResult(path.name, "vanished", "file disappeared before it could be read")
-        except OSError as exc:
-            return self._quarantine(path, f"cannot read file: {exc.strerror}", b"", now)
-        raw_hash = xxhash.xxh3_128_hexdigest(data)
-        with self.store.begin() as connection:
-            repo = Articles(connection)
-            self._sync(repo)
-            if repo.seen_file(path.name, raw_hash) is not None:
-                return FileResult(path.name, "unchanged", "already ingested")
+            return self._ingest_batch(paths, now)
+        except StoreError:
+            self._reset_index()
+            if len(paths) == 1:
+                raise
+            log.warning("batch of %d files failed; retrying them one at a time", len(paths))
+            return [result for path in paths for result in self._ingest_batch([path], now)]
+
+    def _ingest_batch(self, paths: Sequence[Path], now: datetime) -> list[FileResult]:
+        results: dict[Path, FileResult] = {}
+        loaded: list[tuple[Path, bytes, str]] = []
+        for path in paths:
             try:
-                article = parse_article(data, source_file=path.name, zone=self.settings.zone)
-            except ParseError as exc:
-                repo.log(
-                    file=path.name,
-                    raw_hash=raw_hash,
-                    outcome="quarantined",
-                    reason=exc.message,
-                    now=now,
+                data = path.read_bytes()
+            except FileNotFoundError:
+                results[path] = FileResult(
+                    path.name, "vanished", "file disappeared before it was read"
                 )
-                return self._quarantine(path, exc.message, data, now)
-            teaser = trailing_teaser(article.blocks)
-            headline = teaser.headline if teaser else None
-            facts = repo.facts(article, headline)
-            signature = b""
-            near: list[NearMatch] = []
-            if facts.exact_article_id is None:
-                signature = self.signer.sign(article, frozenset(facts.boilerplate))
-                matches = self.index.query(signature)
-                if matches:
-                    updated = repo.updated({article_id for article_id, _ in matches})
-                    zone = self.settings.zone
-                    near = [
-                        NearMatch(aid, sim, updated[aid].astimezone(zone).date().isoformat())
-                        for aid, sim in matches
-                        if aid in updated
-                    ]
-            decision = decide(article, facts, near, self.settings.dedup.boilerplate_min_articles)
-            if decision.outcome is Outcome.DUPLICATE:
-                repo.log(
-                    file=path.name,
-                    raw_hash=raw_hash,
-                    outcome="duplicate",
-                    now=now,
-                    content_hash=article.content_hash,
-                    article_id=decision.target_id,
-                    reason=decision.reason,
+                continue
+            except OSError as exc:
+                data = b""
+                results[path] = FileResult(
+                    path.name, "quarantined", f"cannot read file: {exc.strerror}"
                 )
-                return FileResult(
-                    path.name, "duplicate", decision.reason, decision.target_id, article.category
+            loaded.append((path, data, xxhash.xxh3_128_hexdigest(data)))
+        to_quarantine: list[tuple[Path, str, bytes]] = []
+        with self.store.begin() as connection:
+            self._sync(Articles(connection))
+            parsed: list[tuple[Path, str, Incoming]] = []
+            for path, data, raw_hash in loaded:
+                if path in results:  # unreadable
+                    to_quarantine.append((path, results[path].detail, data))
+                    continue
+                try:
+                    article = parse_article(data, source_file=path.name, zone=self.settings.zone)
+                except ParseError as exc:
+                    results[path] = FileResult(path.name, "quarantined", exc.message)
+                    to_quarantine.append((path, exc.message, data))
+                    continue
+                teaser = trailing_teaser(article.blocks)
+                parsed.append(
+                    (path, raw_hash, Incoming(article, teaser.headline if teaser else None))
                 )
-            article_id = repo.apply(
-                decision,
-                article,
-                signature=signature,
-                teaser_headline=headline,
-                id_host=self.settings.host,
-                now=now,
-            )
-            repo.log(
+            batch = IngestBatch(connection, [item for _, _, item in parsed], self.settings.host)
+            for path, reason, _ in to_quarantine:
+                raw = next(r for p, _, r in loaded if p == path)
+                batch.log(
+                    file=path.name, raw_hash=raw, outcome="quarantined", reason=reason, now=now
+                )
+            seen = batch.seen_files((path.name, raw_hash) for path, raw_hash, _ in parsed)
+            for path, raw_hash, item in parsed:
+                if (path.name, raw_hash) in seen:
+                    results[path] = FileResult(path.name, "unchanged", "already ingested")
+                    continue
+                results[path] = self._decide(batch, path, raw_hash, item, now)
+            batch.flush()
+        # files move and the index grows only once the transaction committed
+        for path, reason, data in to_quarantine:
+            self._quarantine(path, reason, data, now)
+        return [results[path] for path in paths]
+
+    def _decide(
+        self,
+        batch: IngestBatch,
+        path: Path,
+        raw_hash: str,
+        item: Incoming,
+        now: datetime,
+    ) -> FileResult:
+        article = item.article
+        facts = batch.facts(article, item.teaser_headline)
+        signature = b""
+        near: list[NearMatch] = []
+        if facts.exact_article_id is None:
+            signature = self.signer.sign(article, frozenset(facts.boilerplate))
+            matches = self.index.query(signature)
+            if matches:
+                updated = batch.updated_dates(article_id for article_id, _ in matches)
+                zone = self.settings.zone
+                near = [
+                    NearMatch(aid, similarity, updated[aid].astimezone(zone).date().isoformat())
+                    for aid, similarity in matches
+                    if aid in updated
+                ]
+        decision = decide(article, facts, near, self.settings.dedup.boilerplate_min_articles)
+        if decision.outcome is Outcome.DUPLICATE:
+            batch.log(
                 file=path.name,
                 raw_hash=raw_hash,
-                outcome=decision.outcome.value,
+                outcome="duplicate",
                 now=now,
                 content_hash=article.content_hash,
-                article_id=article_id,
+                article_id=decision.target_id,
                 reason=decision.reason,
             )
-            if decision.outcome is Outcome.ADDED:
-                self._synced_seq = repo.max_seq()
-        # the index follows the database only once the transaction committed
+            return FileResult(
+                path.name, "duplicate", decision.reason, decision.target_id, article.category
+            )
+        write = batch.add if decision.outcome is Outcome.ADDED else batch.update
+        article_id = write(decision, item, signature=signature, now=now)
+        batch.log(
+            file=path.name,
+            raw_hash=raw_hash,
+            outcome=decision.outcome.value,
+            now=now,
+            content_hash=article.content_hash,
+            article_id=article_id,
+            reason=decision.reason,
+        )
+        # later files of this batch must find this one as a near-duplicate candidate
         self.index.add(article_id, signature)
-        log.info("%s %s: %s", decision.outcome.value, path.name, article_id)
         return FileResult(
             path.name, decision.outcome.value, decision.reason, article_id, article.category
         )
 
     def _sync(self, repo: Articles) -> None:
+        """Add articles other processes stored since the last look to the index."""
         for seq, article_id, signature in repo.signatures(self._synced_seq):
             self.index.add(article_id, signature)
             self._synced_seq = seq
 
-    def _quarantine(self, path: Path, reason: str, data: bytes, now: datetime) -> FileResult:
+    def _reset_index(self) -> None:
+        """After a rollback the index may hold articles that were never stored: rebuild it."""
+        self.index = NearDuplicateIndex(self.signer, self.settings.dedup.near_duplicate_threshold)
+        self._synced_seq = 0
+
+    def _quarantine(self, path: Path, reason: str, data: bytes, now: datetime) -> None:
         folder = self.settings.quarantine
         folder.mkdir(parents=True, exist_ok=True)
         target = folder / path.name
@@ -206,4 +253,3 @@ class Ingestor:
             f"{reason}\nfile: {path}\nquarantined: {now.isoformat()}\n", encoding="utf-8"
         )
         log.warning("quarantined %s: %s", path.name, reason)
-        return FileResult(path.name, "quarantined", reason)

@@ -28,6 +28,7 @@ _DATE = re.compile(
 _BYLINE = re.compile(r"^By\b\s*(?P<author>[^()]*?)\s*(?:\(\s*(?P<source>[^()]*?)\s*\))?\s*$")
 _BREADCRUMB = re.compile(r"^Home\s*>", re.IGNORECASE)
 _CONTROL = re.compile(r"[\x00-\x08\x0e-\x1f\x7f]")
+_ASCII_ODD = re.compile(r"[\x00-\x08\t\x0b\x0c\x0e-\x1f\x7f]")
 
 
 def decode(data: bytes) -> str:
@@ -49,6 +50,8 @@ def decode(data: bytes) -> str:
 
 def normalize_line(line: str) -> str:
     """NFC, odd spaces -> plain space, runs collapsed, ends trimmed; nothing else changed."""
+    if line.isascii() and "  " not in line and _ASCII_ODD.search(line) is None:
+        return line.strip()  # the common case: nothing to normalize but the ends
     line = _INVISIBLE.sub("", unicodedata.normalize("NFC", line))
     line = _CONTROL.sub("", _ODD_SPACES.sub(" ", line))
     return _RUNS_OF_SPACES.sub(" ", line).strip()

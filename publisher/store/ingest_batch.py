@@ -1,0 +1,374 @@
+"""The write side of ingest: facts for a batch of files fetched in bulk, writes buffered.
+
+A batch is one transaction. Dedup still decides file by file, in order: the facts
+each file sees include what the files before it in the batch added (an overlay kept
+here), so a batch gives the same result as one transaction per file, at a fraction
+of the round trips. A re-publication flushes the buffer, updates in place and
+corrects the overlay, as it changes what later files would see.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TypeVar
+
+from sqlalchemy import Connection, and_, delete, insert, or_, select, tuple_, update
+from sqlalchemy.orm import aliased
+
+from publisher.dedup import Decision, Holder, StoredFacts, block_key, title_key
+from publisher.model import ParsedArticle
+from publisher.parse import slugify
+from publisher.store.schema import articles, blocks, boilerplate, ingest_log, removals
+
+__all__ = ["Incoming", "IngestBatch"]
+
+_INGESTED = ("added", "updated")
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Incoming:
+    """One parsed file of the batch and its trailing teaser headline, if any."""
+
+    article: ParsedArticle
+    teaser_headline: str | None
+
+
+class IngestBatch:
+    """Bulk-fetched dedup facts plus an overlay of this batch's own writes."""
+
+    def __init__(self, connection: Connection, incoming: Sequence[Incoming], id_host: str) -> None:
+        self.connection = connection
+        self.incoming = incoming
+        self.id_host = id_host
+        self._rows: dict[str, list[dict[str, object]]] = defaultdict(list)
+        self._fetch()
+
+    # -- reading ---------------------------------------------------------------
+
+    def seen_files(self, pairs: Iterable[tuple[str, str]]) -> set[tuple[str, str]]:
+        """(file, raw hash) pairs already ingested with those exact bytes."""
+        wanted = list(pairs)
+        if not wanted:
+            return set()
+        found: set[tuple[str, str]] = set()
+        for chunk in _chunks(sorted({name for name, _ in wanted})):
+            rows = self.connection.execute(
+                select(ingest_log.c.file, ingest_log.c.raw_hash).where(
+                    ingest_log.c.file.in_(chunk),  # the leading column of the index
+                    ingest_log.c.outcome != "quarantined",
+                )
+            )
+            found |= {(row.file, row.raw_hash) for row in rows}
+        return found & set(wanted)
+
+    def facts(self, article: ParsedArticle, teaser_headline: str | None) -> StoredFacts:
+        exact = self._exact.get(article.content_hash)
+        if exact is not None:
+            return StoredFacts(exact_article_id=exact)
+        keys = {block_key(b.text) for b in article.blocks}
+        titles = {}
+        if teaser_headline is not None and title_key(teaser_headline) in self._titles:
+            titles[title_key(teaser_headline)] = self._titles[title_key(teaser_headline)]
+        return StoredFacts(
+            boilerplate={k: self._declared[k] for k in keys if k in self._declared},
+            holders={
+                k: self._holders[k] for k in keys if k not in self._declared and k in self._holders
+            },
+            titles=titles,
+            advertisers=list(self._advertisers.get(title_key(article.title), ())),
+        )
+
+    def updated_dates(self, ids: Iterable[str]) -> dict[str, datetime]:
+        wanted = set(ids)
+        found = {i: self._added_updated[i] for i in wanted if i in self._added_updated}
+        rest = wanted - found.keys()
+        if rest:
+            rows = self.connection.execute(
+                select(articles.c.id, articles.c.updated).where(articles.c.id.in_(rest))
+            )
+            found.update({str(row.id): row.updated for row in rows})
+        return found
+
+    # -- writing ---------------------------------------------------------------
+
+    def add(self, decision: Decision, item: Incoming, *, signature: bytes, now: datetime) -> str:
+        """Buffer a new article and the removals its arrival causes; returns its id."""
+        article = item.article
+        slug = self._free_slug(slugify(article.published, article.title))
+        article_id = f"tag:{self.id_host},{article.published.date().isoformat()}:{slug}"
+        self._rows["articles"].append(
+            {
+                "id": article_id,
+                "slug": slug,
+                "ingested": now,
+                "published": article.published,
+                "updated": article.published,
+                "signature": signature,
+                **_columns(article, item.teaser_headline),
+            }
+        )
+        self._write_body(decision, item, article_id, now)
+        self._remember(decision, item, article_id)
+        return article_id
+
+    def update(self, decision: Decision, item: Incoming, *, signature: bytes, now: datetime) -> str:
+        """Update a stored article in place (same id, new `updated`, new body)."""
+        self.flush()
+        article, article_id = item.article, decision.target_id
+        assert article_id is not None
+        conn = self.connection
+        stored_updated = conn.execute(
+            select(articles.c.updated).where(articles.c.id == article_id)
+        ).scalar_one()
+        # A correction dated the same day still has to move `updated` forward.
+        updated = article.published if article.published > stored_updated else now
+        conn.execute(
+            update(articles)
+            .where(articles.c.id == article_id)
+            .values(updated=updated, signature=signature, **_columns(article, item.teaser_headline))
+        )
+        conn.execute(delete(blocks).where(blocks.c.article_id == article_id))
+        conn.execute(delete(removals).where(removals.c.article_id == article_id))
+        self._write_body(decision, item, article_id, now)
+        self._forget(article_id)
+        self._remember(decision, item, article_id)
+        self._added_updated[article_id] = updated
+        return article_id
+
+    def log(
+        self,
+        *,
+        file: str,
+        raw_hash: str,
+        outcome: str,
+        now: datetime,
+        content_hash: str | None = None,
+        article_id: str | None = None,
+        reason: str | None = None,
+    ) -> None:
+        self._rows["ingest_log"].append(
+            {
+                "file": file,
+                "raw_hash": raw_hash,
+                "content_hash": content_hash,
+                "outcome": outcome,
+                "article_id": article_id,
+                "reason": reason,
+                "at": now,
+            }
+        )
+        if content_hash is not None and outcome in _INGESTED and article_id is not None:
+            self._exact[content_hash] = article_id
+
+    def flush(self) -> None:
+        """Write what is buffered (inside the caller's transaction)."""
+        removal_rows = self._new_removals(self._rows.pop("removals", []))
+        for table, name in (
+            (articles, "articles"),
+            (blocks, "blocks"),
+            (boilerplate, "boilerplate"),
+            (ingest_log, "ingest_log"),
+        ):
+            rows = self._rows.pop(name, [])
+            if rows:
+                self.connection.execute(insert(table), rows)
+        if removal_rows:
+            self.connection.execute(insert(removals), removal_rows)
+
+    # -- internals -------------------------------------------------------------
+
+    def _fetch(self) -> None:
+        conn = self.connection
+        hashes = {item.article.content_hash for item in self.incoming}
+        keys = {block_key(b.text) for item in self.incoming for b in item.article.blocks}
+        headlines = {title_key(i.teaser_headline) for i in self.incoming if i.teaser_headline}
+        own_titles = {title_key(item.article.title) for item in self.incoming}
+        self._exact: dict[str, str] = {}
+        for chunk in _chunks(sorted(hashes)):
+            for row in conn.execute(
+                select(ingest_log.c.content_hash, ingest_log.c.article_id).where(
+                    ingest_log.c.content_hash.in_(chunk), ingest_log.c.outcome.in_(_INGESTED)
+                )
+            ):
+                self._exact[row.content_hash] = row.article_id
+        self._declared: dict[str, frozenset[str]] = {}
+        for chunk in _chunks(sorted(keys)):
+            for declared in conn.execute(select(boilerplate).where(boilerplate.c.key.in_(chunk))):
+                self._declared[declared.key] = frozenset(
+                    filter(None, (declared.advertises, title_key(declared.text)))
+                )
+        self._holders: dict[str, list[Holder]] = defaultdict(list)
+        self._keys_of: dict[str, set[str]] = defaultdict(set)
+        before = aliased(blocks)
+        for chunk in _chunks(sorted(keys - self._declared.keys())):
+            rows = conn.execute(
+                select(blocks.c.key, blocks.c.article_id, before.c.text, articles.c.title)
+                .join(articles, articles.c.id == blocks.c.article_id)
+                .outerjoin(
+                    before,
+                    and_(
+                        before.c.article_id == blocks.c.article_id,
+                        before.c.position == blocks.c.position - 1,
+                    ),
+                )
+                .where(blocks.c.key.in_(chunk))
+            )
+            for held in rows:
+                self._holders[held.key].append(Holder(held.article_id, held.text, held.title))
+                self._keys_of[held.article_id].add(held.key)
+        self._titles: dict[str, str] = {}
+        for chunk in _chunks(sorted(headlines)):
+            for row in conn.execute(
+                select(articles.c.title_key, articles.c.id).where(articles.c.title_key.in_(chunk))
+            ):
+                self._titles.setdefault(row.title_key, row.id)
+        self._advertisers: dict[str, list[tuple[str, list[tuple[str, str]]]]] = defaultdict(list)
+        advertisers: dict[str, str] = {}
+        for chunk in _chunks(sorted(own_titles)):
+            for row in conn.execute(
+                select(articles.c.id, articles.c.teaser_key).where(articles.c.teaser_key.in_(chunk))
+            ):
+                advertisers[row.id] = row.teaser_key
+        tails: dict[str, list[tuple[int, str, str]]] = defaultdict(list)
+        for chunk in _chunks(sorted(advertisers)):
+            for block in conn.execute(
+                select(blocks.c.article_id, blocks.c.position, blocks.c.key, blocks.c.text).where(
+                    blocks.c.article_id.in_(chunk)
+                )
+            ):
+                tails[block.article_id].append((block.position, block.key, block.text))
+        for advertiser, teaser in advertisers.items():
+            last_two = sorted(tails[advertiser], reverse=True)[:2]
+            self._advertisers[teaser].append((advertiser, [(k, t) for _, k, t in last_two]))
+        self._added_updated: dict[str, datetime] = {}
+        self._slugs: set[str] = set()
+        base_slugs = {slugify(i.article.published, i.article.title) for i in self.incoming}
+        for chunk in _chunks(sorted(base_slugs)):
+            self._slugs.update(
+                conn.execute(select(articles.c.slug).where(articles.c.slug.in_(chunk))).scalars()
+            )
+
+    def _write_body(
+        self, decision: Decision, item: Incoming, article_id: str, now: datetime
+    ) -> None:
+        self._rows["blocks"].extend(
+            {"article_id": article_id, "position": i, "key": block_key(b.text), "text": b.text}
+            for i, b in enumerate(item.article.blocks)
+        )
+        for key, text, headline in decision.new_boilerplate:
+            self._rows["boilerplate"].append(
+                {
+                    "key": key,
+                    "text": text,
+                    "decided": now,
+                    "advertises": title_key(headline) if headline else None,
+                }
+            )
+        self._rows["removals"].extend(
+            {
+                "article_id": r.article_id or article_id,
+                "key": r.key,
+                "text": r.text,
+                "rule": r.rule,
+                "reason": r.reason,
+                "decided": now,
+            }
+            for r in decision.removals
+        )
+
+    def _remember(self, decision: Decision, item: Incoming, article_id: str) -> None:
+        """Keep the overlay current so later files of the batch see this one."""
+        article = item.article
+        self._added_updated[article_id] = article.published
+        for key, text, headline in decision.new_boilerplate:
+            self._declared[key] = frozenset(
+                filter(None, (title_key(headline) if headline else None, title_key(text)))
+            )
+        previous: str | None = None
+        for block in article.blocks:
+            key = block_key(block.text)
+            if key not in self._declared:
+                self._holders[key].append(Holder(article_id, previous, article.title))
+                self._keys_of[article_id].add(key)
+            previous = block.text
+        self._titles.setdefault(title_key(article.title), article_id)
+        if item.teaser_headline is not None and len(article.blocks) >= 2:
+            tail = [(block_key(b.text), b.text) for b in reversed(article.blocks[-2:])]
+            self._advertisers[title_key(item.teaser_headline)].append((article_id, tail))
+
+    def _forget(self, article_id: str) -> None:
+        """Drop what the overlay knew of an article whose body is being replaced."""
+        for key in self._keys_of.pop(article_id, set()):
+            self._holders[key] = [h for h in self._holders[key] if h.article_id != article_id]
+        for title, owner in list(self._titles.items()):
+            if owner == article_id:
+                del self._titles[title]
+        for advertisers in self._advertisers.values():
+            advertisers[:] = [a for a in advertisers if a[0] != article_id]
+
+    def _free_slug(self, slug: str) -> str:
+        """The slug itself, or slug-2, slug-3… when taken (in the database or this batch)."""
+        if slug in self._slugs:
+            taken = (
+                set(
+                    self.connection.execute(
+                        select(articles.c.slug).where(
+                            or_(articles.c.slug == slug, articles.c.slug.like(f"{slug}-%"))
+                        )
+                    ).scalars()
+                )
+                | self._slugs
+            )
+            candidate, n = slug, 2
+            while candidate in taken:
+                candidate, n = f"{slug}-{n}", n + 1
+            slug = candidate
+        self._slugs.add(slug)
+        return slug
+
+    def _new_removals(self, rows: list[dict[str, object]]) -> list[dict[str, object]]:
+        """Drop removals already recorded (in the database or earlier in this buffer)."""
+        if not rows:
+            return []
+        pairs = {(str(r["article_id"]), str(r["key"])) for r in rows}
+        existing: set[tuple[str, str]] = set()
+        for chunk in _chunks(sorted(pairs)):
+            existing |= {
+                (row.article_id, row.key)
+                for row in self.connection.execute(
+                    select(removals.c.article_id, removals.c.key).where(
+                        tuple_(removals.c.article_id, removals.c.key).in_(chunk)
+                    )
+                )
+            }
+        kept = []
+        for row in rows:
+            pair = (str(row["article_id"]), str(row["key"]))
+            if pair not in existing:
+                existing.add(pair)
+                kept.append(row)
+        return kept
+
+
+def _columns(article: ParsedArticle, teaser_headline: str | None) -> dict[str, object]:
+    return {
+        "title": article.title,
+        "title_key": title_key(article.title),
+        "category": article.category,
+        "category_path": json.dumps(list(article.category_path), ensure_ascii=False),
+        "author": article.author,
+        "source": article.source,
+        "content_hash": article.content_hash,
+        "source_file": article.source_file,
+        "teaser_key": title_key(teaser_headline) if teaser_headline else None,
+    }
+
+
+def _chunks(items: Sequence[T], size: int = 400) -> Iterable[Sequence[T]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
