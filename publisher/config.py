@@ -110,6 +110,8 @@ class Settings:
     seeds_dir: Path | None = None
     # -- run and status --: where `publisher run --smtp-debug` saves received mail
     mailbox_dir: Path = Path("mailbox")
+    # read when secret_key is unset; the first `publisher run` creates it (local setups)
+    secret_key_file: Path | None = None
     base_url: str = "http://127.0.0.1:8080/"
     timezone: str = "Asia/Shanghai"
     secret_key: str | None = field(default=None, repr=False)
@@ -165,7 +167,7 @@ _SECTIONS: Mapping[str, type] = {
     "schedule": ScheduleSettings,
     "digest": DigestSettings,
 }
-_PATHS = ("inbox", "output_dir", "templates_dir", "seeds_dir", "mailbox_dir")
+_PATHS = ("inbox", "output_dir", "templates_dir", "seeds_dir", "mailbox_dir", "secret_key_file")
 
 
 def load_settings(
@@ -232,8 +234,21 @@ def _build(raw: dict[str, Any], base: Path, path: Path | None) -> Settings:
             f"database_url '{settings.database_url}' is not a URL{where}",
             "use sqlite:///path.db or postgresql+psycopg://user@host/db",
         )
+    settings = _secret_from_file(settings)
     _validate(settings, where)
     return settings
+
+
+def _secret_from_file(settings: Settings) -> Settings:
+    """-- run and status --: a local secret key file stands in for an unset secret_key."""
+    path = settings.secret_key_file
+    if settings.secret_key or path is None or not path.is_file():
+        return settings
+    try:
+        secret = path.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ConfigError(f"cannot read secret_key_file {path}: {exc.strerror}") from exc
+    return replace(settings, secret_key=secret or None)
 
 
 def _resolve(base: Path, value: Path) -> Path:

@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import secrets
 import shutil
 from collections.abc import Awaitable, Callable, Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -30,7 +32,7 @@ from publisher.store import Articles, Store
 from publisher.store.locks import DatabaseLock
 from publisher.store.status import DigestStatus
 
-__all__ = ["RunOptions", "gather_status", "run", "seed_inbox"]
+__all__ = ["RunOptions", "ensure_secret_key", "gather_status", "run", "seed_inbox"]
 
 log = logging.getLogger("publisher.run")
 
@@ -58,7 +60,7 @@ async def run(
     ready: asyncio.Event | None = None,
 ) -> None:
     """Run until `stop` is set; `ready` is set once everything listens."""
-    settings = app.settings
+    settings = app.settings = ensure_secret_key(app.settings)
     lock = DatabaseLock(app.store, SCHEDULER_LOCK)
     if options.send and not lock.try_acquire():
         holder = lock.holder()
@@ -165,6 +167,24 @@ def _digest_handler(app: App) -> Callable[[DigestDue], Awaitable[None]]:
         log.info("digest run finished: %s (run %s): %s", due.frequency, report.run_id, counts)
 
     return handler
+
+
+def ensure_secret_key(settings: Settings) -> Settings:
+    """No secret key configured but a secret_key_file named: write a random one (0600) there.
+
+    Lets a fresh clone send digests with working unsubscribe links; `publisher send` and
+    `serve` read the same file. Production sets PUBLISHER_SECRET_KEY instead.
+    """
+    path = settings.secret_key_file
+    if settings.secret_key or path is None:
+        return settings
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+            handle.write(secrets.token_urlsafe(32) + "\n")
+        log.info("created a secret key in %s (set PUBLISHER_SECRET_KEY in production)", path)
+    return replace(settings, secret_key=path.read_text(encoding="utf-8").strip())
 
 
 def seed_inbox(settings: Settings, store: Store) -> int:

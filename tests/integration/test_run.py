@@ -292,3 +292,25 @@ def test_end_to_end_article_in_feed_digest_in_mailbox_sigterm_exits_cleanly(
     assert seconds < 5
     assert "Traceback" not in stderr
     assert "stopped" in stderr.splitlines()[-1]
+
+
+def test_a_first_run_creates_the_secret_key_file_that_other_commands_read(
+    tmp_path: Path,
+) -> None:
+    from publisher.runner import ensure_secret_key
+
+    config = tmp_path / "publisher.toml"
+    config.write_text(
+        'database_url = "sqlite:///data/publisher.db"\nsecret_key_file = "data/secret_key"\n',
+        encoding="utf-8",
+    )
+    assert load_settings(config, environ={}).secret_key is None  # `publisher send` before a run
+
+    settings = ensure_secret_key(load_settings(config, environ={}))
+    key_file = tmp_path / "data" / "secret_key"
+    assert settings.secret_key and len(settings.secret_key) >= 40
+    assert key_file.stat().st_mode & 0o777 == 0o600
+    assert load_settings(config, environ={}).secret_key == settings.secret_key
+    assert ensure_secret_key(load_settings(config, environ={})) == settings  # created once
+    environment = {"PUBLISHER_SECRET_KEY": "from-the-environment"}
+    assert load_settings(config, environ=environment).secret_key == "from-the-environment"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import email
+import logging
 from datetime import datetime
 from email.policy import default
 from pathlib import Path
@@ -56,6 +57,8 @@ def test_the_weekly_job_sends_through_the_sink_at_eight_local_time(
         await asyncio.wait_for(task, 5)
 
     monday_morning = datetime(2024, 6, 3, 7, 59, 57, tzinfo=SHANGHAI)  # a Monday
+    # attach to our logger itself: the CLI's log setup stops propagation to the root
+    logging.getLogger("publisher").addHandler(caplog.handler)
     try:
         with (
             caplog.at_level("INFO", logger="publisher"),
@@ -63,6 +66,7 @@ def test_the_weekly_job_sends_through_the_sink_at_eight_local_time(
         ):
             asyncio.run(scenario())
     finally:
+        logging.getLogger("publisher").removeHandler(caplog.handler)
         app.close()
 
     messages = [

@@ -7,6 +7,7 @@ monotonic time, so "travel to a second before 08:00" fires within a second of re
 from __future__ import annotations
 
 import asyncio
+import logging
 import sqlite3
 from collections.abc import Iterator
 from dataclasses import replace
@@ -145,8 +146,14 @@ def test_a_run_missed_by_more_than_the_grace_time_is_skipped_not_sent_late(
         base_settings, weekly_time="08:00", daily_time="", misfire_grace_seconds=3600
     )
     _run(settings, store, MONDAY.replace(hour=6), expect=0)
-    with caplog.at_level("WARNING", logger="publisher.schedule"):
-        recorder = _run(settings, store, MONDAY.replace(hour=10), expect=0, linger=1.0)
+    # attach to our logger itself: the CLI's log setup stops propagation to the root
+    logger = logging.getLogger("publisher.schedule")
+    logger.addHandler(caplog.handler)
+    try:
+        with caplog.at_level("WARNING", logger="publisher.schedule"):
+            recorder = _run(settings, store, MONDAY.replace(hour=10), expect=0, linger=1.0)
+    finally:
+        logger.removeHandler(caplog.handler)
     assert recorder.fired == []
     assert "digest-weekly missed its run" in caplog.text
     [job] = stored_jobs(store.engine)
