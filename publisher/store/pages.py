@@ -51,7 +51,7 @@ class SiteQueries(Articles):
                 cast(articles.c.updated, String).label("updated"),
                 articles.c.content_hash,
             ).order_by(articles.c.seq)
-        ).tuples()
+        )
         stamps = []
         for seq, article_id, slug, category, published, updated, content_hash in rows:
             parts = [article_id, slug, category, published, updated, content_hash]
