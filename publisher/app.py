@@ -76,6 +76,8 @@ class App:
         # -- feeds and pages --
         try:
             self.build_feeds(report)
+        except PublisherError as exc:  # -- hardening --: a known fault is one line, no traceback
+            log.error("rebuilding the feeds failed: %s", exc.message)
         except Exception:
             # the articles are stored; a failed rebuild must not stop the watcher,
             # and the next change (or `publisher build`) writes everything again
@@ -104,7 +106,10 @@ class App:
 
     def build_feeds(self, report: IngestReport | None = None) -> BuildResult:
         """Write feeds, archives and pages; None: a full build, else only what changed."""
-        return self.site.build(report)
+        try:
+            return self.site.build(report)
+        except OSError as exc:  # -- hardening --: read-only or full output folder
+            raise output_error(self.settings.output_dir, exc) from exc
 
     def web_routes(self) -> list[BaseRoute]:
         """Dynamic routes mounted before the static files (subscribe, confirm, unsubscribe)."""
@@ -185,6 +190,19 @@ class App:
             for result in report.results:
                 if result.outcome != "unchanged":
                     log.info("%s %s: %s", result.outcome, result.file, result.detail)
+
+
+def output_error(folder: Path, exc: OSError) -> PublisherError:
+    """-- hardening --: a failed write into the output folder, as one line with a fix-it hint.
+
+    Every file is replaced atomically, so whatever was there before is still whole.
+    """
+    where = f" ({exc.filename})" if exc.filename else ""
+    return PublisherError(
+        f"cannot write the feeds into {folder}: {exc.strerror or exc}{where}",
+        "the files already there are unchanged; free some space or fix the folder's "
+        "permissions, then run `publisher build`",
+    )
 
 
 def run_until_signal(main: Callable[[asyncio.Event], Awaitable[T]]) -> T:
