@@ -33,15 +33,15 @@ from sqlalchemy import insert
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from publisher import feeds  # noqa: E402
-from publisher.config import load_settings  # noqa: E402
-from publisher.feeds import Channel, Entry, content_html  # noqa: E402
-from publisher.ingest import FileResult, IngestReport  # noqa: E402
-from publisher.model import Article  # noqa: E402
-from publisher.site import SiteBuilder  # noqa: E402
-from publisher.store import Store  # noqa: E402
-from publisher.store.pages import SiteQueries  # noqa: E402
-from publisher.store.schema import articles, blocks  # noqa: E402
+from publisher import feeds
+from publisher.config import load_settings
+from publisher.feeds import Channel, Entry, content_html
+from publisher.ingest import FileResult, IngestReport
+from publisher.model import Article
+from publisher.site import SiteBuilder
+from publisher.store import Store
+from publisher.store.pages import SiteQueries
+from publisher.store.schema import articles, blocks
 
 WORDS = [
     "harbin",
