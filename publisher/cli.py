@@ -520,6 +520,12 @@ def send(
     summary = Table(*report.summary().keys(), title="Send summary")
     summary.add_row(*(str(n) for n in report.summary().values()))
     out.print(summary)
+    if report.unreachable:  # -- hardening --: nothing lost; the rows wait for the next run
+        _fail(
+            f"{report.unreachable}; {report.deferred} messages not sent (still pending)",
+            "the next `publisher send` sends them, each once",
+            1,
+        )
     if report.failed:
         sys.exit(1)
 

@@ -57,6 +57,8 @@ class SmtpSettings:
     timeout_seconds: float = 30.0
     verify_certificate: bool = True
     bounce_after: int = 3
+    # -- hardening --: PEM file of the CA that signs the server's certificate (a private CA)
+    ca_file: str | None = None
 
 
 @dataclass(frozen=True)
@@ -235,6 +237,9 @@ def _build(raw: dict[str, Any], base: Path, path: Path | None) -> Settings:
             "use sqlite:///path.db or postgresql+psycopg://user@host/db",
         )
     settings = _secret_from_file(settings)
+    if settings.smtp.ca_file:  # -- hardening --: relative to the config file, like other paths
+        ca_file = str(_resolve(base, Path(settings.smtp.ca_file)))
+        settings = replace(settings, smtp=replace(settings.smtp, ca_file=ca_file))
     _validate(settings, where)
     return settings
 

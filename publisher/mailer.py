@@ -26,7 +26,7 @@ import aiosmtplib
 from publisher.config import SmtpSettings
 from publisher.errors import SendError
 
-__all__ = ["Ledger", "Mailer", "Outgoing", "SendReport"]
+__all__ = ["Ledger", "Mailer", "Outgoing", "SendReport", "ServerUnreachable"]
 
 log = logging.getLogger("publisher.mailer")
 
@@ -39,6 +39,14 @@ _CONNECTION_ERRORS = (
     TimeoutError,
     OSError,
 )
+
+
+class ServerUnreachable(SendError):
+    """-- hardening --: no session could be opened (refused, TLS, login): no recipient's fault.
+
+    Never counts against a recipient (no bounce) and never marks a row failed: once one
+    message has used all its attempts this way, the pool stops and leaves the rest open.
+    """
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +80,9 @@ class SendReport:
     skipped: int = 0
     failures: list[tuple[str, str]] = field(default_factory=list)  # (recipient, error)
     seconds: float = 0.0
+    # -- hardening --: the server could not be reached; `deferred` rows were left open
+    deferred: int = 0
+    unreachable: str | None = None
 
 
 class _RateLimit:
@@ -97,6 +108,7 @@ class Mailer:
     def __init__(self, settings: SmtpSettings) -> None:
         self.settings = settings
         self._rate = _RateLimit(settings.rate_per_second)
+        self.unreachable: ServerUnreachable | None = None  # set once: the pool stops
 
     # -- one-off mail (confirmation) ------------------------------------------------
 
@@ -127,6 +139,8 @@ class Mailer:
         async def produce() -> None:
             try:
                 async for item in items:
+                    if self.unreachable is not None:
+                        break  # render no more messages for a server that is down
                     await queue.put(item)
             finally:
                 for _ in range(size):
@@ -136,11 +150,19 @@ class Mailer:
             worker = _Worker(self, number)
             try:
                 while (item := await queue.get()) is not None:
+                    if self.unreachable is not None:
+                        report.deferred += 1  # still 'pending': the next run sends it
+                        continue
                     if not await ledger.sending(item):
                         report.skipped += 1
                         continue
                     try:
                         attempts = await worker.deliver(item, report)
+                    except ServerUnreachable as exc:
+                        # never connected, so nothing was handed over: the row stays open
+                        # ('sending') and the next run resumes it, like any unfinished row
+                        self.unreachable = self.unreachable or exc
+                        report.deferred += 1
                     except SendError as exc:
                         report.failed += 1
                         report.failures.append((item.recipient, exc.message))
@@ -163,6 +185,9 @@ class Mailer:
             await asyncio.gather(producer, *workers, return_exceptions=True)
             raise
         report.seconds = time.monotonic() - started
+        if self.unreachable is not None:
+            found = self.unreachable
+            report.unreachable = found.message + (f" ({found.hint})" if found.hint else "")
         return report
 
 
@@ -187,6 +212,7 @@ class _Worker:
             use_tls=s.tls == "tls",
             start_tls=s.tls == "starttls",
             validate_certs=s.verify_certificate,
+            cert_bundle=s.ca_file or None,  # -- hardening --: a private CA
             timeout=s.timeout_seconds,
         )
         await smtp.connect()
@@ -217,6 +243,8 @@ class _Worker:
             except SendError as exc:
                 if exc.permanent or self.attempts >= limit:
                     raise
+                if isinstance(exc, ServerUnreachable) and self.mailer.unreachable is not None:
+                    raise  # another worker already found the server down
                 report.retried += 1
                 delay = self.settings.backoff_seconds * 2 ** (self.attempts - 1)
                 delay *= 0.5 + random.random()  # jitter: workers do not retry in lockstep
@@ -230,8 +258,8 @@ class _Worker:
         ):
             await self.close(polite=self.smtp.is_connected)
         await self.mailer._rate.wait()
+        smtp = self.smtp or await self._connect_or_raise(item)
         try:
-            smtp = self.smtp or await self.connect()
             await smtp.sendmail(item.sender, [item.recipient], item.message)
             self.on_connection += 1
         except aiosmtplib.SMTPRecipientsRefused as exc:
@@ -259,7 +287,39 @@ class _Worker:
                 recipient=item.recipient,
             ) from exc
 
+    async def _connect_or_raise(self, item: Outgoing) -> aiosmtplib.SMTP:
+        """-- hardening --: connect (TLS, login); a failure here is the server's, not the item's."""
+        s = self.settings
+        try:
+            return await self.connect()
+        except (aiosmtplib.SMTPException, *_CONNECTION_ERRORS) as exc:
+            await self.close(polite=False)
+            detail = _describe(exc)
+            hint = "is the SMTP server running? check smtp.host, smtp.port and smtp.tls"
+            if "CERTIFICATE_VERIFY_FAILED" in detail or "certificate verify failed" in detail:
+                detail = "its TLS certificate did not verify: " + detail
+                hint = (
+                    "set smtp.ca_file to the CA that signed it, or (testing only) "
+                    "smtp.verify_certificate = false"
+                )
+            elif isinstance(exc, aiosmtplib.SMTPAuthenticationError):
+                hint = "check smtp.username and PUBLISHER_SMTP_PASSWORD"
+            raise ServerUnreachable(
+                f"cannot reach SMTP server {s.host}:{s.port} ({s.tls}): {detail}",
+                hint,
+                recipient=item.recipient,
+            ) from exc
+
     async def _reset_after_refusal(self) -> None:
         """aiosmtplib already sent RSET; only a connection lost on the way is dropped."""
         if self.smtp is not None and not self.smtp.is_connected:
             await self.close(polite=False)
+
+
+def _describe(exc: BaseException) -> str:
+    """One line for an exception; never the password (aiosmtplib does not put it in messages)."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    cause = exc.__cause__ or exc.__context__
+    if cause is not None and str(cause) and str(cause) not in text:
+        text = f"{text} ({str(cause).splitlines()[0]})"
+    return text

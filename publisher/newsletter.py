@@ -83,6 +83,8 @@ class DigestReport:
     digests_rendered: int = 0
     render_seconds: float = 0.0
     seconds: float = 0.0
+    deferred: int = 0  # -- hardening --: left open because the SMTP server was unreachable
+    unreachable: str | None = None
 
     def summary(self) -> dict[str, int]:
         return {
@@ -90,6 +92,7 @@ class DigestReport:
             "skipped-empty": self.skipped_empty,
             "retried": self.retried,
             "failed": self.failed,
+            "not-sent": self.deferred,
         }
 
 
@@ -394,6 +397,7 @@ class Newsletter:
             )
         report.sent, report.failed, report.retried = smtp.sent, smtp.failed, smtp.retried
         report.failures = smtp.failures
+        report.deferred, report.unreachable = smtp.deferred, smtp.unreachable
         await asyncio.to_thread(self._finish_run, run.id)
         report.seconds = time.monotonic() - started
         return report
