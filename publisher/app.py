@@ -8,7 +8,7 @@ import signal
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, TextIO, TypeVar
+from typing import TYPE_CHECKING, Any, TextIO, TypeVar
 
 from publisher.config import Settings
 from publisher.errors import PublisherError
@@ -18,6 +18,10 @@ from publisher.newsletter import DigestReport, ImportReport, Newsletter
 from publisher.site import BuildResult, SiteBuilder
 from publisher.store import Articles, Store
 from publisher.watch import settled_files
+from publisher.worker import ClaimingSender, require_shared_database, run_progress
+
+if TYPE_CHECKING:  # -- scale-out workers --
+    from publisher.store.deliveries import RunProgress
 
 if TYPE_CHECKING:  # typing only: starlette loads when `serve` or `run` needs it
     from publisher.web import BaseRoute
@@ -157,11 +161,15 @@ class App:
         dry_run: bool = False,
         out_dir: Path | None = None,
         progress: Callable[[int, int], None] | None = None,
+        deliver: bool | None = None,
     ) -> DigestReport:
-        """Build and send every due digest (dry run: .eml files only); see newsletter.py."""
+        """Build and send every due digest (dry run: .eml files only); see newsletter.py.
+
+        `deliver=False`: create the run and its rows only, for `publisher worker`s.
+        """
         return asyncio.run(
             self.newsletter.send(
-                frequency, now, dry_run=dry_run, out_dir=out_dir, progress=progress
+                frequency, now, dry_run=dry_run, out_dir=out_dir, progress=progress, deliver=deliver
             )
         )
 
@@ -177,6 +185,21 @@ class App:
         return await self.newsletter.send(
             frequency, now, dry_run=dry_run, out_dir=out_dir, progress=progress
         )
+
+    # -- scale-out workers ---------------------------------------------------------
+
+    def worker(
+        self,
+        concurrency: int | None = None,
+        on_progress: Callable[[RunProgress, ClaimingSender], None] | None = None,
+    ) -> ClaimingSender:
+        """A `publisher worker` (PostgreSQL only; ConfigError on SQLite): `async with` it."""
+        require_shared_database(self.store)
+        return ClaimingSender(self.newsletter, concurrency=concurrency, on_progress=on_progress)
+
+    def run_progress(self) -> dict[str, Any]:
+        """Open digest runs with their progress across workers, and the live workers."""
+        return run_progress(self.store)
 
     # -- watching --------------------------------------------------------------
 

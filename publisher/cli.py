@@ -469,9 +469,19 @@ class _RateColumn(ProgressColumn):
 )
 @click.option("--frequency", type=click.Choice(["weekly", "daily"]), help="Only these subscribers.")
 @click.option("--now", "now_text", metavar="ISO", help="Pretend it is this time (ISO 8601).")
+@click.option(  # -- scale-out workers --
+    "--fan-out-only",
+    is_flag=True,
+    help="Create the run and its delivery rows; leave sending to `publisher worker`s.",
+)
 @click.pass_context
 def send(
-    ctx: click.Context, dry_run: bool, out_dir: Path, frequency: str | None, now_text: str | None
+    ctx: click.Context,
+    dry_run: bool,
+    out_dir: Path,
+    frequency: str | None,
+    now_text: str | None,
+    fan_out_only: bool = False,
 ) -> None:
     """Build every due digest and send it, each message exactly once.
 
@@ -509,9 +519,16 @@ def send(
         progress.update(task, completed=done, total=total)
 
     with progress:
-        report = app.send_digests(frequency, now, progress=update)
+        report = app.send_digests(
+            frequency, now, progress=update, deliver=False if fan_out_only else None
+        )
     if report.resumed:
         out.print(f"resumed unfinished run {report.run_id}", markup=False)
+    if fan_out_only or not app.settings.workers.deliver_locally:  # -- scale-out workers --
+        out.print(
+            f"run {report.run_id}: {report.fanned_out} messages queued for `publisher worker`",
+            markup=False,
+        )
     if report.failures:
         table = Table("recipient", "error", title="Failed")
         for recipient, error in report.failures:
@@ -640,6 +657,67 @@ def _print_status(found: dict[str, Any]) -> None:
     width = max(len(label) for label, _ in lines)
     for label, value in lines:
         out.print(f"{label:>{width}}: {value}", markup=False)
+
+
+# -- scale-out workers ------------------------------------------------------------------
+
+
+@cli.command()
+@click.option(
+    "--concurrency",
+    type=click.IntRange(1, 1000),
+    help="SMTP connections of this worker (default: workers.concurrency, else smtp.pool_size).",
+)
+@click.option("--exit-when-idle", is_flag=True, help="Stop once no open run has rows to claim.")
+@click.pass_context
+def worker(ctx: click.Context, concurrency: int | None, exit_when_idle: bool) -> None:
+    """Claim and send the deliveries of open digest runs (PostgreSQL); run any number, anywhere.
+
+    Rows are claimed in batches with a lease (workers.lease_seconds); a worker that dies
+    leaves its rows to the others once the lease runs out. SIGTERM or Ctrl-C: finish the
+    messages in flight, give back the rest, exit 0. SQLite: refused (exit 2); use
+    `publisher send`.
+
+    Example: PUBLISHER_DATABASE_URL=postgresql+psycopg://mail@db/news publisher worker
+    """
+    app = _app(ctx)
+    logging.getLogger("publisher.mailer").setLevel(logging.WARNING)
+    progress = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[detail]}"),
+        console=console,
+    )
+    task = progress.add_task("waiting for work", total=None, detail="")
+
+    def update(found: Any, sender: Any) -> None:
+        mine = found.sent_by.get(sender.name, 0)
+        progress.update(
+            task,
+            description=f"run {found.run_id} ({found.frequency})",
+            completed=found.done,
+            total=found.total,
+            detail=(
+                f"{mine:,} sent here · {len(found.sent_by)} workers · {found.claimed:,} claimed"
+            ),
+        )
+
+    sender = app.worker(concurrency, on_progress=update)
+    console.print(f"worker {sender.name}: claiming from {app.store.url.split('@')[-1]}")
+
+    async def main(stop: Any) -> Any:
+        async with sender:
+            return await sender.serve(stop, exit_when_idle=exit_when_idle)
+
+    with progress:
+        report = run_until_signal(main)
+    runs = ", ".join(str(r) for r in report.runs) or "none"
+    out.print(
+        f"worker {report.name}: sent {report.sent}, failed {report.failed}, "
+        f"retried {report.retried}, gave back {report.released} (runs: {runs})",
+        markup=False,
+    )
 
 
 def main() -> None:

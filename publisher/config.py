@@ -100,6 +100,20 @@ class DigestSettings:
     list_id: str = "digest.publisher.localhost"
 
 
+# -- scale-out workers (issue 6) --
+@dataclass(frozen=True)
+class WorkerSettings:
+    """`publisher worker` on PostgreSQL: claims of delivery rows and their lease."""
+
+    lease_seconds: float = 60.0  # a dead worker's rows are reclaimed after this
+    claim_batch: int = 200  # rows claimed per SELECT ... FOR UPDATE SKIP LOCKED
+    concurrency: int = 0  # SMTP connections per worker; 0: smtp.pool_size
+    poll_seconds: float = 1.0  # an idle worker looks for new rows this often
+    # False: `publisher send` and the scheduler only create the run and its rows
+    # (fan-out) and leave sending to `publisher worker` processes (PostgreSQL)
+    deliver_locally: bool = True
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything the app needs; passed in, never global."""
@@ -124,6 +138,7 @@ class Settings:
     server: ServerSettings = field(default_factory=ServerSettings)
     schedule: ScheduleSettings = field(default_factory=ScheduleSettings)
     digest: DigestSettings = field(default_factory=DigestSettings)
+    workers: WorkerSettings = field(default_factory=WorkerSettings)  # -- scale-out workers --
 
     @property
     def zone(self) -> ZoneInfo:
@@ -168,6 +183,7 @@ _SECTIONS: Mapping[str, type] = {
     "server": ServerSettings,
     "schedule": ScheduleSettings,
     "digest": DigestSettings,
+    "workers": WorkerSettings,  # -- scale-out workers --
 }
 _PATHS = ("inbox", "output_dir", "templates_dir", "seeds_dir", "mailbox_dir", "secret_key_file")
 

@@ -48,6 +48,7 @@ from publisher.store import Articles, Store
 from publisher.store.deliveries import Deliveries, DeliveryLedger, PlannedDelivery
 from publisher.store.subscribers import Subscribers
 from publisher.tokens import CONFIRM, UNSUBSCRIBE, Tokens
+from publisher.worker import ClaimingSender, worker_name
 
 __all__ = ["DigestReport", "ImportReport", "Newsletter", "Preview"]
 
@@ -81,6 +82,7 @@ class DigestReport:
     failures: list[tuple[str, str]] = field(default_factory=list)
     previews: list[Preview] = field(default_factory=list)
     digests_rendered: int = 0
+    fanned_out: int = 0  # rows open after fan-out (this send's share, or the workers')
     render_seconds: float = 0.0
     seconds: float = 0.0
     deferred: int = 0  # -- hardening --: left open because the SMTP server was unreachable
@@ -363,8 +365,14 @@ class Newsletter:
         dry_run: bool = False,
         out_dir: Path | None = None,
         progress: Callable[[int, int], None] | None = None,
+        deliver: bool | None = None,
     ) -> DigestReport:
-        """Build every due digest and send it (or, dry run, write .eml files and record nothing)."""
+        """Build every due digest and send it (or, dry run, write .eml files and record nothing).
+
+        `deliver=False` (default: settings.workers.deliver_locally) only creates the run and
+        its rows; `publisher worker` processes send them. On PostgreSQL this process sends
+        by claiming rows like a worker, so it can share the run with running workers.
+        """
         chosen = parse_frequency(frequency) if frequency else None
         as_of = now or self.clock()
         if as_of.tzinfo is None:
@@ -379,6 +387,12 @@ class Newsletter:
         candidates = await asyncio.to_thread(self._candidates, chosen, run.as_of)
         report.skipped_empty = await asyncio.to_thread(self._fan_out, run, chosen, candidates)
         total = await asyncio.to_thread(self._open_count, run.id)
+        report.fanned_out = total
+        if not (self.settings.workers.deliver_locally if deliver is None else deliver):
+            # -- scale-out workers --: fan-out only; workers claim and send the rows
+            log.info("digest run %s: %d messages left to the workers", run.id, total)
+            report.seconds = time.monotonic() - started
+            return report
         done = 0
 
         def count(smtp: SendReport) -> None:
@@ -390,11 +404,18 @@ class Newsletter:
         if progress is not None:
             progress(0, total)
         by_id = {a.id: a for a in candidates}
-        ledger = DeliveryLedger(self.store, run, bounce_after=self.settings.smtp.bounce_after)
-        async with ledger:
-            smtp = await Mailer(self.settings.smtp).send_all(
-                self._outgoing(run, by_id, report), ledger, progress=count
-            )
+        if self.store.dialect == "postgresql":
+            # -- scale-out workers --: claim rows with a lease, like `publisher worker`
+            async with ClaimingSender(self, name=worker_name("send")) as claiming:
+                smtp = await claiming.deliver(
+                    run, until_done=True, articles=by_id, digest_report=report, progress=count
+                )
+        else:
+            ledger = DeliveryLedger(self.store, run, bounce_after=self.settings.smtp.bounce_after)
+            async with ledger:
+                smtp = await Mailer(self.settings.smtp).send_all(
+                    self._outgoing(run, by_id, report), ledger, progress=count
+                )
         report.sent, report.failed, report.retried = smtp.sent, smtp.failed, smtp.retried
         report.failures = smtp.failures
         report.deferred, report.unreachable = smtp.deferred, smtp.unreachable

@@ -14,24 +14,49 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
+import time
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import Any, Protocol
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol, TypeVar
 
-from sqlalchemy import Connection, and_, bindparam, func, insert, or_, select, update
+from sqlalchemy import (
+    Connection,
+    and_,
+    bindparam,
+    delete,
+    exists,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import OperationalError
 
-from publisher.errors import SendError
+from publisher.errors import SendError, StoreError
 from publisher.model import Delivery, DeliveryStatus, DigestRun, Subscriber, SubscriberStatus
 from publisher.store.engine import Store
-from publisher.store.schema import deliveries, digest_runs, sent_articles, subscribers
+from publisher.store.schema import deliveries, digest_runs, sent_articles, subscribers, workers
 from publisher.store.subscribers import _subscriber
 
-__all__ = ["Deliveries", "DeliveryLedger", "PlannedDelivery"]
+__all__ = [
+    "Claims",
+    "Deliveries",
+    "DeliveryLedger",
+    "PlannedDelivery",
+    "RunProgress",
+    "WorkerRow",
+    "in_ledger_transaction",
+    "ledger_transaction",
+]
 
 _OPEN = (DeliveryStatus.PENDING.value, DeliveryStatus.SENDING.value)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,10 +209,39 @@ class Deliveries:
                 result[int(subscriber_id)].add(str(article_id))
         return result
 
-    def mark_sending(self, ids: Sequence[int], now: datetime) -> set[int]:
-        """Mark rows 'sending'; returns the ids that were still open (the others: skip)."""
+    def mark_sending(
+        self,
+        ids: Sequence[int],
+        now: datetime,
+        *,
+        worker: str | None = None,
+        lease_seconds: float = 0.0,
+    ) -> set[int]:
+        """Mark rows 'sending'; returns the ids that were still open (the others: skip).
+
+        With `worker`: only rows this worker still holds (a row whose lease ran out may
+        have been reclaimed by another worker), and their lease starts afresh.
+        """
         if not ids:
             return set()
+        if worker is not None:
+            return {
+                int(i)
+                for i in self.connection.execute(
+                    update(deliveries)
+                    .where(
+                        deliveries.c.id.in_(list(ids)),
+                        deliveries.c.status.in_(_OPEN),
+                        deliveries.c.claimed_by == worker,
+                    )
+                    .values(
+                        status=DeliveryStatus.SENDING.value,
+                        sending_at=now,
+                        lease_until=_lease(lease_seconds),
+                    )
+                    .returning(deliveries.c.id)
+                ).scalars()
+            }
         open_ids = {
             int(i)
             for i in self.connection.execute(
@@ -316,11 +370,19 @@ class DeliveryLedger:
         *,
         bounce_after: int,
         clock: Any = None,
+        worker: str | None = None,
+        lease_seconds: float = 0.0,
+        accepting: Callable[[], bool] | None = None,
     ) -> None:
         self.store = store
         self.run = run
         self.bounce_after = bounce_after
         self.clock = clock or (lambda: datetime.now(UTC))
+        # -- scale-out workers --: claims checked at 'sending'; `accepting()` False
+        # (SIGTERM) means start no new SMTP transaction, finish the ones in flight
+        self.worker = worker
+        self.lease_seconds = lease_seconds
+        self.accepting = accepting
         self._queue: list[tuple[str, tuple[Any, ...], asyncio.Future[bool] | None]] = []
         self._wake = asyncio.Event()
         self._closing = False
@@ -342,6 +404,8 @@ class DeliveryLedger:
 
     async def sending(self, item: _Keyed) -> bool:
         self._raise_if_broken()
+        if self.accepting is not None and not self.accepting():
+            return False
         future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         self._queue.append(("sending", (item.key,), future))
         self._wake.set()
@@ -393,11 +457,298 @@ class DeliveryLedger:
         sending = [args[0] for kind, args, _ in batch if kind == "sending"]
         sent = [(args[0], args[1]) for kind, args, _ in batch if kind == "sent"]
         failed = [args for kind, args, _ in batch if kind == "failed"]
-        with self.store.begin() as connection:
+
+        def commit(connection: Connection) -> set[int]:
             ledger = Deliveries(connection)
             ledger.mark_sent(sent, self.run.as_of, now)
             ledger.mark_failed(failed, now, self.bounce_after)
-            return ledger.mark_sending(sending, now)
+            return ledger.mark_sending(
+                sending, now, worker=self.worker, lease_seconds=self.lease_seconds
+            )
+
+        return in_ledger_transaction(self.store, commit)
+
+
+# -- scale-out workers (issue 6) ----------------------------------------------------
+#
+# On PostgreSQL any number of processes share a run: each claims a batch of open rows
+# with SELECT ... FOR UPDATE SKIP LOCKED (no two claim the same row at the same time)
+# and stamps it claimed_by + lease_until. A live worker renews its leases; the rows of
+# a dead one become claimable again once lease_until has passed. Lease times come from
+# the database clock (now()), so workers on hosts with skewed clocks agree.
+
+
+@dataclass(frozen=True, slots=True)
+class RunProgress:
+    """One run across every worker: rows by status, and rows sent by each worker."""
+
+    run_id: int
+    frequency: str
+    status: str
+    as_of: datetime
+    counts: dict[str, int]
+    sent_by: dict[str, int]
+    claimed: int  # open rows under a live lease
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+    @property
+    def done(self) -> int:
+        return self.counts.get("sent", 0) + self.counts.get("failed", 0)
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerRow:
+    name: str
+    host: str
+    pid: int
+    started: datetime
+    seen: datetime
+    state: str
+    run_id: int | None
+    sent: int
+    failed: int
+
+
+class Claims:
+    """Claim / lease / reclaim queries (PostgreSQL), bound to a connection."""
+
+    def __init__(self, connection: Connection) -> None:
+        self.connection = connection
+
+    def open_runs(self) -> list[DigestRun]:
+        """Runs still being fanned out or sent, oldest first."""
+        rows = self.connection.execute(
+            select(digest_runs)
+            .where(digest_runs.c.status.in_(("fanout", "sending")))
+            .order_by(digest_runs.c.id)
+        )
+        return [_run(row) for row in rows]
+
+    def claim(
+        self, run_id: int, worker: str, limit: int, lease_seconds: float
+    ) -> list[tuple[Delivery, Subscriber]]:
+        """Take up to `limit` open rows nobody holds (never claimed, released, or lease ran out)."""
+        free = (
+            select(deliveries.c.id)
+            .where(
+                deliveries.c.run_id == run_id,
+                deliveries.c.status.in_(_OPEN),
+                or_(deliveries.c.lease_until.is_(None), deliveries.c.lease_until < func.now()),
+            )
+            .order_by(deliveries.c.id)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        rows = self.connection.execute(
+            update(deliveries)
+            .where(deliveries.c.id.in_(free.scalar_subquery()))
+            .values(claimed_by=worker, lease_until=_lease(lease_seconds))
+            .returning(*deliveries.c)
+        ).all()
+        return _with_subscribers(self.connection, sorted(rows, key=lambda row: int(row.id)))
+
+    def renew(self, run_ids: Iterable[int], worker: str, lease_seconds: float) -> int:
+        """Extend the lease of every open row this worker holds (its heartbeat)."""
+        ids = list(run_ids)
+        if not ids:
+            return 0
+        # SKIP LOCKED: a row this worker's ledger is marking right now is skipped, not
+        # waited for (it gets a fresh lease there); waiting could deadlock the two
+        mine = (
+            select(deliveries.c.id)
+            .where(
+                deliveries.c.run_id.in_(ids),
+                deliveries.c.status.in_(_OPEN),
+                deliveries.c.claimed_by == worker,
+            )
+            .with_for_update(skip_locked=True)
+        )
+        result = self.connection.execute(
+            update(deliveries)
+            .where(deliveries.c.id.in_(mine.scalar_subquery()))
+            .values(lease_until=_lease(lease_seconds))
+        )
+        return int(result.rowcount or 0)
+
+    def release(self, run_ids: Iterable[int], worker: str, *, sending_too: bool = False) -> int:
+        """Give back the rows this worker holds: claimable by others at once.
+
+        Pending rows always (never handed to SMTP). 'sending' rows only when the caller
+        knows none of them is in flight (its mailer pool has returned).
+        """
+        ids = list(run_ids)
+        if not ids:
+            return 0
+        statuses = _OPEN if sending_too else (DeliveryStatus.PENDING.value,)
+        result = self.connection.execute(
+            update(deliveries)
+            .where(
+                deliveries.c.run_id.in_(ids),
+                deliveries.c.status.in_(statuses),
+                deliveries.c.claimed_by == worker,
+            )
+            .values(claimed_by=None, lease_until=None)
+        )
+        return int(result.rowcount or 0)
+
+    def finish_if_complete(self, run_id: int, now: datetime) -> bool:
+        """Mark the run done when fan-out is over and no row is open; True if this call did."""
+        still_open = exists().where(deliveries.c.run_id == run_id, deliveries.c.status.in_(_OPEN))
+        result = self.connection.execute(
+            update(digest_runs)
+            .where(digest_runs.c.id == run_id, digest_runs.c.status == "sending", ~still_open)
+            .values(status="done", finished=now)
+        )
+        return bool(result.rowcount)
+
+    def run_state(self, run_id: int, worker: str) -> tuple[str, int]:
+        """(run status, open rows not held by `worker`): may this worker stop waiting?"""
+        status = self.connection.execute(
+            select(digest_runs.c.status).where(digest_runs.c.id == run_id)
+        ).scalar_one()
+        elsewhere = self.connection.execute(
+            select(func.count()).where(
+                deliveries.c.run_id == run_id,
+                deliveries.c.status.in_(_OPEN),
+                or_(deliveries.c.claimed_by.is_(None), deliveries.c.claimed_by != worker),
+            )
+        ).scalar_one()
+        return str(status), int(elsewhere)
+
+    def progress(self, run: DigestRun) -> RunProgress:
+        counts = {
+            str(status): int(n)
+            for status, n in self.connection.execute(
+                select(deliveries.c.status, func.count())
+                .where(deliveries.c.run_id == run.id)
+                .group_by(deliveries.c.status)
+            )
+        }
+        sent_by = {
+            str(name): int(n)
+            for name, n in self.connection.execute(
+                select(deliveries.c.claimed_by, func.count())
+                .where(
+                    deliveries.c.run_id == run.id,
+                    deliveries.c.status == DeliveryStatus.SENT.value,
+                    deliveries.c.claimed_by.is_not(None),
+                )
+                .group_by(deliveries.c.claimed_by)
+            )
+        }
+        claimed = int(
+            self.connection.execute(
+                select(func.count()).where(
+                    deliveries.c.run_id == run.id,
+                    deliveries.c.status.in_(_OPEN),
+                    deliveries.c.lease_until > func.now(),
+                )
+            ).scalar_one()
+        )
+        return RunProgress(run.id, run.frequency, run.status, run.as_of, counts, sent_by, claimed)
+
+    # -- the worker registry --
+
+    def register(self, row: WorkerRow) -> None:
+        self.connection.execute(delete(workers).where(workers.c.name == row.name))
+        self.connection.execute(
+            insert(workers).values(
+                name=row.name,
+                host=row.host,
+                pid=row.pid,
+                started=row.started,
+                seen=row.seen,
+                state=row.state,
+                run_id=row.run_id,
+                sent=row.sent,
+                failed=row.failed,
+            )
+        )
+
+    def beat(
+        self, name: str, now: datetime, state: str, run_id: int | None, sent: int, failed: int
+    ) -> None:
+        self.connection.execute(
+            update(workers)
+            .where(workers.c.name == name)
+            .values(seen=now, state=state, run_id=run_id, sent=sent, failed=failed)
+        )
+
+    def workers(self, seen_since: datetime | None = None) -> list[WorkerRow]:
+        query = select(workers).order_by(workers.c.started)
+        if seen_since is not None:
+            query = query.where(workers.c.seen >= seen_since, workers.c.state != "stopped")
+        return [
+            WorkerRow(
+                name=row.name,
+                host=row.host,
+                pid=int(row.pid),
+                started=row.started,
+                seen=row.seen,
+                state=row.state,
+                run_id=None if row.run_id is None else int(row.run_id),
+                sent=int(row.sent),
+                failed=int(row.failed),
+            )
+            for row in self.connection.execute(query)
+        ]
+
+
+@contextmanager
+def ledger_transaction(store: Store) -> Iterator[Connection]:
+    """A write transaction for ledger rows and claims.
+
+    SQLite: the store's serialized writer. PostgreSQL: a plain transaction, NOT behind
+    the store's global writer lock, so workers commit side by side; row locks (and SKIP
+    LOCKED at claim time) keep them apart.
+    """
+    if store.dialect != "postgresql":
+        with store.begin() as connection:
+            yield connection
+        return
+    try:
+        with store.engine.begin() as connection:
+            yield connection
+    except OperationalError as exc:
+        detail = str(exc.orig or exc).splitlines()[0]
+        raise StoreError(f"database error (delivery ledger): {detail}") from exc
+
+
+_RETRY_STATES = {"40P01", "40001"}  # deadlock detected, serialization failure
+
+
+def in_ledger_transaction(store: Store, work: Callable[[Connection], T], attempts: int = 5) -> T:
+    """`work(connection)` in a ledger transaction, run again if PostgreSQL aborted it as a
+    deadlock victim (the transaction rolled back whole, so running it again is exact)."""
+    for attempt in range(1, attempts + 1):
+        try:
+            with ledger_transaction(store) as connection:
+                return work(connection)
+        except StoreError as exc:
+            state = getattr(getattr(exc.__cause__, "orig", None), "sqlstate", None)
+            if state not in _RETRY_STATES or attempt == attempts:
+                raise
+            time.sleep(0.01 * 2**attempt * (0.5 + random.random()))
+    raise AssertionError("unreachable")
+
+
+def _lease(seconds: float) -> Any:
+    """now() + seconds on the database clock."""
+    return func.now() + timedelta(seconds=seconds)
+
+
+def _with_subscribers(
+    connection: Connection, rows: Sequence[Any]
+) -> list[tuple[Delivery, Subscriber]]:
+    people: dict[int, Subscriber] = {}
+    ids = [int(row.subscriber_id) for row in rows]
+    for chunk in _chunks(ids, 500):
+        for found in connection.execute(select(subscribers).where(subscribers.c.id.in_(chunk))):
+            people[int(found.id)] = _subscriber(found)
+    return [(_delivery(row), people[int(row.subscriber_id)]) for row in rows]
 
 
 def _insert_ignore(connection: Connection, table: Any) -> Any:

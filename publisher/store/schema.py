@@ -200,6 +200,22 @@ deliveries = Table(
     Index("ix_deliveries_subscriber", "subscriber_id"),
 )
 
+# -- scale-out workers (issue 6) --: one row per `publisher worker` (or PostgreSQL
+# `publisher send`) process, renewed with its leases; `publisher status` lists live ones.
+workers = Table(
+    "workers",
+    metadata,
+    Column("name", String(200), primary_key=True),  # host:pid:random, = deliveries.claimed_by
+    Column("host", String(200), nullable=False),
+    Column("pid", Integer, nullable=False),
+    Column("started", UTCDateTime, nullable=False),
+    Column("seen", UTCDateTime, nullable=False),  # the last heartbeat
+    Column("state", String(16), nullable=False),  # idle | sending | stopping | stopped
+    Column("run_id", _ID),  # the run it works on
+    Column("sent", Integer, nullable=False),
+    Column("failed", Integer, nullable=False),
+)
+
 sent_articles = Table(
     "sent_articles",
     metadata,

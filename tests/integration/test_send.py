@@ -33,9 +33,11 @@ def _make_app(tmp_path: Path, sqlite_url: str, sink: SmtpSink, **smtp: object) -
 
 
 @pytest.fixture
-def sending(tmp_path: Path, sqlite_url: str, smtp_sink: SmtpSink) -> Iterator[App]:
-    """Seeds ingested at INGESTED; ann (Harbin Today, weekly), bob (daily), cat (left)."""
-    app = _make_app(tmp_path, sqlite_url, smtp_sink)
+def sending(tmp_path: Path, database_url: str, smtp_sink: SmtpSink) -> Iterator[App]:
+    """Seeds ingested at INGESTED; ann (Harbin Today, weekly), bob (daily), cat (left).
+
+    On SQLite and on PostgreSQL (where `send` claims its rows like a worker)."""
+    app = _make_app(tmp_path, database_url, smtp_sink)
     app.ingest([SEEDS], now=lambda: INGESTED)
     app.add_subscriber("Ann@Example.com", name="Ann", categories=["Harbin Today"])
     app.add_subscriber("bob@example.com", name="Bob", frequency="daily")
@@ -188,10 +190,10 @@ def test_550_marks_failed_others_delivered_and_bounces_after_n(
 
 
 def test_sink_dropping_connections_after_3_messages_still_sends_each_once(
-    tmp_path: Path, sqlite_url: str, smtp_sink: SmtpSink
+    tmp_path: Path, database_url: str, smtp_sink: SmtpSink
 ) -> None:
     smtp_sink.drop_after = 3
-    app = _make_app(tmp_path, sqlite_url, smtp_sink, pool_size=2)
+    app = _make_app(tmp_path, database_url, smtp_sink, pool_size=2)
     app.ingest([SEEDS], now=lambda: INGESTED)
     for n in range(20):
         app.add_subscriber(f"reader{n}@example.com")

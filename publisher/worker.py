@@ -1,0 +1,368 @@
+"""Scale-out sending on PostgreSQL: many processes, on any hosts, share one digest run.
+
+A run is fanned out once (by the scheduler or `publisher send`): one 'pending' row per
+subscriber. Every `publisher worker` (and `publisher send` itself on PostgreSQL) then
+loops: claim a batch of open rows (`SELECT ... FOR UPDATE SKIP LOCKED`, stamped with its
+name and a lease), render and personalize them, and hand them to the pooled mailer,
+whose ledger commits 'sending' (only if the row is still ours) before each SMTP
+transaction and 'sent'/'failed' after. A heartbeat renews the leases of the rows a live
+worker holds; a SIGKILLed worker's rows become claimable when its lease runs out, so the
+only message that can go twice is one in flight at the kill, with the same Message-ID.
+SIGTERM: start no new transaction, finish those in flight, give the rest back.
+
+SQLite has no row locks to skip: `publisher worker` refuses it (exit 2) and
+`publisher send` does the whole run in one process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import secrets
+import socket
+import time
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from publisher.errors import ConfigError
+from publisher.mailer import Mailer, Outgoing, SendReport
+from publisher.messages import PreparedDigest, sender_address
+from publisher.model import Article, DigestRun, SubscriberStatus
+from publisher.store import Store
+from publisher.store.deliveries import (
+    Claims,
+    DeliveryLedger,
+    RunProgress,
+    WorkerRow,
+    in_ledger_transaction,
+)
+
+if TYPE_CHECKING:  # newsletter imports this module; the type is enough here
+    from publisher.newsletter import DigestReport, Newsletter
+
+__all__ = [
+    "ClaimingSender",
+    "WorkerReport",
+    "require_shared_database",
+    "run_progress",
+    "worker_name",
+]
+
+log = logging.getLogger("publisher.worker")
+
+
+@dataclass
+class WorkerReport:
+    """What one worker process did before it stopped."""
+
+    name: str
+    runs: list[int] = field(default_factory=list)
+    sent: int = 0
+    failed: int = 0
+    retried: int = 0
+    released: int = 0  # claimed rows given back at a clean stop
+    unreachable: str | None = None  # the SMTP server could not be reached (last time)
+    seconds: float = 0.0
+
+
+def require_shared_database(store: Store) -> None:
+    """Workers need PostgreSQL; on SQLite say so in one line (ConfigError: exit 2)."""
+    if store.dialect != "postgresql":
+        raise ConfigError(
+            "`publisher worker` needs PostgreSQL (database_url = postgresql+psycopg://...); "
+            f"this database is {store.dialect}",
+            "on SQLite `publisher send` (or the `publisher run` scheduler) sends the whole "
+            "run in one process",
+        )
+
+
+def worker_name(role: str = "worker") -> str:
+    """Unique across hosts and restarts: host, pid, a random suffix."""
+    return f"{role}@{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(2)}"
+
+
+class ClaimingSender:
+    """One process's share of the open digest runs on a shared PostgreSQL database.
+
+    Use as `async with`: entering registers the worker and starts its heartbeat (lease
+    renewal, progress); leaving gives back the rows it still holds and deregisters.
+    """
+
+    def __init__(
+        self,
+        newsletter: Newsletter,
+        *,
+        name: str | None = None,
+        concurrency: int | None = None,
+        on_progress: Callable[[RunProgress, ClaimingSender], None] | None = None,
+    ) -> None:
+        settings = newsletter.settings
+        self.newsletter = newsletter
+        self.store = newsletter.store
+        self.lease = max(0.5, settings.workers.lease_seconds)
+        self.batch = max(1, settings.workers.claim_batch)
+        self.poll = max(0.05, settings.workers.poll_seconds)
+        self.concurrency = max(
+            1, concurrency or settings.workers.concurrency or settings.smtp.pool_size
+        )
+        self.name = name or worker_name()
+        self.on_progress = on_progress
+        self.report = WorkerReport(self.name)
+        self.state = "idle"
+        self.run: DigestRun | None = None
+        self.stopping = False
+        self._runs: set[int] = set()
+        self._heart: asyncio.Task[None] | None = None
+        self._live = SendReport()  # counts of the delivery in progress
+
+    # -- lifetime ------------------------------------------------------------------------
+
+    async def __aenter__(self) -> ClaimingSender:
+        now = datetime.now(UTC)
+        row = WorkerRow(self.name, socket.gethostname(), os.getpid(), now, now, "idle", None, 0, 0)
+        await asyncio.to_thread(self._write, lambda claims: claims.register(row))
+        self._heart = asyncio.create_task(self._heartbeat())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._heart is not None:
+            self._heart.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._heart
+        self.state = "stopped"
+
+        def goodbye(claims: Claims) -> None:
+            self.report.released = claims.release(self._runs, self.name)
+            claims.beat(self.name, datetime.now(UTC), "stopped", None, *self._totals())
+
+        await asyncio.to_thread(self._write, goodbye)
+        if self.report.released:
+            log.info("gave back %d claimed rows", self.report.released)
+
+    def stop(self) -> None:
+        """Start no new SMTP transaction; those in flight finish (SIGTERM)."""
+        self.stopping = True
+        self.state = "stopping"
+
+    # -- the worker loop -------------------------------------------------------------------
+
+    async def serve(self, stop: asyncio.Event, *, exit_when_idle: bool = False) -> WorkerReport:
+        """Work on open runs until `stop` is set (or, `exit_when_idle`, nothing is left)."""
+        started = time.monotonic()
+        watcher = asyncio.create_task(self._stop_on(stop))
+        try:
+            while not self.stopping:
+                runs = await asyncio.to_thread(self._read, lambda c: c.open_runs())
+                worked = False
+                for run in runs:
+                    if self.stopping:
+                        break
+                    smtp = await self.deliver(run)
+                    if getattr(smtp, "unreachable", None):
+                        worked = False  # the server is down: wait, do not spin
+                        break
+                    worked = worked or bool(smtp.sent or smtp.failed or smtp.skipped)
+                if worked:
+                    continue
+                if exit_when_idle:
+                    break
+                self.state, self.run = "idle", None
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), self.poll)
+        finally:
+            watcher.cancel()
+        self.report.seconds = time.monotonic() - started
+        return self.report
+
+    async def _stop_on(self, stop: asyncio.Event) -> None:
+        await stop.wait()
+        self.stop()
+
+    async def deliver(
+        self,
+        run: DigestRun,
+        *,
+        until_done: bool = False,
+        articles: dict[str, Article] | None = None,
+        digest_report: DigestReport | None = None,
+        progress: Callable[[SendReport], None] | None = None,
+    ) -> SendReport:
+        """Claim, render and send rows of `run` until none is left to claim.
+
+        `until_done` (`publisher send`): also wait for rows other processes hold, and
+        reclaim them if their lease runs out, until the run has no open row.
+        """
+        from publisher.newsletter import DigestReport
+
+        self._runs.add(run.id)
+        if self.run is None or self.run.id != run.id:
+            self.report.runs.append(run.id)
+        self.run, self.state = run, "sending"
+        report = digest_report or DigestReport(dry_run=False, run_id=run.id, as_of=run.as_of)
+        settings = self.newsletter.settings
+        ledger = DeliveryLedger(
+            self.store,
+            run,
+            bounce_after=settings.smtp.bounce_after,
+            worker=self.name,
+            lease_seconds=self.lease,
+            accepting=lambda: not self.stopping,
+        )
+
+        def count(smtp: SendReport) -> None:
+            self._live = smtp
+            if progress is not None:
+                progress(smtp)
+
+        mailer = Mailer(replace(settings.smtp, pool_size=self.concurrency))
+        items = self._claimed(run, until_done, dict(articles or {}), report)
+        async with ledger:
+            smtp = await mailer.send_all(items, ledger, progress=count)
+        # the pool has returned: nothing of ours is in flight, so rows still open here
+        # (skipped at SIGTERM, or never handed over) go back to the others at once
+        await asyncio.to_thread(
+            self._write, lambda c: c.release([run.id], self.name, sending_too=True)
+        )
+        self._live = SendReport()
+        unreachable = getattr(smtp, "unreachable", None)
+        if unreachable:
+            self.report.unreachable = str(unreachable)
+        self.report.sent += smtp.sent
+        self.report.failed += smtp.failed
+        self.report.retried += smtp.retried
+        if await asyncio.to_thread(
+            self._write, lambda c: c.finish_if_complete(run.id, datetime.now(UTC))
+        ):
+            log.info("digest run %s done", run.id)
+        return smtp
+
+    async def _claimed(
+        self,
+        run: DigestRun,
+        until_done: bool,
+        by_id: dict[str, Article],
+        report: DigestReport,
+    ) -> AsyncIterator[Outgoing]:
+        """Claimed rows as messages, a batch at a time (memory stays flat)."""
+        newsletter = self.newsletter
+        sender = sender_address(newsletter.settings)
+        cache: OrderedDict[tuple[Any, ...], PreparedDigest] = OrderedDict()
+        while not self.stopping:
+            page = await asyncio.to_thread(
+                self._write, lambda c: c.claim(run.id, self.name, self.batch, self.lease)
+            )
+            if not page:
+                status, elsewhere = await asyncio.to_thread(self._run_state, run.id)
+                if status != "fanout" and not (until_done and elsewhere):
+                    return
+                await asyncio.sleep(self.poll)  # more rows coming, or a lease to run out
+                continue
+            gone: list[int] = []
+            for delivery, subscriber in page:
+                if subscriber.status is not SubscriberStatus.CONFIRMED:
+                    gone.append(delivery.id)
+                    continue
+                missing = [i for i in delivery.article_ids if i not in by_id]
+                if missing:
+                    by_id.update(await asyncio.to_thread(newsletter._load_articles, missing))
+                chosen = [by_id[i] for i in delivery.article_ids if i in by_id]
+                prepared = newsletter._prepared(cache, subscriber, chosen, run.as_of, report)
+                yield Outgoing(
+                    delivery.id,
+                    sender,
+                    subscriber.email,
+                    newsletter._message(prepared, subscriber, delivery.message_id),
+                    delivery.message_id,
+                )
+            if gone:
+                await asyncio.to_thread(newsletter._abandon, gone)
+
+    def _run_state(self, run_id: int) -> tuple[str, int]:
+        """(run status, open rows someone else holds) for the end-of-claims decision."""
+        with self.store.read() as connection:
+            return Claims(connection).run_state(run_id, self.name)
+
+    # -- heartbeat -------------------------------------------------------------------------
+
+    async def _heartbeat(self) -> None:
+        tick = min(1.0, self.lease / 4)
+        while True:
+            await asyncio.sleep(tick)
+            try:
+                progress = await asyncio.to_thread(self._beat)
+            except Exception:  # a database hiccup: the next beat tries again
+                log.warning("heartbeat failed", exc_info=True)
+                continue
+            if progress is not None and self.on_progress is not None:
+                self.on_progress(progress, self)
+
+    def _beat(self) -> RunProgress | None:
+        run = self.run
+
+        def beat(claims: Claims) -> RunProgress | None:
+            claims.renew(self._runs, self.name, self.lease)
+            claims.beat(
+                self.name,
+                datetime.now(UTC),
+                self.state,
+                run.id if run is not None else None,
+                *self._totals(),
+            )
+            if run is None or self.on_progress is None:
+                return None
+            return claims.progress(run)
+
+        result: RunProgress | None = self._write(beat)
+        return result
+
+    def _totals(self) -> tuple[int, int]:
+        return self.report.sent + self._live.sent, self.report.failed + self._live.failed
+
+    # -- database helpers --------------------------------------------------------------------
+
+    def _write(self, work: Callable[[Claims], Any]) -> Any:
+        return in_ledger_transaction(self.store, lambda connection: work(Claims(connection)))
+
+    def _read(self, work: Callable[[Claims], Any]) -> Any:
+        with self.store.read() as connection:
+            return work(Claims(connection))
+
+
+def run_progress(store: Store, *, live_within: timedelta | None = None) -> dict[str, Any]:
+    """Open runs with their progress across workers, and the live workers (`status`)."""
+    since = datetime.now(UTC) - (live_within or timedelta(minutes=2))
+    with store.read() as connection:
+        claims = Claims(connection)
+        runs = [claims.progress(run) for run in claims.open_runs()]
+        live = claims.workers(seen_since=since)
+    return {
+        "open_runs": [
+            {
+                "id": p.run_id,
+                "frequency": p.frequency,
+                "status": p.status,
+                "total": p.total,
+                "done": p.done,
+                "by_status": p.counts,
+                "claimed": p.claimed,
+                "sent_by": p.sent_by,
+            }
+            for p in runs
+        ],
+        "workers": [
+            {
+                "name": w.name,
+                "state": w.state,
+                "run": w.run_id,
+                "sent": w.sent,
+                "failed": w.failed,
+                "seen": w.seen.isoformat(),
+            }
+            for w in live
+        ],
+    }
