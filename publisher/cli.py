@@ -654,6 +654,23 @@ def _print_status(found: dict[str, Any]) -> None:
         lines.append(
             ("deliveries", f"{deliveries['pending']} pending, {deliveries['failed']} failed")
         )
+    for run in found.get("open_runs", []):  # -- scale-out workers --
+        by_worker = ", ".join(f"{name} {n}" for name, n in sorted(run["sent_by"].items()))
+        lines.append(
+            (
+                f"run #{run['id']}",
+                f"{run['frequency']} {run['status']}: {run['done']}/{run['total']} done, "
+                f"{run['claimed']} claimed" + (f"; sent by {by_worker}" if by_worker else ""),
+            )
+        )
+    for live in found.get("workers", []):
+        lines.append(
+            (
+                "worker",
+                f"{live['name']} {live['state']} (run {live['run'] or '—'}): "
+                f"sent {live['sent']}, failed {live['failed']}, seen {live['seen']}",
+            )
+        )
     width = max(len(label) for label, _ in lines)
     for label, value in lines:
         out.print(f"{label:>{width}}: {value}", markup=False)

@@ -231,6 +231,8 @@ def gather_status(app: App) -> dict[str, Any]:
         "jobs": _jobs(app, settings),
     }
     status.update(_digest_status(app))
+    # -- scale-out workers --: each open run's progress across workers, live workers
+    status.update(app.run_progress())
     return status
 
 

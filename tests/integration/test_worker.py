@@ -8,6 +8,7 @@ Message-ID. Plus the claim queries themselves, and the SQLite refusal.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -151,6 +152,11 @@ def test_three_workers_share_one_run_everyone_gets_exactly_one_message(
     try:
         names = _wait(
             lambda: _registered(store, {p.pid for p in processes}), 30, "three workers"
+        )
+        shown = CliRunner().invoke(cli, ["--config", str(config), "status", "--json"])
+        assert shown.exit_code == 0, shown.output
+        assert sorted(w["name"] for w in json.loads(shown.stdout)["workers"]) == sorted(
+            names.values()
         )
         # the scheduler's part: create the run and its rows; the workers send them
         app = App(load_settings(config, environ={}))
