@@ -9,6 +9,7 @@ import sys
 import time
 from datetime import datetime
 from pathlib import Path
+from secrets import token_urlsafe
 from typing import Any, NoReturn
 
 import click
@@ -26,9 +27,10 @@ from rich.table import Table
 from rich.text import Text
 
 from publisher.app import App, run_until_signal
-from publisher.config import load_settings
+from publisher.config import Settings, load_settings
 from publisher.errors import ConfigError, PublisherError
 from publisher.ingest import IngestReport
+from publisher.secrecy import Redactor, redact, secret_values  # -- hardening --
 
 __all__ = ["main"]
 
@@ -49,10 +51,47 @@ class PublisherGroup(click.Group):
 
 
 def _fail(message: str, hint: str | None, code: int) -> NoReturn:
-    click.echo(f"error: {message}", err=True)
+    click.echo(f"error: {redact(message, _SECRETS)}", err=True)
     if hint:
-        click.echo(f"hint: {hint}", err=True)
+        click.echo(f"hint: {redact(hint, _SECRETS)}", err=True)
     sys.exit(code)
+
+
+# -- hardening: secrets --
+_SECRETS: list[str] = []  # the loaded settings' secret values, scrubbed from all output
+
+
+def _guard_secrets(settings: Settings) -> None:
+    """Warn about secrets others can read; scrub secret values from logs and errors."""
+    for notice in settings.notices:
+        click.echo(f"warning: {notice}", err=True)
+    _SECRETS[:] = secret_values(settings)
+    for name in ("publisher", "apscheduler"):
+        for handler in logging.getLogger(name).handlers:
+            if not any(isinstance(f, Redactor) for f in handler.filters):
+                handler.addFilter(Redactor(_SECRETS))
+
+
+def _web_secret(app: App, insecure_dev: bool, *, key_file_made_on_start: bool) -> None:
+    """Refuse to serve (exit 2) without a secret key to sign links, unless --insecure-dev."""
+    settings = app.settings
+    if settings.secret_key or (key_file_made_on_start and settings.secret_key_file):
+        return  # `run` writes a random secret_key_file (0600) on its first start
+    if not insecure_dev:
+        _fail(
+            "no secret key is set; refusing to start the web server "
+            "(it signs confirm and unsubscribe links)",
+            "set PUBLISHER_SECRET_KEY or secret_key_file, or pass --insecure-dev "
+            "for a throwaway key (local testing only)",
+            2,
+        )
+    click.echo(
+        "warning: --insecure-dev: no secret key set; using a throwaway key, so confirm and "
+        "unsubscribe links stop working when this process stops",
+        err=True,
+    )
+    app.settings = dataclasses.replace(settings, secret_key=token_urlsafe(32))
+    _SECRETS[:] = secret_values(app.settings)
 
 
 def _app(ctx: click.Context) -> App:
@@ -60,13 +99,14 @@ def _app(ctx: click.Context) -> App:
     state: dict[str, Any] = ctx.ensure_object(dict)
     if "app" not in state:
         app = App(load_settings(state.get("config")))
+        _guard_secrets(app.settings)  # -- hardening --
         ctx.call_on_close(app.close)
         state["app"] = app
     return state["app"]  # type: ignore[no-any-return]
 
 
 def _print_json(value: object) -> None:
-    click.echo(json.dumps(value, ensure_ascii=False, indent=2))
+    click.echo(redact(json.dumps(value, ensure_ascii=False, indent=2), _SECRETS))
 
 
 @click.group(cls=PublisherGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -308,8 +348,11 @@ def build(ctx: click.Context, as_json: bool) -> None:
 @cli.command()
 @click.option("--host", help="Interface to listen on (default: server.host).")
 @click.option("--port", type=click.IntRange(0, 65535), help="Port (default: server.port; 0: any).")
+@click.option(
+    "--insecure-dev", is_flag=True, help="Without a secret key: use a throwaway one (testing)."
+)
 @click.pass_context
-def serve(ctx: click.Context, host: str | None, port: int | None) -> None:
+def serve(ctx: click.Context, host: str | None, port: int | None, insecure_dev: bool) -> None:
     """Serve the output folder and the subscribe / unsubscribe pages over HTTP.
 
     Feeds get ETag / Last-Modified (304 when unchanged), gzip and their own content
@@ -321,6 +364,7 @@ def serve(ctx: click.Context, host: str | None, port: int | None) -> None:
     from publisher.web import serve as serve_http
 
     app = _app(ctx)
+    _web_secret(app, insecure_dev, key_file_made_on_start=False)  # -- hardening --
     settings = app.settings
     if not (settings.output_dir / "index.html").is_file():
         click.echo(f"note: no index.html in {settings.output_dir}; run `publisher build`", err=True)
@@ -567,9 +611,17 @@ def _parse_now(text: str, zone: Any) -> datetime:
     help="Start an SMTP sink on smtp.host:smtp.port that saves mail to ./mailbox/.",
 )
 @click.option("--no-send", is_flag=True, help="Watch and serve only; schedule no digests.")
+@click.option(
+    "--insecure-dev", is_flag=True, help="Without a secret key: use a throwaway one (testing)."
+)
 @click.pass_context
 def run(
-    ctx: click.Context, host: str | None, port: int | None, smtp_debug: bool, no_send: bool
+    ctx: click.Context,
+    host: str | None,
+    port: int | None,
+    smtp_debug: bool,
+    no_send: bool,
+    insecure_dev: bool = False,
 ) -> None:
     """Watch the inbox, schedule digests and serve the site, in one process: the main job.
 
@@ -584,6 +636,7 @@ def run(
     from publisher.runner import run as run_main_job
 
     app = _app(ctx)
+    _web_secret(app, insecure_dev, key_file_made_on_start=True)  # -- hardening --
     _route_library_logs("apscheduler")
     options = RunOptions(host=host, port=port, smtp_debug=smtp_debug, send=not no_send)
     run_until_signal(lambda stop: run_main_job(app, stop, options))

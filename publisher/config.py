@@ -84,6 +84,7 @@ class ServerSettings:
     token_max_age_seconds: int = 7 * 24 * 3600
     # one-click unsubscribe links in old digests must keep working (RFC 8058)
     unsubscribe_token_max_age_seconds: int = 400 * 24 * 3600
+    max_body_bytes: int = 16 * 1024  # -- hardening --: larger request bodies get 413
 
 
 @dataclass(frozen=True)

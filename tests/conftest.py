@@ -83,6 +83,7 @@ def write_config(folder: Path, database_url: str, **extra: str) -> Path:
     ]
     path = folder / "publisher.toml"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    path.chmod(0o600)  # -- hardening --: it holds secret_key; 0644 would print a warning
     return path
 
 

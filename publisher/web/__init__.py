@@ -19,6 +19,7 @@ from starlette.routing import BaseRoute, Route
 
 from publisher.config import Settings
 from publisher.errors import PublisherError
+from publisher.web.security import RequestGuard
 from publisher.web.static import SecurityHeaders, StaticSite
 
 __all__ = ["BaseRoute", "create_app", "serve"]
@@ -40,6 +41,7 @@ def create_app(settings: Settings, *, extra_routes: Sequence[BaseRoute] = ()) ->
             500: site.error_handler,
         },
     )
+    app.add_middleware(RequestGuard, settings=settings)  # -- hardening --: 413, 403 (CSRF)
     app.add_middleware(SecurityHeaders)
     app.state.settings = settings
     app.state.port = None
