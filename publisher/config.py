@@ -141,6 +141,21 @@ class Settings:
     digest: DigestSettings = field(default_factory=DigestSettings)
     workers: WorkerSettings = field(default_factory=WorkerSettings)  # -- scale-out workers --
 
+    # -- hardening --: notes for the operator found while loading (a config file others
+    # can read holds a secret); the CLI prints each once on stderr
+    notices: tuple[str, ...] = field(default=(), repr=False, compare=False)
+
+    def __repr__(self) -> str:
+        """-- hardening --: the dataclass repr, minus secrets and a password in database_url."""
+        shown = []
+        for f in fields(self):
+            if f.repr:
+                value = getattr(self, f.name)
+                shown.append(
+                    f"{f.name}={redact_url(value) if f.name == 'database_url' else value!r}"
+                )
+        return f"Settings({', '.join(shown)})"
+
     @property
     def zone(self) -> ZoneInfo:
         return ZoneInfo(self.timezone)
@@ -196,9 +211,12 @@ def load_settings(
     env = os.environ if environ is None else environ
     path = _config_path(config, env)
     raw: dict[str, Any] = {}
+    file_raw: dict[str, Any] = raw  # -- hardening --: what the file itself holds
     if path is not None:
         try:
             raw = tomllib.loads(path.read_text(encoding="utf-8"))
+            smtp = raw.get("smtp")
+            file_raw = {**raw, "smtp": dict(smtp) if isinstance(smtp, dict) else {}}
         except OSError as exc:
             raise ConfigError(
                 f"cannot read config file {path}: {exc.strerror}",
@@ -210,7 +228,9 @@ def load_settings(
         if variable in env and env[variable] != "":
             (raw.setdefault(section, {}) if section else raw)[key] = env[variable]
     base = path.parent.resolve() if path is not None else Path.cwd()
-    return _build(raw, base, path)
+    settings = _build(raw, base, path)
+    notices = _exposed_secrets(path, file_raw, settings)  # -- hardening --
+    return replace(settings, notices=notices) if notices else settings
 
 
 def _config_path(config: Path | str | None, env: Mapping[str, str]) -> Path | None:
@@ -273,6 +293,57 @@ def _secret_from_file(settings: Settings) -> Settings:
     return replace(settings, secret_key=secret or None)
 
 
+# -- hardening: secrets ----------------------------------------------------------------
+
+SECRET_SETTINGS = ("secret_key", "smtp.password")
+
+
+def redact_url(url: str) -> str:
+    """A URL with its password replaced by ***, for messages, logs and status."""
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        credentials, host = rest.rsplit("@", 1)
+        if ":" in credentials:
+            return f"{scheme}://{credentials.split(':', 1)[0]}:***@{host}"
+    return url
+
+
+def _exposed_secrets(
+    path: Path | None, file_raw: Mapping[str, Any], settings: Settings
+) -> tuple[str, ...]:
+    """Warnings for secrets kept in files that other users may read (mode & 0o044)."""
+    notices = []
+    if path is not None:
+        smtp = file_raw.get("smtp")
+        held = [
+            name
+            for name, present in (
+                ("secret_key", bool(file_raw.get("secret_key"))),
+                ("smtp.password", isinstance(smtp, dict) and bool(smtp.get("password"))),
+                ("database_url password", redact_url(str(file_raw.get("database_url", "")))
+                 != str(file_raw.get("database_url", ""))),
+            )
+            if present
+        ]
+        if held and _readable_by_others(path):
+            notices.append(
+                f"config file {path} is readable by other users and holds "
+                f"{', '.join(held)}; chmod 600 it, or move the secret to the environment "
+                "(PUBLISHER_SECRET_KEY, PUBLISHER_SMTP_PASSWORD)"
+            )
+    key_file = settings.secret_key_file
+    if key_file is not None and key_file.is_file() and _readable_by_others(key_file):
+        notices.append(f"secret_key_file {key_file} is readable by other users; chmod 600 it")
+    return tuple(notices)
+
+
+def _readable_by_others(path: Path) -> bool:
+    try:
+        return bool(path.stat().st_mode & 0o044)
+    except OSError:
+        return False
+
+
 def _resolve(base: Path, value: Path) -> Path:
     value = value.expanduser()
     return (value if value.is_absolute() else base / value).resolve()
@@ -312,8 +383,10 @@ def _coerce(cls: type, key: str, value: Any, where: str, prefix: str = "") -> An
             raise ValueError(value)
         return value
     except (TypeError, ValueError) as exc:
+        # -- hardening --: never echo a secret's value
+        shown = "a secret" if f"{prefix}{key}" in SECRET_SETTINGS else repr(value)
         raise ConfigError(
-            f"setting '{prefix}{key}' must be {kind.split(' |')[0]}, got {value!r}{where}"
+            f"setting '{prefix}{key}' must be {kind.split(' |')[0]}, got {shown}{where}"
         ) from exc
 
 
