@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import re
 import unicodedata
-from datetime import datetime
+from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
 from publisher.errors import ParseError
@@ -27,7 +27,9 @@ _DATE = re.compile(
 )
 _BYLINE = re.compile(r"^By\b\s*(?P<author>[^()]*?)\s*(?:\(\s*(?P<source>[^()]*?)\s*\))?\s*$")
 _BREADCRUMB = re.compile(r"^Home\s*>", re.IGNORECASE)
-_CONTROL = re.compile(r"[\x00-\x08\x0e-\x1f\x7f]")
+# C0 controls, plus what XML 1.0 forbids outright (lone surrogates, U+FFFE, U+FFFF): one such
+# character in a title would make every later feed build fail.
+_CONTROL = re.compile(r"[\x00-\x08\x0e-\x1f\x7f\ud800-\udfff\ufffe\uffff]")
 _ASCII_ODD = re.compile(r"[\x00-\x08\t\x0b\x0c\x0e-\x1f\x7f]")
 
 
@@ -52,8 +54,10 @@ def normalize_line(line: str) -> str:
     """NFC, odd spaces -> plain space, runs collapsed, ends trimmed; nothing else changed."""
     if line.isascii() and "  " not in line and _ASCII_ODD.search(line) is None:
         return line.strip()  # the common case: nothing to normalize but the ends
-    line = _INVISIBLE.sub("", unicodedata.normalize("NFC", line))
-    line = _CONTROL.sub("", _ODD_SPACES.sub(" ", line))
+    # Remove before composing: "e<ZWSP>\u0301" composes to "é" only once the ZWSP is gone, so
+    # composing first would leave a line that a second normalization changes.
+    line = unicodedata.normalize("NFC", _CONTROL.sub("", _INVISIBLE.sub("", line)))
+    line = _ODD_SPACES.sub(" ", line)
     return _RUNS_OF_SPACES.sub(" ", line).strip()
 
 
@@ -139,9 +143,11 @@ def _skip_blank(lines: list[str], index: int) -> int:
 def _date(match: re.Match[str], zone: ZoneInfo) -> datetime:
     year, month, day, hour, minute, second = (int(g) if g else 0 for g in match.groups())
     try:
-        return datetime(year, month, day, hour, minute, second, tzinfo=zone)
-    except ValueError as exc:
+        value = datetime(year, month, day, hour, minute, second, tzinfo=zone)
+        value.astimezone(UTC)  # stored in UTC: a date at the edge of year 1 or 9999 does not fit
+    except (ValueError, OverflowError) as exc:
         raise ParseError(f"bad date '{match.group(0)}': {exc}") from exc
+    return value
 
 
 def _blocks(lines: list[str]) -> list[Block]:
