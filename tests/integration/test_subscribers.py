@@ -7,11 +7,19 @@ import io
 import json
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner, Result
 
 from publisher.app import App
 from publisher.cli import cli
 from publisher.model import SubscriberStatus
+from tests.conftest import write_config
+
+
+@pytest.fixture
+def config_file(tmp_path: Path, database_url: str) -> Path:
+    """These subscriber-store tests run on SQLite and on PostgreSQL (when it is up)."""
+    return write_config(tmp_path, database_url)
 
 
 def _run(config: Path, *args: str) -> Result:
