@@ -45,7 +45,9 @@ class App:
     @property
     def store(self) -> Store:
         if self._store is None:
-            self._store = Store(self.settings.database_url)
+            self._store = Store(
+                self.settings.database_url, busy_timeout=self.settings.database_busy_timeout
+            )
         return self._store
 
     @property
@@ -65,9 +67,11 @@ class App:
         paths: Sequence[Path] | None = None,
         progress: Callable[[int, int], None] | None = None,
         now: Callable[[], datetime] | None = None,
+        *,
+        missing_ok: bool = False,  # -- hardening --: the watcher's files may vanish meanwhile
     ) -> IngestReport:
         for path in paths or ():
-            if not path.exists():
+            if not missing_ok and not path.exists():
                 raise PublisherError(f"no such file or folder: {path}")
         kwargs = {"now": now} if now is not None else {}
         report = self.ingestor.ingest(list(paths) if paths else None, progress=progress, **kwargs)
@@ -209,7 +213,9 @@ class App:
         inbox.mkdir(parents=True, exist_ok=True)
         log.info("watching %s", inbox)
         async for batch in settled_files(inbox, lambda p: is_candidate(p, quarantine), stop):
-            report = await asyncio.to_thread(self.ingest, batch)
+            # -- hardening --: a settled file can be gone by now (a concurrent `publisher
+            # ingest` quarantined it); that must not stop the watcher, and so `publisher run`
+            report = await asyncio.to_thread(self.ingest, batch, missing_ok=True)
             for result in report.results:
                 if result.outcome != "unchanged":
                     log.info("%s %s: %s", result.outcome, result.file, result.detail)

@@ -121,6 +121,8 @@ class Settings:
 
     config_file: Path | None = None
     database_url: str = "sqlite:///data/publisher.db"
+    # how long a writer waits for another one before "database is locked" (SQLite)
+    database_busy_timeout: float = 30.0
     inbox: Path = Path("inbox")
     output_dir: Path = Path("public")
     templates_dir: Path | None = None

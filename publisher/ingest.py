@@ -107,15 +107,13 @@ class Ingestor:
         return report
 
     def ingest_batch(self, paths: Sequence[Path], now: datetime) -> list[FileResult]:
-        """One transaction for the batch; if it fails, each file is retried on its own."""
+        """One transaction for the batch. If the database fails, nothing of the batch is
+        kept and its files stay where they are, to be ingested on the next try."""
         try:
             return self._ingest_batch(paths, now)
         except StoreError:
             self._reset_index()
-            if len(paths) == 1:
-                raise
-            log.warning("batch of %d files failed; retrying them one at a time", len(paths))
-            return [result for path in paths for result in self._ingest_batch([path], now)]
+            raise
 
     def _ingest_batch(self, paths: Sequence[Path], now: datetime) -> list[FileResult]:
         results: dict[Path, FileResult] = {}
@@ -245,6 +243,11 @@ class Ingestor:
             n += 1
         try:
             path.replace(target)
+        except FileNotFoundError:
+            # -- hardening --: another process (the watcher, a concurrent `publisher ingest`)
+            # read the same bad file and quarantined it first; one copy is enough
+            log.info("%s was already quarantined by another process", path.name)
+            return
         except OSError:
             # another filesystem: copy the bytes we read, then remove the original
             target.write_bytes(data)

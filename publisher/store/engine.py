@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, create_engine, event, func, insert, select
+from sqlalchemy import Connection, Engine, create_engine, event, func, insert, inspect, select
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError, SQLAlchemyError
 
 from publisher.errors import StoreError
@@ -26,21 +27,28 @@ _WRITE_LOCK = 0x7075626C  # "publ"
 class Store:
     """One database: SQLite file by default, PostgreSQL by URL."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, busy_timeout: float = 30.0) -> None:
         self.url = url
-        self.engine = _open(url)
+        self.engine = _open(url, busy_timeout)
         self.dialect = self.engine.dialect.name
+        self._file: Path | None = None
+        self._identity: tuple[int, int] | None = None
         self._migrate()
+        # from here on, a vanished or swapped file is an error, not a fresh database
+        self._file = _sqlite_file(url)
+        self._identity = _identity(self._file)
 
     def close(self) -> None:
         self.engine.dispose()
 
     @contextmanager
-    def begin(self) -> Iterator[Connection]:
-        """A write transaction; writers are serialized so dedup decisions never race."""
+    def begin(self, *, serialized: bool = True) -> Iterator[Connection]:
+        """A write transaction. Serialized (the default) writers never race, which dedup
+        decisions need; on PostgreSQL others (delivery rows) may pass `serialized=False`."""
+        self._check_file()
         try:
             with self.engine.begin() as connection:
-                if self.dialect == "postgresql":
+                if self.dialect == "postgresql" and serialized:
                     connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_WRITE_LOCK})")
                 yield connection
         except OperationalError as exc:
@@ -48,13 +56,41 @@ class Store:
 
     @contextmanager
     def read(self) -> Iterator[Connection]:
+        self._check_file()
         try:
             with self.engine.connect().execution_options(publisher_read=True) as connection:
                 yield connection
         except OperationalError as exc:
             raise _store_error(exc, self.url) from exc
 
+    def _check_file(self) -> None:
+        """SQLite would silently create a new empty file where a deleted one was."""
+        if self._file is not None and _identity(self._file) != self._identity:
+            raise StoreError(
+                f"database file {self._file} was deleted or replaced while publisher was running",
+                "restore it from a backup, or restart publisher to start a new empty database",
+            )
+
+    def _schema_is_current(self) -> bool:
+        """True when no table, index or migration is missing: opening then takes no write lock."""
+        with self.engine.connect().execution_options(publisher_read=True) as connection:
+            inspector = inspect(connection)
+            existing = set(inspector.get_table_names())
+            if not set(metadata.tables) <= existing:
+                return False
+            for table in metadata.sorted_tables:
+                have = {index["name"] for index in inspector.get_indexes(table.name)}
+                if any(index.name not in have for index in table.indexes):
+                    return False
+            version = connection.execute(select(func.max(schema_version.c.version))).scalar()
+            return version == SCHEMA_VERSION
+
     def _migrate(self) -> None:
+        try:
+            if self._schema_is_current():
+                return
+        except OperationalError as exc:
+            raise _store_error(exc, self.url) from exc
         with self.begin() as connection:
             metadata.create_all(connection, checkfirst=True)
             # create_all adds indexes only with new tables; an index added to an existing
@@ -81,14 +117,31 @@ class Store:
                 )
 
 
-def _open(url: str) -> Engine:
+def _sqlite_file(url: str) -> Path | None:
+    if not url.startswith("sqlite") or "///" not in url:
+        return None
+    path = url.split("///", 1)[1]
+    return Path(path) if path and path != ":memory:" else None
+
+
+def _identity(path: Path | None) -> tuple[int, int] | None:
+    if path is None:
+        return None
+    try:
+        stat = os.stat(path)
+    except FileNotFoundError:
+        return (-1, -1)
+    return (stat.st_dev, stat.st_ino)
+
+
+def _open(url: str, busy_timeout: float) -> Engine:
     try:
         if url.startswith("sqlite"):
-            path = url.split("///", 1)[1] if "///" in url else ""
-            if path and path != ":memory:":
-                Path(path).parent.mkdir(parents=True, exist_ok=True)
-            engine = create_engine(url, connect_args={"timeout": 30})
-            _sqlite_pragmas(engine)
+            path = _sqlite_file(url)
+            if path is not None:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            engine = create_engine(url, connect_args={"timeout": busy_timeout})
+            _sqlite_pragmas(engine, busy_timeout)
             return engine
         return create_engine(url, pool_pre_ping=True)
     except (ArgumentError, NoSuchModuleError) as exc:
@@ -100,7 +153,7 @@ def _open(url: str) -> Engine:
         raise StoreError(f"cannot open database {_redact(url)}: {exc}") from exc
 
 
-def _sqlite_pragmas(engine: Engine) -> None:
+def _sqlite_pragmas(engine: Engine, busy_timeout: float) -> None:
     # pysqlite's own transaction handling defers BEGIN; take control so writers
     # use BEGIN IMMEDIATE and wait on busy_timeout instead of failing mid-transaction.
     @event.listens_for(engine, "connect")
@@ -109,7 +162,7 @@ def _sqlite_pragmas(engine: Engine) -> None:
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=NORMAL")
-        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
 
