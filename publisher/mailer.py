@@ -137,14 +137,14 @@ class Mailer:
         queue: asyncio.Queue[Outgoing | None] = asyncio.Queue(maxsize=size * 4)
 
         async def produce() -> None:
-            try:
-                async for item in items:
-                    if self.unreachable is not None:
-                        break  # render no more messages for a server that is down
-                    await queue.put(item)
-            finally:
-                for _ in range(size):
-                    await queue.put(None)
+            async for item in items:
+                if self.unreachable is not None:
+                    break  # render no more messages for a server that is down
+                await queue.put(item)
+            # Only on a normal end: after an error every task is cancelled, and waiting to
+            # put into a full queue nobody reads would hang the process.
+            for _ in range(size):
+                await queue.put(None)
 
         async def work(number: int) -> None:
             worker = _Worker(self, number)
