@@ -36,7 +36,6 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import OperationalError
 
 from publisher.errors import SendError, StoreError
 from publisher.model import Delivery, DeliveryStatus, DigestRun, Subscriber, SubscriberStatus
@@ -699,22 +698,11 @@ class Claims:
 
 @contextmanager
 def ledger_transaction(store: Store) -> Iterator[Connection]:
-    """A write transaction for ledger rows and claims.
-
-    SQLite: the store's serialized writer. PostgreSQL: a plain transaction, NOT behind
-    the store's global writer lock, so workers commit side by side; row locks (and SKIP
-    LOCKED at claim time) keep them apart.
-    """
-    if store.dialect != "postgresql":
-        with store.begin() as connection:
-            yield connection
-        return
-    try:
-        with store.engine.begin() as connection:
-            yield connection
-    except OperationalError as exc:
-        detail = str(exc.orig or exc).splitlines()[0]
-        raise StoreError(f"database error (delivery ledger): {detail}") from exc
+    """A write transaction for ledger rows and claims: on PostgreSQL NOT behind the store's
+    global writer lock, so workers commit side by side; row locks (and SKIP LOCKED at
+    claim time) keep them apart. SQLite has one writer anyway."""
+    with store.begin(serialized=False) as connection:
+        yield connection
 
 
 _RETRY_STATES = {"40P01", "40001"}  # deadlock detected, serialization failure
