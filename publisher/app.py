@@ -172,9 +172,7 @@ class App:
         `deliver=False`: create the run and its rows only, for `publisher worker`s.
         """
         return asyncio.run(
-            self.newsletter.send(
-                frequency, now, dry_run=dry_run, out_dir=out_dir, progress=progress, deliver=deliver
-            )
+            self.send_digests_async(frequency, now, dry_run, out_dir, progress, deliver)
         )
 
     async def send_digests_async(
@@ -184,10 +182,11 @@ class App:
         dry_run: bool = False,
         out_dir: Path | None = None,
         progress: Callable[[int, int], None] | None = None,
+        deliver: bool | None = None,
     ) -> DigestReport:
         """The same inside a running loop (scheduler, `publisher run`)."""
         return await self.newsletter.send(
-            frequency, now, dry_run=dry_run, out_dir=out_dir, progress=progress
+            frequency, now, dry_run=dry_run, out_dir=out_dir, progress=progress, deliver=deliver
         )
 
     # -- scale-out workers ---------------------------------------------------------
