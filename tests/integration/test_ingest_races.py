@@ -1,0 +1,104 @@
+"""Races the watcher soak (tests/soak) turned up between the watcher and `publisher ingest`.
+
+1. A settled file was quarantined by a concurrent `publisher ingest` before the watcher
+   ingested it; App.ingest raised "no such file", the watcher task failed and `publisher
+   run` stopped.
+2. Both processes read the same bad file: the second one, finding it already moved, wrote a
+   second copy (name.1.txt) with a second .error.txt into the quarantine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from publisher.app import App
+from publisher.errors import PublisherError
+from publisher.ingest import IngestReport
+
+ARTICLE = "Home>News\n\nTitle {n}\n\nUpdated : 2021-03-04\n\nBody of article {n}, its own words.\n"
+
+
+def test_ingest_of_a_vanished_path_raises_unless_missing_ok(app: App, tmp_path: Path) -> None:
+    gone = tmp_path / "gone.txt"
+    with pytest.raises(PublisherError, match="no such file"):
+        app.ingest([gone])
+    report = app.ingest([gone], missing_ok=True)
+    assert report.results == []
+
+
+class VanishingApp(App):
+    """Each file named gone-*.txt is quarantined elsewhere just before the watcher ingests it."""
+
+    def ingest(
+        self, paths: Sequence[Path] | None = None, *args: Any, **kwargs: Any
+    ) -> IngestReport:
+        for path in paths or ():
+            if path.name.startswith("gone-"):
+                path.unlink()
+        return super().ingest(paths, *args, **kwargs)
+
+
+def test_the_watcher_keeps_going_when_a_settled_file_vanishes(settings: Any) -> None:
+    app = VanishingApp(settings)
+    inbox = settings.inbox
+    inbox.mkdir(parents=True, exist_ok=True)
+
+    async def scenario() -> int:
+        stop = asyncio.Event()
+        watcher = asyncio.create_task(app.watch(stop))
+        await asyncio.sleep(0.3)
+        (inbox / "gone-1.txt").write_text(ARTICLE.format(n=1), encoding="utf-8")
+        await asyncio.sleep(0.6)  # its own batch: nothing but the vanishing file
+        (inbox / "gone-2.txt").write_text(ARTICLE.format(n=2), encoding="utf-8")
+        (inbox / "kept.txt").write_text(ARTICLE.format(n=3), encoding="utf-8")
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not watcher.done():
+            if [a.title for a in app.articles()] == ["Title 3"]:
+                break
+            await asyncio.sleep(0.1)
+        alive = not watcher.done()
+        stop.set()
+        await asyncio.wait_for(watcher, 5)  # raises here if the watcher failed
+        assert alive
+        return len(app.articles())
+
+    try:
+        assert asyncio.run(scenario()) == 1
+    finally:
+        app.close()
+
+
+def test_a_bad_file_quarantined_by_two_processes_is_kept_once(settings: Any) -> None:
+    first, second = App(settings), App(settings)
+    try:
+        inbox = settings.inbox
+        inbox.mkdir(parents=True, exist_ok=True)
+        bad = inbox / "bad.txt"
+        bad.write_bytes(b"Home>News\n\nNo date here\n\ntext\n")
+        now = datetime.now(UTC)
+        # Both read it (as both processes did in the soak); the first moves it, then the second.
+        first.ingestor._quarantine(bad, "no date", bad.read_bytes(), now)
+        second.ingestor._quarantine(bad, "no date", b"Home>News\n\nNo date here\n\ntext\n", now)
+        assert sorted(p.name for p in settings.quarantine.iterdir()) == [
+            "bad.txt",
+            "bad.txt.error.txt",
+        ]
+        # A later file with the same name is a new drop and is kept beside the first.
+        bad.write_bytes(b"")
+        second.ingest([bad])
+        assert sorted(p.name for p in settings.quarantine.iterdir()) == [
+            "bad.1.txt",
+            "bad.1.txt.error.txt",
+            "bad.txt",
+            "bad.txt.error.txt",
+        ]
+    finally:
+        first.close()
+        second.close()
