@@ -2,11 +2,16 @@
 
 Run by hand, bounded (not collected by pytest: the file name does not start with test_):
 
-    python tests/fuzz/fuzz_parse.py -max_total_time=60 -rss_limit_mb=2048 tests/fuzz/corpus
+    python tests/fuzz/fuzz_parse.py -max_total_time=60 -dict=tests/fuzz/parse.dict /tmp/parse-corpus
 
 The corpus folder is seeded from seeds/ on first run. ParseError is the expected answer for
 junk; any other exception (or a broken invariant of a parsed article) is a finding, and
 libFuzzer writes the input to crash-<sha1> in the current folder.
+
+Found so far (fixed in parse.py, kept in tests/unit/test_parse_regressions.py): U+FFFF in a
+title (lxml then refused every feed build), a normalization that was not idempotent
+("e<U+FFFE>\u0301"), and, from a year-357 input, dates near year 1 that overflow UTC.
+About 5,500 inputs/s; 3 min with the dictionary after the fixes: nothing.
 """
 
 from __future__ import annotations
