@@ -162,7 +162,9 @@ def test_three_workers_share_one_run_everyone_gets_exactly_one_message(
         app = App(load_settings(config, environ={}))
         report = app.send_digests(now=NOW)
         app.close()
-        assert (report.sent, report.fanned_out) == (0, PEOPLE)
+        # fanned_out counts rows still open when fan-out ended: the running workers may
+        # already have sent the first batches by then
+        assert report.sent == 0 and 0 < report.fanned_out <= PEOPLE
         _wait(lambda: _run_done(store), 90, "the run to finish")
     finally:
         _stop(processes, logs)
