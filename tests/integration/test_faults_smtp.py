@@ -238,3 +238,100 @@ def test_verification_can_be_switched_off_explicitly(
     sent = _send(config)
     assert sent.exit_code == 0, sent.output
     assert server.sink.per_recipient() == dict.fromkeys(PEOPLE, 1)
+
+
+# -- login ---------------------------------------------------------------------------------
+
+USER, PASSWORD = "mailer", "s3cret-Pa55word-for-the-sink"
+
+
+class Credentials:
+    """aiosmtpd authenticator: one user; records each attempt's outcome."""
+
+    def __init__(self) -> None:
+        self.attempts: list[bool] = []
+
+    def __call__(
+        self, server: SMTPServer, session: Any, envelope: Any, mechanism: str, data: Any
+    ) -> Any:
+        from aiosmtpd.smtp import AuthResult, LoginPassword
+
+        ok = (
+            isinstance(data, LoginPassword)
+            and data.login == USER.encode()
+            and data.password == PASSWORD.encode()
+        )
+        self.attempts.append(ok)
+        # handled=False: aiosmtpd answers 535 itself (handled=True would leave the client hanging)
+        return AuthResult(success=ok, handled=False)
+
+
+@pytest.fixture
+def auth_server(server_context: ssl.SSLContext) -> Iterator[tuple[Server, Credentials]]:
+    credentials = Credentials()
+    server = Server(
+        lambda sink: SMTPServer(
+            sink,
+            hostname="sink.test",
+            authenticator=credentials,
+            auth_required=True,
+            tls_context=server_context,  # aiosmtpd offers AUTH only after STARTTLS
+            require_starttls=True,
+        )
+    )
+    try:
+        yield server, credentials
+    finally:
+        server.stop()
+
+
+def test_login_with_the_configured_password_delivers(
+    auth_server: tuple[Server, Credentials], ca_file: str, tmp_path: Path
+) -> None:
+    server, credentials = auth_server
+    config = _config(
+        tmp_path, server.port, tls='"starttls"', ca_file=f'"{ca_file}"', username=f'"{USER}"'
+    )
+    _prepare(config)
+    sent = CliRunner().invoke(
+        cli,
+        ["--config", str(config), "send", "--now", NOW.isoformat()],
+        env={"PUBLISHER_SMTP_PASSWORD": PASSWORD},
+    )
+    assert sent.exit_code == 0, sent.output
+    assert server.sink.per_recipient() == dict.fromkeys(PEOPLE, 1)
+    assert credentials.attempts and all(credentials.attempts)
+
+
+def test_a_refused_login_leaves_every_delivery_pending_and_never_shows_the_password(
+    auth_server: tuple[Server, Credentials], ca_file: str, tmp_path: Path
+) -> None:
+    server, credentials = auth_server
+    wrong = "not-the-Pa55word-" + "x" * 8
+    config = _config(
+        tmp_path, server.port, tls='"starttls"', ca_file=f'"{ca_file}"', username=f'"{USER}"'
+    )
+    _prepare(config)
+    refused = CliRunner().invoke(
+        cli,
+        ["--config", str(config), "send", "--now", NOW.isoformat()],
+        env={"PUBLISHER_SMTP_PASSWORD": wrong},
+    )
+    assert refused.exit_code == 1, refused.output
+    assert "Traceback" not in refused.output
+    [error] = [line for line in refused.stderr.splitlines() if line.startswith("error:")]
+    assert f"cannot reach SMTP server 127.0.0.1:{server.port}" in error
+    assert "check smtp.username and PUBLISHER_SMTP_PASSWORD" in refused.stderr
+    assert wrong not in refused.output
+    assert credentials.attempts and not any(credentials.attempts)
+    assert server.sink.messages == []
+    assert {status for status, _ in _rows(config)} <= {"pending", "sending"}
+
+    # the password is fixed: the next run sends each message once
+    fixed = CliRunner().invoke(
+        cli,
+        ["--config", str(config), "send", "--now", NOW.isoformat()],
+        env={"PUBLISHER_SMTP_PASSWORD": PASSWORD},
+    )
+    assert fixed.exit_code == 0, fixed.output
+    assert server.sink.per_recipient() == dict.fromkeys(PEOPLE, 1)
