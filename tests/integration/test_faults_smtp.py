@@ -94,9 +94,10 @@ def _prepare(config: Path) -> None:
         app.close()
 
 
-def _send(config: Path) -> Result:
+def _send(config: Path, password: str | None = None) -> Result:
+    env = {"PUBLISHER_SMTP_PASSWORD": password} if password else {}
     return CliRunner().invoke(
-        cli, ["--config", str(config), "send", "--now", NOW.isoformat()], env={}
+        cli, ["--config", str(config), "send", "--now", NOW.isoformat()], env=env
     )
 
 
@@ -293,11 +294,7 @@ def test_login_with_the_configured_password_delivers(
         tmp_path, server.port, tls='"starttls"', ca_file=f'"{ca_file}"', username=f'"{USER}"'
     )
     _prepare(config)
-    sent = CliRunner().invoke(
-        cli,
-        ["--config", str(config), "send", "--now", NOW.isoformat()],
-        env={"PUBLISHER_SMTP_PASSWORD": PASSWORD},
-    )
+    sent = _send(config, PASSWORD)
     assert sent.exit_code == 0, sent.output
     assert server.sink.per_recipient() == dict.fromkeys(PEOPLE, 1)
     assert credentials.attempts and all(credentials.attempts)
@@ -312,11 +309,7 @@ def test_a_refused_login_leaves_every_delivery_pending_and_never_shows_the_passw
         tmp_path, server.port, tls='"starttls"', ca_file=f'"{ca_file}"', username=f'"{USER}"'
     )
     _prepare(config)
-    refused = CliRunner().invoke(
-        cli,
-        ["--config", str(config), "send", "--now", NOW.isoformat()],
-        env={"PUBLISHER_SMTP_PASSWORD": wrong},
-    )
+    refused = _send(config, wrong)
     assert refused.exit_code == 1, refused.output
     assert "Traceback" not in refused.output
     [error] = [line for line in refused.stderr.splitlines() if line.startswith("error:")]
@@ -328,10 +321,6 @@ def test_a_refused_login_leaves_every_delivery_pending_and_never_shows_the_passw
     assert {status for status, _ in _rows(config)} <= {"pending", "sending"}
 
     # the password is fixed: the next run sends each message once
-    fixed = CliRunner().invoke(
-        cli,
-        ["--config", str(config), "send", "--now", NOW.isoformat()],
-        env={"PUBLISHER_SMTP_PASSWORD": PASSWORD},
-    )
+    fixed = _send(config, PASSWORD)
     assert fixed.exit_code == 0, fixed.output
     assert server.sink.per_recipient() == dict.fromkeys(PEOPLE, 1)
