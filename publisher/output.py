@@ -54,6 +54,14 @@ class OutputDir:
         except FileNotFoundError:
             return set()
 
+    def folders(self, folder: str) -> set[str]:
+        """Sub-folder names of a folder (none if it does not exist)."""
+        try:
+            with os.scandir(self.path(folder)) as entries:
+                return {entry.name for entry in entries if entry.is_dir()}
+        except FileNotFoundError:
+            return set()
+
     def write(self, relative: str, data: bytes) -> bool:
         """Write atomically unless the file already holds these bytes; True if written."""
         target = self.path(relative)

@@ -143,6 +143,7 @@ class SiteBuilder:
                 found = queries.latest(self.limit, category=name)
                 self._category_feeds(out, name, slug, found)
                 held[slug] = [a.id for a in found]
+            names = self._emptied_categories(out, state, slugs, held)
             archives = self._full_archives(out, queries, stamps, state.get("archives", {}))
             result.rendered += self._full_pages(out, queries, stamps, slugs)
             self._index(out, latest, queries.categories(), slugs)
@@ -151,6 +152,7 @@ class SiteBuilder:
             out,
             {
                 "categories": held,
+                "category_names": names,
                 "archives": archives,
                 "pages": pages,
                 "removal_mark": newest_removal.isoformat() if newest_removal else None,
@@ -184,6 +186,7 @@ class SiteBuilder:
                 in_category = queries.latest(self.limit, category=name)
                 self._category_feeds(out, name, slug, in_category)
                 held[slug] = [a.id for a in in_category]
+            names = self._emptied_categories(out, state, slugs, held)
             # pages holding a changed article, the growing last page, and the page
             # before it (it gains its next-archive link when it fills up)
             numbers = {rank // self.size + 1 for rank in queries.ranks(changed, total).values()}
@@ -200,6 +203,7 @@ class SiteBuilder:
             self._index(out, latest, categories, slugs)
         state.update(
             categories=held,
+            category_names=names,
             archives=archives,
             pages=pages,
             removal_mark=(newest_removal.isoformat() if newest_removal else mark),
@@ -245,6 +249,26 @@ class SiteBuilder:
             f"{site.title}: {name}", f"{name} — {site.subtitle}", f"category/{slug}/"
         )
         self._write_feeds(out, f"category/{slug}/", channel, self._entries(found))
+
+    def _emptied_categories(
+        self,
+        out: OutputDir,
+        state: dict[str, Any],
+        slugs: dict[str, str],
+        held: dict[str, list[str]],
+    ) -> dict[str, str]:
+        """Give a category that lost its last article valid, empty feeds; return all names.
+
+        Its readers keep polling the old address: an empty feed tells them, a stale
+        one or a 404 would not.
+        """
+        names: dict[str, str] = {**state.get("category_names", {})}
+        names.update({slug: name for name, slug in slugs.items()})
+        gone = (set(held) | out.folders("category")) - set(slugs.values())
+        for slug in sorted(gone):
+            self._category_feeds(out, names.get(slug, slug), slug, [])
+            held[slug] = []
+        return names
 
     def _write_feeds(
         self, out: OutputDir, folder: str, channel: Channel, entries: Sequence[Entry]

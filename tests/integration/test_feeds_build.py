@@ -300,6 +300,51 @@ def test_a_correction_updates_the_entry_in_place(built: App) -> None:
         assert "has announced" in entry.content[0].value
 
 
+@pytest.mark.parametrize("emptied", [True, False])
+def test_a_correction_that_moves_category_leaves_the_old_feed_at_once(
+    built: App, emptied: bool
+) -> None:
+    """The incremental build after the correction, not the next full build, moves it."""
+    public = built.settings.output_dir
+    title = "Harbin sets up development goals for 2022"
+    if not emptied:  # a second article keeps the old category alive
+        extra = EVIL_ARTICLE.replace("Home>Security", "Home>Government bulletin")
+        (built.settings.inbox / "second.txt").write_text(extra, encoding="utf-8")
+        built.ingest([built.settings.inbox / "second.txt"])
+    original = next(SEEDS.glob("003_*")).read_text(encoding="utf-8")
+    moved = original.replace("Home>Government bulletin", "Home>Harbin Today").replace(
+        "Updated : 2022-05-05", "Updated : 2022-05-09", 1
+    )
+    path = built.settings.inbox / "003-moved.txt"
+    path.write_text(moved, encoding="utf-8")
+    report = built.ingest([path])
+    assert report.summary()["updated"] == 1, report.results
+
+    def titles(folder: str) -> list[str]:
+        feed = public / folder / "atom.xml"
+        if not feed.exists():
+            return []
+        return [e.title for e in feedparser.parse(feed.read_bytes()).entries]
+
+    assert title in titles("category/harbin-today")
+    assert title not in titles("category/government-bulletin")
+    # an emptied category's readers get a valid, empty feed, not a stale one or a 404
+    for name in ("atom.xml", "rss.xml"):
+        parsed = feedparser.parse((public / "category/government-bulletin" / name).read_bytes())
+        assert parsed.bozo == 0 and parsed.feed.title == "Harbin News: Government bulletin"
+    listed = json.loads((public / "category/government-bulletin/feed.json").read_bytes())
+    assert [i["title"] for i in listed["items"]] == (
+        [] if emptied else ["Escaping <script>alert(1)</script> & ]]> test"]
+    )
+    assert [t for t in titles("") if t == title] == [title]
+    assert built.build_feeds().full  # and a full build keeps it so
+    assert title not in titles("category/government-bulletin")
+    page = (public / "articles").glob("*.html")
+    assert any(title in p.read_text(encoding="utf-8") for p in page)
+    index = (public / "index.html").read_text(encoding="utf-8")
+    assert ("category/government-bulletin/" in index) is not emptied
+
+
 def test_the_index_links_feeds_articles_and_has_the_subscribe_form(built: App) -> None:
     html = (built.settings.output_dir / "index.html").read_text(encoding="utf-8")
     for kind, href in [
