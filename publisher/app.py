@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import shutil
 import signal
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
@@ -12,7 +13,7 @@ from typing import TYPE_CHECKING, Any, TextIO, TypeVar
 
 from publisher.config import Settings
 from publisher.errors import PublisherError
-from publisher.ingest import Ingestor, IngestReport, is_candidate
+from publisher.ingest import Ingestor, IngestReport, inbox_files, is_candidate
 from publisher.model import Article, Subscriber
 from publisher.newsletter import DigestReport, ImportReport, Newsletter
 from publisher.site import BuildResult, SiteBuilder
@@ -61,6 +62,29 @@ class App:
             self._store.close()
 
     # -- articles --------------------------------------------------------------
+
+    def seed_inbox(self) -> int:
+        """First run: copy the seed articles into a missing or empty inbox if nothing is stored.
+
+        `run`, `watch` and `ingest` without paths call it, so a fresh checkout shows the
+        five seeds whichever command comes first.
+        """
+        seeds, inbox = self.settings.seeds_dir, self.settings.inbox
+        if seeds is None or not seeds.is_dir():
+            return 0
+        if inbox.is_dir() and next(inbox_files([inbox], self.settings.quarantine), None):
+            return 0
+        with self.store.read() as connection:
+            if Articles(connection).count():
+                return 0
+        inbox.mkdir(parents=True, exist_ok=True)
+        copied = 0
+        for seed in inbox_files([seeds], seeds / "quarantine"):
+            shutil.copy2(seed, inbox / seed.name)
+            copied += 1
+        if copied:
+            log.info("first run: seeded %s with %d articles from %s", inbox, copied, seeds)
+        return copied
 
     def ingest(
         self,

@@ -173,6 +173,8 @@ def ingest(ctx: click.Context, paths: tuple[Path, ...], as_json: bool) -> None:
     Example: publisher ingest ~/Downloads/new-articles/
     """
     app = _app(ctx)
+    if not paths and (seeded := app.seed_inbox()):
+        console.print(f"first run: copied {seeded} seed articles into {app.settings.inbox}")
     logging.getLogger("publisher.ingest").setLevel(logging.WARNING)
     with _LazyProgress("Ingesting", enabled=not as_json) as progress:
         report = app.ingest(list(paths) or None, progress=progress.update)
@@ -243,6 +245,7 @@ def watch(ctx: click.Context) -> None:
     Example: publisher watch
     """
     app = _app(ctx)
+    app.seed_inbox()
     run_until_signal(app.watch)
 
 
@@ -446,7 +449,12 @@ def subscribers_list(ctx: click.Context, as_json: bool) -> None:
         return
     zone = app.settings.zone
     table = Table(
-        "email", "name", "status", "categories", "frequency", "last digest",
+        "email",
+        "name",
+        "status",
+        "categories",
+        "frequency",
+        "last digest",
         title=f"{len(found)} subscribers",
     )
     for s in found:
@@ -534,13 +542,21 @@ def send(
 
     Example: publisher send --dry-run && open outbox-preview/index.html
     """
+    from publisher.runner import ensure_secret_key
+
     app = _app(ctx)
+    # a fresh checkout may send (or preview) before its first `run`: the same 0600
+    # key file `run` would write signs the unsubscribe links, so `serve` accepts them
+    app.settings = ensure_secret_key(app.settings)
     now = _parse_now(now_text, app.settings.zone) if now_text else None
     logging.getLogger("publisher.mailer").setLevel(logging.WARNING)
     if dry_run:
         report = app.send_digests(frequency, now, dry_run=True, out_dir=out_dir)
         table = Table(
-            "recipient", "items", "subject", "size",
+            "recipient",
+            "items",
+            "subject",
+            "size",
             title=f"Dry run: {len(report.previews)} messages in {out_dir} (nothing sent)",
         )
         for p in report.previews:

@@ -129,7 +129,7 @@ class Settings:
     seeds_dir: Path | None = None
     # -- run and status --: where `publisher run --smtp-debug` saves received mail
     mailbox_dir: Path = Path("mailbox")
-    # read when secret_key is unset; the first `publisher run` creates it (local setups)
+    # read when secret_key is unset; the first `run` or `send` creates it (local setups)
     secret_key_file: Path | None = None
     base_url: str = "http://127.0.0.1:8080/"
     timezone: str = "Asia/Shanghai"

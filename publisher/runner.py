@@ -15,7 +15,6 @@ import asyncio
 import logging
 import os
 import secrets
-import shutil
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -24,7 +23,6 @@ from typing import Any
 from publisher.app import App
 from publisher.config import Settings
 from publisher.errors import PublisherError
-from publisher.ingest import inbox_files
 from publisher.model import SubscriberStatus
 from publisher.schedule import DigestDue, DigestScheduler, JobInfo, job_specs, stored_jobs
 from publisher.smtpsink import SmtpSink
@@ -32,7 +30,7 @@ from publisher.store import Articles, Store
 from publisher.store.locks import DatabaseLock
 from publisher.store.status import DigestStatus
 
-__all__ = ["RunOptions", "ensure_secret_key", "gather_status", "run", "seed_inbox"]
+__all__ = ["RunOptions", "ensure_secret_key", "gather_status", "run"]
 
 log = logging.getLogger("publisher.run")
 
@@ -75,14 +73,7 @@ async def run(
     scheduler: DigestScheduler | None = None
     tasks: list[asyncio.Task[None]] = []
     try:
-        seeded = await asyncio.to_thread(seed_inbox, settings, app.store)
-        if seeded:
-            log.info(
-                "first run: seeded %s with %d articles from %s",
-                settings.inbox,
-                seeded,
-                settings.seeds_dir,
-            )
+        await asyncio.to_thread(app.seed_inbox)
         if options.smtp_debug:
             sink = await SmtpSink(
                 settings.mailbox_dir, settings.smtp.host, settings.smtp.port
@@ -187,25 +178,6 @@ def ensure_secret_key(settings: Settings) -> Settings:
             handle.write(secrets.token_urlsafe(32) + "\n")
         log.info("created a secret key in %s (set PUBLISHER_SECRET_KEY in production)", path)
     return replace(settings, secret_key=path.read_text(encoding="utf-8").strip())
-
-
-def seed_inbox(settings: Settings, store: Store) -> int:
-    """First run: copy the seed articles into a missing or empty inbox if nothing is stored."""
-    seeds = settings.seeds_dir
-    if seeds is None or not seeds.is_dir():
-        return 0
-    inbox = settings.inbox
-    if inbox.is_dir() and next(inbox_files([inbox], settings.quarantine), None) is not None:
-        return 0
-    with store.read() as connection:
-        if Articles(connection).count():
-            return 0
-    inbox.mkdir(parents=True, exist_ok=True)
-    copied = 0
-    for seed in inbox_files([seeds], seeds / "quarantine"):
-        shutil.copy2(seed, inbox / seed.name)
-        copied += 1
-    return copied
 
 
 def _local(moment: datetime | None, settings: Settings) -> str | None:

@@ -7,7 +7,10 @@ watchfiles on a real inbox. Every wait is bounded.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -15,16 +18,19 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
+from click.testing import CliRunner
 
 from publisher.app import App
+from publisher.cli import cli
 from publisher.config import load_settings
 from publisher.errors import PublisherError
-from publisher.runner import RunOptions, gather_status, run, seed_inbox
-from publisher.store import Store
+from publisher.runner import RunOptions, gather_status, run
 from publisher.store.locks import DatabaseLock
+from publisher.tokens import Tokens
 from tests.conftest import SEEDS, write_config
 
 NEW_ARTICLE = """Home>Harbin Today
@@ -114,16 +120,28 @@ def test_first_run_seeds_ingests_builds_serves_and_picks_up_new_files(project: P
 
 def test_the_inbox_is_seeded_only_on_a_first_run(project: Path) -> None:
     settings = load_settings(project / "publisher.toml", environ={})
-    store = Store(settings.database_url)
+    app = App(settings)
     try:
-        assert seed_inbox(settings, store) == 5
-        assert seed_inbox(settings, store) == 0  # not empty any more
+        assert app.seed_inbox() == 5
+        assert app.seed_inbox() == 0  # not empty any more
         for path in settings.inbox.iterdir():
             path.unlink()
-        App(settings).ingest([SEEDS / sorted(os.listdir(SEEDS))[0]])
-        assert seed_inbox(settings, store) == 0  # empty inbox, but articles are stored
+        app.ingest([SEEDS / sorted(os.listdir(SEEDS))[0]])
+        assert app.seed_inbox() == 0  # empty inbox, but articles are stored
     finally:
-        store.close()
+        app.close()
+
+
+def test_ingest_without_paths_on_a_fresh_checkout_ingests_the_seeds(project: Path) -> None:
+    config = str(project / "publisher.toml")
+    first = CliRunner().invoke(cli, ["--config", config, "ingest", "--json"], env={})
+    assert first.exit_code == 0, first.output
+    assert "first run: copied 5 seed articles" in first.stderr
+    outcomes = [row["outcome"] for row in json.loads(first.stdout)]
+    assert outcomes == ["added"] * 5
+    again = CliRunner().invoke(cli, ["--config", config, "ingest", "--json"], env={})
+    assert "first run" not in again.stderr
+    assert {row["outcome"] for row in json.loads(again.stdout)} == {"unchanged"}
 
 
 def test_run_refuses_a_second_scheduler_on_the_same_database(project: Path) -> None:
@@ -314,3 +332,31 @@ def test_a_first_run_creates_the_secret_key_file_that_other_commands_read(
     assert ensure_secret_key(load_settings(config, environ={})) == settings  # created once
     environment = {"PUBLISHER_SECRET_KEY": "from-the-environment"}
     assert load_settings(config, environ=environment).secret_key == "from-the-environment"
+
+
+def test_a_fresh_checkout_can_preview_digests_before_any_run(tmp_path: Path) -> None:
+    """The shipped config, no environment: ingest, add, send --dry-run work in that order."""
+    root = Path(__file__).resolve().parents[2]
+    shutil.copytree(root / "config", tmp_path / "config")
+    shutil.copytree(SEEDS, tmp_path / "seeds")
+    config = str(tmp_path / "config" / "publisher.toml")
+
+    def publisher(*args: str) -> Any:
+        result = CliRunner().invoke(cli, ["--config", config, *args], env={})
+        assert result.exit_code == 0, result.output
+        return result
+
+    publisher("ingest")
+    publisher("subscribers", "add", "ann@example.com", "--name", "Ann")
+    out = tmp_path / "preview"
+    publisher("send", "--dry-run", "--out", str(out))
+    [eml] = out.glob("*.eml")
+    key_file = tmp_path / "data" / "secret_key"
+    assert key_file.stat().st_mode & 0o777 == 0o600
+    # the links are signed with that file's key, which `serve` and `run` read too
+    message = eml.read_text(encoding="utf-8")
+    [token] = re.findall(r"/unsubscribe/([\w.\-]+)", message)[:1]
+    secret = key_file.read_text(encoding="utf-8").strip()
+    claim = Tokens(secret).check("unsubscribe", token, max_age=3600)
+    assert claim is not None and claim.email == "ann@example.com"
+    assert Tokens("another-key").check("unsubscribe", token, max_age=3600) is None
