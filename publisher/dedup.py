@@ -11,14 +11,15 @@ and applies the `Decision` in one transaction.
 
 from __future__ import annotations
 
+import functools
 import re
+import struct
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 
 import numpy as np
 import xxhash
-from datasketch import MinHash, MinHashLSH
 
 from publisher.model import Block, ParsedArticle
 
@@ -34,6 +35,7 @@ __all__ = [
     "Teaser",
     "block_key",
     "decide",
+    "lsh_bands",
     "title_key",
     "trailing_teaser",
 ]
@@ -48,6 +50,7 @@ class Outcome(StrEnum):
     DUPLICATE = "duplicate"
 
 
+@functools.lru_cache(maxsize=1 << 15)  # ingest asks for each block's key several times
 def block_key(text: str) -> str:
     """Key of a block's normalized text; two blocks are 'the same' when keys match."""
     return xxhash.xxh3_64_hexdigest(text.casefold().encode("utf-8"))
@@ -244,42 +247,107 @@ def _unique(removals: Iterable[PlannedRemoval]) -> list[PlannedRemoval]:
     return kept
 
 
+# -- signatures --: MinHash over word shingles, vectorized with numpy. Each word is hashed
+# once (xxh3), k consecutive word hashes are combined into a shingle hash, and the 64-bit
+# shingle hashes go through `num_perm` multiply-add permutations at once (a shingles x
+# permutations matrix); the signature is the column minima's top 32 bits. A signature
+# starts with a header naming the scheme and its parameters, so a signature made another
+# way (an older publisher, other settings) is recognized and re-made, never compared.
+_SCHEME = b"MHv2"
+_HEADER = struct.Struct("<4sHH")  # scheme, num_perm, shingle_size
+_SEED = 0x5EED_2026
+_MIX = np.uint64(0x9E3779B97F4A7C15)
+
+
+def _fmix64(h: np.ndarray) -> np.ndarray:
+    """MurmurHash3's 64-bit finalizer, in place: every input bit reaches every output bit."""
+    h ^= h >> np.uint64(33)
+    h *= np.uint64(0xFF51AFD7ED558CCD)
+    h ^= h >> np.uint64(33)
+    h *= np.uint64(0xC4CEB9FE1A85EC53)
+    h ^= h >> np.uint64(33)
+    return h
+
+
 class Signer:
-    """MinHash signatures over word shingles; one instance reuses the permutations."""
+    """MinHash signatures over word shingles; one instance holds the permutations."""
 
     def __init__(self, num_perm: int, shingle_size: int) -> None:
+        if not 1 <= num_perm <= 0xFFFF or not 1 <= shingle_size <= 0xFFFF:
+            raise ValueError("num_perm and shingle_size must be between 1 and 65535")
         self.num_perm = num_perm
         self.shingle_size = shingle_size
-        self._template = MinHash(
-            num_perm=num_perm, hashfunc=xxhash.xxh32_intdigest, scheme="affine32"
-        )
+        self.header = _HEADER.pack(_SCHEME, num_perm, shingle_size)
+        rng = np.random.default_rng(_SEED)
+        self._a = rng.integers(1, 2**63, size=num_perm, dtype=np.uint64) | np.uint64(1)
+        self._b = rng.integers(0, 2**63, size=num_perm, dtype=np.uint64)
 
-    def shingles(self, article: ParsedArticle, skip: frozenset[str] = frozenset()) -> set[bytes]:
-        text = " ".join(
-            [article.title, *(b.text for b in article.blocks if block_key(b.text) not in skip)]
+    def words(self, title: str, texts: Iterable[str]) -> list[str]:
+        return _WORD.findall(" ".join([title, *texts]).casefold())
+
+    def shingle_hashes(self, words: Sequence[str]) -> np.ndarray:
+        """One 64-bit hash per word k-shingle (k = shingle_size, fewer words: one shingle)."""
+        hashed = np.fromiter(
+            map(xxhash.xxh3_64_intdigest, map(str.encode, words)),
+            dtype=np.uint64,
+            count=len(words),
         )
-        words = _WORD.findall(text.casefold())
-        size = min(self.shingle_size, len(words)) or 1
-        return {
-            " ".join(words[i : i + size]).encode() for i in range(max(1, len(words) - size + 1))
-        }
+        if not len(hashed):
+            return np.zeros(1, dtype=np.uint64)
+        size = min(self.shingle_size, len(hashed))
+        count = len(hashed) - size + 1
+        shingles = hashed[:count].copy()
+        for offset in range(1, size):
+            shingles *= _MIX
+            shingles ^= hashed[offset : offset + count]
+        return _fmix64(shingles)
 
     def sign(self, article: ParsedArticle, skip: frozenset[str] = frozenset()) -> bytes:
-        minhash = self._template.copy()
-        minhash.update_batch(self.shingles(article, skip))
-        return bytes(minhash.hashvalues.astype(np.uint32).tobytes())
+        """The signature of the title and the blocks whose keys are not in `skip`."""
+        texts = (b.text for b in article.blocks if block_key(b.text) not in skip)
+        return self.sign_text(article.title, texts)
 
-    def minhash(self, signature: bytes) -> MinHash:
-        return MinHash(
-            hashvalues=np.frombuffer(signature, dtype=np.uint32),
-            permutations=self._template.permutations,
-            hashfunc=xxhash.xxh32_intdigest,
-            scheme="affine32",
+    def sign_text(self, title: str, texts: Iterable[str]) -> bytes:
+        shingles = self.shingle_hashes(self.words(title, texts))
+        permuted = shingles[:, None] * self._a
+        permuted += self._b
+        values = (permuted.min(axis=0) >> np.uint64(32)).astype(np.uint32)
+        return self.header + bytes(values.tobytes())
+
+    def is_current(self, signature: bytes) -> bool:
+        """Made by this scheme with these parameters (else it must be made again)."""
+        return (
+            len(signature) == _HEADER.size + 4 * self.num_perm
+            and signature[: _HEADER.size] == self.header
         )
+
+    def values(self, signature: bytes) -> np.ndarray:
+        return np.frombuffer(signature, dtype=np.uint32, offset=_HEADER.size)
+
+
+@functools.lru_cache(maxsize=32)
+def lsh_bands(threshold: float, num_perm: int, weights: tuple[float, float]) -> tuple[int, int]:
+    """(bands, rows) minimizing the weighted false positive and false negative areas
+    (the choice datasketch's MinHashLSH makes for the same arguments)."""
+    points = np.linspace(0.0, 1.0, 4001)
+    below, above = points[points <= threshold], points[points >= threshold]
+    best, chosen = float("inf"), (1, num_perm)
+    for bands in range(1, num_perm + 1):
+        for rows in range(1, num_perm // bands + 1):
+            false_pos = float(np.trapezoid(1 - (1 - below**rows) ** bands, below))
+            false_neg = float(np.trapezoid((1 - above**rows) ** bands, above))
+            error = false_pos * weights[0] + false_neg * weights[1]
+            if error < best:
+                best, chosen = error, (bands, rows)
+    return chosen
 
 
 class NearDuplicateIndex:
-    """In-memory LSH over stored signatures, rebuilt from the store on start."""
+    """In-memory LSH over stored signatures, rebuilt from the store on start.
+
+    Compact: the signatures live in one uint32 array (a row per article) and each band is
+    a dict from a 64-bit hash of the band's values to the row (or rows) having it.
+    """
 
     def __init__(self, signer: Signer, threshold: float) -> None:
         self.signer = signer
@@ -288,25 +356,70 @@ class NearDuplicateIndex:
         # missed ~2% of corrected re-publications at Jaccard 0.9-0.97 (the soak), and a missed
         # one turns the shared paragraphs into "boilerplate" removed from both articles.
         # 9 bands x 7 rows finds them; query() still checks the estimate against the threshold.
-        self._lsh = MinHashLSH(threshold=threshold, num_perm=signer.num_perm, weights=(0.1, 0.9))
-        self._signatures: dict[str, bytes] = {}
+        self.bands, self.rows = lsh_bands(threshold, signer.num_perm, (0.1, 0.9))
+        self._band_mix = np.random.default_rng(_SEED + 1).integers(
+            1, 2**63, size=self.rows, dtype=np.uint64
+        ) | np.uint64(1)
+        self._values = np.zeros((1024, signer.num_perm), dtype=np.uint32)
+        self._ids: list[str] = []
+        self._row_of: dict[str, int] = {}
+        self._buckets: list[dict[int, int | list[int]]] = [{} for _ in range(self.bands)]
 
     def __len__(self) -> int:
-        return len(self._signatures)
+        return len(self._ids)
+
+    def _band_keys(self, values: np.ndarray) -> list[int]:
+        bands = values[: self.bands * self.rows].reshape(self.bands, self.rows).astype(np.uint64)
+        bands *= self._band_mix
+        keys: list[int] = _fmix64(bands.sum(axis=1, dtype=np.uint64)).tolist()
+        return keys
 
     def add(self, article_id: str, signature: bytes) -> None:
-        if article_id in self._signatures:
-            self._lsh.remove(article_id)
-        self._lsh.insert(article_id, self.signer.minhash(signature))
-        self._signatures[article_id] = signature
+        if not self.signer.is_current(signature):
+            raise ValueError(f"signature of {article_id} is not of the current scheme")
+        values = self.signer.values(signature)
+        row = self._row_of.get(article_id)
+        if row is None:
+            row = len(self._ids)
+            if row == len(self._values):
+                self._values = np.concatenate([self._values, np.zeros_like(self._values)])
+            self._ids.append(article_id)
+            self._row_of[article_id] = row
+        else:
+            for bucket, key in zip(self._buckets, self._band_keys(self._values[row]), strict=True):
+                had = bucket[key]
+                if isinstance(had, int) or len(had) == 1:
+                    del bucket[key]
+                else:
+                    had.remove(row)
+        self._values[row] = values
+        for bucket, key in zip(self._buckets, self._band_keys(values), strict=True):
+            held = bucket.get(key)
+            if held is None:
+                bucket[key] = row
+            elif isinstance(held, int):
+                bucket[key] = [held, row]
+            else:
+                held.append(row)
 
     def query(self, signature: bytes) -> list[tuple[str, float]]:
         """Stored articles whose estimated Jaccard similarity reaches the threshold."""
-        mine = np.frombuffer(signature, dtype=np.uint32)
-        matches = []
-        for article_id in self._lsh.query(self.signer.minhash(signature)):
-            theirs = np.frombuffer(self._signatures[article_id], dtype=np.uint32)
-            similarity = float(np.count_nonzero(mine == theirs)) / len(mine)
-            if similarity >= self.threshold:
-                matches.append((article_id, similarity))
-        return matches
+        values = self.signer.values(signature)
+        candidates: dict[int, None] = {}
+        for bucket, key in zip(self._buckets, self._band_keys(values), strict=True):
+            held = bucket.get(key)
+            if held is None:
+                continue
+            if isinstance(held, int):
+                candidates[held] = None
+            else:
+                candidates.update(dict.fromkeys(held))
+        if not candidates:
+            return []
+        rows = np.fromiter(candidates, dtype=np.intp, count=len(candidates))
+        similarity = np.count_nonzero(self._values[rows] == values, axis=1) / len(values)
+        return [
+            (self._ids[row], float(s))
+            for row, s in zip(rows.tolist(), similarity.tolist(), strict=True)
+            if s >= self.threshold
+        ]

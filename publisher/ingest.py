@@ -163,6 +163,10 @@ class Ingestor:
                     continue
                 results[path] = self._decide(batch, path, raw_hash, item, now)
             batch.flush()
+            # every article stored after _sync is this batch's own (writers are serialized)
+            # and the index has it already: the next _sync need not read it again
+            synced_seq = Articles(connection).max_seq()
+        self._synced_seq = synced_seq
         # files move and the index grows only once the transaction committed
         for path, reason, data in to_quarantine:
             self._quarantine(path, reason, data, now)
@@ -223,10 +227,27 @@ class Ingestor:
         )
 
     def _sync(self, repo: Articles) -> None:
-        """Add articles other processes stored since the last look to the index."""
+        """Add articles other processes stored since the last look to the index.
+
+        A signature of another scheme (an older publisher, other dedup settings) is made
+        again from the stored title and blocks, and stored, inside the batch's transaction.
+        """
+        stale: list[str] = []
         for seq, article_id, signature in repo.signatures(self._synced_seq):
-            self.index.add(article_id, signature)
+            if self.signer.is_current(signature):
+                self.index.add(article_id, signature)
+            else:
+                stale.append(article_id)
             self._synced_seq = seq
+        resigned = []
+        for article_id, title, body in repo.bodies(stale):
+            skip = repo.boilerplate_keys(key for key, _ in body)
+            signature = self.signer.sign_text(title, (t for k, t in body if k not in skip))
+            self.index.add(article_id, signature)
+            resigned.append((article_id, signature))
+        if resigned:
+            repo.set_signatures(resigned)
+            log.info("re-made %d near-duplicate signatures of another scheme", len(resigned))
 
     def _reset_index(self) -> None:
         """After a rollback the index may hold articles that were never stored: rebuild it."""

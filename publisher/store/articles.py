@@ -7,11 +7,11 @@ from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
 
-from sqlalchemy import Connection, Row, func, or_, select
+from sqlalchemy import Connection, Row, bindparam, func, or_, select, update
 
 from publisher.model import Article, Block, Removal
 from publisher.parse import summarize
-from publisher.store.schema import articles, blocks, ingest_log, removals
+from publisher.store.schema import articles, blocks, boilerplate, ingest_log, removals
 
 __all__ = ["Articles"]
 
@@ -40,6 +40,45 @@ class Articles:
         )
         for row in rows:
             yield int(row.seq), str(row.id), bytes(row.signature)
+
+    def bodies(self, ids: Sequence[str]) -> Iterator[tuple[str, str, list[tuple[str, str]]]]:
+        """(id, title, [(block key, text)] in order) of the given articles, all blocks kept."""
+        for chunk in _chunks(list(ids), 500):
+            titles = {
+                str(row.id): str(row.title)
+                for row in self.connection.execute(
+                    select(articles.c.id, articles.c.title).where(articles.c.id.in_(chunk))
+                )
+            }
+            body: dict[str, list[tuple[str, str]]] = defaultdict(list)
+            for b in self.connection.execute(
+                select(blocks.c.article_id, blocks.c.key, blocks.c.text)
+                .where(blocks.c.article_id.in_(chunk))
+                .order_by(blocks.c.article_id, blocks.c.position)
+            ):
+                body[b.article_id].append((b.key, b.text))
+            for article_id in chunk:
+                if article_id in titles:
+                    yield article_id, titles[article_id], body[article_id]
+
+    def boilerplate_keys(self, keys: Iterable[str]) -> frozenset[str]:
+        """Those of the given block keys that are declared boilerplate."""
+        found: set[str] = set()
+        for chunk in _chunks(sorted(set(keys)), 500):
+            found.update(
+                self.connection.execute(
+                    select(boilerplate.c.key).where(boilerplate.c.key.in_(chunk))
+                ).scalars()
+            )
+        return frozenset(found)
+
+    def set_signatures(self, signatures: Sequence[tuple[str, bytes]]) -> None:
+        self.connection.execute(
+            update(articles)
+            .where(articles.c.id == bindparam("target"))
+            .values(signature=bindparam("new_signature")),
+            [{"target": i, "new_signature": s} for i, s in signatures],
+        )
 
     # -- reading ---------------------------------------------------------------
 

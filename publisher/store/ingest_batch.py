@@ -3,8 +3,10 @@
 A batch is one transaction. Dedup still decides file by file, in order: the facts
 each file sees include what the files before it in the batch added (an overlay kept
 here), so a batch gives the same result as one transaction per file, at a fraction
-of the round trips. A re-publication flushes the buffer, updates in place and
-corrects the overlay, as it changes what later files would see.
+of the round trips. A re-publication is buffered too: its new body replaces what the
+buffer held for it, its stored body is deleted first when the buffer is written, and the
+overlay is corrected, as it changes what later files would see. Writing the buffer is a
+few executemany statements per batch, whatever the mix of new articles and updates.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TypeVar
 
-from sqlalchemy import Connection, and_, delete, insert, or_, select, tuple_, update
+from sqlalchemy import Connection, and_, bindparam, delete, insert, or_, select, update
 from sqlalchemy.orm import aliased
 
 from publisher.dedup import Decision, Holder, StoredFacts, block_key, title_key
@@ -46,6 +48,12 @@ class IngestBatch:
         self.incoming = incoming
         self.id_host = id_host
         self._rows: dict[str, list[dict[str, object]]] = defaultdict(list)
+        # buffered new articles (by id), updates of stored ones, and per-article bodies
+        self._new_articles: dict[str, dict[str, object]] = {}
+        self._updates: dict[str, dict[str, object]] = {}
+        self._bodies: dict[str, list[dict[str, object]]] = defaultdict(list)
+        self._removals: dict[str, list[dict[str, object]]] = defaultdict(list)
+        self._stored_updated: dict[str, datetime] = {}
         self._fetch()
 
     # -- reading ---------------------------------------------------------------
@@ -91,7 +99,9 @@ class IngestBatch:
             rows = self.connection.execute(
                 select(articles.c.id, articles.c.updated).where(articles.c.id.in_(rest))
             )
-            found.update({str(row.id): row.updated for row in rows})
+            stored = {str(row.id): row.updated for row in rows}
+            self._stored_updated.update(stored)
+            found.update(stored)
         return found
 
     # -- writing ---------------------------------------------------------------
@@ -101,39 +111,43 @@ class IngestBatch:
         article = item.article
         slug = self._free_slug(slugify(article.published, article.title))
         article_id = f"tag:{self.id_host},{article.published.date().isoformat()}:{slug}"
-        self._rows["articles"].append(
-            {
-                "id": article_id,
-                "slug": slug,
-                "ingested": now,
-                "published": article.published,
-                "updated": article.published,
-                "signature": signature,
-                **_columns(article, item.teaser_headline),
-            }
-        )
+        self._new_articles[article_id] = {
+            "id": article_id,
+            "slug": slug,
+            "ingested": now,
+            "published": article.published,
+            "updated": article.published,
+            "signature": signature,
+            **_columns(article, item.teaser_headline),
+        }
         self._write_body(decision, item, article_id, now)
         self._remember(decision, item, article_id)
         return article_id
 
     def update(self, decision: Decision, item: Incoming, *, signature: bytes, now: datetime) -> str:
         """Update a stored article in place (same id, new `updated`, new body)."""
-        self.flush()
         article, article_id = item.article, decision.target_id
         assert article_id is not None
-        conn = self.connection
-        stored_updated = conn.execute(
-            select(articles.c.updated).where(articles.c.id == article_id)
-        ).scalar_one()
+        # the target came through updated_dates(), which knows its current `updated`
+        stored_updated = self._added_updated.get(article_id) or self._stored_updated.get(article_id)
+        if stored_updated is None:
+            stored_updated = self.connection.execute(
+                select(articles.c.updated).where(articles.c.id == article_id)
+            ).scalar_one()
         # A correction dated the same day still has to move `updated` forward.
         updated = article.published if article.published > stored_updated else now
-        conn.execute(
-            update(articles)
-            .where(articles.c.id == article_id)
-            .values(updated=updated, signature=signature, **_columns(article, item.teaser_headline))
-        )
-        conn.execute(delete(blocks).where(blocks.c.article_id == article_id))
-        conn.execute(delete(removals).where(removals.c.article_id == article_id))
+        values = {
+            "updated": updated,
+            "signature": signature,
+            **_columns(article, item.teaser_headline),
+        }
+        if article_id in self._new_articles:  # added earlier in this batch: not stored yet
+            self._new_articles[article_id].update(values)
+        else:
+            self._updates[article_id] = values
+        # the new body replaces the old one, stored or buffered
+        self._bodies.pop(article_id, None)
+        self._removals.pop(article_id, None)
         self._write_body(decision, item, article_id, now)
         self._forget(article_id)
         self._remember(decision, item, article_id)
@@ -167,18 +181,36 @@ class IngestBatch:
 
     def flush(self) -> None:
         """Write what is buffered (inside the caller's transaction)."""
-        removal_rows = self._new_removals(self._rows.pop("removals", []))
-        for table, name in (
-            (articles, "articles"),
-            (blocks, "blocks"),
-            (boilerplate, "boilerplate"),
-            (ingest_log, "ingest_log"),
+        conn = self.connection
+        replaced = sorted(self._updates)
+        for chunk in _chunks(replaced):
+            conn.execute(delete(blocks).where(blocks.c.article_id.in_(chunk)))
+            conn.execute(delete(removals).where(removals.c.article_id.in_(chunk)))
+        if self._updates:
+            conn.execute(
+                update(articles)
+                .where(articles.c.id == bindparam("target"))
+                .values({name: bindparam(f"new_{name}") for name in _UPDATED_COLUMNS}),
+                [
+                    {"target": target, **{f"new_{k}": v for k, v in values.items()}}
+                    for target, values in self._updates.items()
+                ],
+            )
+        removal_rows = self._new_removals([row for rows in self._removals.values() for row in rows])
+        body_rows = [row for rows in self._bodies.values() for row in rows]
+        for table, rows in (
+            (articles, list(self._new_articles.values())),
+            (blocks, body_rows),
+            (boilerplate, self._rows.pop("boilerplate", [])),
+            (ingest_log, self._rows.pop("ingest_log", [])),
+            (removals, removal_rows),
         ):
-            rows = self._rows.pop(name, [])
             if rows:
-                self.connection.execute(insert(table), rows)
-        if removal_rows:
-            self.connection.execute(insert(removals), removal_rows)
+                conn.execute(insert(table), rows)
+        self._new_articles.clear()
+        self._updates.clear()
+        self._bodies.clear()
+        self._removals.clear()
 
     # -- internals -------------------------------------------------------------
 
@@ -256,10 +288,10 @@ class IngestBatch:
     def _write_body(
         self, decision: Decision, item: Incoming, article_id: str, now: datetime
     ) -> None:
-        self._rows["blocks"].extend(
+        self._bodies[article_id] = [
             {"article_id": article_id, "position": i, "key": block_key(b.text), "text": b.text}
             for i, b in enumerate(item.article.blocks)
-        )
+        ]
         for key, text, headline in decision.new_boilerplate:
             self._rows["boilerplate"].append(
                 {
@@ -269,17 +301,17 @@ class IngestBatch:
                     "advertises": title_key(headline) if headline else None,
                 }
             )
-        self._rows["removals"].extend(
-            {
-                "article_id": r.article_id or article_id,
-                "key": r.key,
-                "text": r.text,
-                "rule": r.rule,
-                "reason": r.reason,
-                "decided": now,
-            }
-            for r in decision.removals
-        )
+        for r in decision.removals:
+            self._removals[r.article_id or article_id].append(
+                {
+                    "article_id": r.article_id or article_id,
+                    "key": r.key,
+                    "text": r.text,
+                    "rule": r.rule,
+                    "reason": r.reason,
+                    "decided": now,
+                }
+            )
 
     def _remember(self, decision: Decision, item: Incoming, article_id: str) -> None:
         """Keep the overlay current so later files of the batch see this one."""
@@ -335,14 +367,16 @@ class IngestBatch:
         """Drop removals already recorded (in the database or earlier in this buffer)."""
         if not rows:
             return []
-        pairs = {(str(r["article_id"]), str(r["key"])) for r in rows}
+        ids = sorted({str(r["article_id"]) for r in rows})
         existing: set[tuple[str, str]] = set()
-        for chunk in _chunks(sorted(pairs)):
+        # by article id, the leading column of the unique index: a (id, key) row-value IN
+        # list is a full scan on SQLite, whose cost grew with the table
+        for chunk in _chunks(ids):
             existing |= {
                 (row.article_id, row.key)
                 for row in self.connection.execute(
                     select(removals.c.article_id, removals.c.key).where(
-                        tuple_(removals.c.article_id, removals.c.key).in_(chunk)
+                        removals.c.article_id.in_(chunk)
                     )
                 )
             }
@@ -367,6 +401,21 @@ def _columns(article: ParsedArticle, teaser_headline: str | None) -> dict[str, o
         "source_file": article.source_file,
         "teaser_key": title_key(teaser_headline) if teaser_headline else None,
     }
+
+
+_UPDATED_COLUMNS = (
+    "updated",
+    "signature",
+    "title",
+    "title_key",
+    "category",
+    "category_path",
+    "author",
+    "source",
+    "content_hash",
+    "source_file",
+    "teaser_key",
+)
 
 
 def _chunks(items: Sequence[T], size: int = 400) -> Iterable[Sequence[T]]:
