@@ -17,7 +17,7 @@ import json
 import random
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -25,6 +25,7 @@ from typing import Any, Protocol, TypeVar
 
 from sqlalchemy import (
     Connection,
+    Interval,
     and_,
     bindparam,
     delete,
@@ -49,6 +50,7 @@ __all__ = [
     "DeliveryLedger",
     "PlannedDelivery",
     "RunProgress",
+    "SentRow",
     "WorkerRow",
     "in_ledger_transaction",
     "ledger_transaction",
@@ -65,6 +67,66 @@ class PlannedDelivery:
     subscriber_id: int
     message_id: str
     article_ids: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class SentRow:
+    """What marking a row 'sent' needs besides its id: whose window moves, which articles."""
+
+    run_id: int
+    subscriber_id: int
+    article_ids: str  # the JSON list as stored
+
+
+# The ledger's hot statements, built once: each group commit runs them, and building
+# and compiling Core statements anew cost more CPU than SQLite spends executing them.
+_RETURNED = (
+    deliveries.c.id,
+    deliveries.c.run_id,
+    deliveries.c.subscriber_id,
+    deliveries.c.article_ids,
+)
+_SENDING = (
+    update(deliveries)
+    .where(deliveries.c.id.in_(bindparam("ids", expanding=True)), deliveries.c.status.in_(_OPEN))
+    .values(status=DeliveryStatus.SENDING.value, sending_at=bindparam("now"))
+    .returning(*_RETURNED)
+)
+_SENDING_CLAIMED = (
+    update(deliveries)
+    .where(
+        deliveries.c.id.in_(bindparam("ids", expanding=True)),
+        deliveries.c.status.in_(_OPEN),
+        deliveries.c.claimed_by == bindparam("worker"),
+    )
+    .values(
+        status=DeliveryStatus.SENDING.value,
+        sending_at=bindparam("now"),
+        lease_until=func.now() + bindparam("lease", type_=Interval()),
+    )
+    .returning(*_RETURNED)
+)
+_SENT = (
+    update(deliveries)
+    .where(deliveries.c.id == bindparam("b_id"))
+    .values(
+        status=DeliveryStatus.SENT.value,
+        attempts=bindparam("b_attempts"),
+        finished_at=bindparam("now"),
+        error=None,
+    )
+)
+_MOVE_WINDOW = (
+    update(subscribers)
+    .where(
+        subscribers.c.id.in_(bindparam("ids", expanding=True)),
+        or_(
+            subscribers.c.last_digest.is_(None),
+            subscribers.c.last_digest < bindparam("as_of", type_=subscribers.c.last_digest.type),
+        ),
+    )
+    .values(last_digest=bindparam("as_of"), hard_failures=0)
+)
 
 
 class Deliveries:
@@ -221,73 +283,74 @@ class Deliveries:
         With `worker`: only rows this worker still holds (a row whose lease ran out may
         have been reclaimed by another worker), and their lease starts afresh.
         """
-        if not ids:
-            return set()
-        if worker is not None:
-            return {
-                int(i)
-                for i in self.connection.execute(
-                    update(deliveries)
-                    .where(
-                        deliveries.c.id.in_(list(ids)),
-                        deliveries.c.status.in_(_OPEN),
-                        deliveries.c.claimed_by == worker,
-                    )
-                    .values(
-                        status=DeliveryStatus.SENDING.value,
-                        sending_at=now,
-                        lease_until=_lease(lease_seconds),
-                    )
-                    .returning(deliveries.c.id)
-                ).scalars()
-            }
-        open_ids = {
-            int(i)
-            for i in self.connection.execute(
-                select(deliveries.c.id).where(
-                    deliveries.c.id.in_(list(ids)), deliveries.c.status.in_(_OPEN)
-                )
-            ).scalars()
-        }
-        if open_ids:
-            self.connection.execute(
-                update(deliveries)
-                .where(deliveries.c.id.in_(list(open_ids)))
-                .values(status=DeliveryStatus.SENDING.value, sending_at=now)
-            )
-        return open_ids
+        return set(self.start_sending(ids, now, worker=worker, lease_seconds=lease_seconds))
 
-    def mark_sent(self, done: Sequence[tuple[int, int]], as_of: datetime, now: datetime) -> None:
-        """(delivery id, attempts) accepted by SMTP: row sent, subscriber's window moves."""
+    def start_sending(
+        self,
+        ids: Sequence[int],
+        now: datetime,
+        *,
+        worker: str | None = None,
+        lease_seconds: float = 0.0,
+    ) -> dict[int, SentRow]:
+        """`mark_sending` in one statement (UPDATE ... RETURNING); for each row still open,
+        what `mark_sent` needs later (so it does not read the row again)."""
+        if not ids:
+            return {}
+        if worker is None:
+            rows = self.connection.execute(_SENDING, {"ids": list(ids), "now": now})
+        else:
+            rows = self.connection.execute(
+                _SENDING_CLAIMED,
+                {
+                    "ids": list(ids),
+                    "now": now,
+                    "worker": worker,
+                    "lease": timedelta(seconds=lease_seconds),
+                },
+            )
+        return {
+            int(row.id): SentRow(int(row.run_id), int(row.subscriber_id), row.article_ids)
+            for row in rows
+        }
+
+    def mark_sent(
+        self,
+        done: Sequence[tuple[int, int]],
+        as_of: datetime,
+        now: datetime,
+        known: Mapping[int, SentRow] | None = None,
+    ) -> None:
+        """(delivery id, attempts) accepted by SMTP: row sent, subscriber's window moves.
+
+        `known`: rows as `start_sending` returned them; any other row is read here.
+        """
         if not done:
             return
         self.connection.execute(
-            update(deliveries)
-            .where(deliveries.c.id == bindparam("b_id"))
-            .values(
-                status=DeliveryStatus.SENT.value,
-                attempts=bindparam("b_attempts"),
-                finished_at=now,
-                error=None,
-            ),
-            [{"b_id": key, "b_attempts": attempts} for key, attempts in done],
+            _SENT,
+            [{"b_id": key, "b_attempts": attempts, "now": now} for key, attempts in done],
         )
-        rows = self.connection.execute(
-            select(deliveries.c.run_id, deliveries.c.subscriber_id, deliveries.c.article_ids).where(
-                deliveries.c.id.in_([key for key, _ in done])
-            )
-        ).all()
-        people = [int(row.subscriber_id) for row in rows]
+        found = dict(known or {})
+        unknown = [key for key, _ in done if key not in found]
+        if unknown:
+            for row in self.connection.execute(
+                select(
+                    deliveries.c.id,
+                    deliveries.c.run_id,
+                    deliveries.c.subscriber_id,
+                    deliveries.c.article_ids,
+                ).where(deliveries.c.id.in_(unknown))
+            ):
+                found[int(row.id)] = SentRow(
+                    int(row.run_id), int(row.subscriber_id), row.article_ids
+                )
+        rows = [found[key] for key, _ in done if key in found]
         self.connection.execute(
-            update(subscribers)
-            .where(
-                subscribers.c.id.in_(people),
-                or_(subscribers.c.last_digest.is_(None), subscribers.c.last_digest < as_of),
-            )
-            .values(last_digest=as_of, hard_failures=0)
+            _MOVE_WINDOW, {"ids": sorted({row.subscriber_id for row in rows}), "as_of": as_of}
         )
         pairs = [
-            {"subscriber_id": int(row.subscriber_id), "article_id": a, "run_id": int(row.run_id)}
+            {"subscriber_id": row.subscriber_id, "article_id": a, "run_id": row.run_id}
             for row in rows
             for a in json.loads(row.article_ids)
         ]
@@ -387,6 +450,7 @@ class DeliveryLedger:
         self._closing = False
         self._task: asyncio.Task[None] | None = None
         self._error: BaseException | None = None
+        self._rows: dict[int, SentRow] = {}  # rows marked 'sending', not yet sent or failed
         self.commits = 0
 
     async def __aenter__(self) -> DeliveryLedger:
@@ -456,16 +520,24 @@ class DeliveryLedger:
         sending = [args[0] for kind, args, _ in batch if kind == "sending"]
         sent = [(args[0], args[1]) for kind, args, _ in batch if kind == "sent"]
         failed = [args for kind, args, _ in batch if kind == "failed"]
+        known = {key: self._rows[key] for key, _ in sent if key in self._rows}
 
-        def commit(connection: Connection) -> set[int]:
+        def commit(connection: Connection) -> dict[int, SentRow]:
             ledger = Deliveries(connection)
-            ledger.mark_sent(sent, self.run.as_of, now)
+            ledger.mark_sent(sent, self.run.as_of, now, known)
             ledger.mark_failed(failed, now, self.bounce_after)
-            return ledger.mark_sending(
+            return ledger.start_sending(
                 sending, now, worker=self.worker, lease_seconds=self.lease_seconds
             )
 
-        return in_ledger_transaction(self.store, commit)
+        still_open = in_ledger_transaction(self.store, commit)
+        # runs in the loop's thread pool, one commit at a time: no other writer of _rows
+        for key, _ in sent:
+            self._rows.pop(key, None)
+        for args in failed:
+            self._rows.pop(args[0], None)
+        self._rows.update(still_open)
+        return set(still_open)
 
 
 # -- scale-out workers (issue 6) ----------------------------------------------------
