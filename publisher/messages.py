@@ -114,6 +114,9 @@ class PreparedDigest:
     text: str  # CRLF line endings, PLACEHOLDER where the unsubscribe URL goes
     html: str
     render_seconds: float
+    # the two bodies quoted-printable-encoded once, except the lines with the PLACEHOLDER
+    text_qp: tuple[bytes | str, ...] = ()
+    html_qp: tuple[bytes | str, ...] = ()
 
 
 def subject_line(settings: Settings, frequency: str, count: int, as_of: datetime) -> str:
@@ -173,14 +176,17 @@ def prepare_digest(
     skeleton["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
     skeleton["Content-Type"] = f'multipart/alternative; boundary="{boundary}"'
     head = b"".join(SMTP.fold_binary(name, value) for name, value in skeleton.items())
+    page = _crlf(page)
     return PreparedDigest(
         subject=subject,
         count=len(articles),
         head=head,
         boundary=boundary,
         text=text,
-        html=_crlf(page),
+        html=page,
         render_seconds=time.perf_counter() - started,
+        text_qp=_qp_template(text),
+        html_qp=_qp_template(page),
     )
 
 
@@ -195,8 +201,12 @@ def personalize(
 ) -> bytes:
     """The complete message bytes (CRLF) for one recipient of a prepared digest."""
     to_header = SMTP.fold_binary("To", mailbox(to_name, to_address))
-    text = prepared.text.replace(PLACEHOLDER, unsubscribe_url)
-    page = prepared.html.replace(PLACEHOLDER, html.escape(unsubscribe_url, quote=True))
+    if prepared.text_qp or prepared.html_qp:
+        text_qp = _qp_fill(prepared.text_qp, unsubscribe_url)
+        page_qp = _qp_fill(prepared.html_qp, html.escape(unsubscribe_url, quote=True))
+    else:
+        text_qp = _qp(prepared.text.replace(PLACEHOLDER, unsubscribe_url))
+        page_qp = _qp(prepared.html.replace(PLACEHOLDER, html.escape(unsubscribe_url, quote=True)))
     b = prepared.boundary.encode()
     return b"".join(
         (
@@ -211,11 +221,11 @@ def personalize(
             b"--" + b + b"\r\n",
             b'Content-Type: text/plain; charset="utf-8"\r\n',
             b"Content-Transfer-Encoding: quoted-printable\r\n\r\n",
-            _qp(text),
+            text_qp,
             b"\r\n--" + b + b"\r\n",
             b'Content-Type: text/html; charset="utf-8"\r\n',
             b"Content-Transfer-Encoding: quoted-printable\r\n\r\n",
-            _qp(page),
+            page_qp,
             b"\r\n--" + b + b"--\r\n",
         )
     )
@@ -282,3 +292,47 @@ def _crlf(text: str) -> str:
 
 def _qp(text: str) -> bytes:
     return binascii.b2a_qp(text.encode("utf-8"), istext=True)
+
+
+def _qp_template(text: str) -> tuple[bytes | str, ...]:
+    """`text` (CRLF lines) as runs of lines quoted-printable-encoded once (bytes) and the
+    lines holding the PLACEHOLDER left as text (str), to be filled and encoded per recipient.
+
+    Quoted-printable is line-local (soft breaks, trailing blanks, a lone '.' are decided
+    within one line; only the line break style comes from the first break), so encoding
+    whole lines apart joins to the same bytes as encoding the text at once: `_qp_fill`
+    with any URL equals `_qp(text.replace(PLACEHOLDER, url))` (tests/unit/test_messages.py).
+    """
+    lines = text.split("\r\n")
+    if len(lines) == 1:
+        return (text,) if PLACEHOLDER in text else (_qp(text),)
+    parts: list[bytes | str] = []
+    run: list[str] = []
+    for number, line in enumerate(lines):
+        end = "" if number == len(lines) - 1 else "\r\n"
+        if PLACEHOLDER in line:
+            if run:
+                parts.append(_qp_lines("".join(run)))
+                run = []
+            parts.append(line + end)
+        else:
+            run.append(line + end)
+    if run:
+        parts.append(_qp_lines("".join(run)))
+    return tuple(parts)
+
+
+def _qp_fill(template: tuple[bytes | str, ...], url: str) -> bytes:
+    if len(template) == 1 and isinstance(template[0], str):
+        return _qp(template[0].replace(PLACEHOLDER, url))  # one line: its own break style
+    return b"".join(
+        part if isinstance(part, bytes) else _qp_lines(part.replace(PLACEHOLDER, url))
+        for part in template
+    )
+
+
+def _qp_lines(text: str) -> bytes:
+    """Lines of a CRLF text: soft breaks are CRLF even in a last line without a break."""
+    if "\n" in text:
+        return _qp(text)
+    return _qp("\r\n" + text)[2:]  # a break before it sets the style, changes nothing else

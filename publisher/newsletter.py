@@ -120,6 +120,7 @@ class Newsletter:
         self.clock = clock or (lambda: datetime.now(UTC))
         self._environment: Any = None
         self._tokens: Tokens | None = None
+        self._mailto: str | None = None
         self._background: set[asyncio.Task[None]] = set()
 
     @property
@@ -545,13 +546,15 @@ class Newsletter:
 
     def _message(self, prepared: PreparedDigest, subscriber: Subscriber, message_id: str) -> bytes:
         token = self.tokens.make(UNSUBSCRIBE, subscriber.id, subscriber.email)
+        if self._mailto is None:  # parsing the From address once, not per message
+            self._mailto = unsubscribe_mailto(self.settings, "")
         return personalize(
             prepared,
             to_name=subscriber.name,
             to_address=subscriber.email,
             message_id=message_id,
             unsubscribe_url=self.settings.url(f"unsubscribe/{token}"),
-            unsubscribe_mail=unsubscribe_mailto(self.settings, token),
+            unsubscribe_mail=self._mailto + token,
         )
 
     async def _outgoing(

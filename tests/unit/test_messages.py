@@ -8,9 +8,16 @@ from email.message import EmailMessage
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import settings as settings_
+from hypothesis import strategies as st
 
 from publisher.config import Settings
 from publisher.messages import (
+    PLACEHOLDER,
+    _qp,
+    _qp_fill,
+    _qp_template,
     build_message,
     digest_message_id,
     display_name,
@@ -165,6 +172,30 @@ def test_fast_path_matches_the_stdlib_build(settings: Settings) -> None:
     assert slow_text is not None and slow_page is not None
     assert text.get_content().replace("\r\n", "\n") == slow_text.get_content().replace("\r\n", "\n")
     assert page.get_content().rstrip() == slow_page.get_content().rstrip()
+
+
+_LINE = st.text(
+    st.characters(codec="utf-8", exclude_characters="\r\n")
+    | st.sampled_from([" ", "\t", ".", "="]),
+    max_size=200,
+)
+
+
+@settings_(max_examples=300, deadline=None)
+@given(
+    st.lists(st.one_of(_LINE, _LINE.map(lambda line: line + PLACEHOLDER + line[:5])), max_size=12),
+    st.sampled_from(
+        [
+            "https://news.example.org/unsubscribe/eyJhIjoxfQ.abc-_x",
+            "https://n.example.org/u/" + "x" * 150,
+            "https://n.example.org/u/a=b c.",
+        ]
+    ),
+)
+def test_quoted_printable_template_equals_encoding_the_whole(lines: list[str], url: str) -> None:
+    """Encoding once per content, filling per recipient, gives the bytes of encoding it all."""
+    text = "\r\n".join(lines)
+    assert _qp_fill(_qp_template(text), url) == _qp(text.replace(PLACEHOLDER, url))
 
 
 def test_operator_templates_override_builtin(settings: Settings, tmp_path: Path) -> None:
