@@ -17,7 +17,7 @@ import json
 import random
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -34,9 +34,9 @@ from sqlalchemy import (
     insert,
     or_,
     select,
+    text,
     update,
 )
-from sqlalchemy.dialects import postgresql, sqlite
 
 from publisher.errors import SendError, StoreError
 from publisher.model import Delivery, DeliveryStatus, DigestRun, Subscriber, SubscriberStatus
@@ -50,7 +50,6 @@ __all__ = [
     "DeliveryLedger",
     "PlannedDelivery",
     "RunProgress",
-    "SentRow",
     "WorkerRow",
     "in_ledger_transaction",
     "ledger_transaction",
@@ -69,28 +68,14 @@ class PlannedDelivery:
     article_ids: tuple[str, ...]
 
 
-@dataclass(frozen=True, slots=True)
-class SentRow:
-    """What marking a row 'sent' needs besides its id: whose window moves, which articles."""
-
-    run_id: int
-    subscriber_id: int
-    article_ids: str  # the JSON list as stored
-
-
 # The ledger's hot statements, built once: each group commit runs them, and building
-# and compiling Core statements anew cost more CPU than SQLite spends executing them.
-_RETURNED = (
-    deliveries.c.id,
-    deliveries.c.run_id,
-    deliveries.c.subscriber_id,
-    deliveries.c.article_ids,
-)
+# and compiling Core statements anew cost more CPU than the database spends executing
+# them. Each takes the whole batch's ids at once (no executemany: one round trip).
 _SENDING = (
     update(deliveries)
     .where(deliveries.c.id.in_(bindparam("ids", expanding=True)), deliveries.c.status.in_(_OPEN))
     .values(status=DeliveryStatus.SENDING.value, sending_at=bindparam("now"))
-    .returning(*_RETURNED)
+    .returning(deliveries.c.id)
 )
 _SENDING_CLAIMED = (
     update(deliveries)
@@ -104,14 +89,14 @@ _SENDING_CLAIMED = (
         sending_at=bindparam("now"),
         lease_until=func.now() + bindparam("lease", type_=Interval()),
     )
-    .returning(*_RETURNED)
+    .returning(deliveries.c.id)
 )
 _SENT = (
     update(deliveries)
-    .where(deliveries.c.id == bindparam("b_id"))
+    .where(deliveries.c.id.in_(bindparam("ids", expanding=True)))
     .values(
         status=DeliveryStatus.SENT.value,
-        attempts=bindparam("b_attempts"),
+        attempts=bindparam("attempts"),
         finished_at=bindparam("now"),
         error=None,
     )
@@ -119,7 +104,11 @@ _SENT = (
 _MOVE_WINDOW = (
     update(subscribers)
     .where(
-        subscribers.c.id.in_(bindparam("ids", expanding=True)),
+        subscribers.c.id.in_(
+            select(deliveries.c.subscriber_id)
+            .where(deliveries.c.id.in_(bindparam("ids", expanding=True)))
+            .scalar_subquery()
+        ),
         or_(
             subscribers.c.last_digest.is_(None),
             subscribers.c.last_digest < bindparam("as_of", type_=subscribers.c.last_digest.type),
@@ -127,6 +116,22 @@ _MOVE_WINDOW = (
     )
     .values(last_digest=bindparam("as_of"), hard_failures=0)
 )
+# (subscriber, article) for every article of the rows just sent, expanded by the database
+# from the row's JSON list; the SELECT's WHERE keeps SQLite's parser off ON as a join.
+_SENT_ARTICLES = {
+    "sqlite": text(
+        "INSERT INTO sent_articles (subscriber_id, article_id, run_id) "
+        "SELECT d.subscriber_id, j.value, d.run_id "
+        "FROM deliveries AS d, json_each(d.article_ids) AS j "
+        "WHERE d.id IN :ids ON CONFLICT DO NOTHING"
+    ).bindparams(bindparam("ids", expanding=True)),
+    "postgresql": text(
+        "INSERT INTO sent_articles (subscriber_id, article_id, run_id) "
+        "SELECT d.subscriber_id, j.value, d.run_id "
+        "FROM deliveries AS d CROSS JOIN LATERAL json_array_elements_text(d.article_ids::json) "
+        "AS j(value) WHERE d.id IN :ids ON CONFLICT DO NOTHING"
+    ).bindparams(bindparam("ids", expanding=True)),
+}
 
 
 class Deliveries:
@@ -283,20 +288,8 @@ class Deliveries:
         With `worker`: only rows this worker still holds (a row whose lease ran out may
         have been reclaimed by another worker), and their lease starts afresh.
         """
-        return set(self.start_sending(ids, now, worker=worker, lease_seconds=lease_seconds))
-
-    def start_sending(
-        self,
-        ids: Sequence[int],
-        now: datetime,
-        *,
-        worker: str | None = None,
-        lease_seconds: float = 0.0,
-    ) -> dict[int, SentRow]:
-        """`mark_sending` in one statement (UPDATE ... RETURNING); for each row still open,
-        what `mark_sent` needs later (so it does not read the row again)."""
         if not ids:
-            return {}
+            return set()
         if worker is None:
             rows = self.connection.execute(_SENDING, {"ids": list(ids), "now": now})
         else:
@@ -309,53 +302,20 @@ class Deliveries:
                     "lease": timedelta(seconds=lease_seconds),
                 },
             )
-        return {
-            int(row.id): SentRow(int(row.run_id), int(row.subscriber_id), row.article_ids)
-            for row in rows
-        }
+        return {int(i) for i in rows.scalars()}
 
-    def mark_sent(
-        self,
-        done: Sequence[tuple[int, int]],
-        as_of: datetime,
-        now: datetime,
-        known: Mapping[int, SentRow] | None = None,
-    ) -> None:
-        """(delivery id, attempts) accepted by SMTP: row sent, subscriber's window moves.
-
-        `known`: rows as `start_sending` returned them; any other row is read here.
-        """
+    def mark_sent(self, done: Sequence[tuple[int, int]], as_of: datetime, now: datetime) -> None:
+        """(delivery id, attempts) accepted by SMTP: row sent, subscriber's window moves."""
         if not done:
             return
-        self.connection.execute(
-            _SENT,
-            [{"b_id": key, "b_attempts": attempts, "now": now} for key, attempts in done],
-        )
-        found = dict(known or {})
-        unknown = [key for key, _ in done if key not in found]
-        if unknown:
-            for row in self.connection.execute(
-                select(
-                    deliveries.c.id,
-                    deliveries.c.run_id,
-                    deliveries.c.subscriber_id,
-                    deliveries.c.article_ids,
-                ).where(deliveries.c.id.in_(unknown))
-            ):
-                found[int(row.id)] = SentRow(
-                    int(row.run_id), int(row.subscriber_id), row.article_ids
-                )
-        rows = [found[key] for key, _ in done if key in found]
-        self.connection.execute(
-            _MOVE_WINDOW, {"ids": sorted({row.subscriber_id for row in rows}), "as_of": as_of}
-        )
-        pairs = [
-            {"subscriber_id": row.subscriber_id, "article_id": a, "run_id": row.run_id}
-            for row in rows
-            for a in json.loads(row.article_ids)
-        ]
-        if pairs:
-            self.connection.execute(_insert_ignore(self.connection, sent_articles), pairs)
+        by_attempts: dict[int, list[int]] = defaultdict(list)
+        for key, attempts in done:
+            by_attempts[attempts].append(key)
+        for attempts, keys in by_attempts.items():  # nearly always one: first attempt
+            self.connection.execute(_SENT, {"ids": keys, "attempts": attempts, "now": now})
+        ids = [key for key, _ in done]
+        self.connection.execute(_MOVE_WINDOW, {"ids": ids, "as_of": as_of})
+        self.connection.execute(_SENT_ARTICLES[self.connection.dialect.name], {"ids": ids})
 
     def mark_failed(
         self, failed: Sequence[tuple[int, str, bool, int]], now: datetime, bounce_after: int
@@ -450,7 +410,6 @@ class DeliveryLedger:
         self._closing = False
         self._task: asyncio.Task[None] | None = None
         self._error: BaseException | None = None
-        self._rows: dict[int, SentRow] = {}  # rows marked 'sending', not yet sent or failed
         self.commits = 0
 
     async def __aenter__(self) -> DeliveryLedger:
@@ -520,24 +479,16 @@ class DeliveryLedger:
         sending = [args[0] for kind, args, _ in batch if kind == "sending"]
         sent = [(args[0], args[1]) for kind, args, _ in batch if kind == "sent"]
         failed = [args for kind, args, _ in batch if kind == "failed"]
-        known = {key: self._rows[key] for key, _ in sent if key in self._rows}
 
-        def commit(connection: Connection) -> dict[int, SentRow]:
+        def commit(connection: Connection) -> set[int]:
             ledger = Deliveries(connection)
-            ledger.mark_sent(sent, self.run.as_of, now, known)
+            ledger.mark_sent(sent, self.run.as_of, now)
             ledger.mark_failed(failed, now, self.bounce_after)
-            return ledger.start_sending(
+            return ledger.mark_sending(
                 sending, now, worker=self.worker, lease_seconds=self.lease_seconds
             )
 
-        still_open = in_ledger_transaction(self.store, commit)
-        # runs in the loop's thread pool, one commit at a time: no other writer of _rows
-        for key, _ in sent:
-            self._rows.pop(key, None)
-        for args in failed:
-            self._rows.pop(args[0], None)
-        self._rows.update(still_open)
-        return set(still_open)
+        return in_ledger_transaction(self.store, commit)
 
 
 # -- scale-out workers (issue 6) ----------------------------------------------------
@@ -809,12 +760,6 @@ def _with_subscribers(
         for found in connection.execute(select(subscribers).where(subscribers.c.id.in_(chunk))):
             people[int(found.id)] = _subscriber(found)
     return [(_delivery(row), people[int(row.subscriber_id)]) for row in rows]
-
-
-def _insert_ignore(connection: Connection, table: Any) -> Any:
-    if connection.dialect.name == "postgresql":
-        return postgresql.insert(table).on_conflict_do_nothing()
-    return sqlite.insert(table).on_conflict_do_nothing()
 
 
 def _chunks(items: Sequence[int], size: int) -> Iterable[Sequence[int]]:
