@@ -39,6 +39,7 @@ from sqlalchemy import (
     text,
     update,
 )
+from sqlalchemy.exc import DBAPIError
 
 from publisher.errors import SendError, StoreError
 from publisher.model import Delivery, DeliveryStatus, DigestRun, Subscriber, SubscriberStatus
@@ -134,6 +135,46 @@ _SENT_ARTICLES = {
         "AS j(value) WHERE d.id IN :ids ON CONFLICT DO NOTHING"
     ).bindparams(bindparam("ids", expanding=True)),
 }
+
+
+# -- scale-out workers --: a worker's usual group commit on PostgreSQL in one statement:
+# the rows just sent (with their attempts), their subscribers' windows, their articles,
+# then the rows about to be sent (still open, still this worker's: their lease renewed).
+# Data-modifying CTEs run in one snapshot on disjoint rows; all of it commits or none.
+_PG_GROUP_COMMIT = text(
+    """
+WITH done AS (
+    UPDATE deliveries AS d
+    SET status = 'sent', attempts = v.attempts, finished_at = :now, error = NULL
+    FROM unnest(CAST(:sent_ids AS bigint[]), CAST(:sent_attempts AS integer[]))
+        AS v(id, attempts)
+    WHERE d.id = v.id
+    RETURNING d.run_id, d.subscriber_id, d.article_ids
+), moved AS (
+    UPDATE subscribers
+    SET last_digest = :as_of, hard_failures = 0
+    WHERE id IN (SELECT subscriber_id FROM done)
+        AND (last_digest IS NULL OR last_digest < :as_of)
+), remembered AS (
+    INSERT INTO sent_articles (subscriber_id, article_id, run_id)
+    SELECT done.subscriber_id, j.value, done.run_id
+    FROM done CROSS JOIN LATERAL json_array_elements_text(done.article_ids::json) AS j(value)
+    ON CONFLICT DO NOTHING
+), starting AS (
+    UPDATE deliveries
+    SET status = 'sending', sending_at = :now, lease_until = now() + :lease
+    WHERE id = ANY(CAST(:sending_ids AS bigint[]))
+        AND status IN ('pending', 'sending')
+        AND claimed_by = :worker
+    RETURNING id
+)
+SELECT id FROM starting
+"""
+).bindparams(
+    bindparam("now", type_=deliveries.c.sending_at.type),
+    bindparam("as_of", type_=deliveries.c.sending_at.type),
+    bindparam("lease", type_=Interval()),
+)
 
 
 class Deliveries:
@@ -418,6 +459,7 @@ class DeliveryLedger:
         self._error: BaseException | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopped: asyncio.Future[None] | None = None
+        self._connection: Connection | None = None  # the ledger thread's, PostgreSQL only
         self.commits = 0
 
     async def __aenter__(self) -> DeliveryLedger:
@@ -486,6 +528,7 @@ class DeliveryLedger:
                 self.commits += 1
                 self._to_loop(_resolve, batch, still_open)
         finally:
+            self._close_connection()
             self._to_loop(_finish, self._stopped)
 
     def _to_loop(self, callback: Callable[..., None], *args: Any) -> None:
@@ -507,7 +550,47 @@ class DeliveryLedger:
                 sending, now, worker=self.worker, lease_seconds=self.lease_seconds
             )
 
+        if self.worker is not None and not failed and self.store.dialect == "postgresql":
+            return self._commit_in_one_statement(sent, sending, now)
         return in_ledger_transaction(self.store, commit)
+
+    def _commit_in_one_statement(
+        self, sent: list[tuple[int, int]], sending: list[int], now: datetime
+    ) -> set[int]:
+        """-- scale-out workers --: PostgreSQL, the usual batch (no failure) as ONE statement
+        on a connection kept for the run, in autocommit: one round trip per group commit
+        instead of seven (pool ping, BEGIN, four statements, COMMIT). One statement is one
+        transaction, so it is exactly as atomic as the transaction it replaces."""
+        parameters = {
+            "sent_ids": [key for key, _ in sent],
+            "sent_attempts": [attempts for _, attempts in sent],
+            "sending_ids": sending,
+            "now": now,
+            "as_of": self.run.as_of,
+            "worker": self.worker,
+            "lease": timedelta(seconds=self.lease_seconds),
+        }
+        for attempt in range(1, 6):
+            if self._connection is None:
+                self._connection = self.store.engine.connect().execution_options(
+                    isolation_level="AUTOCOMMIT"
+                )
+            try:
+                rows = self._connection.execute(_PG_GROUP_COMMIT, parameters)
+                return {int(i) for i in rows.scalars()}
+            except DBAPIError as exc:
+                self._close_connection()
+                state = getattr(exc.orig, "sqlstate", None)
+                if state not in _RETRY_STATES or attempt == 5:
+                    raise StoreError(f"database error: {str(exc.orig).splitlines()[0]}") from exc
+                time.sleep(0.01 * 2**attempt * (0.5 + random.random()))
+        raise AssertionError("unreachable")
+
+    def _close_connection(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            with contextlib.suppress(Exception):
+                connection.close()
 
 
 _Mark = tuple[str, tuple[Any, ...], "asyncio.Future[bool] | None"]
