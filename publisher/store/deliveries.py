@@ -71,6 +71,20 @@ class PlannedDelivery:
     article_ids: tuple[str, ...]
 
 
+# What `_delivery` reads: rows are read by the thousand, so not the claim and lease
+# columns (their timestamps cost a conversion each and are not part of a Delivery).
+_DELIVERY_COLUMNS = (
+    deliveries.c.id,
+    deliveries.c.run_id,
+    deliveries.c.subscriber_id,
+    deliveries.c.message_id,
+    deliveries.c.status,
+    deliveries.c.attempts,
+    deliveries.c.article_ids,
+    deliveries.c.error,
+    deliveries.c.finished_at,
+)
+
 # The ledger's hot statements, built once: each group commit runs them, and building
 # and compiling Core statements anew cost more CPU than the database spends executing
 # them. Each takes the whole batch's ids at once (no executemany: one round trip).
@@ -280,7 +294,7 @@ class Deliveries:
     ) -> list[tuple[Delivery, Subscriber]]:
         """Rows of the run not yet sent or failed, by id, with their subscriber."""
         rows = self.connection.execute(
-            select(deliveries)
+            select(*_DELIVERY_COLUMNS)
             .where(
                 deliveries.c.run_id == run_id,
                 deliveries.c.id > after,
@@ -690,7 +704,7 @@ class Claims:
             update(deliveries)
             .where(deliveries.c.id.in_(free.scalar_subquery()))
             .values(claimed_by=worker, lease_until=_lease(lease_seconds))
-            .returning(*deliveries.c)
+            .returning(*_DELIVERY_COLUMNS)
         ).all()
         return _with_subscribers(self.connection, sorted(rows, key=lambda row: int(row.id)))
 
