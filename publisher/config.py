@@ -65,7 +65,7 @@ class SmtpSettings:
 class DedupSettings:
     near_duplicate_threshold: float = 0.8
     boilerplate_min_articles: int = 2
-    num_perm: int = 64
+    num_perm: int = 128  # MinHash permutations: estimate sd 0.027 at Jaccard 0.9
     shingle_size: int = 3
 
 

@@ -325,54 +325,57 @@ class Signer:
         return np.frombuffer(signature, dtype=np.uint32, offset=_HEADER.size)
 
 
-@functools.lru_cache(maxsize=32)
-def lsh_bands(threshold: float, num_perm: int, weights: tuple[float, float]) -> tuple[int, int]:
-    """(bands, rows) minimizing the weighted false positive and false negative areas
-    (the choice datasketch's MinHashLSH makes for the same arguments)."""
-    points = np.linspace(0.0, 1.0, 4001)
-    below, above = points[points <= threshold], points[points >= threshold]
-    best, chosen = float("inf"), (1, num_perm)
-    for bands in range(1, num_perm + 1):
-        for rows in range(1, num_perm // bands + 1):
-            false_pos = float(np.trapezoid(1 - (1 - below**rows) ** bands, below))
-            false_neg = float(np.trapezoid((1 - above**rows) ** bands, above))
-            error = false_pos * weights[0] + false_neg * weights[1]
-            if error < best:
-                best, chosen = error, (bands, rows)
-    return chosen
+def lsh_bands(threshold: float, num_perm: int, max_bands: int = 16) -> tuple[int, int]:
+    """(bands, rows): the most rows per band (the fewest chance candidates) for which a pair
+    at exactly the threshold still shares a band with probability >= 0.999, with at most
+    `max_bands` bands (each costs memory per stored article)."""
+    for rows in range(num_perm, 0, -1):
+        bands = min(max_bands, num_perm // rows)
+        if 1 - (1 - threshold**rows) ** bands >= 0.999:
+            return bands, rows
+    return min(max_bands, num_perm), 1
 
 
 class NearDuplicateIndex:
     """In-memory LSH over stored signatures, rebuilt from the store on start.
 
-    Compact: the signatures live in one uint32 array (a row per article) and each band is
-    a dict from a 64-bit hash of the band's values to the row (or rows) having it.
+    Compact: the signatures live in one uint32 array (a row per article); each band of
+    each signature is a 64-bit key in one sorted uint64 array (its row beside it), with
+    recent keys in a small dict until they are merged in. A re-signed article keeps its
+    old keys: every candidate is checked against its current signature, so a stale key
+    can only cost a comparison.
     """
 
     def __init__(self, signer: Signer, threshold: float) -> None:
         self.signer = signer
         self.threshold = threshold
-        # -- hardening --: weigh false negatives 9:1. The default (5 bands x 11 rows of 64)
-        # missed ~2% of corrected re-publications at Jaccard 0.9-0.97 (the soak), and a missed
-        # one turns the shared paragraphs into "boilerplate" removed from both articles.
-        # 9 bands x 7 rows finds them; query() still checks the estimate against the threshold.
-        self.bands, self.rows = lsh_bands(threshold, signer.num_perm, (0.1, 0.9))
-        self._band_mix = np.random.default_rng(_SEED + 1).integers(
-            1, 2**63, size=self.rows, dtype=np.uint64
-        ) | np.uint64(1)
+        # -- hardening --: the soak found corrected re-publications (Jaccard 0.9-0.97) that
+        # shared no band with their original (datasketch's 5 x 11 of 64, then 9 x 7 still
+        # missed ~0.2 % at 0.9). A missed one becomes a second article and its paragraphs
+        # "boilerplate" removed from both. Bands are now chosen so that a pair at the
+        # threshold itself is a candidate with probability >= 0.999 (0.8: 16 bands x 4 rows);
+        # query() checks each candidate's estimate against the threshold.
+        self.bands, self.rows = lsh_bands(threshold, signer.num_perm)
+        rng = np.random.default_rng(_SEED + 1)
+        self._band_mix = rng.integers(1, 2**63, size=self.rows, dtype=np.uint64) | np.uint64(1)
+        self._band_salt = rng.integers(0, 2**63, size=self.bands, dtype=np.uint64)
         self._values = np.zeros((1024, signer.num_perm), dtype=np.uint32)
         self._ids: list[str] = []
         self._row_of: dict[str, int] = {}
-        self._buckets: list[dict[int, int | list[int]]] = [{} for _ in range(self.bands)]
+        self._keys = np.zeros(0, dtype=np.uint64)  # sorted
+        self._key_rows = np.zeros(0, dtype=np.int32)
+        self._recent: dict[int, int | list[int]] = {}
+        self._recent_count = 0
 
     def __len__(self) -> int:
         return len(self._ids)
 
-    def _band_keys(self, values: np.ndarray) -> list[int]:
+    def _band_keys(self, values: np.ndarray) -> np.ndarray:
         bands = values[: self.bands * self.rows].reshape(self.bands, self.rows).astype(np.uint64)
         bands *= self._band_mix
-        keys: list[int] = _fmix64(bands.sum(axis=1, dtype=np.uint64)).tolist()
-        return keys
+        keys = bands.sum(axis=1, dtype=np.uint64)
+        keys ^= self._band_salt
+        return _fmix64(keys)
 
     def add(self, article_id: str, signature: bytes) -> None:
         if not self.signer.is_current(signature):
@@ -382,44 +385,68 @@ class NearDuplicateIndex:
         if row is None:
             row = len(self._ids)
             if row == len(self._values):
-                self._values = np.concatenate([self._values, np.zeros_like(self._values)])
+                grown = np.zeros((row + row // 2, self.signer.num_perm), dtype=np.uint32)
+                grown[:row] = self._values
+                self._values = grown
             self._ids.append(article_id)
             self._row_of[article_id] = row
-        else:
-            for bucket, key in zip(self._buckets, self._band_keys(self._values[row]), strict=True):
-                had = bucket[key]
-                if isinstance(had, int) or len(had) == 1:
-                    del bucket[key]
-                else:
-                    had.remove(row)
         self._values[row] = values
-        for bucket, key in zip(self._buckets, self._band_keys(values), strict=True):
-            held = bucket.get(key)
+        for key in self._band_keys(values).tolist():
+            held = self._recent.get(key)
             if held is None:
-                bucket[key] = row
+                self._recent[key] = row
             elif isinstance(held, int):
-                bucket[key] = [held, row]
+                self._recent[key] = [held, row]
             else:
                 held.append(row)
+        self._recent_count += self.bands
+        if self._recent_count >= max(1 << 14, len(self._keys) // 32):
+            self._merge()
+
+    def _merge(self) -> None:
+        """Move the recent keys into the sorted arrays (one linear merge)."""
+        pairs = [
+            (key, row)
+            for key, held in self._recent.items()
+            for row in ((held,) if isinstance(held, int) else held)
+        ]
+        keys = np.fromiter((k for k, _ in pairs), dtype=np.uint64, count=len(pairs))
+        rows = np.fromiter((r for _, r in pairs), dtype=np.int32, count=len(pairs))
+        order = np.argsort(keys, kind="stable")
+        keys, rows = keys[order], rows[order]
+        at = np.searchsorted(self._keys, keys, side="right")
+        self._keys = np.insert(self._keys, at, keys)
+        self._key_rows = np.insert(self._key_rows, at, rows)
+        self._recent.clear()
+        self._recent_count = 0
 
     def query(self, signature: bytes) -> list[tuple[str, float]]:
         """Stored articles whose estimated Jaccard similarity reaches the threshold."""
         values = self.signer.values(signature)
-        candidates: dict[int, None] = {}
-        for bucket, key in zip(self._buckets, self._band_keys(values), strict=True):
-            held = bucket.get(key)
-            if held is None:
-                continue
+        keys = self._band_keys(values)
+        candidates: set[int] = set()
+        stored = self._keys
+        if len(stored):
+            at = np.searchsorted(stored, keys)
+            hits = stored[np.minimum(at, len(stored) - 1)] == keys
+            if hits.any():
+                for band in np.flatnonzero(hits).tolist():
+                    start = stop = int(at[band])
+                    while stop < len(stored) and stored[stop] == keys[band]:
+                        stop += 1
+                    candidates.update(self._key_rows[start:stop].tolist())
+        for key in keys.tolist():
+            held = self._recent.get(key)
             if isinstance(held, int):
-                candidates[held] = None
-            else:
-                candidates.update(dict.fromkeys(held))
+                candidates.add(held)
+            elif held is not None:
+                candidates.update(held)
         if not candidates:
             return []
-        rows = np.fromiter(candidates, dtype=np.intp, count=len(candidates))
+        rows = sorted(candidates)
         similarity = np.count_nonzero(self._values[rows] == values, axis=1) / len(values)
         return [
             (self._ids[row], float(s))
-            for row, s in zip(rows.tolist(), similarity.tolist(), strict=True)
+            for row, s in zip(rows, similarity.tolist(), strict=True)
             if s >= self.threshold
         ]
