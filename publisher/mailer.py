@@ -322,13 +322,20 @@ async def _sendmail(smtp: aiosmtplib.SMTP, item: Outgoing) -> None:
     passes over the message and the addresses: sendmail() rewrites the whole message once
     only to measure it for SIZE (then data() rewrites it again) and parses each address
     twice. A message already in CRLF form is measured by len(); any other goes the plain way.
-    Same commands, same errors: SMTPRecipientsRefused for a refused recipient, RSET after
-    a refusal, nothing half-sent for a malformed recipient.
+    Same commands, same errors: EHLO (or HELO) first, SMTPRecipientsRefused for a refused
+    recipient, RSET after a refusal or a malformed recipient (the envelope is not left open).
     """
     message = item.message
     if not _is_crlf(message):
         await smtp.sendmail(item.sender, [item.recipient], message)
         return
+    if smtp.is_ehlo_or_helo_needed:  # as sendmail(): EHLO first, so SIZE is known
+        try:
+            await smtp.ehlo()
+        except aiosmtplib.SMTPHeloError:
+            if not smtp.is_connected:
+                raise
+            await smtp.helo()
     options = [f"size={len(message)}"] if smtp.supports_extension("size") else []
     try:
         await smtp.mail(item.sender, options=options)
