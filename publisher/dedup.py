@@ -20,6 +20,7 @@ from enum import StrEnum
 
 import numpy as np
 import xxhash
+from datasketch import MinHash
 
 from publisher.model import Block, ParsedArticle
 
@@ -247,13 +248,13 @@ def _unique(removals: Iterable[PlannedRemoval]) -> list[PlannedRemoval]:
     return kept
 
 
-# -- signatures --: MinHash over word shingles, vectorized with numpy. Each word is hashed
-# once (xxh3), k consecutive word hashes are combined into a shingle hash, and the 64-bit
-# shingle hashes go through `num_perm` multiply-add permutations at once (a shingles x
-# permutations matrix); the signature is the column minima's top 32 bits. A signature
-# starts with a header naming the scheme and its parameters, so a signature made another
-# way (an older publisher, other settings) is recognized and re-made, never compared.
-_SCHEME = b"MHv2"
+# -- signatures --: MinHash over word shingles. Each word is hashed once (xxh3) and k
+# consecutive word hashes are combined into a shingle hash with numpy (a Python call per
+# shingle was most of the cost); datasketch's MinHash applies its `num_perm` permutations
+# to those hashes in one vectorized `update_batch`. A signature starts with a header naming
+# the scheme and its parameters, so a signature made another way (an older publisher,
+# other settings) is recognized and re-made, never compared.
+_SCHEME = b"MHd3"  # datasketch affine32 over 32-bit shingle hashes
 _HEADER = struct.Struct("<4sHH")  # scheme, num_perm, shingle_size
 _SEED = 0x5EED_2026
 _MIX = np.uint64(0x9E3779B97F4A7C15)
@@ -278,9 +279,8 @@ class Signer:
         self.num_perm = num_perm
         self.shingle_size = shingle_size
         self.header = _HEADER.pack(_SCHEME, num_perm, shingle_size)
-        rng = np.random.default_rng(_SEED)
-        self._a = rng.integers(1, 2**63, size=num_perm, dtype=np.uint64) | np.uint64(1)
-        self._b = rng.integers(0, 2**63, size=num_perm, dtype=np.uint64)
+        # made once: MinHash() would otherwise draw its permutations per article
+        self._prototype = MinHash(num_perm=num_perm, seed=_SEED, hashfunc=int)
 
     def words(self, title: str, texts: Iterable[str]) -> list[str]:
         return _WORD.findall(" ".join([title, *texts]).casefold())
@@ -308,11 +308,15 @@ class Signer:
         return self.sign_text(article.title, texts)
 
     def sign_text(self, title: str, texts: Iterable[str]) -> bytes:
-        shingles = self.shingle_hashes(self.words(title, texts))
-        permuted = shingles[:, None] * self._a
-        permuted += self._b
-        values = (permuted.min(axis=0) >> np.uint64(32)).astype(np.uint32)
-        return self.header + bytes(values.tobytes())
+        shingles = self.shingle_hashes(self.words(title, texts)) >> np.uint64(32)
+        minhash = MinHash(
+            num_perm=self.num_perm,
+            hashfunc=int,  # the shingle hashes above, already 32-bit
+            permutations=self._prototype.permutations,
+            scheme=self._prototype.scheme,
+        )
+        minhash.update_batch(shingles.tolist())
+        return self.header + bytes(minhash.hashvalues.astype(np.uint32).tobytes())
 
     def is_current(self, signature: bytes) -> bool:
         """Made by this scheme with these parameters (else it must be made again)."""
