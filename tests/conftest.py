@@ -88,6 +88,15 @@ def write_config(folder: Path, database_url: str, **extra: str) -> Path:
 
 
 @pytest.fixture
+def store_app(tmp_path: Path, database_url: str) -> Iterator[App]:
+    """An App on an empty inbox, once on SQLite and once on PostgreSQL (when it is up)."""
+    (tmp_path / "inbox").mkdir()
+    application = App(load_settings(write_config(tmp_path, database_url), environ={}))
+    yield application
+    application.close()
+
+
+@pytest.fixture
 def inbox(tmp_path: Path) -> Path:
     """An inbox holding a copy of the five seed articles."""
     folder = tmp_path / "inbox"

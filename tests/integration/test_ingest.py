@@ -19,14 +19,6 @@ CHILDCARE = "Harbin ramps up childcare services"
 CHILDCARE_SENTENCE = "A new comprehensive service center for childcare in Harbin"
 
 
-@pytest.fixture
-def store_app(tmp_path: Path, database_url: str) -> Iterator[App]:
-    (tmp_path / "inbox").mkdir()
-    application = App(load_settings(write_config(tmp_path, database_url), environ={}))
-    yield application
-    application.close()
-
-
 def drop(app: App, name: str, text: str | bytes) -> Path:
     path = app.settings.inbox / name
     path.write_bytes(text.encode("utf-8") if isinstance(text, str) else text)

@@ -8,7 +8,6 @@ articles stored back then are still found.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -16,33 +15,13 @@ import pytest
 from sqlalchemy import select, update
 
 from publisher.app import App
-from publisher.config import load_settings
 from publisher.dedup import NearDuplicateIndex, Signer, lsh_bands
 from publisher.store.schema import articles
-from tests.conftest import write_config
-from tests.integration.test_republications import PAIRS
-
-
-@pytest.fixture
-def store_app(tmp_path: Path, database_url: str) -> Iterator[App]:
-    (tmp_path / "inbox").mkdir()
-    application = App(load_settings(write_config(tmp_path, database_url), environ={}))
-    yield application
-    application.close()
-
-
-def _split_pairs(tmp_path: Path) -> tuple[Path, Path]:
-    originals, copies = tmp_path / "originals", tmp_path / "copies"
-    originals.mkdir()
-    copies.mkdir()
-    for path in sorted(PAIRS.glob("*.txt")):
-        folder = originals if "-a-original" in path.name else copies
-        (folder / path.name).write_bytes(path.read_bytes())
-    return originals, copies
+from tests.integration.test_republications import split_pairs
 
 
 def test_signatures_of_another_scheme_are_made_again(store_app: App, tmp_path: Path) -> None:
-    originals, copies = _split_pairs(tmp_path)
+    originals, copies = split_pairs(tmp_path)
     first = store_app.ingest([originals])
     assert first.count("added") >= 8
     # as an older publisher left them: raw values without a header, or none at all

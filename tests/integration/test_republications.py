@@ -17,13 +17,19 @@ from publisher.store import Articles
 PAIRS = Path(__file__).resolve().parents[1] / "data" / "republications"
 
 
-def test_every_corrected_copy_updates_its_original(app: App, tmp_path: Path) -> None:
-    originals, copies = tmp_path / "originals", tmp_path / "copies"
+def split_pairs(folder: Path) -> tuple[Path, Path]:
+    """The pairs' originals and corrected copies, in two sub-folders of `folder`."""
+    originals, copies = folder / "originals", folder / "copies"
     originals.mkdir()
     copies.mkdir()
     for path in sorted(PAIRS.glob("*.txt")):
-        folder = originals if "-a-original" in path.name else copies
-        (folder / path.name).write_bytes(path.read_bytes())
+        target = originals if "-a-original" in path.name else copies
+        (target / path.name).write_bytes(path.read_bytes())
+    return originals, copies
+
+
+def test_every_corrected_copy_updates_its_original(app: App, tmp_path: Path) -> None:
+    originals, copies = split_pairs(tmp_path)
 
     first = app.ingest([originals])
     stored = first.count("added")
