@@ -20,7 +20,6 @@ from enum import StrEnum
 
 import numpy as np
 import xxhash
-from datasketch import MinHash
 
 from publisher.model import Block, ParsedArticle
 
@@ -279,6 +278,11 @@ class Signer:
         self.num_perm = num_perm
         self.shingle_size = shingle_size
         self.header = _HEADER.pack(_SCHEME, num_perm, shingle_size)
+        # imported here: datasketch loads scipy (~0.3 s), which only ingest needs, not
+        # the send, serve and worker processes that import this module through app
+        from datasketch import MinHash
+
+        self._minhash = MinHash
         # made once: MinHash() would otherwise draw its permutations per article
         self._prototype = MinHash(num_perm=num_perm, seed=_SEED, hashfunc=int)
 
@@ -309,7 +313,7 @@ class Signer:
 
     def sign_text(self, title: str, texts: Iterable[str]) -> bytes:
         shingles = self.shingle_hashes(self.words(title, texts)) >> np.uint64(32)
-        minhash = MinHash(
+        minhash = self._minhash(
             num_perm=self.num_perm,
             hashfunc=int,  # the shingle hashes above, already 32-bit
             permutations=self._prototype.permutations,
