@@ -282,8 +282,8 @@ class Signer:
         # the send, serve and worker processes that import this module through app
         from datasketch import MinHash
 
-        self._minhash = MinHash
-        # made once: MinHash() would otherwise draw its permutations per article
+        # copied per article: MinHash() would draw its permutations each time; hashfunc=int
+        # because the shingle hashes below are already 32-bit integers
         self._prototype = MinHash(num_perm=num_perm, seed=_SEED, hashfunc=int)
 
     def words(self, title: str, texts: Iterable[str]) -> list[str]:
@@ -313,12 +313,7 @@ class Signer:
 
     def sign_text(self, title: str, texts: Iterable[str]) -> bytes:
         shingles = self.shingle_hashes(self.words(title, texts)) >> np.uint64(32)
-        minhash = self._minhash(
-            num_perm=self.num_perm,
-            hashfunc=int,  # the shingle hashes above, already 32-bit
-            permutations=self._prototype.permutations,
-            scheme=self._prototype.scheme,
-        )
+        minhash = self._prototype.copy()
         minhash.update_batch(shingles.tolist())
         return self.header + bytes(minhash.hashvalues.astype(np.uint32).tobytes())
 

@@ -111,12 +111,11 @@ class PreparedDigest:
     count: int
     head: bytes  # common headers, CRLF-terminated, without To/Message-ID/List-Unsubscribe
     boundary: str
-    text: str  # CRLF line endings, PLACEHOLDER where the unsubscribe URL goes
-    html: str
+    # the text and HTML bodies (CRLF, PLACEHOLDER where the unsubscribe URL goes),
+    # quoted-printable-encoded once except the lines holding the PLACEHOLDER
+    text_qp: tuple[bytes | str, ...]
+    html_qp: tuple[bytes | str, ...]
     render_seconds: float
-    # the two bodies quoted-printable-encoded once, except the lines with the PLACEHOLDER
-    text_qp: tuple[bytes | str, ...] = ()
-    html_qp: tuple[bytes | str, ...] = ()
 
 
 def subject_line(settings: Settings, frequency: str, count: int, as_of: datetime) -> str:
@@ -176,17 +175,14 @@ def prepare_digest(
     skeleton["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
     skeleton["Content-Type"] = f'multipart/alternative; boundary="{boundary}"'
     head = b"".join(SMTP.fold_binary(name, value) for name, value in skeleton.items())
-    page = _crlf(page)
     return PreparedDigest(
         subject=subject,
         count=len(articles),
         head=head,
         boundary=boundary,
-        text=text,
-        html=page,
-        render_seconds=time.perf_counter() - started,
         text_qp=_qp_template(text),
-        html_qp=_qp_template(page),
+        html_qp=_qp_template(_crlf(page)),
+        render_seconds=time.perf_counter() - started,
     )
 
 
@@ -201,12 +197,8 @@ def personalize(
 ) -> bytes:
     """The complete message bytes (CRLF) for one recipient of a prepared digest."""
     to_header = SMTP.fold_binary("To", mailbox(to_name, to_address))
-    if prepared.text_qp or prepared.html_qp:
-        text_qp = _qp_fill(prepared.text_qp, unsubscribe_url)
-        page_qp = _qp_fill(prepared.html_qp, html.escape(unsubscribe_url, quote=True))
-    else:
-        text_qp = _qp(prepared.text.replace(PLACEHOLDER, unsubscribe_url))
-        page_qp = _qp(prepared.html.replace(PLACEHOLDER, html.escape(unsubscribe_url, quote=True)))
+    text_qp = _qp_fill(prepared.text_qp, unsubscribe_url)
+    page_qp = _qp_fill(prepared.html_qp, html.escape(unsubscribe_url, quote=True))
     b = prepared.boundary.encode()
     return b"".join(
         (

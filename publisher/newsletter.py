@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import functools
 import io
 import logging
 import re
@@ -120,7 +121,6 @@ class Newsletter:
         self.clock = clock or (lambda: datetime.now(UTC))
         self._environment: Any = None
         self._tokens: Tokens | None = None
-        self._mailto: str | None = None
         self._background: set[asyncio.Task[None]] = set()
 
     @property
@@ -544,17 +544,20 @@ class Newsletter:
                 cache.popitem(last=False)
         return prepared
 
+    @functools.cached_property
+    def _mailto_prefix(self) -> str:
+        """The List-Unsubscribe mailto before its token: the From address parsed once."""
+        return unsubscribe_mailto(self.settings, "")
+
     def _message(self, prepared: PreparedDigest, subscriber: Subscriber, message_id: str) -> bytes:
         token = self.tokens.make(UNSUBSCRIBE, subscriber.id, subscriber.email)
-        if self._mailto is None:  # parsing the From address once, not per message
-            self._mailto = unsubscribe_mailto(self.settings, "")
         return personalize(
             prepared,
             to_name=subscriber.name,
             to_address=subscriber.email,
             message_id=message_id,
             unsubscribe_url=self.settings.url(f"unsubscribe/{token}"),
-            unsubscribe_mail=self._mailto + token,
+            unsubscribe_mail=self._mailto_prefix + token,
         )
 
     async def _outgoing(

@@ -264,7 +264,7 @@ class SiteBuilder:
         """
         names: dict[str, str] = {**state.get("category_names", {})}
         names.update({slug: name for name, slug in slugs.items()})
-        gone = (set(held) | out.folders("category")) - set(slugs.values())
+        gone = (set(held) | out.names("category", folders=True)) - set(slugs.values())
         for slug in sorted(gone):
             self._category_feeds(out, names.get(slug, slug), slug, [])
             held[slug] = []

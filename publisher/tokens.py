@@ -6,8 +6,9 @@ needs no database row. A forged, altered or expired token is simply not valid.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from itsdangerous import BadData, Signer, TimestampSigner, URLSafeTimedSerializer
 from itsdangerous.encoding import base64_encode
@@ -20,6 +21,9 @@ __all__ = ["CONFIRM", "UNSUBSCRIBE", "TokenClaim", "Tokens"]
 CONFIRM = "confirm"
 UNSUBSCRIBE = "unsubscribe"
 
+K = TypeVar("K")
+V = TypeVar("V")
+
 
 @dataclass(frozen=True, slots=True)
 class TokenClaim:
@@ -27,15 +31,19 @@ class TokenClaim:
     email: str
 
 
+def _kept(owner: object, slot: str, key: K, make: Callable[[K], V]) -> V:
+    """`make(key)`, kept in a dict on `owner` (itsdangerous's classes have no slots)."""
+    cache: dict[K, V] = owner.__dict__.setdefault(slot, {})
+    if key not in cache:
+        cache[key] = make(key)
+    return cache[key]
+
+
 class _KeyCachingSigner(TimestampSigner):
     """Derives its HMAC key once per secret, not on every sign and check."""
 
     def derive_key(self, secret_key: str | bytes | None = None) -> bytes:
-        cache: dict[str | bytes | None, bytes] = self.__dict__.setdefault("_derived", {})
-        key = cache.get(secret_key)
-        if key is None:
-            key = cache[secret_key] = super().derive_key(secret_key)
-        return key
+        return _kept(self, "_derived", secret_key, super().derive_key)
 
 
 class _Uncompressed(URLSafeTimedSerializer):
@@ -48,11 +56,7 @@ class _Uncompressed(URLSafeTimedSerializer):
         return base64_encode(Serializer.dump_payload(self, obj))
 
     def make_signer(self, salt: str | bytes | None = None) -> Signer:
-        signers: dict[str | bytes | None, Signer] = self.__dict__.setdefault("_signers", {})
-        signer = signers.get(salt)
-        if signer is None:
-            signer = signers[salt] = super().make_signer(salt)
-        return signer
+        return _kept(self, "_signers", salt, super().make_signer)
 
 
 class Tokens:

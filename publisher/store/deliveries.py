@@ -584,7 +584,8 @@ class DeliveryLedger:
             "worker": self.worker,
             "lease": timedelta(seconds=self.lease_seconds),
         }
-        for attempt in range(1, 6):
+
+        def once() -> set[int]:
             if self._connection is None:
                 self._connection = self.store.engine.connect().execution_options(
                     isolation_level="AUTOCOMMIT"
@@ -594,11 +595,9 @@ class DeliveryLedger:
                 return {int(i) for i in rows.scalars()}
             except DBAPIError as exc:
                 self._close_connection()
-                state = getattr(exc.orig, "sqlstate", None)
-                if state not in _RETRY_STATES or attempt == 5:
-                    raise StoreError(f"database error: {str(exc.orig).splitlines()[0]}") from exc
-                time.sleep(0.01 * 2**attempt * (0.5 + random.random()))
-        raise AssertionError("unreachable")
+                raise self.store.error(exc) from exc
+
+        return _retrying(once)
 
     def _close_connection(self) -> None:
         connection, self._connection = self._connection, None
@@ -868,12 +867,21 @@ _RETRY_STATES = {"40P01", "40001"}  # deadlock detected, serialization failure
 
 
 def in_ledger_transaction(store: Store, work: Callable[[Connection], T], attempts: int = 5) -> T:
-    """`work(connection)` in a ledger transaction, run again if PostgreSQL aborted it as a
-    deadlock victim (the transaction rolled back whole, so running it again is exact)."""
+    """`work(connection)` in a ledger transaction, run again as `_retrying` says."""
+
+    def once() -> T:
+        with ledger_transaction(store) as connection:
+            return work(connection)
+
+    return _retrying(once, attempts)
+
+
+def _retrying(once: Callable[[], T], attempts: int = 5) -> T:
+    """`once()`, run again if PostgreSQL aborted its transaction as a deadlock victim or a
+    serialization failure (the transaction rolled back whole, so running it again is exact)."""
     for attempt in range(1, attempts + 1):
         try:
-            with ledger_transaction(store) as connection:
-                return work(connection)
+            return once()
         except StoreError as exc:
             state = getattr(getattr(exc.__cause__, "orig", None), "sqlstate", None)
             if state not in _RETRY_STATES or attempt == attempts:

@@ -10,7 +10,13 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event, func, insert, inspect, select
-from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import (
+    ArgumentError,
+    DBAPIError,
+    NoSuchModuleError,
+    OperationalError,
+    SQLAlchemyError,
+)
 
 from publisher.errors import StoreError
 from publisher.store.schema import SCHEMA_VERSION, metadata, schema_version
@@ -62,6 +68,10 @@ class Store:
                 yield connection
         except OperationalError as exc:
             raise _store_error(exc, self.url) from exc
+
+    def error(self, exc: DBAPIError) -> StoreError:
+        """The one-line StoreError for a database error met outside begin() and read()."""
+        return _store_error(exc, self.url)
 
     def _check_file(self) -> None:
         """SQLite would silently create a new empty file where a deleted one was."""
@@ -188,6 +198,6 @@ def _redact(url: str) -> str:
     return url
 
 
-def _store_error(exc: OperationalError, url: str) -> StoreError:
+def _store_error(exc: DBAPIError, url: str) -> StoreError:
     detail = str(exc.orig).splitlines()[0] if exc.orig else str(exc).splitlines()[0]
     return StoreError(f"database error ({_redact(url)}): {detail}")
