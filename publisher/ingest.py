@@ -243,8 +243,8 @@ class Ingestor:
                 stale.append(article_id)
             self._synced_seq = seq
         resigned = []
+        skip = repo.boilerplate_keys() if stale else frozenset()  # one read for all of them
         for article_id, title, body in repo.bodies(stale):
-            skip = repo.boilerplate_keys(key for key, _ in body)
             signature = self.signer.sign_text(title, (t for k, t in body if k not in skip))
             self.index.add(article_id, signature)
             resigned.append((article_id, signature))

@@ -61,16 +61,9 @@ class Articles:
                 if article_id in titles:
                     yield article_id, titles[article_id], body[article_id]
 
-    def boilerplate_keys(self, keys: Iterable[str]) -> frozenset[str]:
-        """Those of the given block keys that are declared boilerplate."""
-        found: set[str] = set()
-        for chunk in _chunks(sorted(set(keys)), 500):
-            found.update(
-                self.connection.execute(
-                    select(boilerplate.c.key).where(boilerplate.c.key.in_(chunk))
-                ).scalars()
-            )
-        return frozenset(found)
+    def boilerplate_keys(self) -> frozenset[str]:
+        """Every block key declared boilerplate (one row per shared block: a small table)."""
+        return frozenset(self.connection.execute(select(boilerplate.c.key)).scalars())
 
     def set_signatures(self, signatures: Sequence[tuple[str, bytes]]) -> None:
         self.connection.execute(
