@@ -72,6 +72,8 @@ def worker(folder: Path, mode: str) -> None:
                 "slices_ms": slices,
                 "summary": summary,
                 "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                # the processes that read, parse and sign files for it (publisher/prepare.py)
+                "workers_rss_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
             }
         )
     )
@@ -118,6 +120,7 @@ def main() -> None:
                 "ratio": f"{rate / baseline:.2f}",
                 "ms/article first→last batch": f"{first:.2f} → {last:.2f}",
                 "peak RSS MB": f"{statistics.median(float(r['rss_mb']) for r in ingest_runs):.0f}",  # type: ignore[arg-type]
+                "worker process peak RSS MB": f"{statistics.median(float(r['workers_rss_mb']) for r in ingest_runs):.0f}",  # type: ignore[arg-type]
                 "outcomes": json.dumps(ingest_runs[0]["summary"]),
             }
         )

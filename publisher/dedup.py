@@ -41,6 +41,10 @@ __all__ = [
 ]
 
 _WORD = re.compile(r"\w+", re.UNICODE)
+# ASCII text: what is not [A-Za-z0-9_] (\w there) separates words; split() is ~5x re
+_ASCII_SEPARATORS = str.maketrans(
+    {chr(c): " " for c in range(128) if not (chr(c).isalnum() or chr(c) == "_")}
+)
 _SENTENCE_END = (".", "!", "?", ":", ";", ",")
 
 
@@ -247,16 +251,23 @@ def _unique(removals: Iterable[PlannedRemoval]) -> list[PlannedRemoval]:
     return kept
 
 
-# -- signatures --: MinHash over word shingles. Each word is hashed once (xxh3) and k
-# consecutive word hashes are combined into a shingle hash with numpy (a Python call per
-# shingle was most of the cost); datasketch's MinHash applies its `num_perm` permutations
-# to those hashes in one vectorized `update_batch`. A signature starts with a header naming
-# the scheme and its parameters, so a signature made another way (an older publisher,
-# other settings) is recognized and re-made, never compared.
-_SCHEME = b"MHd3"  # datasketch affine32 over 32-bit shingle hashes
+# -- signatures --: MinHash over word shingles, one set of MinHash values per block. A
+# block's shingles stay inside the block, so the signature of an article without some of
+# its blocks (those found to be boilerplate) is the element-wise minimum over the rows of
+# the blocks it keeps: the rows can be made before the store is consulted, in another
+# process (publisher/prepare.py). Each word is hashed once (xxh3); k consecutive word
+# hashes are combined into a shingle hash with numpy. The permutations are datasketch's
+# (affine32): datasketch's MinHash has no per-block update, so the rows are its
+# `update_batch` arithmetic applied once to all shingles and reduced per block
+# (tests/unit/test_signatures.py checks each row equals datasketch's MinHash of that
+# block). A signature starts with a header naming the scheme and its parameters, so a
+# signature made another way (an older publisher, other settings) is recognized and
+# re-made, never compared.
+_SCHEME = b"MHd4"  # datasketch affine32 per block, minimum over kept blocks
 _HEADER = struct.Struct("<4sHH")  # scheme, num_perm, shingle_size
 _SEED = 0x5EED_2026
 _MIX = np.uint64(0x9E3779B97F4A7C15)
+_EMPTY = np.uint32(0xFFFFFFFF)  # a row of a block without words: neutral in a minimum
 
 
 def _fmix64(h: np.ndarray) -> np.ndarray:
@@ -269,8 +280,28 @@ def _fmix64(h: np.ndarray) -> np.ndarray:
     return h
 
 
+def _fmix32(h: np.ndarray) -> np.ndarray:
+    """MurmurHash3's 32-bit finalizer, which datasketch applies before its permutations."""
+    h ^= h >> np.uint32(16)
+    h *= np.uint32(0x85EBCA6B)
+    h ^= h >> np.uint32(13)
+    h *= np.uint32(0xC2B2AE35)
+    h ^= h >> np.uint32(16)
+    return h
+
+
+def _words(text: str) -> list[str]:
+    """The words of a text, case-folded: runs of \\w."""
+    if text.isascii():
+        return text.lower().translate(_ASCII_SEPARATORS).split()
+    return _WORD.findall(text.casefold())
+
+
 class Signer:
-    """MinHash signatures over word shingles; one instance holds the permutations."""
+    """MinHash signatures over word shingles; one instance holds the permutations.
+
+    Picklable and light: worker processes get one without importing datasketch.
+    """
 
     def __init__(self, num_perm: int, shingle_size: int) -> None:
         if not 1 <= num_perm <= 0xFFFF or not 1 <= shingle_size <= 0xFFFF:
@@ -282,40 +313,75 @@ class Signer:
         # the send, serve and worker processes that import this module through app
         from datasketch import MinHash
 
-        # copied per article: MinHash() would draw its permutations each time; hashfunc=int
-        # because the shingle hashes below are already 32-bit integers
-        self._prototype = MinHash(num_perm=num_perm, seed=_SEED, hashfunc=int)
+        multipliers, offsets = MinHash(num_perm=num_perm, seed=_SEED).permutations
+        self._multipliers = np.asarray(multipliers, dtype=np.uint32)
+        self._offsets = np.asarray(offsets, dtype=np.uint32)
 
-    def words(self, title: str, texts: Iterable[str]) -> list[str]:
-        return _WORD.findall(" ".join([title, *texts]).casefold())
-
-    def shingle_hashes(self, words: Sequence[str]) -> np.ndarray:
-        """One 64-bit hash per word k-shingle (k = shingle_size, fewer words: one shingle)."""
+    def block_rows(self, title: str, texts: Sequence[str]) -> np.ndarray:
+        """MinHash values of the title (row 0) and of each block (row i + 1)."""
+        counts: list[int] = []
+        words: list[str] = []
+        for text in (title, *texts):
+            found = _words(text)
+            counts.append(len(found))
+            words += found
         hashed = np.fromiter(
             map(xxhash.xxh3_64_intdigest, map(str.encode, words)),
             dtype=np.uint64,
             count=len(words),
         )
-        if not len(hashed):
-            return np.zeros(1, dtype=np.uint64)
-        size = min(self.shingle_size, len(hashed))
-        count = len(hashed) - size + 1
-        shingles = hashed[:count].copy()
-        for offset in range(1, size):
-            shingles *= _MIX
-            shingles ^= hashed[offset : offset + count]
-        return _fmix64(shingles)
+        shingles, starts, present = self._shingles(hashed, counts)
+        rows = np.full((len(counts), self.num_perm), _EMPTY, dtype=np.uint32)
+        if not len(shingles):
+            return rows
+        values = _fmix32((shingles >> np.uint64(32)).astype(np.uint32))
+        # permutations down, shingles across: the per-block minimum runs along rows
+        permuted = self._multipliers[:, None] * values
+        permuted += self._offsets[:, None]
+        rows[present] = np.minimum.reduceat(permuted, starts, axis=1).T
+        return rows
 
-    def sign(self, article: ParsedArticle, skip: frozenset[str] = frozenset()) -> bytes:
-        """The signature of the title and the blocks whose keys are not in `skip`."""
-        texts = (b.text for b in article.blocks if block_key(b.text) not in skip)
-        return self.sign_text(article.title, texts)
+    def _shingles(
+        self, hashed: np.ndarray, counts: list[int]
+    ) -> tuple[np.ndarray, list[int], list[int]]:
+        """The shingle hashes of each text in turn, where each text's run of them starts,
+        and which texts have any. A text of fewer than k words (k = shingle_size) is one
+        shingle of them all; a shingle never spans two texts."""
+        k = self.shingle_size
+        spanning = max(len(hashed) - k + 1, 0)
+        combined = hashed[:spanning].copy()  # every run of k words, some across texts
+        for offset in range(1, k):
+            combined *= _MIX
+            combined ^= hashed[offset : offset + spanning]
+        pieces: list[np.ndarray] = []
+        starts: list[int] = []
+        present: list[int] = []
+        first = taken = 0
+        for index, count in enumerate(counts):
+            if count >= k:
+                pieces.append(combined[first : first + count - k + 1])
+            elif count:
+                short = hashed[first : first + 1].copy()
+                for offset in range(1, count):
+                    short *= _MIX
+                    short ^= hashed[first + offset]
+                pieces.append(short)
+            if count:
+                starts.append(taken)
+                present.append(index)
+                taken += len(pieces[-1])
+            first += count
+        if not pieces:
+            return np.zeros(0, dtype=np.uint64), starts, present
+        return _fmix64(np.concatenate(pieces)), starts, present
 
-    def sign_text(self, title: str, texts: Iterable[str]) -> bytes:
-        shingles = self.shingle_hashes(self.words(title, texts)) >> np.uint64(32)
-        minhash = self._prototype.copy()
-        minhash.update_batch(shingles.tolist())
-        return self.header + bytes(minhash.hashvalues.astype(np.uint32).tobytes())
+    def signature(self, rows: np.ndarray) -> bytes:
+        """The signature of what the rows hold: their element-wise minimum."""
+        values: bytes = rows.min(axis=0).tobytes()
+        return self.header + values
+
+    def sign_text(self, title: str, texts: Sequence[str]) -> bytes:
+        return self.signature(self.block_rows(title, texts))
 
     def is_current(self, signature: bytes) -> bool:
         """Made by this scheme with these parameters (else it must be made again)."""

@@ -7,17 +7,18 @@ beside it; it is never deleted and never stops the rest of the batch.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-import xxhash
+import numpy as np
 
 from publisher.config import Settings
-from publisher.dedup import NearDuplicateIndex, NearMatch, Outcome, Signer, decide, trailing_teaser
-from publisher.errors import ParseError, StoreError
-from publisher.parse import parse_article
+from publisher.dedup import NearDuplicateIndex, NearMatch, Outcome, Signer, block_key, decide
+from publisher.errors import StoreError
+from publisher.model import ParsedArticle
+from publisher.prepare import Prepared, prepared_batches
 from publisher.store import Articles, Store
 from publisher.store.ingest_batch import Incoming, IngestBatch
 
@@ -103,92 +104,75 @@ class Ingestor:
         inbox = self.settings.inbox
         files = list(inbox_files(paths if paths is not None else [inbox], self.settings.quarantine))
         report = IngestReport()
-        for start in range(0, len(files), self.batch_size):
-            report.results.extend(self.ingest_batch(files[start : start + self.batch_size], now()))
+        batches = prepared_batches(files, self.batch_size, self.signer, self.settings.zone)
+        for batch in batches:
+            report.results.extend(self.ingest_batch(batch, now()))
             if progress is not None:
-                progress(min(start + self.batch_size, len(files)), len(files))
+                progress(len(report.results), len(files))
         return report
 
-    def ingest_batch(self, paths: Sequence[Path], now: datetime) -> list[FileResult]:
+    def ingest_batch(self, batch: Sequence[Prepared], now: datetime) -> list[FileResult]:
         """One transaction for the batch. If the database fails, nothing of the batch is
         kept and its files stay where they are, to be ingested on the next try."""
         try:
-            return self._ingest_batch(paths, now)
+            return self._ingest_batch(batch, now)
         except StoreError:
             self._reset_index()
             raise
 
-    def _ingest_batch(self, paths: Sequence[Path], now: datetime) -> list[FileResult]:
+    def _ingest_batch(self, batch: Sequence[Prepared], now: datetime) -> list[FileResult]:
         results: dict[Path, FileResult] = {}
-        loaded: list[tuple[Path, bytes, str]] = []
-        for path in paths:
-            try:
-                data = path.read_bytes()
-            except FileNotFoundError:
-                results[path] = FileResult(
-                    path.name, "vanished", "file disappeared before it was read"
-                )
-                continue
-            except OSError as exc:
-                data = b""
-                results[path] = FileResult(
-                    path.name, "quarantined", f"cannot read file: {exc.strerror}"
-                )
-            loaded.append((path, data, xxhash.xxh3_128_hexdigest(data)))
-        to_quarantine: list[tuple[Path, str, bytes]] = []
+        parsed: list[tuple[Prepared, Incoming]] = []
+        for item in batch:
+            if item.vanished:
+                detail = "file disappeared before it was read"
+                results[item.path] = FileResult(item.path.name, "vanished", detail)
+            elif item.problem is not None:
+                results[item.path] = FileResult(item.path.name, "quarantined", item.problem)
+            else:
+                assert item.article is not None
+                parsed.append((item, Incoming(item.article, item.teaser_headline)))
+        quarantined = [item for item in batch if item.problem is not None]
         with self.store.begin() as connection:
             self._sync(Articles(connection))
-            parsed: list[tuple[Path, str, Incoming]] = []
-            for path, data, raw_hash in loaded:
-                if path in results:  # unreadable
-                    to_quarantine.append((path, results[path].detail, data))
-                    continue
-                try:
-                    article = parse_article(data, source_file=path.name, zone=self.settings.zone)
-                except ParseError as exc:
-                    results[path] = FileResult(path.name, "quarantined", exc.message)
-                    to_quarantine.append((path, exc.message, data))
-                    continue
-                teaser = trailing_teaser(article.blocks)
-                parsed.append(
-                    (path, raw_hash, Incoming(article, teaser.headline if teaser else None))
+            writes = IngestBatch(
+                connection, [incoming for _, incoming in parsed], self.settings.host
+            )
+            for item in quarantined:
+                writes.log(
+                    file=item.path.name,
+                    raw_hash=item.raw_hash,
+                    outcome="quarantined",
+                    reason=item.problem,
+                    now=now,
                 )
-            batch = IngestBatch(connection, [item for _, _, item in parsed], self.settings.host)
-            for path, reason, _ in to_quarantine:
-                raw = next(r for p, _, r in loaded if p == path)
-                batch.log(
-                    file=path.name, raw_hash=raw, outcome="quarantined", reason=reason, now=now
-                )
-            seen = batch.seen_files((path.name, raw_hash) for path, raw_hash, _ in parsed)
-            for path, raw_hash, item in parsed:
-                if (path.name, raw_hash) in seen:
-                    results[path] = FileResult(path.name, "unchanged", "already ingested")
+            seen = writes.seen_files((item.path.name, item.raw_hash) for item, _ in parsed)
+            for item, incoming in parsed:
+                if (item.path.name, item.raw_hash) in seen:
+                    results[item.path] = FileResult(item.path.name, "unchanged", "already ingested")
                     continue
-                results[path] = self._decide(batch, path, raw_hash, item, now)
-            batch.flush()
+                results[item.path] = self._decide(writes, item, incoming, now)
+            writes.flush()
             # every article stored after _sync is this batch's own (writers are serialized)
             # and the index has it already: the next _sync need not read it again
             synced_seq = Articles(connection).max_seq()
         self._synced_seq = synced_seq
         # files move and the index grows only once the transaction committed
-        for path, reason, data in to_quarantine:
-            self._quarantine(path, reason, data, now)
-        return [results[path] for path in paths]
+        for item in quarantined:
+            assert item.problem is not None
+            self._quarantine(item.path, item.problem, item.data, now)
+        return [results[item.path] for item in batch]
 
     def _decide(
-        self,
-        batch: IngestBatch,
-        path: Path,
-        raw_hash: str,
-        item: Incoming,
-        now: datetime,
+        self, batch: IngestBatch, prepared: Prepared, item: Incoming, now: datetime
     ) -> FileResult:
-        article = item.article
+        article, path, raw_hash = item.article, prepared.path, prepared.raw_hash
         facts = batch.facts(article, item.teaser_headline)
         signature = b""
         near: list[NearMatch] = []
         if facts.exact_article_id is None:
-            signature = self.signer.sign(article, frozenset(facts.boilerplate))
+            assert prepared.rows is not None
+            signature = self.signer.signature(_kept_rows(prepared.rows, article, facts.boilerplate))
             matches = self.index.query(signature)
             if matches:
                 updated = batch.updated_dates(article_id for article_id, _ in matches)
@@ -245,7 +229,7 @@ class Ingestor:
         resigned = []
         skip = repo.boilerplate_keys() if stale else frozenset()  # one read for all of them
         for article_id, title, body in repo.bodies(stale):
-            signature = self.signer.sign_text(title, (t for k, t in body if k not in skip))
+            signature = self.signer.sign_text(title, [t for k, t in body if k not in skip])
             self.index.add(article_id, signature)
             resigned.append((article_id, signature))
         if resigned:
@@ -280,3 +264,17 @@ class Ingestor:
             f"{reason}\nfile: {path}\nquarantined: {now.isoformat()}\n", encoding="utf-8"
         )
         log.warning("quarantined %s: %s", path.name, reason)
+
+
+def _kept_rows(
+    rows: np.ndarray, article: ParsedArticle, boilerplate: Mapping[str, object]
+) -> np.ndarray:
+    """The title's row and those of the blocks that are not boilerplate."""
+    if not boilerplate:
+        return rows
+    kept = [0] + [
+        position + 1
+        for position, block in enumerate(article.blocks)
+        if block_key(block.text) not in boilerplate
+    ]
+    return rows[kept]
