@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import os
-import pickle
 from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -70,12 +69,6 @@ def prepare_all(paths: Sequence[str], signer: Signer, zone: ZoneInfo) -> list[Pr
     return [prepare(path, signer, zone) for path in paths]
 
 
-def _prepare_pickled(paths: Sequence[str], signer: Signer, zone: ZoneInfo) -> bytes:
-    """The batch pickled once more: the pool unpickles results in its own thread, whose
-    malloc arena the main thread's frees do not shrink; a bytes object is one block."""
-    return pickle.dumps(prepare_all(paths, signer, zone), protocol=pickle.HIGHEST_PROTOCOL)
-
-
 def worker_processes() -> int:
     """One per core this process may use, but one: that one is ingest's own."""
     return min(4, len(os.sched_getaffinity(0)) - 1)
@@ -97,17 +90,17 @@ def prepared_batches(
         return
     # spawn, not fork: the caller may be `publisher run`, whose threads hold locks
     with ProcessPoolExecutor(processes, mp_context=get_context("spawn")) as pool:
-        ahead: deque[Future[bytes]] = deque()
+        ahead: deque[Future[list[Prepared]]] = deque()
         upcoming = iter(batches[1:])
         for batch in upcoming:
-            ahead.append(pool.submit(_prepare_pickled, batch, signer, zone))
+            ahead.append(pool.submit(prepare_all, batch, signer, zone))
             if len(ahead) == processes:  # one batch per worker: enough to keep them busy
                 break
         yield prepare_all(batches[0], signer, zone)
         position = 1
         while ahead:
             try:
-                prepared: list[Prepared] = pickle.loads(ahead.popleft().result())
+                prepared = ahead.popleft().result()
             except BrokenProcessPool:
                 # a worker was killed (out of memory, a signal): go on without them
                 log.warning("ingest worker process died; preparing the rest in this process")
@@ -116,6 +109,6 @@ def prepared_batches(
                 return
             following = next(upcoming, None)
             if following is not None:
-                ahead.append(pool.submit(_prepare_pickled, following, signer, zone))
+                ahead.append(pool.submit(prepare_all, following, signer, zone))
             position += 1
             yield prepared
