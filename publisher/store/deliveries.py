@@ -37,6 +37,7 @@ from sqlalchemy import (
     or_,
     select,
     text,
+    union_all,
     update,
 )
 from sqlalchemy.exc import DBAPIError
@@ -687,25 +688,51 @@ class Claims:
     def claim(
         self, run_id: int, worker: str, limit: int, lease_seconds: float
     ) -> list[tuple[Delivery, Subscriber]]:
-        """Take up to `limit` open rows nobody holds (never claimed, released, or lease ran out)."""
-        free = (
-            select(deliveries.c.id)
-            .where(
-                deliveries.c.run_id == run_id,
-                deliveries.c.status.in_(_OPEN),
-                or_(deliveries.c.lease_until.is_(None), deliveries.c.lease_until < func.now()),
+        """Take up to `limit` open rows nobody holds (never claimed, released, or lease ran out).
+
+        One status at a time, each read in id order off (run_id, status, id) and stopped
+        after `limit` free rows: `status IN (...)` over that index read and sorted every
+        open row of the run for each claim (100,000 rows: 42 ms, a sort spilled to disk).
+        """
+        free = union_all(
+            *(
+                select(
+                    select(deliveries.c.id)
+                    .where(
+                        deliveries.c.run_id == run_id,
+                        deliveries.c.status == status,
+                        or_(
+                            deliveries.c.lease_until.is_(None),
+                            deliveries.c.lease_until < func.now(),
+                        ),
+                    )
+                    .order_by(deliveries.c.id)
+                    .limit(limit)
+                    .with_for_update(skip_locked=True)
+                    .subquery()
+                    .c.id
+                )
+                for status in _OPEN
             )
-            .order_by(deliveries.c.id)
-            .limit(limit)
-            .with_for_update(skip_locked=True)
-        )
+        ).subquery()
+        # the subscribers come back joined: a second query `id IN (500 ids)` is a
+        # sequential scan of every subscriber while the table has no statistics yet
         rows = self.connection.execute(
             update(deliveries)
-            .where(deliveries.c.id.in_(free.scalar_subquery()))
+            .where(
+                deliveries.c.id.in_(
+                    select(free.c.id).order_by(free.c.id).limit(limit).scalar_subquery()
+                ),
+                subscribers.c.id == deliveries.c.subscriber_id,
+            )
             .values(claimed_by=worker, lease_until=_lease(lease_seconds))
-            .returning(*_DELIVERY_COLUMNS)
+            .returning(*subscribers.c, *(c.label(f"delivery_{c.name}") for c in _DELIVERY_COLUMNS))
         ).all()
-        return _with_subscribers(self.connection, sorted(rows, key=lambda row: int(row.id)))
+        split = len(subscribers.c)
+        return [
+            (_delivery(row[split:]), _subscriber(row))
+            for row in sorted(rows, key=lambda row: int(row.delivery_id))
+        ]
 
     def renew(self, run_ids: Iterable[int], worker: str, lease_seconds: float) -> int:
         """Extend the lease of every open row this worker holds (its heartbeat)."""
@@ -895,17 +922,6 @@ def _lease(seconds: float) -> Any:
     return func.now() + timedelta(seconds=seconds)
 
 
-def _with_subscribers(
-    connection: Connection, rows: Sequence[Any]
-) -> list[tuple[Delivery, Subscriber]]:
-    people: dict[int, Subscriber] = {}
-    ids = [int(row.subscriber_id) for row in rows]
-    for chunk in _chunks(ids, 500):
-        for found in connection.execute(select(subscribers).where(subscribers.c.id.in_(chunk))):
-            people[int(found.id)] = _subscriber(found)
-    return [(_delivery(row), people[int(row.subscriber_id)]) for row in rows]
-
-
 def _chunks(items: Sequence[int], size: int) -> Iterable[Sequence[int]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
@@ -922,15 +938,17 @@ def _run(row: Any) -> DigestRun:
     )
 
 
-def _delivery(row: Any) -> Delivery:
+def _delivery(row: Sequence[Any]) -> Delivery:
+    """From the values of `_DELIVERY_COLUMNS`, in that order."""
+    key, run_id, subscriber_id, message_id, status, attempts, article_ids, error, sent_at = row
     return Delivery(
-        id=int(row.id),
-        run_id=int(row.run_id),
-        subscriber_id=int(row.subscriber_id),
-        message_id=row.message_id,
-        status=DeliveryStatus(row.status),
-        attempts=int(row.attempts),
-        article_ids=tuple(json.loads(row.article_ids)),
-        error=row.error,
-        sent_at=row.finished_at,
+        id=int(key),
+        run_id=int(run_id),
+        subscriber_id=int(subscriber_id),
+        message_id=message_id,
+        status=DeliveryStatus(status),
+        attempts=int(attempts),
+        article_ids=tuple(json.loads(article_ids)),
+        error=error,
+        sent_at=sent_at,
     )
