@@ -103,6 +103,7 @@ def article_rows(
         category = CATEGORIES[n % len(CATEGORIES)]
         rows.append(
             {
+                "seq": n + 1,  # given, so blocks can refer to it (bench stores are SQLite)
                 "id": article_id,
                 "slug": slug,
                 "title": f"Article {n}: {sentence(rng, 6)}",
@@ -126,7 +127,7 @@ def article_rows(
                 text = "\n".join(sentence(rng, 8) for _ in range(3))  # a multi-line block
             body.append(
                 {
-                    "article_id": article_id,
+                    "article_seq": n + 1,
                     "position": position,
                     "key": f"{n:x}-{position}",
                     "text": text,

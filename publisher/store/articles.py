@@ -6,6 +6,7 @@ import json
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
+from typing import TypeVar
 
 from sqlalchemy import Connection, Row, bindparam, func, or_, select, update
 
@@ -16,6 +17,7 @@ from publisher.store.schema import articles, blocks, boilerplate, ingest_log, re
 __all__ = ["Articles"]
 
 _INGESTED = ("added", "updated")
+T = TypeVar("T")
 
 
 class Articles:
@@ -52,11 +54,12 @@ class Articles:
             }
             body: dict[str, list[tuple[str, str]]] = defaultdict(list)
             for b in self.connection.execute(
-                select(blocks.c.article_id, blocks.c.key, blocks.c.text)
-                .where(blocks.c.article_id.in_(chunk))
-                .order_by(blocks.c.article_id, blocks.c.position)
+                select(articles.c.id, blocks.c.key, blocks.c.text)
+                .join(articles, articles.c.seq == blocks.c.article_seq)
+                .where(articles.c.id.in_(chunk))
+                .order_by(blocks.c.article_seq, blocks.c.position)
             ):
-                body[b.article_id].append((b.key, b.text))
+                body[b.id].append((b.key, b.text))
             for article_id in chunk:
                 if article_id in titles:
                     yield article_id, titles[article_id], body[article_id]
@@ -125,14 +128,14 @@ class Articles:
         if not rows:
             return []
         ids = [row.id for row in rows]
-        body: dict[str, list[tuple[str, str]]] = defaultdict(list)
-        for chunk in _chunks(ids, 500):
+        body: dict[int, list[tuple[str, str]]] = defaultdict(list)
+        for seqs in _chunks([row.seq for row in rows], 500):
             for b in self.connection.execute(
-                select(blocks.c.article_id, blocks.c.key, blocks.c.text)
-                .where(blocks.c.article_id.in_(chunk))
-                .order_by(blocks.c.article_id, blocks.c.position)
+                select(blocks.c.article_seq, blocks.c.key, blocks.c.text)
+                .where(blocks.c.article_seq.in_(seqs))
+                .order_by(blocks.c.article_seq, blocks.c.position)
             ):
-                body[b.article_id].append((b.key, b.text))
+                body[b.article_seq].append((b.key, b.text))
         removed: dict[str, list[tuple[str, Removal]]] = defaultdict(list)
         for chunk in _chunks(ids, 500):
             for r in self.connection.execute(
@@ -144,7 +147,7 @@ class Articles:
         result = []
         for row in rows:
             gone = {key for key, _ in removed[row.id]}
-            kept = tuple(Block(text) for key, text in body[row.id] if key not in gone)
+            kept = tuple(Block(text) for key, text in body[row.seq] if key not in gone)
             result.append(
                 Article(
                     id=row.id,
@@ -166,6 +169,6 @@ class Articles:
         return result
 
 
-def _chunks(items: Sequence[str], size: int) -> Iterable[Sequence[str]]:
+def _chunks(items: Sequence[T], size: int) -> Iterable[Sequence[T]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]

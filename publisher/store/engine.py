@@ -19,12 +19,26 @@ from sqlalchemy.exc import (
 )
 
 from publisher.errors import StoreError
-from publisher.store.schema import SCHEMA_VERSION, metadata, schema_version
+from publisher.store.schema import SCHEMA_VERSION, blocks, metadata, schema_version
 
 __all__ = ["Store"]
 
+
+def _blocks_by_article_seq(connection: Connection) -> None:
+    """Schema 2: blocks refer to their article by seq (see store/schema.py)."""
+    connection.exec_driver_sql("DROP INDEX ix_blocks_key")
+    connection.exec_driver_sql("ALTER TABLE blocks RENAME TO blocks_v1")
+    blocks.create(connection)
+    connection.exec_driver_sql(
+        'INSERT INTO blocks (article_seq, position, "key", text) '
+        'SELECT articles.seq, old.position, old."key", old.text '
+        "FROM blocks_v1 AS old JOIN articles ON articles.id = old.article_id"
+    )
+    connection.exec_driver_sql("DROP TABLE blocks_v1")
+
+
 # version -> migration from the version before it; each must keep every row.
-MIGRATIONS: dict[int, Callable[[Connection], None]] = {}
+MIGRATIONS: dict[int, Callable[[Connection], None]] = {2: _blocks_by_article_seq}
 
 # Serializes writers on PostgreSQL the way BEGIN IMMEDIATE does on SQLite.
 _WRITE_LOCK = 0x7075626C  # "publ"

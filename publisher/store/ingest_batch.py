@@ -184,7 +184,8 @@ class IngestBatch:
         conn = self.connection
         replaced = sorted(self._updates)
         for chunk in _chunks(replaced):
-            conn.execute(delete(blocks).where(blocks.c.article_id.in_(chunk)))
+            seqs = select(articles.c.seq).where(articles.c.id.in_(chunk)).scalar_subquery()
+            conn.execute(delete(blocks).where(blocks.c.article_seq.in_(seqs)))
             conn.execute(delete(removals).where(removals.c.article_id.in_(chunk)))
         if self._updates:
             conn.execute(
@@ -197,9 +198,16 @@ class IngestBatch:
                 ],
             )
         removal_rows = self._new_removals([row for rows in self._removals.values() for row in rows])
-        body_rows = [row for rows in self._bodies.values() for row in rows]
+        if self._new_articles:
+            conn.execute(insert(articles), list(self._new_articles.values()))
+        seq_of = self._seqs(sorted(self._bodies))  # new articles have theirs now
+        # in seq order: the (article_seq, position) index then grows at its right end
+        body_rows = [
+            {"article_seq": seq_of[article_id], **row}
+            for article_id in sorted(self._bodies, key=seq_of.__getitem__)
+            for row in self._bodies[article_id]
+        ]
         for table, rows in (
-            (articles, list(self._new_articles.values())),
             (blocks, body_rows),
             (boilerplate, self._rows.pop("boilerplate", [])),
             (ingest_log, self._rows.pop("ingest_log", [])),
@@ -239,12 +247,14 @@ class IngestBatch:
         before = aliased(blocks)
         for chunk in _chunks(sorted(keys - self._declared.keys())):
             rows = conn.execute(
-                select(blocks.c.key, blocks.c.article_id, before.c.text, articles.c.title)
-                .join(articles, articles.c.id == blocks.c.article_id)
+                select(
+                    blocks.c.key, articles.c.id.label("article_id"), before.c.text, articles.c.title
+                )
+                .join(articles, articles.c.seq == blocks.c.article_seq)
                 .outerjoin(
                     before,
                     and_(
-                        before.c.article_id == blocks.c.article_id,
+                        before.c.article_seq == blocks.c.article_seq,
                         before.c.position == blocks.c.position - 1,
                     ),
                 )
@@ -269,9 +279,14 @@ class IngestBatch:
         tails: dict[str, list[tuple[int, str, str]]] = defaultdict(list)
         for chunk in _chunks(sorted(advertisers)):
             for block in conn.execute(
-                select(blocks.c.article_id, blocks.c.position, blocks.c.key, blocks.c.text).where(
-                    blocks.c.article_id.in_(chunk)
+                select(
+                    articles.c.id.label("article_id"),
+                    blocks.c.position,
+                    blocks.c.key,
+                    blocks.c.text,
                 )
+                .join(articles, articles.c.seq == blocks.c.article_seq)
+                .where(articles.c.id.in_(chunk))
             ):
                 tails[block.article_id].append((block.position, block.key, block.text))
         for advertiser, teaser in advertisers.items():
@@ -285,11 +300,20 @@ class IngestBatch:
                 conn.execute(select(articles.c.slug).where(articles.c.slug.in_(chunk))).scalars()
             )
 
+    def _seqs(self, ids: Sequence[str]) -> dict[str, int]:
+        seq_of: dict[str, int] = {}
+        for chunk in _chunks(ids):
+            rows = self.connection.execute(
+                select(articles.c.id, articles.c.seq).where(articles.c.id.in_(chunk))
+            )
+            seq_of.update((str(row.id), int(row.seq)) for row in rows)
+        return seq_of
+
     def _write_body(
         self, decision: Decision, item: Incoming, article_id: str, now: datetime
     ) -> None:
         self._bodies[article_id] = [
-            {"article_id": article_id, "position": i, "key": block_key(b.text), "text": b.text}
+            {"position": i, "key": block_key(b.text), "text": b.text}
             for i, b in enumerate(item.article.blocks)
         ]
         for key, text, headline in decision.new_boilerplate:

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import shutil
+
 from sqlalchemy import inspect, select, text
 
+from publisher.app import App
 from publisher.store import Store
 from publisher.store.schema import SCHEMA_VERSION, schema_version
+from tests.conftest import SEEDS
 
 
 def test_reopening_keeps_rows_and_records_the_version(database_url: str) -> None:
@@ -34,3 +38,53 @@ def test_an_index_missing_from_an_older_database_is_added_on_open(database_url: 
     names = {index["name"] for index in inspect(again.engine).get_indexes("articles")}
     assert "ix_articles_title_key" in names
     again.close()
+
+
+# schema 1's blocks table, as publisher created it before blocks referred to articles by seq
+_V1_BLOCKS = [
+    "DROP INDEX ix_blocks_key",
+    "ALTER TABLE blocks RENAME TO blocks_v2",
+    "CREATE TABLE blocks (article_id VARCHAR(400) NOT NULL REFERENCES articles (id) "
+    'ON DELETE CASCADE, position INTEGER NOT NULL, "key" VARCHAR(32) NOT NULL, '
+    "text TEXT NOT NULL, UNIQUE (article_id, position))",
+    'CREATE INDEX ix_blocks_key ON blocks ("key")',
+    'INSERT INTO blocks (article_id, position, "key", text) '
+    'SELECT articles.id, b.position, b."key", b.text '
+    "FROM blocks_v2 AS b JOIN articles ON articles.seq = b.article_seq",
+    "DROP TABLE blocks_v2",
+    "DELETE FROM schema_version",
+    "INSERT INTO schema_version (version, applied) VALUES (1, CURRENT_TIMESTAMP)",
+]
+
+
+def test_a_schema_1_database_keeps_every_block_on_upgrade(store_app: App) -> None:
+    for seed in sorted(SEEDS.iterdir()):
+        shutil.copy(seed, store_app.settings.inbox / seed.name)
+    store_app.ingest()
+    before = [a.as_dict() for a in store_app.articles()]
+    with store_app.store.begin() as connection:
+        count = connection.execute(text("SELECT count(*) FROM blocks")).scalar_one()
+        for statement in _V1_BLOCKS:
+            connection.execute(text(statement))
+    store_app.close()
+
+    upgraded = App(store_app.settings)
+    try:
+        assert [a.as_dict() for a in upgraded.articles()] == before
+        columns = {c["name"] for c in inspect(upgraded.store.engine).get_columns("blocks")}
+        assert "article_seq" in columns and "article_id" not in columns
+        with upgraded.store.read() as connection:
+            assert connection.execute(text("SELECT count(*) FROM blocks")).scalar_one() == count
+            versions = connection.execute(select(schema_version.c.version)).scalars().all()
+        assert sorted(versions) == [1, 2]
+        # and it goes on working: a corrected copy of a seed updates its article in place
+        seed = sorted(SEEDS.iterdir())[1]
+        lines = seed.read_text(encoding="utf-8").splitlines()
+        date_line = next(i for i, line in enumerate(lines) if line.startswith("Updated"))
+        lines[date_line] = "Updated : 2030-01-01"
+        (upgraded.settings.inbox / "corrected.txt").write_text("\n".join(lines), encoding="utf-8")
+        report = upgraded.ingest([upgraded.settings.inbox / "corrected.txt"])
+        assert report.summary()["updated"] == 1
+        assert len(upgraded.articles()) == len(before)
+    finally:
+        upgraded.close()
