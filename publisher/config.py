@@ -322,8 +322,11 @@ def _exposed_secrets(
             for name, present in (
                 ("secret_key", bool(file_raw.get("secret_key"))),
                 ("smtp.password", isinstance(smtp, dict) and bool(smtp.get("password"))),
-                ("database_url password", redact_url(str(file_raw.get("database_url", "")))
-                 != str(file_raw.get("database_url", ""))),
+                (
+                    "database_url password",
+                    redact_url(str(file_raw.get("database_url", "")))
+                    != str(file_raw.get("database_url", "")),
+                ),
             )
             if present
         ]

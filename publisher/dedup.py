@@ -435,11 +435,19 @@ class NearDuplicateIndex:
         self._key_rows = np.zeros(0, dtype=np.int32)
         self._recent: dict[int, int | list[int]] = {}
         self._recent_count = 0
+        self._last_keys: tuple[bytes, np.ndarray] = (b"", np.zeros(0, dtype=np.uint64))
 
     def __len__(self) -> int:
         return len(self._ids)
 
-    def _band_keys(self, values: np.ndarray) -> np.ndarray:
+    def _band_keys(self, signature: bytes) -> np.ndarray:
+        """The signature's band keys; ingest asks for one signature's twice in a row
+        (query, then add), so the last answer is kept."""
+        if self._last_keys[0] != signature:
+            self._last_keys = (signature, self._compute_band_keys(self.signer.values(signature)))
+        return self._last_keys[1]
+
+    def _compute_band_keys(self, values: np.ndarray) -> np.ndarray:
         bands = values[: self.bands * self.rows].reshape(self.bands, self.rows).astype(np.uint64)
         bands *= self._band_mix
         keys = bands.sum(axis=1, dtype=np.uint64)
@@ -460,7 +468,7 @@ class NearDuplicateIndex:
             self._ids.append(article_id)
             self._row_of[article_id] = row
         self._values[row] = values
-        for key in self._band_keys(values).tolist():
+        for key in self._band_keys(signature).tolist():
             held = self._recent.get(key)
             if held is None:
                 self._recent[key] = row
@@ -492,7 +500,7 @@ class NearDuplicateIndex:
     def query(self, signature: bytes) -> list[tuple[str, float]]:
         """Stored articles whose estimated Jaccard similarity reaches the threshold."""
         values = self.signer.values(signature)
-        keys = self._band_keys(values)
+        keys = self._band_keys(signature)
         candidates: set[int] = set()
         stored = self._keys
         if len(stored):

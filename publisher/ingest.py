@@ -144,7 +144,7 @@ class Ingestor:
                 results[item.path] = FileResult(item.path.name, "quarantined", item.problem)
             else:
                 assert item.article is not None
-                parsed.append((item, Incoming(item.article, item.teaser_headline)))
+                parsed.append((item, Incoming(item.article, item.teaser_headline, item.slug)))
         quarantined = [item for item in batch if item.problem is not None]
         with self.store.begin() as connection:
             self._sync(Articles(connection))

@@ -23,7 +23,6 @@ from sqlalchemy.orm import aliased
 
 from publisher.dedup import Decision, Holder, StoredFacts, block_key, title_key
 from publisher.model import ParsedArticle
-from publisher.parse import slugify
 from publisher.store.schema import articles, blocks, boilerplate, ingest_log, removals
 
 __all__ = ["Incoming", "IngestBatch"]
@@ -38,6 +37,7 @@ class Incoming:
 
     article: ParsedArticle
     teaser_headline: str | None
+    slug: str  # parse.slugify of its date and title, before any -2 for a taken one
 
 
 class IngestBatch:
@@ -109,7 +109,7 @@ class IngestBatch:
     def add(self, decision: Decision, item: Incoming, *, signature: bytes, now: datetime) -> str:
         """Buffer a new article and the removals its arrival causes; returns its id."""
         article = item.article
-        slug = self._free_slug(slugify(article.published, article.title))
+        slug = self._free_slug(item.slug)
         article_id = f"tag:{self.id_host},{article.published.date().isoformat()}:{slug}"
         self._new_articles[article_id] = {
             "id": article_id,
@@ -294,7 +294,7 @@ class IngestBatch:
             self._advertisers[teaser].append((advertiser, [(k, t) for _, k, t in last_two]))
         self._added_updated: dict[str, datetime] = {}
         self._slugs: set[str] = set()
-        base_slugs = {slugify(i.article.published, i.article.title) for i in self.incoming}
+        base_slugs = {item.slug for item in self.incoming}
         for chunk in _chunks(sorted(base_slugs)):
             self._slugs.update(
                 conn.execute(select(articles.c.slug).where(articles.c.slug.in_(chunk))).scalars()
