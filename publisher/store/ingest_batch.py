@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TypeVar
 
-from sqlalchemy import Connection, and_, bindparam, delete, insert, or_, select, update
+from sqlalchemy import Connection, Table, and_, bindparam, delete, insert, or_, select, update
 from sqlalchemy.orm import aliased
 
 from publisher.dedup import Decision, Holder, StoredFacts, block_key, title_key
@@ -199,14 +199,19 @@ class IngestBatch:
             )
         removal_rows = self._new_removals([row for rows in self._removals.values() for row in rows])
         if self._new_articles:
-            conn.execute(insert(articles), list(self._new_articles.values()))
+            _insert_many(conn, articles, list(self._new_articles.values()))
         seq_of = self._seqs(sorted(self._bodies))  # new articles have theirs now
-        # in seq order: the (article_seq, position) index then grows at its right end
-        body_rows = [
-            {"article_seq": seq_of[article_id], **row}
-            for article_id in sorted(self._bodies, key=seq_of.__getitem__)
-            for row in self._bodies[article_id]
-        ]
+        # in key order: the inserts into the block-key index then sweep it once, page after
+        # page, instead of landing on random pages (the (article_seq, position) index grows
+        # at its right end whatever the order: this batch's seqs are the newest)
+        body_rows = sorted(
+            (
+                {"article_seq": seq_of[article_id], **row}
+                for article_id, rows in self._bodies.items()
+                for row in rows
+            ),
+            key=lambda row: str(row["key"]),
+        )
         for table, rows in (
             (blocks, body_rows),
             (boilerplate, self._rows.pop("boilerplate", [])),
@@ -214,7 +219,7 @@ class IngestBatch:
             (removals, removal_rows),
         ):
             if rows:
-                conn.execute(insert(table), rows)
+                _insert_many(conn, table, rows)
         self._new_articles.clear()
         self._updates.clear()
         self._bodies.clear()
@@ -411,6 +416,27 @@ class IngestBatch:
                 existing.add(pair)
                 kept.append(row)
         return kept
+
+
+def _insert_many(conn: Connection, table: Table, rows: list[dict[str, object]]) -> None:
+    """On SQLite: executemany straight to the driver, each value through its column's
+    own SQLAlchemy bind processor. SQLAlchemy's per-row parameter handling cost ~1.7 us a
+    row, more than SQLite's insert itself (~1 us); a batch writes ~12 rows per article.
+    PostgreSQL keeps SQLAlchemy's path (multi-row inserts there)."""
+    if conn.dialect.name != "sqlite":
+        conn.execute(insert(table), rows)
+        return
+    compiled = insert(table).compile(dialect=conn.dialect, column_keys=list(rows[0]))
+    order = compiled.positiontup or []
+    processors = [table.c[key].type.bind_processor(conn.dialect) for key in order]
+    if not any(processors):
+        values = [tuple(row[key] for key in order) for row in rows]
+    else:
+        values = [
+            tuple(p(row[k]) if p else row[k] for k, p in zip(order, processors, strict=True))
+            for row in rows
+        ]
+    conn.exec_driver_sql(str(compiled), values)
 
 
 def _columns(article: ParsedArticle, teaser_headline: str | None) -> dict[str, object]:
