@@ -415,7 +415,8 @@ class IngestBatch:
             if pair not in existing:
                 existing.add(pair)
                 kept.append(row)
-        return kept
+        # in the order of the unique (article_id, key) index: one sweep of it, not random pages
+        return sorted(kept, key=lambda row: (str(row["article_id"]), str(row["key"])))
 
 
 def _insert_many(conn: Connection, table: Table, rows: list[dict[str, object]]) -> None:
