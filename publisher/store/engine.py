@@ -37,8 +37,18 @@ def _blocks_by_article_seq(connection: Connection) -> None:
     connection.exec_driver_sql("DROP TABLE blocks_v1")
 
 
+def _drop_unused_article_indexes(connection: Connection) -> None:
+    """Schema 3: every index costs each ingested article a random insert; these two were
+    never used by a query (see store/schema.py)."""
+    connection.exec_driver_sql("DROP INDEX IF EXISTS ix_articles_category")
+    connection.exec_driver_sql("DROP INDEX IF EXISTS ix_articles_content_hash")
+
+
 # version -> migration from the version before it; each must keep every row.
-MIGRATIONS: dict[int, Callable[[Connection], None]] = {2: _blocks_by_article_seq}
+MIGRATIONS: dict[int, Callable[[Connection], None]] = {
+    2: _blocks_by_article_seq,
+    3: _drop_unused_article_indexes,
+}
 
 # Serializes writers on PostgreSQL the way BEGIN IMMEDIATE does on SQLite.
 _WRITE_LOCK = 0x7075626C  # "publ"

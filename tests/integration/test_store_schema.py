@@ -40,8 +40,11 @@ def test_an_index_missing_from_an_older_database_is_added_on_open(database_url: 
     again.close()
 
 
-# schema 1's blocks table, as publisher created it before blocks referred to articles by seq
-_V1_BLOCKS = [
+# schema 1, as publisher created it: blocks referred to their article by id, and articles
+# had two indexes since dropped
+_SCHEMA_1 = [
+    "CREATE INDEX ix_articles_category ON articles (category)",
+    "CREATE INDEX ix_articles_content_hash ON articles (content_hash)",
     "DROP INDEX ix_blocks_key",
     "ALTER TABLE blocks RENAME TO blocks_v2",
     "CREATE TABLE blocks (article_id VARCHAR(400) NOT NULL REFERENCES articles (id) "
@@ -64,7 +67,7 @@ def test_a_schema_1_database_keeps_every_block_on_upgrade(store_app: App) -> Non
     before = [a.as_dict() for a in store_app.articles()]
     with store_app.store.begin() as connection:
         count = connection.execute(text("SELECT count(*) FROM blocks")).scalar_one()
-        for statement in _V1_BLOCKS:
+        for statement in _SCHEMA_1:
             connection.execute(text(statement))
     store_app.close()
 
@@ -76,7 +79,10 @@ def test_a_schema_1_database_keeps_every_block_on_upgrade(store_app: App) -> Non
         with upgraded.store.read() as connection:
             assert connection.execute(text("SELECT count(*) FROM blocks")).scalar_one() == count
             versions = connection.execute(select(schema_version.c.version)).scalars().all()
-        assert sorted(versions) == [1, 2]
+        assert sorted(versions) == list(range(1, SCHEMA_VERSION + 1))
+        indexes = {i["name"] for i in inspect(upgraded.store.engine).get_indexes("articles")}
+        assert "ix_articles_title_key" in indexes
+        assert not indexes & {"ix_articles_category", "ix_articles_content_hash"}
         # and it goes on working: a corrected copy of a seed updates its article in place
         seed = sorted(SEEDS.iterdir())[1]
         lines = seed.read_text(encoding="utf-8").splitlines()
