@@ -270,23 +270,22 @@ _MIX = np.uint64(0x9E3779B97F4A7C15)
 _EMPTY = np.uint32(0xFFFFFFFF)  # a row of a block without words: neutral in a minimum
 
 
-def _fmix64(h: np.ndarray) -> np.ndarray:
-    """MurmurHash3's 64-bit finalizer, in place: every input bit reaches every output bit."""
-    h ^= h >> np.uint64(33)
-    h *= np.uint64(0xFF51AFD7ED558CCD)
-    h ^= h >> np.uint64(33)
-    h *= np.uint64(0xC4CEB9FE1A85EC53)
-    h ^= h >> np.uint64(33)
-    return h
+# MurmurHash3's finalizer constants by width: (shift, multiplier, shift, multiplier, shift)
+_FMIX = {
+    np.dtype(np.uint64): (33, 0xFF51AFD7ED558CCD, 33, 0xC4CEB9FE1A85EC53, 33),
+    np.dtype(np.uint32): (16, 0x85EBCA6B, 13, 0xC2B2AE35, 16),  # as datasketch applies it
+}
 
 
-def _fmix32(h: np.ndarray) -> np.ndarray:
-    """MurmurHash3's 32-bit finalizer, which datasketch applies before its permutations."""
-    h ^= h >> np.uint32(16)
-    h *= np.uint32(0x85EBCA6B)
-    h ^= h >> np.uint32(13)
-    h *= np.uint32(0xC2B2AE35)
-    h ^= h >> np.uint32(16)
+def _fmix(h: np.ndarray) -> np.ndarray:
+    """MurmurHash3's finalizer for h's width, in place: every input bit reaches every
+    output bit."""
+    s1, m1, s2, m2, s3 = (h.dtype.type(c) for c in _FMIX[h.dtype])
+    h ^= h >> s1
+    h *= m1
+    h ^= h >> s2
+    h *= m2
+    h ^= h >> s3
     return h
 
 
@@ -334,7 +333,7 @@ class Signer:
         rows = np.full((len(counts), self.num_perm), _EMPTY, dtype=np.uint32)
         if not len(shingles):
             return rows
-        values = _fmix32((shingles >> np.uint64(32)).astype(np.uint32))
+        values = _fmix((shingles >> np.uint64(32)).astype(np.uint32))
         # permutations down, shingles across: the per-block minimum runs along rows
         permuted = self._multipliers[:, None] * values
         permuted += self._offsets[:, None]
@@ -373,7 +372,7 @@ class Signer:
             first += count
         if not pieces:
             return np.zeros(0, dtype=np.uint64), starts, present
-        return _fmix64(np.concatenate(pieces)), starts, present
+        return _fmix(np.concatenate(pieces)), starts, present
 
     def signature(self, rows: np.ndarray) -> bytes:
         """The signature of what the rows hold: their element-wise minimum."""
@@ -452,7 +451,7 @@ class NearDuplicateIndex:
         bands *= self._band_mix
         keys = bands.sum(axis=1, dtype=np.uint64)
         keys ^= self._band_salt
-        return _fmix64(keys)
+        return _fmix(keys)
 
     def add(self, article_id: str, signature: bytes) -> None:
         if not self.signer.is_current(signature):

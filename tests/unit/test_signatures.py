@@ -9,7 +9,7 @@ from datasketch import MinHash
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from publisher.dedup import _MIX, _SEED, _WORD, Signer, _fmix64
+from publisher.dedup import _MIX, _SEED, _WORD, Signer, _fmix
 
 SIGNER = Signer(128, 3)
 
@@ -27,7 +27,7 @@ def datasketch_row(text: str, k: int = 3) -> np.ndarray | None:
         shingles *= _MIX
         shingles ^= hashed[offset : offset + count]
     minhash = MinHash(num_perm=128, seed=_SEED, hashfunc=int)
-    minhash.update_batch((_fmix64(shingles) >> np.uint64(32)).tolist())
+    minhash.update_batch((_fmix(shingles) >> np.uint64(32)).tolist())
     return minhash.hashvalues
 
 
