@@ -269,11 +269,15 @@ class IngestBatch:
                 self._holders[held.key].append(Holder(held.article_id, held.text, held.title))
                 self._keys_of[held.article_id].add(held.key)
         self._titles: dict[str, str] = {}
+        # what each article holds in the overlay's title and advertiser maps, so that
+        # forgetting one costs its own entries, not a pass over the whole batch's
+        self._titles_of: dict[str, set[str]] = defaultdict(set)
+        self._advertises: dict[str, set[str]] = defaultdict(set)
         for chunk in _chunks(sorted(headlines)):
             for row in conn.execute(
                 select(articles.c.title_key, articles.c.id).where(articles.c.title_key.in_(chunk))
             ):
-                self._titles.setdefault(row.title_key, row.id)
+                self._own_title(row.title_key, row.id)
         self._advertisers: dict[str, list[tuple[str, list[tuple[str, str]]]]] = defaultdict(list)
         advertisers: dict[str, str] = {}
         for chunk in _chunks(sorted(own_titles)):
@@ -297,6 +301,7 @@ class IngestBatch:
         for advertiser, teaser in advertisers.items():
             last_two = sorted(tails[advertiser], reverse=True)[:2]
             self._advertisers[teaser].append((advertiser, [(k, t) for _, k, t in last_two]))
+            self._advertises[advertiser].add(teaser)
         self._added_updated: dict[str, datetime] = {}
         self._slugs: set[str] = set()
         base_slugs = {item.slug for item in self.incoming}
@@ -357,20 +362,27 @@ class IngestBatch:
                 self._holders[key].append(Holder(article_id, previous, article.title))
                 self._keys_of[article_id].add(key)
             previous = block.text
-        self._titles.setdefault(title_key(article.title), article_id)
+        self._own_title(title_key(article.title), article_id)
         if item.teaser_headline is not None and len(article.blocks) >= 2:
             tail = [(block_key(b.text), b.text) for b in reversed(article.blocks[-2:])]
-            self._advertisers[title_key(item.teaser_headline)].append((article_id, tail))
+            teaser = title_key(item.teaser_headline)
+            self._advertisers[teaser].append((article_id, tail))
+            self._advertises[article_id].add(teaser)
+
+    def _own_title(self, key: str, article_id: str) -> None:
+        if key not in self._titles:  # the first article of a title keeps it
+            self._titles[key] = article_id
+            self._titles_of[article_id].add(key)
 
     def _forget(self, article_id: str) -> None:
         """Drop what the overlay knew of an article whose body is being replaced."""
         for key in self._keys_of.pop(article_id, set()):
             self._holders[key] = [h for h in self._holders[key] if h.article_id != article_id]
-        for title, owner in list(self._titles.items()):
-            if owner == article_id:
-                del self._titles[title]
-        for advertisers in self._advertisers.values():
-            advertisers[:] = [a for a in advertisers if a[0] != article_id]
+        for title in self._titles_of.pop(article_id, set()):
+            del self._titles[title]
+        for teaser in self._advertises.pop(article_id, set()):
+            held = self._advertisers[teaser]
+            held[:] = [a for a in held if a[0] != article_id]
 
     def _free_slug(self, slug: str) -> str:
         """The slug itself, or slug-2, slug-3… when taken (in the database or this batch)."""
@@ -430,14 +442,11 @@ def _insert_many(conn: Connection, table: Table, rows: list[dict[str, object]]) 
     compiled = insert(table).compile(dialect=conn.dialect, column_keys=list(rows[0]))
     order = compiled.positiontup or []
     processors = [table.c[key].type.bind_processor(conn.dialect) for key in order]
-    if not any(processors):
-        values = [tuple(row[key] for key in order) for row in rows]
-    else:
-        values = [
-            tuple(p(row[k]) if p else row[k] for k, p in zip(order, processors, strict=True))
-            for row in rows
-        ]
-    conn.exec_driver_sql(str(compiled), values)
+    columns = [
+        [row[key] for row in rows] if process is None else [process(row[key]) for row in rows]
+        for key, process in zip(order, processors, strict=True)
+    ]
+    conn.exec_driver_sql(str(compiled), list(zip(*columns, strict=True)))
 
 
 def _columns(article: ParsedArticle, teaser_headline: str | None) -> dict[str, object]:
