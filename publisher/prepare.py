@@ -73,7 +73,11 @@ def prepare_all(paths: Sequence[str], signer: Signer, zone: ZoneInfo) -> list[Pr
 
 def worker_processes() -> int:
     """One per core this process may use, but one: that one is ingest's own."""
-    return min(4, len(os.sched_getaffinity(0)) - 1)
+    if hasattr(os, "sched_getaffinity"):  # Linux: the cores this process may run on
+        cores = len(os.sched_getaffinity(0))
+    else:
+        cores = os.cpu_count() or 1
+    return min(4, cores - 1)
 
 
 def prepared_batches(
