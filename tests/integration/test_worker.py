@@ -214,6 +214,10 @@ def test_a_killed_workers_rows_are_reclaimed_after_its_lease(
         app.close()
         assert killed.wait(60), "the sink never reached 500 messages"
         smtp_sink.on_data = None
+        # a group commit the victim sent just before it died still commits on the server
+        # (its backend notices the closed socket only when it replies); its rows are the
+        # victim's until its lease runs out, so wait for that statement, well within it
+        time.sleep(lease / 6)
         with store.read() as connection:  # the victim's rows, before its lease runs out
             held = connection.execute(
                 select(deliveries.c.id, deliveries.c.status, subscribers.c.email)
@@ -298,6 +302,8 @@ def test_claims_are_disjoint_renewed_released_and_reclaimed_after_the_lease(
     mine = {d.id for d, _ in first}
     theirs = {d.id for d, _ in second}
     assert len(mine) == 4 and len(theirs) == 6 and not mine & theirs
+    assert all(d.subscriber_id == s.id for d, s in first + second)  # joined to its own
+    assert [d.id for d, _ in first] == sorted(mine) < sorted(theirs)  # oldest rows first
     with ledger_transaction(store) as connection:
         assert Claims(connection).claim(run_id, "c", 100, 60) == []  # all held
         # 'sending' only for rows the worker still holds
@@ -320,6 +326,12 @@ def test_claims_are_disjoint_renewed_released_and_reclaimed_after_the_lease(
         assert {d.id for d, _ in claims.claim(run_id, "d", 100, 60)} == theirs
         assert claims.run_state(run_id, "d") == ("sending", 4)  # c's rows are still open
         assert not claims.finish_if_complete(run_id, NOW)
+        ledger = Deliveries(connection)
+        ledger.mark_sent([(key, 1) for key in sorted(mine)[:3]], NOW, NOW)
+        progress = claims.progress(ledger.run(run_id))
+    assert progress.counts == {"sent": 3, "sending": 1, "pending": 6}
+    assert progress.sent_by == {"c": 3}
+    assert progress.claimed == 7  # c's row in flight, d's six
     store.close()
 
 
