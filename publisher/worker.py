@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 from publisher.errors import ConfigError
 from publisher.mailer import Mailer, Outgoing, SendReport
 from publisher.messages import PreparedDigest, sender_address
-from publisher.model import Article, DigestRun, SubscriberStatus
+from publisher.model import Article, Delivery, DigestRun, Subscriber, SubscriberStatus
 from publisher.store import Store
 from publisher.store.deliveries import (
     Claims,
@@ -252,16 +252,22 @@ class ClaimingSender:
         newsletter = self.newsletter
         sender = sender_address(newsletter.settings)
         cache: OrderedDict[tuple[Any, ...], PreparedDigest] = OrderedDict()
+        # Claims go on after this worker's last one. Rows before it come free again only
+        # when given back or when a lease runs out: a pass from the start takes them once
+        # nothing is left ahead.
+        after = 0
         while not self.stopping:
-            page = await asyncio.to_thread(
-                self._write, lambda c: c.claim(run.id, self.name, self.batch, self.lease)
-            )
+            page = await asyncio.to_thread(self._claim, run.id, after)
+            if not page and after:
+                after = 0
+                continue
             if not page:
                 status, elsewhere = await asyncio.to_thread(self._run_state, run.id)
                 if status != "fanout" and not (until_done and elsewhere):
                     return
                 await asyncio.sleep(self.poll)  # more rows coming, or a lease to run out
                 continue
+            after = page[-1][0].id
             gone: list[int] = []
             for delivery, subscriber in page:
                 if subscriber.status is not SubscriberStatus.CONFIRMED:
@@ -281,6 +287,12 @@ class ClaimingSender:
                 )
             if gone:
                 await asyncio.to_thread(newsletter._abandon, gone)
+
+    def _claim(self, run_id: int, after: int) -> list[tuple[Delivery, Subscriber]]:
+        page: list[tuple[Delivery, Subscriber]] = self._write(
+            lambda claims: claims.claim(run_id, self.name, self.batch, self.lease, after=after)
+        )
+        return page
 
     def _run_state(self, run_id: int) -> tuple[str, int]:
         """(run status, open rows someone else holds) for the end-of-claims decision."""

@@ -686,13 +686,16 @@ class Claims:
         return [_run(row) for row in rows]
 
     def claim(
-        self, run_id: int, worker: str, limit: int, lease_seconds: float
+        self, run_id: int, worker: str, limit: int, lease_seconds: float, *, after: int = 0
     ) -> list[tuple[Delivery, Subscriber]]:
-        """Take up to `limit` open rows nobody holds (never claimed, released, or lease ran out).
+        """Take up to `limit` open rows nobody holds (never claimed, released, or lease ran
+        out), oldest first; only rows after id `after` (a worker's last claim).
 
-        One status at a time, each read in id order off (run_id, status, id) and stopped
-        after `limit` free rows: `status IN (...)` over that index read and sorted every
-        open row of the run for each claim (100,000 rows: 42 ms, a sort spilled to disk).
+        One status at a time, each read in id order and stopped after `limit` free rows:
+        `status IN (...)` read and sorted every open row of the run for each claim
+        (100,000 rows: 42 ms, a sort spilled to disk). With statistics from before the
+        run's rows were sent, PostgreSQL reads 'pending' rows off the primary key, through
+        every row already sent (halfway through 100,000: 31 ms); `after` skips those.
         """
         free = union_all(
             *(
@@ -701,6 +704,7 @@ class Claims:
                     .where(
                         deliveries.c.run_id == run_id,
                         deliveries.c.status == status,
+                        deliveries.c.id > after,
                         or_(
                             deliveries.c.lease_until.is_(None),
                             deliveries.c.lease_until < func.now(),

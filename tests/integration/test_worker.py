@@ -323,7 +323,10 @@ def test_claims_are_disjoint_renewed_released_and_reclaimed_after_the_lease(
         claims = Claims(connection)
         assert claims.renew([run_id], "b", 60) == 6
         assert claims.release([run_id], "b") == 6  # pending rows back at once
-        assert {d.id for d, _ in claims.claim(run_id, "d", 100, 60)} == theirs
+        first_of_theirs = min(theirs)
+        later = claims.claim(run_id, "d", 100, 60, after=first_of_theirs)
+        assert {d.id for d, _ in later} == theirs - {first_of_theirs}
+        assert [d.id for d, _ in claims.claim(run_id, "d", 100, 60)] == [first_of_theirs]
         assert claims.run_state(run_id, "d") == ("sending", 4)  # c's rows are still open
         assert not claims.finish_if_complete(run_id, NOW)
         ledger = Deliveries(connection)
