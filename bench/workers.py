@@ -115,6 +115,13 @@ def _ledger_window(url: str) -> dict[str, float]:
     return {"sent": sent, "not_sent": others, "seconds": (last - first).total_seconds()}
 
 
+def _machine_ticks() -> tuple[int, int]:
+    """(busy, total) clock ticks of every CPU so far, from /proc/stat."""
+    ticks = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = ticks[3] + ticks[4]  # idle + iowait
+    return sum(ticks) - idle, sum(ticks)
+
+
 def _cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / TICKS  # utime + stime
@@ -133,6 +140,7 @@ def trial(template: str, workers: int, port: int, sink_pid: int) -> dict[str, fl
         _publisher(config, "send", "--fan-out-only", "--now", NOW.isoformat())
         fan_out = time.perf_counter() - started
         sink_cpu = _cpu_seconds(sink_pid)
+        machine = _machine_ticks()
         started = time.perf_counter()
         processes = [
             subprocess.Popen(
@@ -161,6 +169,9 @@ def trial(template: str, workers: int, port: int, sink_pid: int) -> dict[str, fl
             assert process.returncode == 0, f"worker exited {process.returncode}"
             usages.append(usage)
         wall = time.perf_counter() - started
+        busy, total = (
+            after - before for after, before in zip(_machine_ticks(), machine, strict=True)
+        )
         sink_cpu = _cpu_seconds(sink_pid) - sink_cpu
         window = _ledger_window(_url(name))
         assert window["not_sent"] == 0, window
@@ -175,6 +186,9 @@ def trial(template: str, workers: int, port: int, sink_pid: int) -> dict[str, fl
             * sum(u.ru_utime + u.ru_stime for u in usages)
             / window["sent"],
             "sink_core_share": sink_cpu / wall,
+            # everything on the machine (workers, PostgreSQL, sink, anyone else), in cores
+            "machine_cores_busy": (os.cpu_count() or 1) * busy / max(1, total),
+            "worker_cores": sum(u.ru_utime + u.ru_stime for u in usages) / wall,
         }
     finally:
         shutil.rmtree(folder, ignore_errors=True)
@@ -364,6 +378,15 @@ def bench(count: int, counts: list[int], runs: int, port: int, sink_pid: int) ->
                 f"peak RSS per worker, {workers} worker(s)",
                 f"{max(r['rss_mb'] for r in results[workers]):.0f} MB",
                 f"CPU {median(workers, 'cpu_ms_per_message'):.2f} ms/message (all workers)",
+            )
+        )
+    for workers in counts:
+        rows.append(
+            (
+                f"cores busy, {workers} worker(s)",
+                f"{median(workers, 'machine_cores_busy'):.2f} of {os.cpu_count()}",
+                f"the workers {median(workers, 'worker_cores'):.2f}; the rest PostgreSQL, "
+                "the sink and anything else running",
             )
         )
     rows.append(
