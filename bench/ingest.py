@@ -4,6 +4,7 @@ Run by hand:  python bench/ingest.py [--sizes 20000 100000] [--runs 3]
 Prints a table and appends it to bench/results.md. Each figure is the median of
 --runs runs, each in a fresh subprocess (so peak RSS is that run's own). The
 baseline, measured in the same run, is read + parse alone (no dedup, no store).
+PUBLISHER_INGEST_PROCESSES=0 measures ingest without worker processes.
 """
 
 from __future__ import annotations
@@ -49,7 +50,10 @@ def worker(folder: Path, mode: str) -> None:
     else:
         work = Path(tempfile.mkdtemp(prefix="bench-ingest-"))
         config = work / "publisher.toml"
-        config.write_text(f'database_url = "sqlite:///{work}/db.sqlite"\ninbox = "{folder}"\n')
+        config.write_text(
+            f'database_url = "sqlite:///{work}/db.sqlite"\ninbox = "{folder}"\n'
+            f"ingest_processes = {os.environ.get('PUBLISHER_INGEST_PROCESSES', '-1')}\n"
+        )
         settings = load_settings(config, environ={})
         ingestor = Ingestor(settings, Store(settings.database_url))
         slices, last = [], [started, 0]

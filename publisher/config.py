@@ -124,6 +124,10 @@ class Settings:
     # how long a writer waits for another one before "database is locked" (SQLite)
     database_busy_timeout: float = 30.0
     inbox: Path = Path("inbox")
+    # processes that read, parse and sign files for an ingest of more than one batch:
+    # -1 = one per core but one (at most 4); 0 = none, all in the ingesting process
+    # (slower, and no worker process's memory: ~150 MB each)
+    ingest_processes: int = -1
     output_dir: Path = Path("public")
     templates_dir: Path | None = None
     seeds_dir: Path | None = None
@@ -179,6 +183,7 @@ class Settings:
 ENVIRONMENT: Mapping[str, tuple[str, str]] = {
     "PUBLISHER_DATABASE_URL": ("", "database_url"),
     "PUBLISHER_INBOX": ("", "inbox"),
+    "PUBLISHER_INGEST_PROCESSES": ("", "ingest_processes"),
     "PUBLISHER_OUTPUT_DIR": ("", "output_dir"),
     "PUBLISHER_TEMPLATES_DIR": ("", "templates_dir"),
     "PUBLISHER_BASE_URL": ("", "base_url"),
@@ -409,6 +414,8 @@ def _validate(settings: Settings, where: str) -> None:
         )
     if not 0 < settings.dedup.near_duplicate_threshold <= 1:
         raise ConfigError(f"dedup.near_duplicate_threshold must be in (0, 1]{where}")
+    if settings.ingest_processes < -1:
+        raise ConfigError(f"ingest_processes must be -1 (one per core), 0 or more{where}")
     if settings.dedup.boilerplate_min_articles < 2:
         raise ConfigError(f"dedup.boilerplate_min_articles must be at least 2{where}")
     scheme = urlsplit(settings.base_url).scheme

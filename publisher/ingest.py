@@ -19,7 +19,7 @@ from publisher.config import Settings
 from publisher.dedup import NearDuplicateIndex, NearMatch, Outcome, Signer, block_key, decide
 from publisher.errors import StoreError
 from publisher.model import ParsedArticle
-from publisher.prepare import Prepared, prepared_batches
+from publisher.prepare import Prepared, prepared_batches, worker_processes
 from publisher.store import Articles, Store
 from publisher.store.ingest_batch import Incoming, IngestBatch
 
@@ -117,7 +117,10 @@ class Ingestor:
         found = inbox_files(paths if paths is not None else [inbox], self.settings.quarantine)
         files = [str(path) for path in found]  # a str is a fifth of a Path's memory
         report = IngestReport()
-        batches = prepared_batches(files, self.batch_size, self.signer, self.settings.zone)
+        processes = worker_processes(self.settings.ingest_processes)
+        batches = prepared_batches(
+            files, self.batch_size, self.signer, self.settings.zone, processes
+        )
         for batch in batches:
             report.results.extend(self.ingest_batch(batch, now()))
             if progress is not None:

@@ -71,8 +71,11 @@ def prepare_all(paths: Sequence[str], signer: Signer, zone: ZoneInfo) -> list[Pr
     return [prepare(path, signer, zone) for path in paths]
 
 
-def worker_processes() -> int:
-    """One per core this process may use, but one: that one is ingest's own."""
+def worker_processes(configured: int = -1) -> int:
+    """As configured (`ingest_processes`), or by default one per core this process may use
+    but one (that one is ingest's own), at most 4."""
+    if configured >= 0:
+        return configured
     if hasattr(os, "sched_getaffinity"):  # Linux: the cores this process may run on
         cores = len(os.sched_getaffinity(0))
     else:
@@ -81,7 +84,7 @@ def worker_processes() -> int:
 
 
 def prepared_batches(
-    files: Sequence[str], batch_size: int, signer: Signer, zone: ZoneInfo
+    files: Sequence[str], batch_size: int, signer: Signer, zone: ZoneInfo, processes: int
 ) -> Iterator[list[Prepared]]:
     """The files prepared, a batch at a time, in order.
 
@@ -89,7 +92,6 @@ def prepared_batches(
     batch in flight, never more (prepared files cost memory until they are stored).
     """
     batches = [files[start : start + batch_size] for start in range(0, len(files), batch_size)]
-    processes = worker_processes()
     if len(batches) < 2 or processes < 1:
         for batch in batches:
             yield prepare_all(batch, signer, zone)

@@ -54,9 +54,10 @@ def write_inbox(folder: Path) -> None:
     (folder / "empty.txt").write_bytes(b"")
 
 
-def make_app(root: Path, batch_size: int) -> App:
+def make_app(root: Path, batch_size: int, environ: dict[str, str] | None = None) -> App:
     write_inbox(root / "inbox")
-    app = App(load_settings(write_config(root, f"sqlite:///{root / 'publisher.db'}"), environ={}))
+    config = write_config(root, f"sqlite:///{root / 'publisher.db'}")
+    app = App(load_settings(config, environ=environ or {}))
     app.ingestor.batch_size = batch_size
     return app
 
@@ -109,5 +110,20 @@ def test_a_killed_worker_process_loses_no_file(tmp_path: Path) -> None:
         assert len(report.results) == 42
         assert report.summary()["added"] + report.summary()["updated"] == 40
         assert len(app.articles()) == 35
+    finally:
+        app.close()
+
+
+def test_ingest_processes_0_prepares_everything_in_this_process(tmp_path: Path) -> None:
+    app = make_app(tmp_path, batch_size=4, environ={"PUBLISHER_INGEST_PROCESSES": "0"})
+    children: list[int] = []
+
+    def progress(done: int, total: int) -> None:
+        children.extend(p.pid for p in multiprocessing.active_children() if p.pid)
+
+    try:
+        report = app.ingest(now=lambda: NOW, progress=progress)
+        assert report.summary()["added"] == 35
+        assert children == []
     finally:
         app.close()
