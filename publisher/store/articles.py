@@ -4,20 +4,19 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from datetime import datetime
-from typing import TypeVar
 
 from sqlalchemy import Connection, Row, bindparam, func, or_, select, update
 
 from publisher.model import Article, Block, Removal
 from publisher.parse import summarize
+from publisher.store.chunks import chunks
 from publisher.store.schema import articles, blocks, boilerplate, ingest_log, removals
 
 __all__ = ["Articles"]
 
 _INGESTED = ("added", "updated")
-T = TypeVar("T")
 
 
 class Articles:
@@ -45,7 +44,7 @@ class Articles:
 
     def bodies(self, ids: Sequence[str]) -> Iterator[tuple[str, str, list[tuple[str, str]]]]:
         """(id, title, [(block key, text)] in order) of the given articles, all blocks kept."""
-        for chunk in _chunks(list(ids), 500):
+        for chunk in chunks(list(ids), 500):
             titles = {
                 str(row.id): str(row.title)
                 for row in self.connection.execute(
@@ -129,7 +128,7 @@ class Articles:
             return []
         ids = [row.id for row in rows]
         body: dict[int, list[tuple[str, str]]] = defaultdict(list)
-        for seqs in _chunks([row.seq for row in rows], 500):
+        for seqs in chunks([row.seq for row in rows], 500):
             for b in self.connection.execute(
                 select(blocks.c.article_seq, blocks.c.key, blocks.c.text)
                 .where(blocks.c.article_seq.in_(seqs))
@@ -137,7 +136,7 @@ class Articles:
             ):
                 body[b.article_seq].append((b.key, b.text))
         removed: dict[str, list[tuple[str, Removal]]] = defaultdict(list)
-        for chunk in _chunks(ids, 500):
+        for chunk in chunks(ids, 500):
             for r in self.connection.execute(
                 select(removals)
                 .where(removals.c.article_id.in_(chunk))
@@ -167,8 +166,3 @@ class Articles:
                 )
             )
         return result
-
-
-def _chunks(items: Sequence[T], size: int) -> Iterable[Sequence[T]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]

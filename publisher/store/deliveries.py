@@ -44,6 +44,7 @@ from sqlalchemy.exc import DBAPIError
 
 from publisher.errors import SendError, StoreError
 from publisher.model import Delivery, DeliveryStatus, DigestRun, Subscriber, SubscriberStatus
+from publisher.store.chunks import chunks
 from publisher.store.engine import Store
 from publisher.store.schema import deliveries, digest_runs, sent_articles, subscribers, workers
 from publisher.store.subscribers import _subscriber
@@ -308,7 +309,7 @@ class Deliveries:
             return []
         people: dict[int, Subscriber] = {}
         ids = [int(row.subscriber_id) for row in rows]
-        for chunk in _chunks(ids, 500):
+        for chunk in chunks(ids, 500):
             found = self.connection.execute(select(subscribers).where(subscribers.c.id.in_(chunk)))
             for row in found:
                 people[int(row.id)] = _subscriber(row)
@@ -322,7 +323,7 @@ class Deliveries:
         result: dict[int, set[str]] = defaultdict(set)
         if not subscriber_ids or not candidates:
             return result
-        for chunk in _chunks(list(subscriber_ids), 500):
+        for chunk in chunks(list(subscriber_ids), 500):
             rows = self.connection.execute(
                 select(sent_articles.c.subscriber_id, sent_articles.c.article_id).where(
                     sent_articles.c.subscriber_id.in_(chunk),
@@ -918,11 +919,6 @@ def _retrying(once: Callable[[], T], attempts: int = 5) -> T:
 def _lease(seconds: float) -> Any:
     """now() + seconds on the database clock."""
     return func.now() + timedelta(seconds=seconds)
-
-
-def _chunks(items: Sequence[int], size: int) -> Iterable[Sequence[int]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
 
 
 def _run(row: Any) -> DigestRun:

@@ -16,19 +16,18 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TypeVar
 
 from sqlalchemy import Connection, Table, and_, bindparam, delete, insert, or_, select, update
 from sqlalchemy.orm import aliased
 
 from publisher.dedup import Decision, Holder, StoredFacts, block_key, title_key
 from publisher.model import ParsedArticle
+from publisher.store.chunks import chunks
 from publisher.store.schema import articles, blocks, boilerplate, ingest_log, removals
 
 __all__ = ["Incoming", "IngestBatch"]
 
 _INGESTED = ("added", "updated")
-T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,7 +63,7 @@ class IngestBatch:
         if not wanted:
             return set()
         found: set[tuple[str, str]] = set()
-        for chunk in _chunks(sorted({name for name, _ in wanted})):
+        for chunk in chunks(sorted({name for name, _ in wanted})):
             rows = self.connection.execute(
                 select(ingest_log.c.file, ingest_log.c.raw_hash).where(
                     ingest_log.c.file.in_(chunk),  # the leading column of the index
@@ -183,7 +182,7 @@ class IngestBatch:
         """Write what is buffered (inside the caller's transaction)."""
         conn = self.connection
         replaced = sorted(self._updates)
-        for chunk in _chunks(replaced):
+        for chunk in chunks(replaced):
             seqs = select(articles.c.seq).where(articles.c.id.in_(chunk)).scalar_subquery()
             conn.execute(delete(blocks).where(blocks.c.article_seq.in_(seqs)))
             conn.execute(delete(removals).where(removals.c.article_id.in_(chunk)))
@@ -234,7 +233,7 @@ class IngestBatch:
         headlines = {title_key(i.teaser_headline) for i in self.incoming if i.teaser_headline}
         own_titles = {title_key(item.article.title) for item in self.incoming}
         self._exact: dict[str, str] = {}
-        for chunk in _chunks(sorted(hashes)):
+        for chunk in chunks(sorted(hashes)):
             for row in conn.execute(
                 select(ingest_log.c.content_hash, ingest_log.c.article_id).where(
                     ingest_log.c.content_hash.in_(chunk), ingest_log.c.outcome.in_(_INGESTED)
@@ -242,7 +241,7 @@ class IngestBatch:
             ):
                 self._exact[row.content_hash] = row.article_id
         self._declared: dict[str, frozenset[str]] = {}
-        for chunk in _chunks(sorted(keys)):
+        for chunk in chunks(sorted(keys)):
             for declared in conn.execute(select(boilerplate).where(boilerplate.c.key.in_(chunk))):
                 self._declared[declared.key] = frozenset(
                     filter(None, (declared.advertises, title_key(declared.text)))
@@ -250,7 +249,7 @@ class IngestBatch:
         self._holders: dict[str, list[Holder]] = defaultdict(list)
         self._keys_of: dict[str, set[str]] = defaultdict(set)
         before = aliased(blocks)
-        for chunk in _chunks(sorted(keys - self._declared.keys())):
+        for chunk in chunks(sorted(keys - self._declared.keys())):
             rows = conn.execute(
                 select(
                     blocks.c.key, articles.c.id.label("article_id"), before.c.text, articles.c.title
@@ -273,20 +272,20 @@ class IngestBatch:
         # forgetting one costs its own entries, not a pass over the whole batch's
         self._titles_of: dict[str, set[str]] = defaultdict(set)
         self._advertises: dict[str, set[str]] = defaultdict(set)
-        for chunk in _chunks(sorted(headlines)):
+        for chunk in chunks(sorted(headlines)):
             for row in conn.execute(
                 select(articles.c.title_key, articles.c.id).where(articles.c.title_key.in_(chunk))
             ):
                 self._own_title(row.title_key, row.id)
         self._advertisers: dict[str, list[tuple[str, list[tuple[str, str]]]]] = defaultdict(list)
         advertisers: dict[str, str] = {}
-        for chunk in _chunks(sorted(own_titles)):
+        for chunk in chunks(sorted(own_titles)):
             for row in conn.execute(
                 select(articles.c.id, articles.c.teaser_key).where(articles.c.teaser_key.in_(chunk))
             ):
                 advertisers[row.id] = row.teaser_key
         tails: dict[str, list[tuple[int, str, str]]] = defaultdict(list)
-        for chunk in _chunks(sorted(advertisers)):
+        for chunk in chunks(sorted(advertisers)):
             for block in conn.execute(
                 select(
                     articles.c.id.label("article_id"),
@@ -305,14 +304,14 @@ class IngestBatch:
         self._added_updated: dict[str, datetime] = {}
         self._slugs: set[str] = set()
         base_slugs = {item.slug for item in self.incoming}
-        for chunk in _chunks(sorted(base_slugs)):
+        for chunk in chunks(sorted(base_slugs)):
             self._slugs.update(
                 conn.execute(select(articles.c.slug).where(articles.c.slug.in_(chunk))).scalars()
             )
 
     def _seqs(self, ids: Sequence[str]) -> dict[str, int]:
         seq_of: dict[str, int] = {}
-        for chunk in _chunks(ids):
+        for chunk in chunks(ids):
             rows = self.connection.execute(
                 select(articles.c.id, articles.c.seq).where(articles.c.id.in_(chunk))
             )
@@ -412,7 +411,7 @@ class IngestBatch:
         existing: set[tuple[str, str]] = set()
         # by article id, the leading column of the unique index: a (id, key) row-value IN
         # list is a full scan on SQLite, whose cost grew with the table
-        for chunk in _chunks(ids):
+        for chunk in chunks(ids):
             existing |= {
                 (row.article_id, row.key)
                 for row in self.connection.execute(
@@ -476,8 +475,3 @@ _UPDATED_COLUMNS = (
     "source_file",
     "teaser_key",
 )
-
-
-def _chunks(items: Sequence[T], size: int = 400) -> Iterable[Sequence[T]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
