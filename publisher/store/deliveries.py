@@ -87,6 +87,14 @@ _DELIVERY_COLUMNS = (
     deliveries.c.finished_at,
 )
 
+# A row to send and its subscriber, read in one statement: a second query `id IN (500
+# ids)` for the subscribers is a sequential scan of every subscriber while the table has
+# no statistics yet. `_pair` splits it.
+_PAIR_COLUMNS = (
+    *subscribers.c,
+    *(column.label(f"delivery_{column.name}") for column in _DELIVERY_COLUMNS),
+)
+
 # The ledger's hot statements, built once: each group commit runs them, and building
 # and compiling Core statements anew cost more CPU than the database spends executing
 # them. Each takes the whole batch's ids at once (no executemany: one round trip).
@@ -296,7 +304,8 @@ class Deliveries:
     ) -> list[tuple[Delivery, Subscriber]]:
         """Rows of the run not yet sent or failed, by id, with their subscriber."""
         rows = self.connection.execute(
-            select(*_DELIVERY_COLUMNS)
+            select(*_PAIR_COLUMNS)
+            .join(subscribers, subscribers.c.id == deliveries.c.subscriber_id)
             .where(
                 deliveries.c.run_id == run_id,
                 deliveries.c.id > after,
@@ -304,16 +313,8 @@ class Deliveries:
             )
             .order_by(deliveries.c.id)
             .limit(limit)
-        ).all()
-        if not rows:
-            return []
-        people: dict[int, Subscriber] = {}
-        ids = [int(row.subscriber_id) for row in rows]
-        for chunk in chunks(ids, 500):
-            found = self.connection.execute(select(subscribers).where(subscribers.c.id.in_(chunk)))
-            for row in found:
-                people[int(row.id)] = _subscriber(row)
-        return [(_delivery(row), people[int(row.subscriber_id)]) for row in rows]
+        )
+        return [_pair(row) for row in rows]
 
     def sent_to(
         self, subscriber_ids: Sequence[int], article_ids: Iterable[str]
@@ -720,8 +721,7 @@ class Claims:
                 for status in _OPEN
             )
         ).subquery()
-        # the subscribers come back joined: a second query `id IN (500 ids)` is a
-        # sequential scan of every subscriber while the table has no statistics yet
+        # the subscribers come back joined (_PAIR_COLUMNS)
         rows = self.connection.execute(
             update(deliveries)
             .where(
@@ -731,13 +731,9 @@ class Claims:
                 subscribers.c.id == deliveries.c.subscriber_id,
             )
             .values(claimed_by=worker, lease_until=_lease(lease_seconds))
-            .returning(*subscribers.c, *(c.label(f"delivery_{c.name}") for c in _DELIVERY_COLUMNS))
+            .returning(*_PAIR_COLUMNS)
         ).all()
-        split = len(subscribers.c)
-        return [
-            (_delivery(row[split:]), _subscriber(row))
-            for row in sorted(rows, key=lambda row: int(row.delivery_id))
-        ]
+        return [_pair(row) for row in sorted(rows, key=lambda row: int(row.delivery_id))]
 
     def renew(self, run_ids: Iterable[int], worker: str, lease_seconds: float) -> int:
         """Extend the lease of every open row this worker holds (its heartbeat)."""
@@ -930,6 +926,11 @@ def _run(row: Any) -> DigestRun:
         created=row.created,
         finished=row.finished,
     )
+
+
+def _pair(row: Any) -> tuple[Delivery, Subscriber]:
+    """A row of `_PAIR_COLUMNS`: the delivery, and its subscriber."""
+    return _delivery(row[len(subscribers.c) :]), _subscriber(row)
 
 
 def _delivery(row: Sequence[Any]) -> Delivery:
