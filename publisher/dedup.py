@@ -501,16 +501,11 @@ class NearDuplicateIndex:
         values = self.signer.values(signature)
         keys = self._band_keys(signature)
         candidates: set[int] = set()
-        stored = self._keys
-        if len(stored):
-            at = np.searchsorted(stored, keys)
-            hits = stored[np.minimum(at, len(stored) - 1)] == keys
-            if hits.any():
-                for band in np.flatnonzero(hits).tolist():
-                    start = stop = int(at[band])
-                    while stop < len(stored) and stored[stop] == keys[band]:
-                        stop += 1
-                    candidates.update(self._key_rows[start:stop].tolist())
+        starts = np.searchsorted(self._keys, keys, side="left").tolist()
+        stops = np.searchsorted(self._keys, keys, side="right").tolist()
+        for start, stop in zip(starts, stops, strict=True):
+            if stop > start:  # the run of stored keys equal to this band's
+                candidates.update(self._key_rows[start:stop].tolist())
         for key in keys.tolist():
             held = self._recent.get(key)
             if isinstance(held, int):

@@ -18,10 +18,10 @@ import numpy as np
 from publisher.config import Settings
 from publisher.dedup import NearDuplicateIndex, NearMatch, Outcome, Signer, block_key, decide
 from publisher.errors import StoreError
-from publisher.model import ParsedArticle
+from publisher.model import Incoming, ParsedArticle
 from publisher.prepare import Prepared, prepared_batches, worker_processes
 from publisher.store import Articles, Store
-from publisher.store.ingest_batch import Incoming, IngestBatch
+from publisher.store.ingest_batch import IngestBatch
 
 __all__ = ["FileResult", "IngestReport", "Ingestor", "inbox_files", "is_candidate"]
 
@@ -146,8 +146,8 @@ class Ingestor:
             elif item.problem is not None:
                 results[item.path] = FileResult(item.path.name, "quarantined", item.problem)
             else:
-                assert item.article is not None
-                parsed.append((item, Incoming(item.article, item.teaser_headline, item.slug)))
+                assert item.incoming is not None
+                parsed.append((item, item.incoming))
         quarantined = [item for item in batch if item.problem is not None]
         with self.store.begin() as connection:
             self._sync(Articles(connection))

@@ -24,7 +24,7 @@ import xxhash
 
 from publisher.dedup import Signer, trailing_teaser
 from publisher.errors import ParseError
-from publisher.model import ParsedArticle
+from publisher.model import Incoming
 from publisher.parse import parse_article, slugify
 
 __all__ = ["Prepared", "prepare", "prepared_batches"]
@@ -38,9 +38,7 @@ class Prepared:
 
     path: Path
     raw_hash: str
-    article: ParsedArticle | None = None
-    teaser_headline: str | None = None
-    slug: str = ""
+    incoming: Incoming | None = None
     rows: np.ndarray | None = None  # Signer.block_rows of the title and blocks
     problem: str | None = None  # why the file goes to quarantine
     data: bytes = b""  # a quarantined file's bytes, to copy it across filesystems
@@ -64,7 +62,8 @@ def prepare(name: str | Path, signer: Signer, zone: ZoneInfo) -> Prepared:
     teaser = trailing_teaser(article.blocks)
     rows = signer.block_rows(article.title, [block.text for block in article.blocks])
     slug = slugify(article.published, article.title)
-    return Prepared(path, raw_hash, article, teaser.headline if teaser else None, slug, rows)
+    incoming = Incoming(article, teaser.headline if teaser else None, slug)
+    return Prepared(path, raw_hash, incoming, rows)
 
 
 def prepare_all(paths: Sequence[str], signer: Signer, zone: ZoneInfo) -> list[Prepared]:

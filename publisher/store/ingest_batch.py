@@ -14,29 +14,19 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import Connection, Table, and_, bindparam, delete, insert, or_, select, update
 from sqlalchemy.orm import aliased
 
 from publisher.dedup import Decision, Holder, StoredFacts, block_key, title_key
-from publisher.model import ParsedArticle
+from publisher.model import Incoming, ParsedArticle
 from publisher.store.chunks import chunks
 from publisher.store.schema import articles, blocks, boilerplate, ingest_log, removals
 
-__all__ = ["Incoming", "IngestBatch"]
+__all__ = ["IngestBatch"]
 
 _INGESTED = ("added", "updated")
-
-
-@dataclass(frozen=True, slots=True)
-class Incoming:
-    """One parsed file of the batch and its trailing teaser headline, if any."""
-
-    article: ParsedArticle
-    teaser_headline: str | None
-    slug: str  # parse.slugify of its date and title, before any -2 for a taken one
 
 
 class IngestBatch:
@@ -182,9 +172,10 @@ class IngestBatch:
         """Write what is buffered (inside the caller's transaction)."""
         conn = self.connection
         replaced = sorted(self._updates)
+        seq_of = self._seqs(replaced)
         for chunk in chunks(replaced):
-            seqs = select(articles.c.seq).where(articles.c.id.in_(chunk)).scalar_subquery()
-            conn.execute(delete(blocks).where(blocks.c.article_seq.in_(seqs)))
+            replaced_seqs = [seq_of[article_id] for article_id in chunk]
+            conn.execute(delete(blocks).where(blocks.c.article_seq.in_(replaced_seqs)))
             conn.execute(delete(removals).where(removals.c.article_id.in_(chunk)))
         if self._updates:
             conn.execute(
@@ -199,7 +190,7 @@ class IngestBatch:
         removal_rows = self._new_removals([row for rows in self._removals.values() for row in rows])
         if self._new_articles:
             _insert_many(conn, articles, list(self._new_articles.values()))
-        seq_of = self._seqs(sorted(self._bodies))  # new articles have theirs now
+            seq_of |= self._seqs(sorted(self._new_articles))  # given by the insert
         # in key order: the inserts into the block-key index then sweep it once, page after
         # page, instead of landing on random pages (the (article_seq, position) index grows
         # at its right end whatever the order: this batch's seqs are the newest)
