@@ -12,7 +12,13 @@ callers that only know the built-ins still catch them.
 
 from __future__ import annotations
 
+import re
+
 __all__ = ["ConfigError", "ParseError", "PublisherError", "SendError", "StoreError"]
+
+# RFC 3463 enhanced codes for "message length exceeds administrative limit" and
+# "message too big for system"
+_MESSAGE_TOO_BIG = re.compile(r"\b5\.(?:2\.3|3\.4)\b")
 
 
 class PublisherError(Exception):
@@ -58,3 +64,12 @@ class SendError(PublisherError, ConnectionError):
     def permanent(self) -> bool:
         """5xx replies are final for that recipient; everything else may be retried."""
         return self.code is not None and 500 <= self.code < 600
+
+    @property
+    def counts_as_bounce(self) -> bool:
+        """A permanent refusal of the address, not of this message: a 552 or an enhanced
+        5.2.3 / 5.3.4 (the message is too big) says nothing about the mailbox, so it must
+        never count toward bouncing a subscriber."""
+        if not self.permanent or self.code == 552:
+            return False
+        return _MESSAGE_TOO_BIG.search(self.message) is None

@@ -13,6 +13,7 @@ Sending a digest run, exactly once per (run, subscriber):
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import csv
 import functools
 import io
@@ -47,6 +48,7 @@ from publisher.model import Article, DigestRun, Frequency, Subscriber, Subscribe
 from publisher.render import render, template_environment
 from publisher.store import Articles, Store
 from publisher.store.deliveries import Deliveries, DeliveryLedger, PlannedDelivery
+from publisher.store.locks import DatabaseLock
 from publisher.store.subscribers import Subscribers
 from publisher.tokens import CONFIRM, UNSUBSCRIBE, Tokens
 from publisher.worker import ClaimingSender, worker_name
@@ -57,6 +59,7 @@ log = logging.getLogger("publisher.send")
 
 BATCH = 1000  # subscribers per fan-out transaction and rows per delivery page
 _PREPARED_CACHE = 512  # distinct digest contents kept rendered
+SEND_LOCK = "send"  # one sender per database at a time
 
 
 @dataclass(frozen=True, slots=True)
@@ -382,31 +385,88 @@ class Newsletter:
             return await asyncio.to_thread(
                 self._preview, chosen, as_of, out_dir or Path("outbox-preview")
             )
+        async with self._sending_lock():
+            return await self._send_due(chosen, as_of, progress, deliver)
+
+    @contextlib.asynccontextmanager
+    async def _sending_lock(self) -> AsyncIterator[None]:
+        """One sender per database at a time, across processes (`send`, `run`'s jobs).
+
+        Without it two sends resume the same rows (SQLite has no row claims) or fan the
+        same people out into two runs. A second sender waits, then finds nothing left.
+        """
+        lock = DatabaseLock(self.store, SEND_LOCK)
+        waiting = False
+        while not await asyncio.to_thread(lock.try_acquire):
+            if not waiting:
+                holder = lock.holder()
+                log.warning(
+                    "another publisher send is running%s; waiting for it to finish",
+                    f" ({holder})" if holder else "",
+                )
+                waiting = True
+            await asyncio.sleep(0.2)
+        try:
+            yield
+        finally:
+            await asyncio.to_thread(lock.release)
+
+    async def _send_due(
+        self,
+        chosen: Frequency | None,
+        as_of: datetime,
+        progress: Callable[[int, int], None] | None,
+        deliver: bool | None,
+    ) -> DigestReport:
+        """Finish every unfinished run (whatever its frequency), then open this one.
+
+        A run's rows are promises already made: a crashed weekly run is sent before a
+        bare `send` decides anything, and nobody with an open row is fanned out again.
+        """
         started = time.monotonic()
-        run, resumed = await asyncio.to_thread(self._open_run, chosen, as_of)
-        report = DigestReport(dry_run=False, run_id=run.id, resumed=resumed, as_of=run.as_of)
+        key = chosen.value if chosen else "all"
+        deliver_now = self.settings.workers.deliver_locally if deliver is None else deliver
+        report = DigestReport(dry_run=False, as_of=as_of)
+        unfinished = await asyncio.to_thread(self._unfinished_runs)
+        for run in unfinished:
+            log.info("resuming digest run %s (as of %s)", run.id, run.as_of.isoformat())
+            report.resumed = True
+            await self._send_run(run, report, progress, deliver_now)
+            if report.unreachable:
+                break
+        if not report.unreachable and all(run.frequency != key for run in unfinished):
+            run = await asyncio.to_thread(self._create_run, key, as_of)
+            await self._send_run(run, report, progress, deliver_now)
+        report.seconds = time.monotonic() - started
+        return report
+
+    async def _send_run(
+        self,
+        run: DigestRun,
+        report: DigestReport,
+        progress: Callable[[int, int], None] | None,
+        deliver: bool,
+    ) -> None:
+        """Fan one run out (the rest of it, if resumed) and send it; adds to `report`."""
+        chosen = None if run.frequency == "all" else Frequency(run.frequency)
+        report.run_id, report.as_of = run.id, run.as_of
         candidates = await asyncio.to_thread(self._candidates, chosen, run.as_of)
-        report.skipped_empty = await asyncio.to_thread(self._fan_out, run, chosen, candidates)
+        report.skipped_empty += await asyncio.to_thread(self._fan_out, run, chosen, candidates)
         total = await asyncio.to_thread(self._open_count, run.id)
-        report.fanned_out = total
-        if not (self.settings.workers.deliver_locally if deliver is None else deliver):
-            # -- scale-out workers --: fan-out only; workers claim and send the rows
+        report.fanned_out += total
+        if not deliver:
             log.info("digest run %s: %d messages left to the workers", run.id, total)
-            report.seconds = time.monotonic() - started
-            return report
-        done = 0
+            return
 
         def count(smtp: SendReport) -> None:
-            nonlocal done
-            done = smtp.sent + smtp.failed + smtp.skipped
             if progress is not None:
-                progress(done, total)
+                progress(smtp.sent + smtp.failed + smtp.skipped, total)
 
         if progress is not None:
             progress(0, total)
         by_id = {a.id: a for a in candidates}
         if self.store.dialect == "postgresql":
-            # -- scale-out workers --: claim rows with a lease, like `publisher worker`
+            # claim rows with a lease, like `publisher worker`, so both can share the run
             async with ClaimingSender(self, name=worker_name("send")) as claiming:
                 smtp = await claiming.deliver(
                     run, until_done=True, articles=by_id, digest_report=report, progress=count
@@ -417,22 +477,21 @@ class Newsletter:
                 smtp = await Mailer(self.settings.smtp).send_all(
                     self._outgoing(run, by_id, report), ledger, progress=count
                 )
-        report.sent, report.failed, report.retried = smtp.sent, smtp.failed, smtp.retried
-        report.failures = smtp.failures
-        report.deferred, report.unreachable = smtp.deferred, smtp.unreachable
+        report.sent += smtp.sent
+        report.failed += smtp.failed
+        report.retried += smtp.retried
+        report.failures.extend(smtp.failures)
+        report.deferred += smtp.deferred
+        report.unreachable = report.unreachable or smtp.unreachable
         await asyncio.to_thread(self._finish_run, run.id)
-        report.seconds = time.monotonic() - started
-        return report
 
-    def _open_run(self, frequency: Frequency | None, as_of: datetime) -> tuple[DigestRun, bool]:
-        key = frequency.value if frequency else "all"
+    def _unfinished_runs(self) -> list[DigestRun]:
+        with self.store.read() as connection:
+            return Deliveries(connection).unfinished_runs()
+
+    def _create_run(self, key: str, as_of: datetime) -> DigestRun:
         with self.store.begin() as connection:
-            ledger = Deliveries(connection)
-            run = ledger.open_run(key)
-            if run is not None:
-                log.info("resuming digest run %s (as of %s)", run.id, run.as_of.isoformat())
-                return run, True
-            return ledger.create_run(key, as_of, self.clock()), False
+            return Deliveries(connection).create_run(key, as_of, self.clock())
 
     def _candidates(self, frequency: Frequency | None, as_of: datetime) -> list[Article]:
         """Every article some due subscriber's window can hold (articles are few)."""
@@ -454,8 +513,12 @@ class Newsletter:
         as_of: datetime,
         candidates: Sequence[Article],
         after: int,
+        run_id: int | None = None,
     ) -> Iterator[tuple[list[tuple[Subscriber, selection.Digest]], int]]:
-        """(page of (subscriber, digest), number with nothing new) per page of due subscribers."""
+        """(page of (subscriber, digest), last subscriber id) per page of due subscribers.
+
+        With `run_id`, subscribers with an open row in another run are left out.
+        """
         cache: dict[tuple[Any, ...], selection.Digest] = {}
         ids = [a.id for a in candidates]
         while True:
@@ -463,11 +526,15 @@ class Newsletter:
                 page = Subscribers(connection).page(
                     after=after, limit=BATCH, status=SubscriberStatus.CONFIRMED, frequency=frequency
                 )
-                sent = Deliveries(connection).sent_to([s.id for s in page], ids)
+                ledger = Deliveries(connection)
+                sent = ledger.sent_to([s.id for s in page], ids)
+                busy = ledger.open_elsewhere([s.id for s in page], run_id) if run_id else set()
             if not page:
                 return
             chosen: list[tuple[Subscriber, selection.Digest]] = []
             for s in page:
+                if s.id in busy:
+                    continue  # its open row in another run goes out first; one at a time
                 already = sent.get(s.id)
                 if already:
                     found = selection.select(candidates, s, as_of, already_sent=already)
@@ -488,7 +555,7 @@ class Newsletter:
         with self.store.read() as connection:
             through, skipped_before = Deliveries(connection).fanned_out_through(run.id)
         skipped_total = 0
-        for page, last in self._due(frequency, run.as_of, candidates, through):
+        for page, last in self._due(frequency, run.as_of, candidates, through, run.id):
             planned = [
                 PlannedDelivery(
                     s.id, digest_message_id(run.id, s.id, self.settings.host), d.article_ids

@@ -1,7 +1,7 @@
 """A real SMTP server for tests: aiosmtpd on 127.0.0.1, port 0, with a recording handler.
 
 Failure cases swap behaviour on the same real socket (aiosmtplib's own test style):
-`fail_once` answers 451 to a recipient's first RCPT, `reject` answers 550, `drop_after`
+`fail_once` answers 451 to a recipient's first RCPT, `reject` answers 550, `data_reply` answers DATA as given, `drop_after`
 closes each connection after N accepted messages, and `on_data` runs inside DATA before
 the reply (the kill tests SIGKILL the sender there: a message in flight).
 """
@@ -44,6 +44,7 @@ class SmtpSink:
     messages: list[Received] = field(default_factory=list)
     fail_once: set[str] = field(default_factory=set)
     reject: set[str] = field(default_factory=set)
+    data_reply: dict[str, str] = field(default_factory=dict)  # recipient -> reply to DATA
     drop_after: int | None = None
     on_data: Callable[[Received], None] | None = None
     on_mail: Callable[[], None] | None = None
@@ -74,6 +75,9 @@ class SmtpSink:
 
     async def handle_DATA(self, server: SMTPServer, session: Session, envelope: Envelope) -> str:
         content = envelope.original_content or b""
+        for recipient in envelope.rcpt_tos:
+            if recipient in self.data_reply:
+                return self.data_reply[recipient]
         received = Received(str(envelope.mail_from), list(envelope.rcpt_tos), bytes(content))
         if self.on_data is not None:
             self.on_data(received)

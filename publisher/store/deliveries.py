@@ -209,15 +209,12 @@ class Deliveries:
 
     # -- runs -------------------------------------------------------------------------
 
-    def open_run(self, frequency: str) -> DigestRun | None:
-        """The unfinished run for this frequency, if a crash or Ctrl-C left one."""
-        row = self.connection.execute(
-            select(digest_runs)
-            .where(digest_runs.c.frequency == frequency, digest_runs.c.status != "done")
-            .order_by(digest_runs.c.id.desc())
-            .limit(1)
-        ).first()
-        return None if row is None else _run(row)
+    def unfinished_runs(self) -> list[DigestRun]:
+        """Runs a crash, Ctrl-C or an unreachable server left unfinished, oldest first."""
+        rows = self.connection.execute(
+            select(digest_runs).where(digest_runs.c.status != "done").order_by(digest_runs.c.id)
+        )
+        return [_run(row) for row in rows]
 
     def create_run(self, frequency: str, as_of: datetime, now: datetime) -> DigestRun:
         key = self.connection.execute(
@@ -335,6 +332,20 @@ class Deliveries:
                 result[int(subscriber_id)].add(str(article_id))
         return result
 
+    def open_elsewhere(self, subscriber_ids: Sequence[int], run_id: int) -> set[int]:
+        """Which of these subscribers have a row not yet sent in a run other than this one."""
+        found: set[int] = set()
+        for chunk in chunks(list(subscriber_ids), 500):
+            rows = self.connection.execute(
+                select(deliveries.c.subscriber_id).where(
+                    deliveries.c.subscriber_id.in_(chunk),
+                    deliveries.c.status.in_(_OPEN),
+                    deliveries.c.run_id != run_id,
+                )
+            )
+            found.update(int(i) for i in rows.scalars())
+        return found
+
     def mark_sending(
         self,
         ids: Sequence[int],
@@ -380,7 +391,8 @@ class Deliveries:
     def mark_failed(
         self, failed: Sequence[tuple[int, str, bool, int]], now: datetime, bounce_after: int
     ) -> None:
-        """(delivery id, error, permanent, attempts); N permanent failures bounce a subscriber."""
+        """(delivery id, error, counts as bounce, attempts); `bounce_after` such failures
+        bounce a subscriber."""
         if not failed:
             return
         self.connection.execute(
@@ -397,7 +409,7 @@ class Deliveries:
                 for key, error, _, attempts in failed
             ],
         )
-        hard = [key for key, _, permanent, _ in failed if permanent]
+        hard = [key for key, _, bounce, _ in failed if bounce]
         if not hard:
             return
         people = list(
@@ -507,7 +519,7 @@ class DeliveryLedger:
         self._put(("sent", (item.key, attempts), None))
 
     async def failed(self, item: _Keyed, error: SendError, attempts: int) -> None:
-        self._put(("failed", (item.key, error.message, error.permanent, attempts), None))
+        self._put(("failed", (item.key, error.message, error.counts_as_bounce, attempts), None))
 
     def _raise_if_broken(self) -> None:
         if self._error is not None:

@@ -189,6 +189,34 @@ def test_550_marks_failed_others_delivered_and_bounces_after_n(
     assert smtp_sink.attempts["bob@example.com"] == 3
 
 
+@pytest.mark.parametrize(
+    "reply",
+    [
+        "552 5.3.4 Message size exceeds fixed maximum message size",
+        "552 Requested mail action aborted: exceeded storage allocation",
+        "554 5.3.4 Message too big for system",
+        "550 5.2.3 Message length exceeds administrative limit",
+    ],
+)
+def test_a_message_refused_for_its_size_never_counts_toward_a_bounce(
+    sending: App, smtp_sink: SmtpSink, reply: str
+) -> None:
+    smtp_sink.data_reply["bob@example.com"] = reply
+    for hours in range(4):  # more refusals than bounce_after (3)
+        report = sending.send_digests(now=NOW + timedelta(hours=hours))
+        assert report.failed == 1
+    bob = next(s for s in sending.subscribers() if s.email == "bob@example.com")
+    assert bob.status is SubscriberStatus.CONFIRMED
+    assert bob.hard_failures == 0
+    with sending.store.read() as connection:
+        errors = (
+            connection.execute(select(deliveries.c.error).where(deliveries.c.status == "failed"))
+            .scalars()
+            .all()
+        )
+    assert len(errors) == 4 and all(reply.split()[0] in e for e in errors)
+
+
 def test_sink_dropping_connections_after_3_messages_still_sends_each_once(
     tmp_path: Path, database_url: str, smtp_sink: SmtpSink
 ) -> None:
