@@ -15,16 +15,16 @@ from publisher.config import Settings
 from publisher.errors import PublisherError
 from publisher.ingest import Ingestor, IngestReport, inbox_files, is_candidate
 from publisher.model import Article, Subscriber
-from publisher.newsletter import DigestReport, ImportReport, Newsletter
+from publisher.newsletter import ImportReport, Newsletter
 from publisher.site import BuildResult, SiteBuilder
 from publisher.store import Articles, Store
 from publisher.watch import settled_files
-from publisher.worker import ClaimingSender, require_shared_database, run_progress
 
-if TYPE_CHECKING:  # -- scale-out workers --
-    from publisher.store.deliveries import RunProgress
-
-if TYPE_CHECKING:  # typing only: starlette loads when `serve` or `run` needs it
+if TYPE_CHECKING:  # typing only: these load when a command needs them
+    from publisher.sending.claiming import ClaimingSender
+    from publisher.sending.reports import DigestReport
+    from publisher.sending.runs import DigestSender
+    from publisher.store.claims import RunProgress
     from publisher.web import BaseRoute
 
 __all__ = ["App", "run_until_signal"]
@@ -41,7 +41,8 @@ class App:
         self._store: Store | None = None
         self._ingestor: Ingestor | None = None
         self._site: SiteBuilder | None = None  # feeds and pages
-        self._newsletter: Newsletter | None = None  # subscribers and digests
+        self._newsletter: Newsletter | None = None  # subscribers
+        self._sender: DigestSender | None = None  # digests
 
     @property
     def store(self) -> Store:
@@ -154,7 +155,7 @@ class App:
 
     @property
     def newsletter(self) -> Newsletter:
-        """Subscribers, digests, and the web's SubscriptionService."""
+        """Subscribers, and the web's SubscriptionService."""
         if self._newsletter is None:
             self._newsletter = Newsletter(self.settings, self.store)
         return self._newsletter
@@ -191,7 +192,7 @@ class App:
         progress: Callable[[int, int], None] | None = None,
         deliver: bool | None = None,
     ) -> DigestReport:
-        """Build and send every due digest (dry run: .eml files only); see newsletter.py.
+        """Build and send every due digest (dry run: .eml files only); see sending/runs.py.
 
         `deliver=False`: create the run and its rows only, for `publisher worker`s.
         """
@@ -209,9 +210,18 @@ class App:
         deliver: bool | None = None,
     ) -> DigestReport:
         """The same inside a running loop (scheduler, `publisher run`)."""
-        return await self.newsletter.send(
+        return await self.sender.send(
             frequency, now, dry_run=dry_run, out_dir=out_dir, progress=progress, deliver=deliver
         )
+
+    @property
+    def sender(self) -> DigestSender:
+        """Digest runs: fan-out, the producer, the dry run."""
+        if self._sender is None:
+            from publisher.sending.runs import DigestSender
+
+            self._sender = DigestSender(self.settings, self.store)
+        return self._sender
 
     # -- scale-out workers ---------------------------------------------------------
 
@@ -221,11 +231,17 @@ class App:
         on_progress: Callable[[RunProgress, ClaimingSender], None] | None = None,
     ) -> ClaimingSender:
         """A `publisher worker` (PostgreSQL only; ConfigError on SQLite): `async with` it."""
+        from publisher.sending.claiming import ClaimingSender, require_shared_database
+
         require_shared_database(self.store)
-        return ClaimingSender(self.newsletter, concurrency=concurrency, on_progress=on_progress)
+        return ClaimingSender(
+            self.sender.producer, concurrency=concurrency, on_progress=on_progress
+        )
 
     def run_progress(self) -> dict[str, Any]:
         """Open digest runs with their progress across workers, and the live workers."""
+        from publisher.status import run_progress
+
         return run_progress(self.store)
 
     # -- watching --------------------------------------------------------------

@@ -85,6 +85,17 @@ class SendReport:
     deferred: int = 0
     unreachable: str | None = None
 
+    def add(self, other: SendReport) -> None:
+        """Count another pool's sending into this one (a send that finished several runs)."""
+        self.sent += other.sent
+        self.failed += other.failed
+        self.retried += other.retried
+        self.skipped += other.skipped
+        self.failures.extend(other.failures)
+        self.seconds += other.seconds
+        self.deferred += other.deferred
+        self.unreachable = self.unreachable or other.unreachable
+
 
 class _RateLimit:
     """At most `rate` message starts per second across all workers (0: unlimited)."""

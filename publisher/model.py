@@ -16,6 +16,7 @@ __all__ = [
     "Incoming",
     "ParsedArticle",
     "Removal",
+    "RunStatus",
     "Subscriber",
     "SubscriberStatus",
 ]
@@ -155,6 +156,12 @@ class DeliveryStatus(StrEnum):
     FAILED = "failed"
 
 
+class RunStatus(StrEnum):
+    FANOUT = "fanout"  # rows still being written
+    SENDING = "sending"
+    DONE = "done"
+
+
 @dataclass(frozen=True, slots=True)
 class Delivery:
     """One ledger row: (digest run, subscriber), written before the SMTP transaction."""
@@ -180,6 +187,6 @@ class DigestRun:
     id: int
     frequency: str  # weekly | daily | all
     as_of: datetime
-    status: str  # fanout | sending | done
+    status: RunStatus
     created: datetime
     finished: datetime | None = None

@@ -1,105 +1,39 @@
-"""Subscribers and digest sending, wired to the store and the mailer (App delegates here).
-
-Sending a digest run, exactly once per (run, subscriber):
-
-1. open the unfinished run of this frequency (a crash or Ctrl-C left it) or create one;
-   every selection in a run uses the run's `as_of`, so a re-run selects the same articles;
-2. fan out in batches: one 'pending' ledger row per subscriber with something new, with
-   its Message-ID (derived from run and subscriber) and article ids;
-3. stream the open rows, render each distinct content once, personalize per recipient,
-   and hand them to the mailer, which commits 'sending' before each SMTP transaction.
-"""
+"""Subscribers: the operator's CRUD and CSV, and the web's subscription service (double
+opt-in, confirm, unsubscribe) with its confirmation mail."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import csv
-import functools
 import io
 import logging
 import re
-import time
-from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TextIO
 
-from publisher import digest as selection
 from publisher.config import Settings
 from publisher.errors import PublisherError, SendError
-from publisher.mailer import Mailer, Outgoing, SendReport
+from publisher.mailer import Mailer
 from publisher.messages import (
     InvalidSubscription,
-    PreparedDigest,
     confirmation_message,
-    digest_message_id,
     display_name,
     normalize_email,
     parse_frequency,
-    personalize,
-    prepare_digest,
     sender_address,
-    unsubscribe_mailto,
 )
-from publisher.model import Article, DigestRun, Frequency, Subscriber, SubscriberStatus
-from publisher.render import render, template_environment
-from publisher.store import Articles, Store
-from publisher.store.deliveries import Deliveries, DeliveryLedger, PlannedDelivery
-from publisher.store.locks import DatabaseLock
+from publisher.model import Frequency, Subscriber, SubscriberStatus
+from publisher.render import template_environment
+from publisher.store import Store
 from publisher.store.subscribers import Subscribers
 from publisher.tokens import CONFIRM, UNSUBSCRIBE, Tokens
-from publisher.worker import ClaimingSender, worker_name
 
-__all__ = ["DigestReport", "ImportReport", "Newsletter", "Preview"]
+__all__ = ["ImportReport", "Newsletter"]
 
-log = logging.getLogger("publisher.send")
-
-BATCH = 1000  # subscribers per fan-out transaction and rows per delivery page
-_PREPARED_CACHE = 512  # distinct digest contents kept rendered
-SEND_LOCK = "send"  # one sender per database at a time
-
-
-@dataclass(frozen=True, slots=True)
-class Preview:
-    recipient: str
-    items: int
-    subject: str
-    size: int
-    path: Path
-
-
-@dataclass
-class DigestReport:
-    """What one `send` did; `previews` only for a dry run."""
-
-    dry_run: bool
-    run_id: int | None = None
-    resumed: bool = False
-    as_of: datetime | None = None
-    sent: int = 0
-    skipped_empty: int = 0
-    retried: int = 0
-    failed: int = 0
-    failures: list[tuple[str, str]] = field(default_factory=list)
-    previews: list[Preview] = field(default_factory=list)
-    digests_rendered: int = 0
-    fanned_out: int = 0  # rows open after fan-out (this send's share, or the workers')
-    render_seconds: float = 0.0
-    seconds: float = 0.0
-    deferred: int = 0  # -- hardening --: left open because the SMTP server was unreachable
-    unreachable: str | None = None
-
-    def summary(self) -> dict[str, int]:
-        return {
-            "sent": self.sent,
-            "skipped-empty": self.skipped_empty,
-            "retried": self.retried,
-            "failed": self.failed,
-            "not-sent": self.deferred,
-        }
+log = logging.getLogger("publisher.subscribers")
 
 
 @dataclass
@@ -110,7 +44,7 @@ class ImportReport:
 
 
 class Newsletter:
-    """The subscriber and digest use cases over one store; also the web's SubscriptionService."""
+    """The subscriber use cases over one store; also the web's SubscriptionService."""
 
     def __init__(
         self,
@@ -137,9 +71,6 @@ class Newsletter:
         if self._tokens is None:
             self._tokens = Tokens(self.settings.secret_key)
         return self._tokens
-
-    def article_url(self, article: Article) -> str:
-        return self.settings.url(f"articles/{article.slug}.html")
 
     # -- subscribers (CLI) ------------------------------------------------------------
 
@@ -358,357 +289,3 @@ class Newsletter:
             if found.status is not status:
                 people.set_status(subscriber_id, status, self.clock())
             return found.email
-
-    # -- digests ------------------------------------------------------------------------
-
-    async def send(
-        self,
-        frequency: str | None = None,
-        now: datetime | None = None,
-        *,
-        dry_run: bool = False,
-        out_dir: Path | None = None,
-        progress: Callable[[int, int], None] | None = None,
-        deliver: bool | None = None,
-    ) -> DigestReport:
-        """Build every due digest and send it (or, dry run, write .eml files and record nothing).
-
-        `deliver=False` (default: settings.workers.deliver_locally) only creates the run and
-        its rows; `publisher worker` processes send them. On PostgreSQL this process sends
-        by claiming rows like a worker, so it can share the run with running workers.
-        """
-        chosen = parse_frequency(frequency) if frequency else None
-        as_of = now or self.clock()
-        if as_of.tzinfo is None:
-            raise PublisherError("--now needs a timezone", "e.g. 2026-11-23T08:00:00+08:00")
-        if dry_run:
-            return await asyncio.to_thread(
-                self._preview, chosen, as_of, out_dir or Path("outbox-preview")
-            )
-        async with self._sending_lock():
-            return await self._send_due(chosen, as_of, progress, deliver)
-
-    @contextlib.asynccontextmanager
-    async def _sending_lock(self) -> AsyncIterator[None]:
-        """One sender per database at a time, across processes (`send`, `run`'s jobs).
-
-        Without it two sends resume the same rows (SQLite has no row claims) or fan the
-        same people out into two runs. A second sender waits, then finds nothing left.
-        """
-        lock = DatabaseLock(self.store, SEND_LOCK)
-        waiting = False
-        while not await asyncio.to_thread(lock.try_acquire):
-            if not waiting:
-                holder = lock.holder()
-                log.warning(
-                    "another publisher send is running%s; waiting for it to finish",
-                    f" ({holder})" if holder else "",
-                )
-                waiting = True
-            await asyncio.sleep(0.2)
-        try:
-            yield
-        finally:
-            await asyncio.to_thread(lock.release)
-
-    async def _send_due(
-        self,
-        chosen: Frequency | None,
-        as_of: datetime,
-        progress: Callable[[int, int], None] | None,
-        deliver: bool | None,
-    ) -> DigestReport:
-        """Finish every unfinished run (whatever its frequency), then open this one.
-
-        A run's rows are promises already made: a crashed weekly run is sent before a
-        bare `send` decides anything, and nobody with an open row is fanned out again.
-        """
-        started = time.monotonic()
-        key = chosen.value if chosen else "all"
-        deliver_now = self.settings.workers.deliver_locally if deliver is None else deliver
-        report = DigestReport(dry_run=False, as_of=as_of)
-        unfinished = await asyncio.to_thread(self._unfinished_runs)
-        for run in unfinished:
-            log.info("resuming digest run %s (as of %s)", run.id, run.as_of.isoformat())
-            report.resumed = True
-            await self._send_run(run, report, progress, deliver_now)
-            if report.unreachable:
-                break
-        if not report.unreachable and all(run.frequency != key for run in unfinished):
-            run = await asyncio.to_thread(self._create_run, key, as_of)
-            await self._send_run(run, report, progress, deliver_now)
-        report.seconds = time.monotonic() - started
-        return report
-
-    async def _send_run(
-        self,
-        run: DigestRun,
-        report: DigestReport,
-        progress: Callable[[int, int], None] | None,
-        deliver: bool,
-    ) -> None:
-        """Fan one run out (the rest of it, if resumed) and send it; adds to `report`."""
-        chosen = None if run.frequency == "all" else Frequency(run.frequency)
-        report.run_id, report.as_of = run.id, run.as_of
-        candidates = await asyncio.to_thread(self._candidates, chosen, run.as_of)
-        report.skipped_empty += await asyncio.to_thread(self._fan_out, run, chosen, candidates)
-        total = await asyncio.to_thread(self._open_count, run.id)
-        report.fanned_out += total
-        if not deliver:
-            log.info("digest run %s: %d messages left to the workers", run.id, total)
-            return
-
-        def count(smtp: SendReport) -> None:
-            if progress is not None:
-                progress(smtp.sent + smtp.failed + smtp.skipped, total)
-
-        if progress is not None:
-            progress(0, total)
-        by_id = {a.id: a for a in candidates}
-        if self.store.dialect == "postgresql":
-            # claim rows with a lease, like `publisher worker`, so both can share the run
-            async with ClaimingSender(self, name=worker_name("send")) as claiming:
-                smtp = await claiming.deliver(
-                    run, until_done=True, articles=by_id, digest_report=report, progress=count
-                )
-        else:
-            ledger = DeliveryLedger(self.store, run, bounce_after=self.settings.smtp.bounce_after)
-            async with ledger:
-                smtp = await Mailer(self.settings.smtp).send_all(
-                    self._outgoing(run, by_id, report), ledger, progress=count
-                )
-        report.sent += smtp.sent
-        report.failed += smtp.failed
-        report.retried += smtp.retried
-        report.failures.extend(smtp.failures)
-        report.deferred += smtp.deferred
-        report.unreachable = report.unreachable or smtp.unreachable
-        await asyncio.to_thread(self._finish_run, run.id)
-
-    def _unfinished_runs(self) -> list[DigestRun]:
-        with self.store.read() as connection:
-            return Deliveries(connection).unfinished_runs()
-
-    def _create_run(self, key: str, as_of: datetime) -> DigestRun:
-        with self.store.begin() as connection:
-            return Deliveries(connection).create_run(key, as_of, self.clock())
-
-    def _candidates(self, frequency: Frequency | None, as_of: datetime) -> list[Article]:
-        """Every article some due subscriber's window can hold (articles are few)."""
-        with self.store.read() as connection:
-            oldest, never = Subscribers(connection).earliest_window(frequency)
-            starts = [oldest] if oldest is not None else []
-            if never:
-                periods = (
-                    [selection.PERIODS[frequency]] if frequency else selection.PERIODS.values()
-                )
-                starts.append(as_of - max(periods))
-            if not starts:
-                return []
-            return Articles(connection).ingested_between(min(starts), as_of)
-
-    def _due(
-        self,
-        frequency: Frequency | None,
-        as_of: datetime,
-        candidates: Sequence[Article],
-        after: int,
-        run_id: int | None = None,
-    ) -> Iterator[tuple[list[tuple[Subscriber, selection.Digest]], int]]:
-        """(page of (subscriber, digest), last subscriber id) per page of due subscribers.
-
-        With `run_id`, subscribers with an open row in another run are left out.
-        """
-        cache: dict[tuple[Any, ...], selection.Digest] = {}
-        ids = [a.id for a in candidates]
-        while True:
-            with self.store.read() as connection:
-                page = Subscribers(connection).page(
-                    after=after, limit=BATCH, status=SubscriberStatus.CONFIRMED, frequency=frequency
-                )
-                ledger = Deliveries(connection)
-                sent = ledger.sent_to([s.id for s in page], ids)
-                busy = ledger.open_elsewhere([s.id for s in page], run_id) if run_id else set()
-            if not page:
-                return
-            chosen: list[tuple[Subscriber, selection.Digest]] = []
-            for s in page:
-                if s.id in busy:
-                    continue  # its open row in another run goes out first; one at a time
-                already = sent.get(s.id)
-                if already:
-                    found = selection.select(candidates, s, as_of, already_sent=already)
-                else:
-                    key = (selection.window_start(s, as_of), s.categories, s.frequency)
-                    found = cache.get(key) or cache.setdefault(
-                        key, selection.select(candidates, s, as_of)
-                    )
-                chosen.append((s, found))
-            yield chosen, page[-1].id
-            after = page[-1].id
-            if len(cache) > 10_000:
-                cache.clear()
-
-    def _fan_out(
-        self, run: DigestRun, frequency: Frequency | None, candidates: Sequence[Article]
-    ) -> int:
-        with self.store.read() as connection:
-            through, skipped_before = Deliveries(connection).fanned_out_through(run.id)
-        skipped_total = 0
-        for page, last in self._due(frequency, run.as_of, candidates, through, run.id):
-            planned = [
-                PlannedDelivery(
-                    s.id, digest_message_id(run.id, s.id, self.settings.host), d.article_ids
-                )
-                for s, d in page
-                if not d.empty
-            ]
-            skipped = len(page) - len(planned)
-            skipped_total += skipped
-            with self.store.begin() as connection:
-                Deliveries(connection).fan_out(run.id, planned, last, skipped, self.clock())
-        with self.store.begin() as connection:
-            Deliveries(connection).set_run_status(run.id, "sending", self.clock())
-        return skipped_total + skipped_before
-
-    def _open_count(self, run_id: int) -> int:
-        with self.store.read() as connection:
-            counts = Deliveries(connection).counts(run_id)
-        return counts.get("pending", 0) + counts.get("sending", 0)
-
-    def _finish_run(self, run_id: int) -> None:
-        with self.store.begin() as connection:
-            ledger = Deliveries(connection)
-            counts = ledger.counts(run_id)
-            if not counts.get("pending") and not counts.get("sending"):
-                ledger.set_run_status(run_id, "done", self.clock())
-
-    def _prepared(
-        self,
-        cache: OrderedDict[tuple[Any, ...], PreparedDigest],
-        subscriber: Subscriber,
-        articles: Sequence[Article],
-        as_of: datetime,
-        report: DigestReport,
-    ) -> PreparedDigest:
-        """Rendered once per distinct content (frequency, categories, articles)."""
-        key = (subscriber.frequency, subscriber.categories, tuple(a.id for a in articles))
-        prepared = cache.get(key)
-        if prepared is None:
-            prepared = prepare_digest(
-                self.environment,
-                self.settings,
-                articles=articles,
-                frequency=subscriber.frequency.value,
-                categories=subscriber.categories,
-                as_of=as_of,
-                article_url=self.article_url,
-            )
-            report.digests_rendered += 1
-            report.render_seconds += prepared.render_seconds
-            cache[key] = prepared
-            if len(cache) > _PREPARED_CACHE:
-                cache.popitem(last=False)
-        return prepared
-
-    @functools.cached_property
-    def _mailto_prefix(self) -> str:
-        """The List-Unsubscribe mailto before its token: the From address parsed once."""
-        return unsubscribe_mailto(self.settings, "")
-
-    def _message(self, prepared: PreparedDigest, subscriber: Subscriber, message_id: str) -> bytes:
-        token = self.tokens.make(UNSUBSCRIBE, subscriber.id, subscriber.email)
-        return personalize(
-            prepared,
-            to_name=subscriber.name,
-            to_address=subscriber.email,
-            message_id=message_id,
-            unsubscribe_url=self.settings.url(f"unsubscribe/{token}"),
-            unsubscribe_mail=self._mailto_prefix + token,
-        )
-
-    async def _outgoing(
-        self, run: DigestRun, by_id: dict[str, Article], report: DigestReport
-    ) -> AsyncIterator[Outgoing]:
-        """The run's open rows as messages, a page at a time (memory stays flat)."""
-        sender = sender_address(self.settings)
-        cache: OrderedDict[tuple[Any, ...], PreparedDigest] = OrderedDict()
-        after = 0
-        while True:
-            page = await asyncio.to_thread(self._open_rows, run.id, after)
-            if not page:
-                return
-            gone: list[int] = []
-            for delivery, subscriber in page:
-                after = delivery.id
-                if subscriber.status is not SubscriberStatus.CONFIRMED:
-                    gone.append(delivery.id)
-                    continue
-                missing = [i for i in delivery.article_ids if i not in by_id]
-                if missing:
-                    by_id.update(await asyncio.to_thread(self._load_articles, missing))
-                articles = [by_id[i] for i in delivery.article_ids if i in by_id]
-                prepared = self._prepared(cache, subscriber, articles, run.as_of, report)
-                yield Outgoing(
-                    delivery.id,
-                    sender,
-                    subscriber.email,
-                    self._message(prepared, subscriber, delivery.message_id),
-                    delivery.message_id,
-                )
-            if gone:
-                await asyncio.to_thread(self._abandon, gone)
-
-    def _open_rows(self, run_id: int, after: int) -> list[Any]:
-        with self.store.read() as connection:
-            return Deliveries(connection).unfinished(run_id, after=after, limit=BATCH)
-
-    def _load_articles(self, ids: Iterable[str]) -> dict[str, Article]:
-        found: dict[str, Article] = {}
-        with self.store.read() as connection:
-            for article_id in ids:
-                article = Articles(connection).get(article_id)
-                if article is not None:
-                    found[article.id] = article
-        return found
-
-    def _abandon(self, ids: list[int]) -> None:
-        with self.store.begin() as connection:
-            Deliveries(connection).abandon(ids, "subscriber no longer confirmed", self.clock())
-
-    def _preview(self, frequency: Frequency | None, as_of: datetime, out_dir: Path) -> DigestReport:
-        """Dry run: every due digest as DIR/<email>.eml plus index.html; records nothing."""
-        report = DigestReport(dry_run=True, as_of=as_of)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        candidates = self._candidates(frequency, as_of)
-        cache: OrderedDict[tuple[Any, ...], PreparedDigest] = OrderedDict()
-        for page, _ in self._due(frequency, as_of, candidates, 0):
-            for subscriber, found in page:
-                if found.empty:
-                    report.skipped_empty += 1
-                    continue
-                prepared = self._prepared(cache, subscriber, found.articles, as_of, report)
-                data = self._message(
-                    prepared,
-                    subscriber,
-                    digest_message_id("preview", subscriber.id, self.settings.host),
-                )
-                path = out_dir / f"{_file_name(subscriber.email)}.eml"
-                path.write_bytes(data)
-                report.previews.append(
-                    Preview(subscriber.email, prepared.count, prepared.subject, len(data), path)
-                )
-        index = render(
-            self.environment,
-            "preview_index.html.j2",
-            previews=report.previews,
-            as_of=as_of.astimezone(self.settings.zone),
-            skipped_empty=report.skipped_empty,
-        )
-        (out_dir / "index.html").write_text(index, encoding="utf-8")
-        return report
-
-
-def _file_name(email: str) -> str:
-    """An address as a safe file name (no separators, no leading dot)."""
-    return re.sub(r"[^A-Za-z0-9@._+-]", "_", email).lstrip(".") or "recipient"

@@ -12,7 +12,7 @@ from sqlalchemy import Connection, Row, delete, func, insert, or_, select, updat
 from publisher.model import Frequency, Subscriber, SubscriberStatus
 from publisher.store.schema import subscribers
 
-__all__ = ["Subscribers"]
+__all__ = ["Subscribers", "subscriber_from_row"]
 
 
 class Subscribers:
@@ -102,13 +102,13 @@ class Subscribers:
         row = self.connection.execute(
             select(subscribers).where(subscribers.c.id == subscriber_id)
         ).first()
-        return None if row is None else _subscriber(row)
+        return None if row is None else subscriber_from_row(row)
 
     def by_email(self, email: str) -> Subscriber | None:
         row = self.connection.execute(
             select(subscribers).where(subscribers.c.email == email)
         ).first()
-        return None if row is None else _subscriber(row)
+        return None if row is None else subscriber_from_row(row)
 
     def all(self, batch: int = 1000) -> Iterator[Subscriber]:
         """Every subscriber by id, read in pages so a large list never sits in memory."""
@@ -134,7 +134,7 @@ class Subscribers:
         if frequency is not None:
             query = query.where(subscribers.c.frequency == frequency.value)
         rows = self.connection.execute(query.order_by(subscribers.c.id).limit(limit)).all()
-        return [_subscriber(row) for row in rows]
+        return [subscriber_from_row(row) for row in rows]
 
     def earliest_window(self, frequency: Frequency | None) -> tuple[datetime | None, bool]:
         """(oldest last_digest, whether some confirmed subscriber never got one)."""
@@ -159,10 +159,10 @@ class Subscribers:
         rows = self.connection.execute(
             select(subscribers).where(or_(subscribers.c.email.in_(list(emails))))
         ).all()
-        return {row.email: _subscriber(row) for row in rows}
+        return {row.email: subscriber_from_row(row) for row in rows}
 
 
-def _subscriber(row: Row[Any]) -> Subscriber:
+def subscriber_from_row(row: Row[Any]) -> Subscriber:
     return Subscriber(
         id=int(row.id),
         email=row.email,

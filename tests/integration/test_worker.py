@@ -28,8 +28,11 @@ from sqlalchemy import insert, select, update
 from publisher.app import App
 from publisher.cli import cli
 from publisher.config import load_settings
+from publisher.model import RunStatus
 from publisher.store import Store
-from publisher.store.deliveries import Claims, Deliveries, PlannedDelivery, ledger_transaction
+from publisher.store.claims import Claims
+from publisher.store.ledger import LedgerRows, ledger_transaction
+from publisher.store.runs import DigestRuns, PlannedDelivery
 from publisher.store.schema import deliveries, digest_runs, subscribers, workers
 from tests.conftest import ROOT, SEEDS, _fresh_postgres_database
 from tests.smtp_sink import Received, SmtpSink, send_config
@@ -150,9 +153,7 @@ def test_three_workers_share_one_run_everyone_gets_exactly_one_message(
     logs = [tmp_path / f"worker{n}.log" for n in range(3)]
     processes = [_start_worker(config, log) for log in logs]
     try:
-        names = _wait(
-            lambda: _registered(store, {p.pid for p in processes}), 30, "three workers"
-        )
+        names = _wait(lambda: _registered(store, {p.pid for p in processes}), 30, "three workers")
         shown = CliRunner().invoke(cli, ["--config", str(config), "status", "--json"])
         assert shown.exit_code == 0, shown.output
         assert sorted(w["name"] for w in json.loads(shown.stdout)["workers"]) == sorted(
@@ -205,9 +206,7 @@ def test_a_killed_workers_rows_are_reclaimed_after_its_lease(
             killed.set()
 
     try:
-        names = _wait(
-            lambda: _registered(store, {p.pid for p in processes}), 30, "three workers"
-        )
+        names = _wait(lambda: _registered(store, {p.pid for p in processes}), 30, "three workers")
         smtp_sink.on_data = kill
         app = App(load_settings(config, environ={}))
         app.send_digests(now=NOW)
@@ -283,11 +282,11 @@ def _ledger_with_rows(url: str, count: int) -> tuple[Store, int]:
             ],
         )
         ids = connection.execute(select(subscribers.c.id).order_by(subscribers.c.id)).scalars()
-        ledger = Deliveries(connection)
+        ledger = DigestRuns(connection)
         run = ledger.create_run("weekly", NOW, NOW)
         planned = [PlannedDelivery(int(i), f"<{i}@test>", ("a",)) for i in ids]
         ledger.fan_out(run.id, planned, 0, 0, NOW)
-        ledger.set_run_status(run.id, "sending", NOW)
+        ledger.set_run_status(run.id, RunStatus.SENDING, NOW)
     return store, run.id
 
 
@@ -307,7 +306,7 @@ def test_claims_are_disjoint_renewed_released_and_reclaimed_after_the_lease(
     with ledger_transaction(store) as connection:
         assert Claims(connection).claim(run_id, "c", 100, 60) == []  # all held
         # 'sending' only for rows the worker still holds
-        ledger = Deliveries(connection)
+        ledger = LedgerRows(connection)
         assert ledger.mark_sending(sorted(theirs), NOW, worker="a", lease_seconds=60) == set()
         assert ledger.mark_sending(sorted(mine), NOW, worker="a", lease_seconds=60) == mine
     # a's lease runs out (the worker died): its 'sending' rows go to the next claimer
@@ -329,9 +328,8 @@ def test_claims_are_disjoint_renewed_released_and_reclaimed_after_the_lease(
         assert [d.id for d, _ in claims.claim(run_id, "d", 100, 60)] == [first_of_theirs]
         assert claims.run_state(run_id, "d") == ("sending", 4)  # c's rows are still open
         assert not claims.finish_if_complete(run_id, NOW)
-        ledger = Deliveries(connection)
-        ledger.mark_sent([(key, 1) for key in sorted(mine)[:3]], NOW, NOW)
-        progress = claims.progress(ledger.run(run_id))
+        LedgerRows(connection).mark_sent([(key, 1) for key in sorted(mine)[:3]], NOW, NOW)
+        progress = claims.progress(DigestRuns(connection).run(run_id))
     assert progress.counts == {"sent": 3, "sending": 1, "pending": 6}
     assert progress.sent_by == {"c": 3}
     assert progress.claimed == 7  # c's row in flight, d's six

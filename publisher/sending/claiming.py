@@ -23,35 +23,21 @@ import os
 import secrets
 import socket
 import time
-from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from datetime import UTC, datetime
+from typing import Any
 
 from publisher.errors import ConfigError
-from publisher.mailer import Mailer, Outgoing, SendReport
-from publisher.messages import PreparedDigest, sender_address
-from publisher.model import Article, Delivery, DigestRun, Subscriber, SubscriberStatus
+from publisher.mailer import Mailer, SendReport
+from publisher.model import Article, Delivery, DigestRun, RunStatus, Subscriber
+from publisher.sending.produce import DigestProducer, Page
+from publisher.sending.reports import DigestReport
 from publisher.store import Store
-from publisher.store.deliveries import (
-    Claims,
-    DeliveryLedger,
-    RunProgress,
-    WorkerRow,
-    in_ledger_transaction,
-)
+from publisher.store.claims import Claims, RunProgress, WorkerRow
+from publisher.store.ledger import DeliveryLedger, in_ledger_transaction
 
-if TYPE_CHECKING:  # newsletter imports this module; the type is enough here
-    from publisher.newsletter import DigestReport, Newsletter
-
-__all__ = [
-    "ClaimingSender",
-    "WorkerReport",
-    "require_shared_database",
-    "run_progress",
-    "worker_name",
-]
+__all__ = ["ClaimingSender", "WorkerReport", "require_shared_database", "worker_name"]
 
 log = logging.getLogger("publisher.worker")
 
@@ -95,15 +81,16 @@ class ClaimingSender:
 
     def __init__(
         self,
-        newsletter: Newsletter,
+        producer: DigestProducer,
         *,
         name: str | None = None,
         concurrency: int | None = None,
         on_progress: Callable[[RunProgress, ClaimingSender], None] | None = None,
     ) -> None:
-        settings = newsletter.settings
-        self.newsletter = newsletter
-        self.store = newsletter.store
+        settings = producer.settings
+        self.producer = producer
+        self.settings = settings
+        self.store = producer.store
         self.lease = max(0.5, settings.workers.lease_seconds)
         self.batch = max(1, settings.workers.claim_batch)
         self.poll = max(0.05, settings.workers.poll_seconds)
@@ -197,14 +184,12 @@ class ClaimingSender:
         `until_done` (`publisher send`): also wait for rows other processes hold, and
         reclaim them if their lease runs out, until the run has no open row.
         """
-        from publisher.newsletter import DigestReport
-
         self._runs.add(run.id)
         if self.run is None or self.run.id != run.id:
             self.report.runs.append(run.id)
         self.run, self.state = run, "sending"
         report = digest_report or DigestReport(dry_run=False, run_id=run.id, as_of=run.as_of)
-        settings = self.newsletter.settings
+        settings = self.settings
         ledger = DeliveryLedger(
             self.store,
             run,
@@ -220,7 +205,8 @@ class ClaimingSender:
                 progress(smtp)
 
         mailer = Mailer(replace(settings.smtp, pool_size=self.concurrency))
-        items = self._claimed(run, until_done, dict(articles or {}), report)
+        pages = self._claimed_pages(run, until_done)
+        items = self.producer.messages(pages, run.as_of, report, dict(articles or {}))
         async with ledger:
             smtp = await mailer.send_all(items, ledger, progress=count)
         # the pool has returned: nothing of ours is in flight, so rows still open here
@@ -241,17 +227,8 @@ class ClaimingSender:
             log.info("digest run %s done", run.id)
         return smtp
 
-    async def _claimed(
-        self,
-        run: DigestRun,
-        until_done: bool,
-        by_id: dict[str, Article],
-        report: DigestReport,
-    ) -> AsyncIterator[Outgoing]:
-        """Claimed rows as messages, a batch at a time (memory stays flat)."""
-        newsletter = self.newsletter
-        sender = sender_address(newsletter.settings)
-        cache: OrderedDict[tuple[Any, ...], PreparedDigest] = OrderedDict()
+    async def _claimed_pages(self, run: DigestRun, until_done: bool) -> AsyncIterator[Page]:
+        """Claimed rows with their subscribers, a batch at a time (memory stays flat)."""
         # Claims go on after this worker's last one. Rows before it come free again only
         # when given back or when a lease runs out: a pass from the start takes them once
         # nothing is left ahead.
@@ -263,30 +240,12 @@ class ClaimingSender:
                 continue
             if not page:
                 status, elsewhere = await asyncio.to_thread(self._run_state, run.id)
-                if status != "fanout" and not (until_done and elsewhere):
+                if status != RunStatus.FANOUT and not (until_done and elsewhere):
                     return
                 await asyncio.sleep(self.poll)  # more rows coming, or a lease to run out
                 continue
             after = page[-1][0].id
-            gone: list[int] = []
-            for delivery, subscriber in page:
-                if subscriber.status is not SubscriberStatus.CONFIRMED:
-                    gone.append(delivery.id)
-                    continue
-                missing = [i for i in delivery.article_ids if i not in by_id]
-                if missing:
-                    by_id.update(await asyncio.to_thread(newsletter._load_articles, missing))
-                chosen = [by_id[i] for i in delivery.article_ids if i in by_id]
-                prepared = newsletter._prepared(cache, subscriber, chosen, run.as_of, report)
-                yield Outgoing(
-                    delivery.id,
-                    sender,
-                    subscriber.email,
-                    newsletter._message(prepared, subscriber, delivery.message_id),
-                    delivery.message_id,
-                )
-            if gone:
-                await asyncio.to_thread(newsletter._abandon, gone)
+            yield page
 
     def _claim(self, run_id: int, after: int) -> list[tuple[Delivery, Subscriber]]:
         page: list[tuple[Delivery, Subscriber]] = self._write(
@@ -351,38 +310,3 @@ class ClaimingSender:
     def _read(self, work: Callable[[Claims], Any]) -> Any:
         with self.store.read() as connection:
             return work(Claims(connection))
-
-
-def run_progress(store: Store, *, live_within: timedelta | None = None) -> dict[str, Any]:
-    """Open runs with their progress across workers, and the live workers (`status`)."""
-    since = datetime.now(UTC) - (live_within or timedelta(minutes=2))
-    with store.read() as connection:
-        claims = Claims(connection)
-        runs = [claims.progress(run) for run in claims.open_runs()]
-        live = claims.workers(seen_since=since)
-    return {
-        "open_runs": [
-            {
-                "id": p.run_id,
-                "frequency": p.frequency,
-                "status": p.status,
-                "total": p.total,
-                "done": p.done,
-                "by_status": p.counts,
-                "claimed": p.claimed,
-                "sent_by": p.sent_by,
-            }
-            for p in runs
-        ],
-        "workers": [
-            {
-                "name": w.name,
-                "state": w.state,
-                "run": w.run_id,
-                "sent": w.sent,
-                "failed": w.failed,
-                "seen": w.seen.isoformat(),
-            }
-            for w in live
-        ],
-    }

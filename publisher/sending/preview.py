@@ -1,0 +1,89 @@
+"""The dry run: the same due selection and the same producer as a send, written to files.
+
+Every due digest becomes DIR/<email>.eml, with DIR/index.html listing them; nothing is
+sent and nothing is recorded (the rows are made up in memory, never written).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import AsyncIterator, Sequence
+from datetime import datetime
+from pathlib import Path
+
+from publisher.messages import digest_message_id
+from publisher.model import Article, Delivery, DeliveryStatus, Frequency
+from publisher.render import render
+from publisher.sending.due import candidates, due_pages
+from publisher.sending.produce import DigestProducer, Page
+from publisher.sending.reports import DigestReport, Preview
+
+__all__ = ["DigestPreview"]
+
+
+class DigestPreview:
+    """Writes what a send would send now; one per dry run."""
+
+    def __init__(self, producer: DigestProducer) -> None:
+        self.producer = producer
+        self.settings = producer.settings
+
+    async def write(
+        self, frequency: Frequency | None, as_of: datetime, out_dir: Path
+    ) -> DigestReport:
+        report = DigestReport(dry_run=True, as_of=as_of)
+        await asyncio.to_thread(out_dir.mkdir, parents=True, exist_ok=True)
+        store = self.producer.store
+        articles = await asyncio.to_thread(candidates, store, frequency, as_of)
+        pages = self._pages(frequency, as_of, articles, report)
+        by_id = {a.id: a for a in articles}
+        async for produced in self.producer.produce(pages, as_of, report, by_id):
+            item, prepared = produced.outgoing, produced.prepared
+            path = out_dir / f"{file_name(item.recipient)}.eml"
+            await asyncio.to_thread(path.write_bytes, item.message)
+            report.previews.append(
+                Preview(item.recipient, prepared.count, prepared.subject, len(item.message), path)
+            )
+        index = render(
+            self.producer.environment,
+            "preview_index.html.j2",
+            previews=report.previews,
+            as_of=as_of.astimezone(self.settings.zone),
+            skipped_empty=report.skipped_empty,
+        )
+        await asyncio.to_thread((out_dir / "index.html").write_text, index, encoding="utf-8")
+        return report
+
+    async def _pages(
+        self,
+        frequency: Frequency | None,
+        as_of: datetime,
+        articles: Sequence[Article],
+        report: DigestReport,
+    ) -> AsyncIterator[Page]:
+        """Who is due, as rows that exist only here."""
+        pages = due_pages(self.producer.store, frequency, as_of, articles)
+        host = self.settings.host
+        while (found := await asyncio.to_thread(next, pages, None)) is not None:
+            rows: Page = []
+            for subscriber, digest in found[0]:
+                if digest.empty:
+                    report.skipped_empty += 1
+                    continue
+                row = Delivery(
+                    id=subscriber.id,
+                    run_id=0,
+                    subscriber_id=subscriber.id,
+                    message_id=digest_message_id("preview", subscriber.id, host),
+                    status=DeliveryStatus.PENDING,
+                    attempts=0,
+                    article_ids=digest.article_ids,
+                )
+                rows.append((row, subscriber))
+            yield rows
+
+
+def file_name(email: str) -> str:
+    """An address as a safe file name (no separators, no leading dot)."""
+    return re.sub(r"[^A-Za-z0-9@._+-]", "_", email).lstrip(".") or "recipient"

@@ -1,0 +1,73 @@
+"""What one `send` did, a real one or a dry run; the mailer's counts are embedded, not copied."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+from publisher.mailer import SendReport
+
+__all__ = ["DigestReport", "Preview"]
+
+
+@dataclass(frozen=True, slots=True)
+class Preview:
+    """One message a dry run wrote instead of sending it."""
+
+    recipient: str
+    items: int
+    subject: str
+    size: int
+    path: Path
+
+
+@dataclass
+class DigestReport:
+    """What one `send` did; `previews` only for a dry run."""
+
+    dry_run: bool
+    run_id: int | None = None  # the last run it worked on
+    resumed: bool = False  # it finished a run an earlier send left unfinished
+    as_of: datetime | None = None
+    skipped_empty: int = 0
+    previews: list[Preview] = field(default_factory=list)
+    digests_rendered: int = 0
+    fanned_out: int = 0  # rows open after fan-out (this send's share, or the workers')
+    render_seconds: float = 0.0
+    seconds: float = 0.0
+    delivery: SendReport = field(default_factory=SendReport)
+
+    @property
+    def sent(self) -> int:
+        return self.delivery.sent
+
+    @property
+    def failed(self) -> int:
+        return self.delivery.failed
+
+    @property
+    def retried(self) -> int:
+        return self.delivery.retried
+
+    @property
+    def failures(self) -> list[tuple[str, str]]:
+        return self.delivery.failures
+
+    @property
+    def deferred(self) -> int:
+        """Left open because the SMTP server could not be reached."""
+        return self.delivery.deferred
+
+    @property
+    def unreachable(self) -> str | None:
+        return self.delivery.unreachable
+
+    def summary(self) -> dict[str, int]:
+        return {
+            "sent": self.sent,
+            "skipped-empty": self.skipped_empty,
+            "retried": self.retried,
+            "failed": self.failed,
+            "not-sent": self.deferred,
+        }

@@ -1,0 +1,219 @@
+"""Sending digest runs, exactly once per (run, subscriber).
+
+1. Take the send lock: one sender per database at a time, so two sends never resume the
+   same rows or fan the same people out twice; a second sender waits, then finds nothing.
+2. Finish every unfinished run (a crash, Ctrl-C or an unreachable server left it),
+   whatever its frequency: its rows are promises already made.
+3. Open this send's run: every selection in it uses the run's `as_of`, so a resumed run
+   selects the same articles. Fan out in pages: one 'pending' row per subscriber with
+   something new, with its Message-ID (from run and subscriber) and article ids.
+4. Hand the open rows to the producer and the mailer, whose ledger commits 'sending'
+   before each SMTP transaction (on PostgreSQL rows are claimed like a worker's).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TypeVar
+
+from publisher.config import Settings
+from publisher.errors import PublisherError
+from publisher.mailer import Mailer, SendReport
+from publisher.messages import digest_message_id, parse_frequency
+from publisher.model import Article, DigestRun, Frequency, RunStatus
+from publisher.sending.claiming import ClaimingSender, worker_name
+from publisher.sending.due import PAGE, candidates, due_pages
+from publisher.sending.preview import DigestPreview
+from publisher.sending.produce import DigestProducer, Page
+from publisher.sending.reports import DigestReport
+from publisher.store import Store
+from publisher.store.ledger import DeliveryLedger
+from publisher.store.locks import DatabaseLock
+from publisher.store.runs import DigestRuns, PlannedDelivery
+
+__all__ = ["SEND_LOCK", "DigestSender"]
+
+log = logging.getLogger("publisher.send")
+
+SEND_LOCK = "send"
+T = TypeVar("T")
+
+
+class DigestSender:
+    """The `send` use case over one store; the scheduler's jobs call it too."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        *,
+        clock: Callable[[], datetime] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.clock = clock or (lambda: datetime.now(UTC))
+        self.producer = DigestProducer(settings, store, self.clock)
+
+    async def send(
+        self,
+        frequency: str | None = None,
+        now: datetime | None = None,
+        *,
+        dry_run: bool = False,
+        out_dir: Path | None = None,
+        progress: Callable[[int, int], None] | None = None,
+        deliver: bool | None = None,
+    ) -> DigestReport:
+        """Build every due digest and send it (or, dry run, write .eml files and record nothing).
+
+        `deliver=False` (default: settings.workers.deliver_locally) only creates the run and
+        its rows; `publisher worker` processes send them.
+        """
+        chosen = parse_frequency(frequency) if frequency else None
+        as_of = now or self.clock()
+        if as_of.tzinfo is None:
+            raise PublisherError("--now needs a timezone", "e.g. 2026-11-23T08:00:00+08:00")
+        if dry_run:
+            preview = DigestPreview(self.producer)
+            return await preview.write(chosen, as_of, out_dir or Path("outbox-preview"))
+        async with self._sending_lock():
+            return await self._send_due(chosen, as_of, progress, deliver)
+
+    @contextlib.asynccontextmanager
+    async def _sending_lock(self) -> AsyncIterator[None]:
+        lock = DatabaseLock(self.store, SEND_LOCK)
+        waiting = False
+        while not await asyncio.to_thread(lock.try_acquire):
+            if not waiting:
+                holder = lock.holder()
+                log.warning(
+                    "another publisher send is running%s; waiting for it to finish",
+                    f" ({holder})" if holder else "",
+                )
+                waiting = True
+            await asyncio.sleep(0.2)
+        try:
+            yield
+        finally:
+            await asyncio.to_thread(lock.release)
+
+    async def _send_due(
+        self,
+        chosen: Frequency | None,
+        as_of: datetime,
+        progress: Callable[[int, int], None] | None,
+        deliver: bool | None,
+    ) -> DigestReport:
+        started = time.monotonic()
+        key = chosen.value if chosen else "all"
+        deliver_now = self.settings.workers.deliver_locally if deliver is None else deliver
+        report = DigestReport(dry_run=False, as_of=as_of)
+        unfinished = await asyncio.to_thread(self._read, lambda runs: runs.unfinished_runs())
+        for run in unfinished:
+            log.info("resuming digest run %s (as of %s)", run.id, run.as_of.isoformat())
+            report.resumed = True
+            await self._send_run(run, report, progress, deliver_now)
+            if report.unreachable:
+                break
+        if not report.unreachable and all(run.frequency != key for run in unfinished):
+            run = await asyncio.to_thread(self._create_run, key, as_of)
+            await self._send_run(run, report, progress, deliver_now)
+        report.seconds = time.monotonic() - started
+        return report
+
+    async def _send_run(
+        self,
+        run: DigestRun,
+        report: DigestReport,
+        progress: Callable[[int, int], None] | None,
+        deliver: bool,
+    ) -> None:
+        """Fan one run out (the rest of it, if resumed) and send it; adds to `report`."""
+        chosen = None if run.frequency == "all" else Frequency(run.frequency)
+        report.run_id, report.as_of = run.id, run.as_of
+        articles = await asyncio.to_thread(candidates, self.store, chosen, run.as_of)
+        report.skipped_empty += await asyncio.to_thread(self._fan_out, run, chosen, articles)
+        total = await asyncio.to_thread(self._open_count, run.id)
+        report.fanned_out += total
+        if not deliver:
+            log.info("digest run %s: %d messages left to the workers", run.id, total)
+            return
+
+        def count(smtp: SendReport) -> None:
+            if progress is not None:
+                progress(smtp.sent + smtp.failed + smtp.skipped, total)
+
+        if progress is not None:
+            progress(0, total)
+        by_id = {a.id: a for a in articles}
+        if self.store.dialect == "postgresql":
+            # claim rows with a lease, like `publisher worker`, so both can share the run
+            async with ClaimingSender(self.producer, name=worker_name("send")) as claiming:
+                smtp = await claiming.deliver(
+                    run, until_done=True, articles=by_id, digest_report=report, progress=count
+                )
+        else:
+            ledger = DeliveryLedger(self.store, run, bounce_after=self.settings.smtp.bounce_after)
+            messages = self.producer.messages(self._open_pages(run), run.as_of, report, by_id)
+            async with ledger:
+                smtp = await Mailer(self.settings.smtp).send_all(messages, ledger, progress=count)
+        report.delivery.add(smtp)
+        await asyncio.to_thread(self._finish_run, run.id)
+
+    def _create_run(self, key: str, as_of: datetime) -> DigestRun:
+        with self.store.begin() as connection:
+            return DigestRuns(connection).create_run(key, as_of, self.clock())
+
+    def _fan_out(
+        self, run: DigestRun, frequency: Frequency | None, articles: Sequence[Article]
+    ) -> int:
+        """Write the run's pending rows a page at a time; the number skipped as empty."""
+        through, skipped_before = self._read(lambda runs: runs.fanned_out_through(run.id))
+        skipped_total = 0
+        host = self.settings.host
+        for page, last in due_pages(
+            self.store, frequency, run.as_of, articles, after=through, run_id=run.id
+        ):
+            planned = [
+                PlannedDelivery(s.id, digest_message_id(run.id, s.id, host), d.article_ids)
+                for s, d in page
+                if not d.empty
+            ]
+            skipped = len(page) - len(planned)
+            skipped_total += skipped
+            with self.store.begin() as connection:
+                DigestRuns(connection).fan_out(run.id, planned, last, skipped, self.clock())
+        with self.store.begin() as connection:
+            DigestRuns(connection).set_run_status(run.id, RunStatus.SENDING, self.clock())
+        return skipped_total + skipped_before
+
+    def _open_count(self, run_id: int) -> int:
+        counts = self._read(lambda runs: runs.counts(run_id))
+        return counts.get("pending", 0) + counts.get("sending", 0)
+
+    def _finish_run(self, run_id: int) -> None:
+        with self.store.begin() as connection:
+            runs = DigestRuns(connection)
+            counts = runs.counts(run_id)
+            if not counts.get("pending") and not counts.get("sending"):
+                runs.set_run_status(run_id, RunStatus.DONE, self.clock())
+
+    async def _open_pages(self, run: DigestRun) -> AsyncIterator[Page]:
+        """The run's open rows with their subscribers, a page at a time, in id order."""
+        after = 0
+        while page := await asyncio.to_thread(self._open_rows, run.id, after):
+            after = page[-1][0].id
+            yield page
+
+    def _open_rows(self, run_id: int, after: int) -> Page:
+        return self._read(lambda runs: runs.unfinished(run_id, after=after, limit=PAGE))
+
+    def _read(self, work: Callable[[DigestRuns], T]) -> T:
+        with self.store.read() as connection:
+            return work(DigestRuns(connection))
