@@ -296,10 +296,21 @@ def _words(text: str) -> list[str]:
     return _WORD.findall(text.casefold())
 
 
+def affine32_permutations(num_perm: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """The (multiplier, offset) pairs of datasketch's affine32 MinHash for this seed, made
+    as it makes them: odd multipliers keep h -> a * h + b mod 2^32 a bijection. datasketch
+    itself stays a test oracle (it pulls in scipy, ~110 MB, that the runtime never uses)."""
+    generator = np.random.RandomState(seed)
+    multipliers = generator.randint(0, 1 << 31, num_perm, dtype=np.uint32) * np.uint32(2)
+    multipliers += np.uint32(1)
+    offsets = generator.randint(0, 1 << 32, num_perm, dtype=np.uint32)
+    return multipliers, offsets
+
+
 class Signer:
     """MinHash signatures over word shingles; one instance holds the permutations.
 
-    Picklable and light: worker processes get one without importing datasketch.
+    Picklable and light: worker processes get one with two small arrays.
     """
 
     def __init__(self, num_perm: int, shingle_size: int) -> None:
@@ -308,13 +319,7 @@ class Signer:
         self.num_perm = num_perm
         self.shingle_size = shingle_size
         self.header = _HEADER.pack(_SCHEME, num_perm, shingle_size)
-        # imported here: datasketch loads scipy (~0.3 s), which only ingest needs, not
-        # the send, serve and worker processes that import this module through app
-        from datasketch import MinHash
-
-        multipliers, offsets = MinHash(num_perm=num_perm, seed=_SEED).permutations
-        self._multipliers = np.asarray(multipliers, dtype=np.uint32)
-        self._offsets = np.asarray(offsets, dtype=np.uint32)
+        self._multipliers, self._offsets = affine32_permutations(num_perm, _SEED)
 
     def block_rows(self, title: str, texts: Sequence[str]) -> np.ndarray:
         """MinHash values of the title (row 0) and of each block (row i + 1)."""
@@ -417,7 +422,7 @@ class NearDuplicateIndex:
     def __init__(self, signer: Signer, threshold: float) -> None:
         self.signer = signer
         self.threshold = threshold
-        # -- hardening --: the soak found corrected re-publications (Jaccard 0.9-0.97) that
+        # the soak found corrected re-publications (Jaccard 0.9-0.97) that
         # shared no band with their original (datasketch's 5 x 11 of 64, then 9 x 7 still
         # missed ~0.2 % at 0.9). A missed one becomes a second article and its paragraphs
         # "boilerplate" removed from both. Bands are now chosen so that a pair at the

@@ -38,11 +38,6 @@ class Digest:
     def article_ids(self) -> tuple[str, ...]:
         return tuple(a.id for a in self.articles)
 
-    @property
-    def content_key(self) -> tuple[str, tuple[str, ...]]:
-        """Subscribers with equal keys get the same rendered body (render once, send many)."""
-        return (self.frequency.value, self.article_ids)
-
 
 def window_start(subscriber: Subscriber, now: datetime) -> datetime:
     """After the last successful digest; for a first digest, the last period before `now`."""

@@ -43,7 +43,7 @@ _CONNECTION_ERRORS = (
 
 
 class ServerUnreachable(SendError):
-    """-- hardening --: no session could be opened (refused, TLS, login): no recipient's fault.
+    """No session could be opened (refused, TLS, login): no recipient's fault.
 
     Never counts against a recipient (no bounce) and never marks a row failed: once one
     message has used all its attempts this way, the pool stops and leaves the rest open.
@@ -81,7 +81,7 @@ class SendReport:
     skipped: int = 0
     failures: list[tuple[str, str]] = field(default_factory=list)  # (recipient, error)
     seconds: float = 0.0
-    # -- hardening --: the server could not be reached; `deferred` rows were left open
+    # the server could not be reached; `deferred` rows were left open
     deferred: int = 0
     unreachable: str | None = None
 
@@ -224,7 +224,7 @@ class _Worker:
             use_tls=s.tls == "tls",
             start_tls=s.tls == "starttls",
             validate_certs=s.verify_certificate,
-            cert_bundle=s.ca_file or None,  # -- hardening --: a private CA
+            cert_bundle=s.ca_file or None,  # a private CA
             timeout=s.timeout_seconds,
         )
         await smtp.connect()
@@ -300,7 +300,7 @@ class _Worker:
             ) from exc
 
     async def _connect_or_raise(self, item: Outgoing) -> aiosmtplib.SMTP:
-        """-- hardening --: connect (TLS, login); a failure here is the server's, not the item's."""
+        """Connect (TLS, login); a failure here is the server's, not the item's."""
         s = self.settings
         try:
             return await self.connect()

@@ -177,7 +177,7 @@ class Delivery:
     sent_at: datetime | None = None
 
 
-# -- digest runs (issue 4) ---------------------------------------------------------
+# -- digest runs ---------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)

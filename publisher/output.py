@@ -43,9 +43,6 @@ class OutputDir:
         except FileNotFoundError:
             return None
 
-    def exists(self, relative: str) -> bool:
-        return self.path(relative).is_file()
-
     def names(self, folder: str, *, folders: bool = False) -> set[str]:
         """File (or sub-folder) names in a sub-folder, in one listing (cheaper than a stat
         per file); none if it does not exist."""

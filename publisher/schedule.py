@@ -270,11 +270,6 @@ class DigestScheduler:
     def jobs(self) -> list[JobInfo]:
         return [_info(job) for job in self._scheduler.get_jobs() if job.id.startswith(JOB_PREFIX)]
 
-    def run_now(self, frequency: str) -> None:
-        """Make a job due immediately (its regular schedule continues afterwards)."""
-        self._scheduler.modify_job(f"{JOB_PREFIX}{frequency}", next_run_time=datetime.now(UTC))
-        self._scheduler.wakeup()
-
     async def stop(self, timeout: float = 4.0) -> None:
         """Stop firing; give a digest in flight up to `timeout` seconds, then cancel it."""
         if self._scheduler.running:

@@ -7,7 +7,18 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "publisher"
 
-CORE = {"model", "errors", "config", "parse", "dedup", "digest", "render", "feeds", "messages", "tokens"}
+CORE = {
+    "model",
+    "errors",
+    "config",
+    "parse",
+    "dedup",
+    "digest",
+    "render",
+    "feeds",
+    "messages",
+    "tokens",
+}
 ADAPTERS = {"store", "mailer", "watch", "schedule", "web", "smtpsink"}
 # third-party libraries only their adapter (or core renderer) may import
 OWNERS = {

@@ -98,7 +98,7 @@ _SENT_ARTICLES = {
 }
 
 
-# -- scale-out workers --: a worker's usual group commit on PostgreSQL in one statement:
+# A worker's usual group commit on PostgreSQL in one statement:
 # the rows just sent (with their attempts), their subscribers' windows, their articles,
 # then the rows about to be sent (still open, still this worker's: their lease renewed).
 # Data-modifying CTEs run in one snapshot on disjoint rows; all of it commits or none.
@@ -274,7 +274,7 @@ class DeliveryLedger:
         self.run = run
         self.bounce_after = bounce_after
         self.clock = clock or (lambda: datetime.now(UTC))
-        # -- scale-out workers --: claims checked at 'sending'; `accepting()` False
+        # claims checked at 'sending'; `accepting()` False
         # (SIGTERM) means start no new SMTP transaction, finish the ones in flight
         self.worker = worker
         self.lease_seconds = lease_seconds
@@ -287,7 +287,6 @@ class DeliveryLedger:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopped: asyncio.Future[None] | None = None
         self._connection: Connection | None = None  # the ledger thread's, PostgreSQL only
-        self.commits = 0
 
     async def __aenter__(self) -> DeliveryLedger:
         self._loop = asyncio.get_running_loop()
@@ -352,7 +351,6 @@ class DeliveryLedger:
                         self._queue = []
                     self._to_loop(_fail, batch, exc)
                     return
-                self.commits += 1
                 self._to_loop(_resolve, batch, still_open)
         finally:
             self._close_connection()
@@ -384,7 +382,7 @@ class DeliveryLedger:
     def _commit_in_one_statement(
         self, sent: list[tuple[int, int]], sending: list[int], now: datetime
     ) -> set[int]:
-        """-- scale-out workers --: PostgreSQL, the usual batch (no failure) as ONE statement
+        """PostgreSQL, the usual batch (no failure) as ONE statement
         on a connection kept for the run, in autocommit: one round trip per group commit
         instead of seven (pool ping, BEGIN, four statements, COMMIT). One statement is one
         transaction, so it is exactly as atomic as the transaction it replaces."""

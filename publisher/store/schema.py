@@ -149,7 +149,7 @@ ingest_log = Table(
 )
 
 
-# -- subscribers and the delivery ledger (issue 4) ---------------------------------
+# -- subscribers and the delivery ledger --------------------------------------------
 
 _ID = Integer().with_variant(BigInteger, "postgresql")
 
@@ -207,8 +207,8 @@ deliveries = Table(
     Index("ix_deliveries_subscriber", "subscriber_id"),
 )
 
-# -- scale-out workers (issue 6) --: one row per `publisher worker` (or PostgreSQL
-# `publisher send`) process, renewed with its leases; `publisher status` lists live ones.
+# One row per `publisher worker` (or PostgreSQL `publisher send`) process, renewed with
+# its leases; `publisher status` lists live ones.
 workers = Table(
     "workers",
     metadata,
@@ -237,7 +237,7 @@ sent_articles = Table(
 )
 
 
-# -- feeds and pages (issue 3) -------------------------------------------------------
+# -- feeds and pages ----------------------------------------------------------------
 # Feeds read "newest N" (per category too) and incremental builds look up recent
 # removal decisions; without these every rebuild scans the whole table.
 Index("ix_articles_published_seq", articles.c.published, articles.c.seq)

@@ -25,7 +25,9 @@ class BrokenLedger:
 
 async def _many(count: int) -> AsyncIterator[Outgoing]:
     for n in range(count):
-        yield Outgoing(n, "news@localhost", f"r{n}@example.org", b"Subject: x\r\n\r\nx\r\n", f"<{n}@x>")
+        yield Outgoing(
+            n, "news@localhost", f"r{n}@example.org", b"Subject: x\r\n\r\nx\r\n", f"<{n}@x>"
+        )
 
 
 def test_a_ledger_error_stops_the_pool_with_that_error() -> None:

@@ -248,6 +248,6 @@ def test_no_smtp_server_is_a_clear_error(tmp_path: Path, sqlite_url: str) -> Non
     app.add_subscriber("ann@example.com")
     report = app.send_digests(now=NOW)
     app.close()
-    # -- hardening --: the server's fault is not the row's: it stays open for the next run
+    # the server's fault is not the row's: it stays open for the next run
     assert (report.sent, report.failed, report.deferred) == (0, 0, 1)
     assert report.unreachable and "cannot reach SMTP server 127.0.0.1:1" in report.unreachable

@@ -9,7 +9,7 @@ from datasketch import MinHash
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from publisher.dedup import _MIX, _SEED, _WORD, Signer, _fmix
+from publisher.dedup import _MIX, _SEED, _WORD, Signer, _fmix, affine32_permutations
 
 SIGNER = Signer(128, 3)
 
@@ -60,3 +60,11 @@ def test_article_of_a_title_alone_signs(blocks: list[str]) -> None:
     assert SIGNER.signature(SIGNER.block_rows("One title", blocks)) == SIGNER.sign_text(
         "One title", []
     )
+
+
+@given(st.integers(min_value=1, max_value=300), st.integers(min_value=0, max_value=2**32 - 1))
+def test_the_permutations_are_datasketchs_own(num_perm: int, seed: int) -> None:
+    multipliers, offsets = MinHash(num_perm=num_perm, seed=seed).permutations
+    ours = affine32_permutations(num_perm, seed)
+    assert np.array_equal(ours[0], np.asarray(multipliers, dtype=np.uint32))
+    assert np.array_equal(ours[1], np.asarray(offsets, dtype=np.uint32))
