@@ -90,7 +90,7 @@ class ServerSettings:
     # the reverse proxy's address(es), comma-separated IPs or networks: only requests from
     # them may name the client in X-Forwarded-For; empty: those headers are ignored
     forwarded_allow_ips: str = ""
-    header_timeout_seconds: float = 10.0  # a connection that sends no request head is closed
+    header_timeout_seconds: float = 10.0  # a request (head and body) slower than this: closed
     keep_alive_seconds: int = 5  # an idle kept-alive connection is closed after this
     limit_concurrency: int = 512  # open connections and requests; beyond it, 503
     confirmation_senders: int = 2  # confirmation mails sent at once
