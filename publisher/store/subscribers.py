@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -123,7 +123,8 @@ class Subscribers:
         """A web subscription: the Registration to mail, or None (known or in cool-down).
 
         The same three statements run whatever the address is (new, pending, confirmed,
-        suppressed, in cool-down), so the answer's timing does not tell them apart.
+        suppressed, in cool-down) and each writes, so the answer's timing does not tell
+        them apart. Writers are serialized, so the row read here is still the row updated.
         Confirmed and bounced rows are never changed; an unsubscribed one becomes pending
         again (it keeps its `unsubscribed` time until it confirms).
         """
@@ -157,39 +158,32 @@ class Subscribers:
         ).first()
         if row is None:  # removed by another writer in between
             return None
-        changed = self.connection.execute(
-            update(subscribers)
-            .where(
-                subscribers.c.id == row.id,
-                subscribers.c.status.in_(_REQUESTABLE),
-                or_(
-                    subscribers.c.confirmation_sent.is_(None),
-                    subscribers.c.confirmation_sent <= cooldown_since,
-                ),
-            )
-            .values(**details, status=SubscriberStatus.PENDING.value, confirmation_sent=now)
-        ).rowcount
-        if not changed:
-            return None
-        subscriber = _subscriber(row)
-        return Registration(
-            Subscriber(
-                id=subscriber.id,
-                email=subscriber.email,
-                name=name,
-                status=SubscriberStatus.PENDING,
-                categories=tuple(json.loads(details["categories"])),
-                frequency=frequency,
-                timezone=timezone,
-                created=subscriber.created,
-                confirmed=subscriber.confirmed,
-                unsubscribed=subscriber.unsubscribed,
-                last_digest=subscriber.last_digest,
-                hard_failures=subscriber.hard_failures,
-            ),
-            now,
-            row.confirmation_sent,
+        eligible = row.status in _REQUESTABLE and (
+            row.confirmation_sent is None or row.confirmation_sent <= cooldown_since
         )
+        # the row is written either way (its own values when nothing may change), so a
+        # known address commits as much as a new one
+        kept = {column: row._mapping[column] for column in details}
+        self.connection.execute(
+            update(subscribers)
+            .where(subscribers.c.id == row.id)
+            .values(
+                **(details if eligible else kept),
+                status=SubscriberStatus.PENDING.value if eligible else row.status,
+                confirmation_sent=now if eligible else row.confirmation_sent,
+            )
+        )
+        if not eligible:
+            return None
+        subscriber = replace(
+            _subscriber(row),
+            name=name,
+            status=SubscriberStatus.PENDING,
+            categories=tuple(json.loads(details["categories"])),
+            frequency=frequency,
+            timezone=timezone,
+        )
+        return Registration(subscriber, now, row.confirmation_sent)
 
     def release_cooldown(self, registration: Registration) -> None:
         """The confirmation mail was not accepted: let the address ask again at once."""

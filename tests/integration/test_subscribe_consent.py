@@ -142,9 +142,14 @@ def test_subscribe_runs_the_same_statements_whether_the_address_is_known_or_not(
         _with_status(app, "left@example.com", SubscriberStatus.UNSUBSCRIBED)
         _with_status(app, "gone@example.com", SubscriberStatus.BOUNCED)
         statements: list[str] = []
+        written: list[int] = []  # rows the subscriber update wrote, per subscribe
 
         def record(*args: Any) -> None:
             statements.append(args[2])
+
+        def count_writes(connection: Any, cursor: Any, statement: str, *rest: Any) -> None:
+            if statement.startswith("UPDATE subscribers SET name"):
+                written.append(cursor.rowcount)
 
         newsletter = app.newsletter
 
@@ -164,14 +169,17 @@ def test_subscribe_runs_the_same_statements_whether_the_address_is_known_or_not(
             return seen
 
         event.listen(app.store.engine, "before_cursor_execute", record)
+        event.listen(app.store.engine, "after_cursor_execute", count_writes)
         try:
             seen = asyncio.run(subscribe_each())
         finally:
             event.remove(app.store.engine, "before_cursor_execute", record)
+            event.remove(app.store.engine, "after_cursor_execute", count_writes)
         reference = seen["new"]
         assert reference, "no statements recorded"
         for label, ran in seen.items():
             assert ran == reference, label
+        assert written == [1] * len(seen)  # each commits a write, known address or not
         # what differs is only what happens later, in the background
         assert sorted(smtp_sink.per_recipient()) == ["left@example.com", "new@example.com"]
         assert _who(app, "confirmed@example.com").status is SubscriberStatus.CONFIRMED
