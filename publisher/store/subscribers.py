@@ -102,13 +102,6 @@ class Subscribers:
             update(subscribers).where(subscribers.c.id == subscriber_id).values(**values)
         )
 
-    def confirmation_sent(self, subscriber_id: int, now: datetime) -> None:
-        self.connection.execute(
-            update(subscribers)
-            .where(subscribers.c.id == subscriber_id)
-            .values(confirmation_sent=now)
-        )
-
     def register_pending(
         self,
         *,
