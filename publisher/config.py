@@ -6,6 +6,7 @@ Environment beats file. Relative paths resolve against the config file's folder.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import tomllib
 from collections.abc import Mapping
@@ -26,6 +27,7 @@ __all__ = [
     "Settings",
     "SiteSettings",
     "SmtpSettings",
+    "forwarded_ips",
     "load_settings",
 ]
 
@@ -85,6 +87,15 @@ class ServerSettings:
     # one-click unsubscribe links in old digests must keep working (RFC 8058)
     unsubscribe_token_max_age_seconds: int = 400 * 24 * 3600
     max_body_bytes: int = 16 * 1024  # -- hardening --: larger request bodies get 413
+    # the reverse proxy's address(es), comma-separated IPs or networks: only requests from
+    # them may name the client in X-Forwarded-For; empty: those headers are ignored
+    forwarded_allow_ips: str = ""
+    header_timeout_seconds: float = 10.0  # a request (head and body) slower than this: closed
+    keep_alive_seconds: int = 5  # an idle kept-alive connection is closed after this
+    limit_concurrency: int = 512  # open connections and requests; beyond it, 503
+    confirmation_senders: int = 2  # confirmation mails sent at once
+    confirmation_backlog: int = 100  # mails waiting for a sender; beyond it, dropped (logged)
+    pending_expiry_days: int = 7  # unconfirmed subscribers are deleted after this
 
 
 @dataclass(frozen=True)
@@ -423,3 +434,30 @@ def _validate(settings: Settings, where: str) -> None:
         raise ConfigError(f"base_url must be an http(s) URL, got '{settings.base_url}'{where}")
     if not 0 < settings.smtp.port < 65536 or not 0 <= settings.server.port < 65536:
         raise ConfigError(f"port out of range{where}")
+    _validate_server(settings.server, where)
+
+
+def _validate_server(server: ServerSettings, where: str) -> None:
+    for name in ("keep_alive_seconds", "limit_concurrency", "confirmation_senders"):
+        if getattr(server, name) < 1:
+            raise ConfigError(f"server.{name} must be at least 1{where}")
+    if not server.header_timeout_seconds > 0:
+        raise ConfigError(f"server.header_timeout_seconds must be more than 0{where}")
+    if server.confirmation_backlog < 0 or server.pending_expiry_days < 1:
+        raise ConfigError(
+            f"server.confirmation_backlog must be 0 or more and "
+            f"server.pending_expiry_days at least 1{where}"
+        )
+    for item in forwarded_ips(server):
+        try:
+            ipaddress.ip_network(item, strict=False)
+        except ValueError as exc:
+            raise ConfigError(
+                f"server.forwarded_allow_ips: '{item}' is not an IP address or network{where}",
+                'name the reverse proxy, e.g. forwarded_allow_ips = "127.0.0.1"',
+            ) from exc
+
+
+def forwarded_ips(server: ServerSettings) -> list[str]:
+    """The proxies trusted to set X-Forwarded-For (empty: nobody)."""
+    return [item.strip() for item in server.forwarded_allow_ips.split(",") if item.strip()]

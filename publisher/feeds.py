@@ -197,6 +197,9 @@ def rss(channel: Channel, entries: Sequence[Entry]) -> bytes:
     for fe, entry in zip(fg.entry(), entries, strict=True):
         # RSS <author> must be an email address; dc:creator carries a plain name
         fe.dc.dc_creator(_author(entry.article, channel))
+        # readers take <description> as HTML: the plain-text summary goes in escaped
+        summary = entry.article.summary or entry.article.title
+        fe.description(html.escape(summary, quote=False), isSummary=True)
     data: bytes = fg.rss_str(pretty=True)
     return data
 

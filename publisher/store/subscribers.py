@@ -4,15 +4,41 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Row, delete, func, insert, or_, select, update
+from sqlalchemy import (
+    Connection,
+    Row,
+    and_,
+    delete,
+    exists,
+    func,
+    insert,
+    literal,
+    not_,
+    or_,
+    select,
+    update,
+)
 
 from publisher.model import Frequency, Subscriber, SubscriberStatus
-from publisher.store.schema import subscribers
+from publisher.store.schema import UTCDateTime, deliveries, subscribers
 
-__all__ = ["Subscribers", "subscriber_from_row"]
+__all__ = ["Registration", "Subscribers", "subscriber_from_row"]
+
+# a web form may (re)request a confirmation for these; never for confirmed or bounced ones
+_REQUESTABLE = (SubscriberStatus.PENDING.value, SubscriberStatus.UNSUBSCRIBED.value)
+
+
+@dataclass(frozen=True, slots=True)
+class Registration:
+    """A pending subscriber to mail a confirmation to; `previous` is the cool-down it replaced."""
+
+    subscriber: Subscriber
+    sent_at: datetime
+    previous: datetime | None
 
 
 class Subscribers:
@@ -76,12 +102,132 @@ class Subscribers:
             update(subscribers).where(subscribers.c.id == subscriber_id).values(**values)
         )
 
-    def confirmation_sent(self, subscriber_id: int, now: datetime) -> None:
+    def register_pending(
+        self,
+        *,
+        email: str,
+        name: str | None,
+        categories: Sequence[str],
+        frequency: Frequency,
+        timezone: str,
+        now: datetime,
+        cooldown_since: datetime,
+    ) -> Registration | None:
+        """A web subscription: the Registration to mail, or None (known or in cool-down).
+
+        The same three statements run whatever the address is (new, pending, confirmed,
+        suppressed, in cool-down) and each writes, so the answer's timing does not tell
+        them apart. Writers are serialized, so the row read here is still the row updated.
+        Confirmed and bounced rows are never changed; an unsubscribed one becomes pending
+        again (it keeps its `unsubscribed` time until it confirms).
+        """
+        details: dict[str, Any] = {
+            "name": name,
+            "categories": json.dumps(sorted(set(categories)), ensure_ascii=False),
+            "frequency": frequency.value,
+            "timezone": timezone,
+        }
+        fresh = {
+            **details,
+            "email": email,
+            "status": SubscriberStatus.PENDING.value,
+            "created": now,
+            "hard_failures": 0,
+        }
+        columns = list(fresh)
+        self.connection.execute(
+            insert(subscribers).from_select(
+                columns,
+                select(
+                    *(
+                        literal(fresh[c], UTCDateTime()) if c == "created" else literal(fresh[c])
+                        for c in columns
+                    )
+                ).where(not_(exists().where(subscribers.c.email == email))),
+            )
+        )
+        row = self.connection.execute(
+            select(subscribers).where(subscribers.c.email == email)
+        ).first()
+        if row is None:  # removed by another writer in between
+            return None
+        eligible = row.status in _REQUESTABLE and (
+            row.confirmation_sent is None or row.confirmation_sent <= cooldown_since
+        )
+        # the row is written either way (its own values when nothing may change), so a
+        # known address commits as much as a new one
+        kept = {column: row._mapping[column] for column in details}
         self.connection.execute(
             update(subscribers)
-            .where(subscribers.c.id == subscriber_id)
-            .values(confirmation_sent=now)
+            .where(subscribers.c.id == row.id)
+            .values(
+                **(details if eligible else kept),
+                status=SubscriberStatus.PENDING.value if eligible else row.status,
+                confirmation_sent=now if eligible else row.confirmation_sent,
+            )
         )
+        if not eligible:
+            return None
+        subscriber = replace(
+            subscriber_from_row(row),
+            name=name,
+            status=SubscriberStatus.PENDING,
+            categories=tuple(json.loads(details["categories"])),
+            frequency=frequency,
+            timezone=timezone,
+        )
+        return Registration(subscriber, now, row.confirmation_sent)
+
+    def release_cooldown(self, registration: Registration) -> None:
+        """The confirmation mail was not accepted: let the address ask again at once."""
+        self.connection.execute(
+            update(subscribers)
+            .where(
+                subscribers.c.id == registration.subscriber.id,
+                subscribers.c.confirmation_sent == registration.sent_at,
+            )
+            .values(confirmation_sent=registration.previous)
+        )
+
+    def confirm_pending(self, subscriber_id: int, email: str, now: datetime) -> bool:
+        """pending -> confirmed; False for every other status (an old link changes nothing)."""
+        return bool(
+            self.connection.execute(
+                update(subscribers)
+                .where(
+                    subscribers.c.id == subscriber_id,
+                    subscribers.c.email == email,
+                    subscribers.c.status == SubscriberStatus.PENDING.value,
+                )
+                .values(
+                    status=SubscriberStatus.CONFIRMED.value,
+                    confirmed=now,
+                    unsubscribed=None,
+                    hard_failures=0,
+                )
+            ).rowcount
+        )
+
+    def expire_pending(self, before: datetime, now: datetime) -> int:
+        """Pending rows whose last confirmation mail went out before `before`: a row never
+        anything but pending is deleted; one that was subscribed once goes back to
+        unsubscribed (its suppression is kept). Returns how many."""
+        stale = and_(
+            subscribers.c.status == SubscriberStatus.PENDING.value,
+            func.coalesce(subscribers.c.confirmation_sent, subscribers.c.created) < before,
+        )
+        had_deliveries = exists().where(deliveries.c.subscriber_id == subscribers.c.id)
+        history = or_(subscribers.c.unsubscribed.is_not(None), had_deliveries)
+        deleted = self.connection.execute(delete(subscribers).where(stale, not_(history))).rowcount
+        reverted = self.connection.execute(
+            update(subscribers)
+            .where(stale, history)
+            .values(
+                status=SubscriberStatus.UNSUBSCRIBED.value,
+                unsubscribed=func.coalesce(subscribers.c.unsubscribed, literal(now, UTCDateTime())),
+            )
+        ).rowcount
+        return int(deleted) + int(reverted)
 
     def last_confirmation(self, subscriber_id: int) -> datetime | None:
         value: datetime | None = self.connection.execute(

@@ -17,8 +17,9 @@ import uvicorn
 from starlette.applications import Starlette
 from starlette.routing import BaseRoute, Route
 
-from publisher.config import Settings
+from publisher.config import Settings, forwarded_ips
 from publisher.errors import PublisherError
+from publisher.web.connections import with_header_timeout
 from publisher.web.security import RequestGuard
 from publisher.web.static import SecurityHeaders, StaticSite
 
@@ -87,6 +88,27 @@ def _bind(host: str, port: int) -> socket.socket:
     return bound
 
 
+def _uvicorn_config(app: Starlette, host: str, port: int) -> uvicorn.Config:
+    """Limits on connections; X-Forwarded-For believed only from the configured proxies."""
+    server = app.state.settings.server
+    proxies = forwarded_ips(server)
+    return uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_level="warning",
+        access_log=False,
+        lifespan="off",
+        http=with_header_timeout(server.header_timeout_seconds),
+        # uvicorn's default trusts 127.0.0.1, so behind nothing every local client could
+        # claim any address (and dodge the per-address subscribe limit)
+        proxy_headers=bool(proxies),
+        forwarded_allow_ips=proxies or None,
+        timeout_keep_alive=server.keep_alive_seconds,
+        limit_concurrency=server.limit_concurrency,
+    )
+
+
 async def serve(
     app: Starlette,
     host: str,
@@ -100,9 +122,7 @@ async def serve(
     Once listening, sets `ready` and `app.state.port` / `app.state.url`.
     """
     bound = _bind(host, port)
-    config = uvicorn.Config(
-        app, host=host, port=port, log_level="warning", access_log=False, lifespan="off"
-    )
+    config = _uvicorn_config(app, host, port)
     started = asyncio.Event()
     server = _Server(config, started)
     task = asyncio.create_task(server.serve(sockets=[bound]))

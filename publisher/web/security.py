@@ -1,4 +1,8 @@
-"""Request guards in front of every route: a body size limit and a same-origin check.
+"""Request guards in front of every route: framing, a body size limit and a same-origin check.
+
+- Framing: a request with both Content-Length and Transfer-Encoding gets 400 and the
+  connection is closed (RFC 9112 section 6.1): a proxy in front may have read the body
+  by the other header, and what follows on the connection is then not what it sent.
 
 - Body size: a request whose Content-Length exceeds `server.max_body_bytes` gets 413
   before anything reads it; a chunked body is counted as it arrives and cut off the same way.
@@ -9,6 +13,7 @@
   request itself was addressed to (Host), so a server reached by another name still works.
   A request with neither header (curl, a mail provider's RFC 8058 one-click POST) passes:
   browsers always send Origin on a cross-site POST, so an attacker's page cannot omit it.
+  The confirm button (`POST /confirm/<token>`) is checked the same way.
   One-click unsubscribe (`/unsubscribe/<token>`) is not checked: its signed token is the
   proof, and mail providers post it from their own servers.
 """
@@ -27,6 +32,7 @@ __all__ = ["RequestGuard", "same_origin"]
 
 # form routes a cross-site page must not be able to submit
 CHECKED_POSTS = ("/subscribe",)
+CHECKED_POST_PREFIXES = ("/confirm/",)
 
 
 class _TooLarge(Exception):
@@ -64,6 +70,10 @@ def same_origin(headers: Headers, base_url: str) -> bool:
     return bool(host) and origin[1] == host
 
 
+def _checked(path: str) -> bool:
+    return path in CHECKED_POSTS or path.startswith(CHECKED_POST_PREFIXES)
+
+
 class RequestGuard:
     """Pure ASGI middleware (no body buffering): 413 for big bodies, 403 for cross-site forms."""
 
@@ -78,6 +88,11 @@ class RequestGuard:
             return
         headers = Headers(scope=scope)
         length = headers.get("content-length")
+        if length is not None and "transfer-encoding" in headers:
+            await self._refuse(
+                400, "Content-Length and Transfer-Encoding together.\n", scope, receive, send
+            )
+            return
         if length is not None:
             try:
                 too_big = int(length) > self.limit
@@ -88,7 +103,7 @@ class RequestGuard:
                 return
         if (
             scope["method"] == "POST"
-            and scope["path"] in CHECKED_POSTS
+            and _checked(scope["path"])
             and not same_origin(headers, self.settings.base_url)
         ):
             await self._refuse(

@@ -111,7 +111,8 @@ class StaticSite:
         target = self.root.joinpath(*relative.split("/")) if relative else self.root
         if target.is_dir():
             if relative and not request.url.path.endswith("/"):
-                return RedirectResponse(request.url.path + "/", status_code=301)
+                # from the cleaned path: `//host` would send the browser to another site
+                return RedirectResponse("/" + relative + "/", status_code=301)
             relative = (relative + "/" if relative else "") + "index.html"
             target = target / "index.html"
         found = self._load(target)

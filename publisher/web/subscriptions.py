@@ -2,8 +2,10 @@
 
 The routes know nothing of the store or the mailer: they call a `SubscriptionService`
 (App implements it). Answers never reveal whether an address is already known, a GET
-never changes anything, and `POST /unsubscribe/<token>` works without cookies or login
-(RFC 8058 one-click) and answers 200, not a redirect.
+or HEAD never changes anything (mail scanners and link prefetchers fetch every link, so
+`/confirm/<token>` shows a button and only its POST confirms), and
+`POST /unsubscribe/<token>` works without cookies or login (RFC 8058 one-click) and
+answers 200, not a redirect.
 """
 
 from __future__ import annotations
@@ -34,8 +36,13 @@ class SubscriptionService(Protocol):
         """
         ...
 
+    async def confirm_target(self, token: str) -> str | None:
+        """The address a valid confirm token names while it can confirm (nothing changes)."""
+        ...
+
     async def confirm(self, token: str) -> str | None:
-        """The confirmed address, or None for a forged or expired token."""
+        """Confirm a pending subscriber; the address (also when already confirmed), or None
+        for a forged or expired token or an address that left (unsubscribed, bounced)."""
         ...
 
     async def unsubscribe_target(self, token: str) -> str | None:
@@ -132,6 +139,12 @@ def subscription_routes(settings: Settings, service: SubscriptionService) -> lis
             "Nothing is sent until you click it.",
         )
 
+    async def confirm_page(request: Request) -> Response:
+        address = await service.confirm_target(request.path_params["token"])
+        if address is None:
+            return invalid_link()
+        return page("confirm_page.html.j2", email=address)
+
     async def confirm(request: Request) -> Response:
         address = await service.confirm(request.path_params["token"])
         if address is None:
@@ -158,7 +171,8 @@ def subscription_routes(settings: Settings, service: SubscriptionService) -> lis
     return [
         Route("/subscribe", subscribe_form, methods=["GET", "HEAD"]),
         Route("/subscribe", subscribe, methods=["POST"]),
-        Route("/confirm/{token}", confirm, methods=["GET", "HEAD"]),
+        Route("/confirm/{token}", confirm_page, methods=["GET", "HEAD"]),
+        Route("/confirm/{token}", confirm, methods=["POST"]),
         Route("/unsubscribe/{token}", unsubscribe_page, methods=["GET", "HEAD"]),
         Route("/unsubscribe/{token}", unsubscribe, methods=["POST"]),
     ]

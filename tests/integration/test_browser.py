@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from publisher.app import App
 from publisher.config import load_settings
+from publisher.model import SubscriberStatus
+from publisher.store.subscribers import Subscribers
+from publisher.tokens import CONFIRM, Tokens
 from tests.conftest import SEEDS, write_config
 from tests.integration.test_web import run_server
 
@@ -98,3 +102,38 @@ def test_index_lists_seeds_feeds_resolve_and_an_article_opens(browser: object, u
     assert "Georgia" in page.eval_on_selector("body", "b => getComputedStyle(b).fontFamily")
     assert not errors, errors
     context.close()
+
+
+@pytest.fixture
+def subscription_site(tmp_path: Path) -> Iterator[tuple[App, str]]:
+    config = write_config(tmp_path, f"sqlite:///{tmp_path}/db.sqlite")
+    app = App(load_settings(config, environ={}))
+    try:
+        for base, _ in run_server(app, app.web_routes()):
+            yield app, base
+    finally:
+        app.close()
+
+
+def test_the_confirm_link_opens_a_button_that_confirms_under_the_csp(
+    browser: object, subscription_site: tuple[App, str]
+) -> None:
+    app, url = subscription_site
+    added, _ = app.add_subscriber("pat@example.com")
+    with app.store.begin() as connection:
+        Subscribers(connection).set_status(added.id, SubscriberStatus.PENDING, datetime.now(UTC))
+    token = Tokens(app.settings.secret_key).make(CONFIRM, added.id, added.email)
+    context = browser.new_context()  # type: ignore[attr-defined]
+    page = context.new_page()
+    page.goto(f"{url}confirm/{token}", timeout=15_000)
+    assert _status(app, "pat@example.com") is SubscriberStatus.PENDING  # opening it: nothing
+    page.get_by_role("button", name="Confirm subscription").click()
+    page.wait_for_load_state()
+    assert page.locator("h1").inner_text() == "Subscription confirmed"
+    assert _status(app, "pat@example.com") is SubscriberStatus.CONFIRMED
+    context.close()
+
+
+def _status(app: App, email: str) -> SubscriberStatus | None:
+    found = next((s for s in app.subscribers() if s.email == email), None)
+    return None if found is None else found.status

@@ -68,7 +68,11 @@ def test_double_opt_in_round_trip_then_one_click_unsubscribe(
     time.sleep(0.3)
     assert len(smtp_sink.messages) == 1
 
-    confirmed = httpx.get(url + confirm_path, timeout=10)
+    # the link opens a page with a button (scanners fetch links); only its POST confirms
+    button = httpx.get(url + confirm_path, timeout=10)
+    assert button.status_code == 200 and 'method="post"' in button.text
+    assert _who(app, "new.reader@example.com").status is SubscriberStatus.PENDING  # type: ignore[union-attr]
+    confirmed = httpx.post(url + confirm_path, timeout=10)
     assert confirmed.status_code == 200 and "confirmed" in confirmed.text.lower()
     assert _who(app, "new.reader@example.com").status is SubscriberStatus.CONFIRMED  # type: ignore[union-attr]
 

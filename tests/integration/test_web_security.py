@@ -191,6 +191,6 @@ def test_tokens_are_signed_and_expire(site: tuple[App, str]) -> None:
     confirm_age = app.settings.server.token_max_age_seconds
     with time_machine.travel(datetime.now(UTC) - timedelta(seconds=confirm_age - 3600)):
         fresh_enough = tokens.make(CONFIRM, pending.id, pending.email)
-    assert httpx.get(url + f"confirm/{fresh_enough}", timeout=10).status_code == 200
+    assert httpx.post(url + f"confirm/{fresh_enough}", timeout=10).status_code == 200
     assert _status_of(app, "pat@example.com") is SubscriberStatus.CONFIRMED
     assert payload  # the payload is readable (base64), never secret: it holds id and address

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
+from html import unescape
 from xml.etree import ElementTree
 from zoneinfo import ZoneInfo
 
@@ -115,6 +116,24 @@ def test_evil_text_arrives_as_text_in_every_format(render: object) -> None:
     # after one level of XML decoding the HTML still carries the text escaped
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in body
     assert "<script>" not in body
+
+
+TRACKING = '<img src="http://tracker.example/p.gif"><a href="http://phish.example/">log in</a><script>x()</script>'
+
+
+def test_rss_description_carries_the_first_paragraph_as_text_not_markup() -> None:
+    """Readers take <description> as HTML: an <img> or <a> in the text must not become one."""
+    planted = article(1, blocks=(f"Lead {TRACKING} end.", "Second paragraph."))
+    data = rss(channel(), entries(planted))
+    description = ElementTree.fromstring(data).findtext("channel/item/description")
+    assert description is not None
+    assert "<img" not in description and "<a " not in description
+    assert "&lt;img" in description  # one level of escaping survives the XML decoding
+    entry = feedparser.parse(data).entries[0]
+    assert "<img" not in entry.summary and "<a " not in entry.summary
+    assert "<script" not in entry.summary
+    # as HTML it is exactly the words the editor wrote
+    assert unescape(entry.summary) == f"Lead {TRACKING} end."
 
 
 def test_atom_entry_has_id_dates_with_zone_author_category_and_both_texts() -> None:
