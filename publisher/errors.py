@@ -4,6 +4,7 @@
     ├── ConfigError   (ValueError)       bad settings: exit 2
     ├── ParseError    (ValueError)       a file that is not an article: quarantined
     ├── StoreError    (RuntimeError)     database unreachable, locked, bad schema
+    │   └── MissingDatabase                a read-only command found no database yet
     └── SendError     (ConnectionError)  SMTP failures, carries code and recipient
 
 Like aiosmtplib's errors, each class also inherits the built-in it resembles so
@@ -12,7 +13,14 @@ callers that only know the built-ins still catch them.
 
 from __future__ import annotations
 
-__all__ = ["ConfigError", "ParseError", "PublisherError", "SendError", "StoreError"]
+__all__ = [
+    "ConfigError",
+    "MissingDatabase",
+    "ParseError",
+    "PublisherError",
+    "SendError",
+    "StoreError",
+]
 
 
 class PublisherError(Exception):
@@ -37,6 +45,10 @@ class ParseError(PublisherError, ValueError):
 
 class StoreError(PublisherError, RuntimeError):
     """The database cannot be opened, migrated or written."""
+
+
+class MissingDatabase(StoreError):
+    """Nothing was stored yet and the command must not create the database (`status`)."""
 
 
 class SendError(PublisherError, ConnectionError):
