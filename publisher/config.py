@@ -421,8 +421,16 @@ def _coerce(cls: type, key: str, value: Any, where: str, prefix: str = "") -> An
         # -- hardening --: never echo a secret's value
         shown = "a secret" if f"{prefix}{key}" in SECRET_SETTINGS else repr(value)
         raise ConfigError(
-            f"setting '{prefix}{key}' must be {kind.split(' |')[0]}, got {shown}{where}"
+            f"setting '{prefix}{key}' must be {kind.split(' |')[0]}, got {shown}{where}",
+            _KIND_HINTS.get(kind, "write it as a quoted string"),
         ) from exc
+
+
+_KIND_HINTS = {
+    "bool": "write true or false",
+    "int": "write a whole number without quotes, e.g. 25",
+    "float": "write a finite number, e.g. 2.5",
+}
 
 
 def _validate(settings: Settings, where: str) -> None:
@@ -447,7 +455,9 @@ def _validate(settings: Settings, where: str) -> None:
     if scheme not in {"http", "https"}:
         raise ConfigError(f"base_url must be an http(s) URL, got '{settings.base_url}'{where}")
     if not 0 < settings.smtp.port < 65536 or not 0 <= settings.server.port < 65536:
-        raise ConfigError(f"port out of range{where}")
+        raise ConfigError(
+            f"port out of range{where}", "smtp.port is 1 to 65535, server.port 0 to 65535"
+        )
     _validate_ranges(settings, where)
     _validate_database_url(settings.database_url, where)
     _validate_digest(settings.digest, where)
@@ -545,6 +555,6 @@ def _validate_digest(digest: DigestSettings, where: str) -> None:
         digest.subject.format(site="site", frequency="weekly", count=1, date="1 Jan 2026")
     except (KeyError, IndexError, ValueError, AttributeError) as exc:
         raise ConfigError(
-            f"digest.subject {digest.subject!r} cannot be filled in{where}: {exc!r}",
+            f"digest.subject {digest.subject!r} cannot be filled{where}: {exc!r}",
             "use only {site}, {frequency}, {count} and {date}; write {{ and }} for braces",
         ) from exc
