@@ -77,7 +77,7 @@ def _config(folder: Path, port: int) -> Path:
     path.write_text(
         f'database_url = "sqlite:///{folder / "db.sqlite"}"\n'
         f'inbox = "{folder / "inbox"}"\noutput_dir = "{folder / "public"}"\n'
-        'secret_key = "bench"\n'
+        'secret_key = "bench-secret-key-of-at-least-32-bytes"\n'
         f'[smtp]\nhost = "127.0.0.1"\nport = {port}\npool_size = {POOL}\n'
         "messages_per_connection = 100000\n"
     )

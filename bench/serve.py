@@ -149,7 +149,7 @@ def build_site(folder: Path, articles: int, port: int) -> Path:
     config.write_text(
         f'database_url = "sqlite:///{folder / "publisher.db"}"\n'
         f'inbox = "{inbox}"\noutput_dir = "{folder / "public"}"\n'
-        f'base_url = "http://127.0.0.1:{port}/"\nsecret_key = "bench-serve-secret"\n',
+        f'base_url = "http://127.0.0.1:{port}/"\nsecret_key = "bench-serve-secret-of-at-least-32-bytes"\n',
         encoding="utf-8",
     )
     config.chmod(0o600)

@@ -74,7 +74,7 @@ def _config(folder: Path, url: str, port: int) -> Path:
     path.write_text(
         f'database_url = "{url}"\n'
         f'inbox = "{folder / "inbox"}"\noutput_dir = "{folder / "public"}"\n'
-        'secret_key = "bench"\n'
+        'secret_key = "bench-secret-key-of-at-least-32-bytes"\n'
         f'[smtp]\nhost = "127.0.0.1"\nport = {port}\npool_size = {CONCURRENCY}\n'
         "messages_per_connection = 100000\n"
         "[workers]\nlease_seconds = 60\nclaim_batch = 500\npoll_seconds = 0.2\n"

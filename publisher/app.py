@@ -36,8 +36,11 @@ T = TypeVar("T")
 class App:
     """One per process: owns the store connection pool and the dedup index."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, read_only: bool = False) -> None:
+        """`read_only`: the store is opened to read only (see Store), for commands that
+        must create and change nothing."""
         self.settings = settings
+        self.read_only = read_only
         self._store: Store | None = None
         self._ingestor: Ingestor | None = None
         self._site: SiteBuilder | None = None  # feeds and pages
@@ -48,7 +51,9 @@ class App:
     def store(self) -> Store:
         if self._store is None:
             self._store = Store(
-                self.settings.database_url, busy_timeout=self.settings.database_busy_timeout
+                self.settings.database_url,
+                busy_timeout=self.settings.database_busy_timeout,
+                read_only=self.read_only,
             )
         return self._store
 
@@ -167,18 +172,23 @@ class App:
         name: str | None = None,
         categories: Sequence[str] = (),
         frequency: str | None = None,
+        force: bool = False,
     ) -> tuple[Subscriber, bool]:
-        """Add (or update) a confirmed subscriber: the operator vouches for the address."""
-        return self.newsletter.add(email, name=name, categories=categories, frequency=frequency)
+        """Add (or update) a confirmed subscriber: the operator vouches for the address
+        (a suppressed address only with `force`)."""
+        return self.newsletter.add(
+            email, name=name, categories=categories, frequency=frequency, force=force
+        )
 
-    def remove_subscriber(self, email: str) -> None:
-        self.newsletter.remove(email)
+    def remove_subscriber(self, email: str) -> Subscriber | None:
+        """Delete a subscriber; a suppressed one's record is kept and returned."""
+        return self.newsletter.remove(email)
 
     def subscribers(self) -> list[Subscriber]:
         return list(self.newsletter.all())
 
-    def import_subscribers(self, path: Path) -> ImportReport:
-        return self.newsletter.import_csv(path)
+    def import_subscribers(self, path: Path, *, force: bool = False) -> ImportReport:
+        return self.newsletter.import_csv(path, force=force)
 
     def export_subscribers(self, stream: TextIO) -> int:
         return self.newsletter.export_csv(stream)

@@ -5,12 +5,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import re
 import sys
 import time
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from secrets import token_urlsafe
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
 import click
 from rich.console import Console
@@ -28,14 +30,26 @@ from rich.text import Text
 
 from publisher.app import App, run_until_signal
 from publisher.config import Settings, load_settings
-from publisher.errors import ConfigError, PublisherError
+from publisher.errors import ConfigError, MissingDatabase, PublisherError
 from publisher.ingest import IngestReport
-from publisher.secrecy import Redactor, redact, secret_values  # -- hardening --
+from publisher.newsletter import is_suppressed
+from publisher.secrecy import EscapeControls, Redactor, printable, redact, secret_values
 
 __all__ = ["main"]
 
 console = Console(stderr=True)
 out = Console(highlight=False, soft_wrap=True)
+T = TypeVar("T")
+
+
+def _text(value: object, style: str = "") -> Text:
+    """A value from outside (title, name, file name, SMTP reply) for rich: never read as
+    markup (`[/]` would raise MarkupError), control characters shown as escapes."""
+    return Text(printable(str(value)), style=style)
+
+
+def _say(message: str) -> None:
+    out.print(_text(message))
 
 
 class PublisherGroup(click.Group):
@@ -45,15 +59,24 @@ class PublisherGroup(click.Group):
         try:
             return super().invoke(ctx)
         except PublisherError as exc:
-            _fail(exc.message, exc.hint, 2 if isinstance(exc, ConfigError) else 1)
+            if isinstance(exc, ConfigError):
+                _fail(exc.message, exc.hint, 2, one_line=True)
+            _fail(exc.message, exc.hint, 1)
         except OSError as exc:
             _fail(f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": "), None, 1)
 
 
-def _fail(message: str, hint: str | None, code: int) -> NoReturn:
-    click.echo(f"error: {redact(message, _SECRETS)}", err=True)
-    if hint:
-        click.echo(f"hint: {redact(hint, _SECRETS)}", err=True)
+def _fail(message: str, hint: str | None, code: int, *, one_line: bool = False) -> NoReturn:
+    """The error on stderr, then exit. A bad setting is exactly one line, naming the
+    setting, with its fix after a ';'; other errors put the hint on a line of its own."""
+    shown = printable(redact(message, _SECRETS))
+    fix = printable(redact(hint, _SECRETS)) if hint else None
+    if one_line and fix:
+        click.echo(f"error: {shown}; {fix}", err=True)
+    else:
+        click.echo(f"error: {shown}", err=True)
+        if fix:
+            click.echo(f"hint: {fix}", err=True)
     sys.exit(code)
 
 
@@ -64,7 +87,7 @@ _SECRETS: list[str] = []  # the loaded settings' secret values, scrubbed from al
 def _guard_secrets(settings: Settings) -> None:
     """Warn about secrets others can read; scrub secret values from logs and errors."""
     for notice in settings.notices:
-        click.echo(f"warning: {notice}", err=True)
+        click.echo(f"warning: {printable(notice)}", err=True)
     _SECRETS[:] = secret_values(settings)
     for name in ("publisher", "apscheduler"):
         for handler in logging.getLogger(name).handlers:
@@ -94,19 +117,37 @@ def _web_secret(app: App, insecure_dev: bool, *, key_file_made_on_start: bool) -
     _SECRETS[:] = secret_values(app.settings)
 
 
-def _app(ctx: click.Context) -> App:
-    """The App for this invocation, created on first use so --help never touches config."""
+def _app(ctx: click.Context, *, read_only: bool = False) -> App:
+    """The App for this invocation, created on first use so --help never touches config.
+
+    `read_only` (status, list, show, export): the database is opened to read only, so
+    these commands create nothing and work on a database they may not write."""
     state: dict[str, Any] = ctx.ensure_object(dict)
     if "app" not in state:
-        app = App(load_settings(state.get("config")))
+        app = App(load_settings(state.get("config")), read_only=read_only)
         _guard_secrets(app.settings)  # -- hardening --
         ctx.call_on_close(app.close)
         state["app"] = app
     return state["app"]  # type: ignore[no-any-return]
 
 
+def _stored(ctx: click.Context, read: Callable[[App], list[T]]) -> list[T]:
+    """What a read-only command lists; nothing, with a note, when no database exists yet."""
+    try:
+        return read(_app(ctx, read_only=True))
+    except MissingDatabase as exc:
+        click.echo(f"note: {printable(exc.message)}", err=True)
+        return []
+
+
+# json.dumps escapes C0 itself; these it leaves raw (or, surrogates, cannot encode)
+_JSON_UNSAFE = re.compile("[\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069\ud800-\udfff]")
+
+
 def _print_json(value: object) -> None:
-    click.echo(redact(json.dumps(value, ensure_ascii=False, indent=2), _SECRETS))
+    text = json.dumps(value, ensure_ascii=False, indent=2)
+    text = _JSON_UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+    click.echo(redact(text, _SECRETS))
 
 
 @click.group(cls=PublisherGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -138,6 +179,7 @@ def _setup_logging(level: int, as_json: bool) -> None:
                 "%(asctime)s %(levelname)s %(name)s: %(message)s", "%Y-%m-%dT%H:%M:%S"
             )
         )
+    handler.addFilter(EscapeControls())
     root = logging.getLogger("publisher")
     root.handlers[:] = [handler]
     root.setLevel(level)
@@ -174,7 +216,7 @@ def ingest(ctx: click.Context, paths: tuple[Path, ...], as_json: bool) -> None:
     """
     app = _app(ctx)
     if not paths and (seeded := app.seed_inbox()):
-        console.print(f"first run: copied {seeded} seed articles into {app.settings.inbox}")
+        console.print(_text(f"first run: copied {seeded} seed articles into {app.settings.inbox}"))
     logging.getLogger("publisher.ingest").setLevel(logging.WARNING)
     with _LazyProgress("Ingesting", enabled=not as_json) as progress:
         report = app.ingest(list(paths) or None, progress=progress.update)
@@ -192,7 +234,7 @@ def _print_ingest_report(report: IngestReport) -> None:
         table = Table("file", "outcome", "detail", title="Files needing a look")
         for r in notable:
             style = "red" if r.outcome == "quarantined" else "yellow"
-            table.add_row(r.file, f"[{style}]{r.outcome}[/]", r.detail)
+            table.add_row(_text(r.file), _text(r.outcome, style), _text(r.detail))
         out.print(table)
     summary = Table(*report.summary().keys(), title="Ingest summary")
     summary.add_row(*(str(n) for n in report.summary().values()))
@@ -265,21 +307,21 @@ def articles_list(ctx: click.Context, as_json: bool) -> None:
 
     Example: publisher articles list --json | jq '.[].title'
     """
-    found = _app(ctx).articles()
+    found = _stored(ctx, App.articles)
+    zone = _app(ctx, read_only=True).settings.zone
     if as_json:
-        _print_json([a.as_dict(body=False, zone=_app(ctx).settings.zone) for a in found])
+        _print_json([a.as_dict(body=False, zone=zone) for a in found])
         return
     table = Table(
         "published", "title", "category", "author", "slug", title=f"{len(found)} articles"
     )
-    zone = _app(ctx).settings.zone
     for a in found:
         table.add_row(
             a.published.astimezone(zone).date().isoformat(),
-            a.title,
-            a.category,
-            a.author or "",
-            a.slug,
+            _text(a.title),
+            _text(a.category),
+            _text(a.author or ""),
+            _text(a.slug),
         )
     out.print(table)
 
@@ -293,12 +335,19 @@ def articles_show(ctx: click.Context, article_id: str, as_json: bool) -> None:
 
     Example: publisher articles show 2020-09-01-harbin-regains-national-civilized-city-title
     """
-    article = _app(ctx).article(article_id)
+    app = _app(ctx, read_only=True)
+    try:
+        article = app.article(article_id)
+    except MissingDatabase:
+        raise PublisherError(
+            f"no article with id or slug '{article_id}'",
+            "nothing is stored yet: `publisher ingest`",
+        ) from None
+    zone = app.settings.zone
     if as_json:
-        _print_json(article.as_dict(zone=_app(ctx).settings.zone))
+        _print_json(article.as_dict(zone=zone))
         return
-    zone = _app(ctx).settings.zone
-    out.print(f"[bold]{article.title}[/]", markup=True)
+    out.print(_text(article.title, "bold"))
     for label, value in [
         ("id", article.id),
         ("slug", article.slug),
@@ -310,15 +359,16 @@ def articles_show(ctx: click.Context, article_id: str, as_json: bool) -> None:
         ("source", article.source or "—"),
         ("file", article.source_file),
     ]:
-        out.print(f"{label:>10}: {value}", markup=False)
+        _say(f"{label:>10}: {value}")
     out.print("")
     for block in article.blocks:
-        out.print(block.text, markup=False)
+        for line in block.text.split("\n"):  # a block's own lines stay lines
+            _say(line)
         out.print("")
     if article.removed:
         table = Table("rule", "text", "reason", title="Removed boilerplate")
         for r in article.removed:
-            table.add_row(r.rule, r.text, r.reason)
+            table.add_row(_text(r.rule), _text(r.text), _text(r.reason))
         out.print(table)
 
 
@@ -341,10 +391,9 @@ def build(ctx: click.Context, as_json: bool) -> None:
     if as_json:
         _print_json(result.as_dict())
         return
-    out.print(
+    _say(
         f"{len(result.written)} files written, {result.unchanged} unchanged "
-        f"in {result.seconds:.2f}s -> {app.settings.output_dir}",
-        markup=False,
+        f"in {result.seconds:.2f}s -> {app.settings.output_dir}"
     )
 
 
@@ -370,7 +419,10 @@ def serve(ctx: click.Context, host: str | None, port: int | None, insecure_dev: 
     _web_secret(app, insecure_dev, key_file_made_on_start=False)  # -- hardening --
     settings = app.settings
     if not (settings.output_dir / "index.html").is_file():
-        click.echo(f"note: no index.html in {settings.output_dir}; run `publisher build`", err=True)
+        click.echo(
+            f"note: no index.html in {printable(str(settings.output_dir))}; run `publisher build`",
+            err=True,
+        )
     web = create_app(settings, extra_routes=app.web_routes())
     bind_host = host or settings.server.host
     bind_port = settings.server.port if port is None else port
@@ -392,19 +444,29 @@ def subscribers() -> None:
 @click.option(
     "--frequency", type=click.Choice(["weekly", "daily"]), default="weekly", show_default=True
 )
+@click.option(
+    "--force", is_flag=True, help="Also subscribe an address that unsubscribed or bounced."
+)
 @click.pass_context
 def subscribers_add(
-    ctx: click.Context, email: str, name: str | None, categories: tuple[str, ...], frequency: str
+    ctx: click.Context,
+    email: str,
+    name: str | None,
+    categories: tuple[str, ...],
+    frequency: str,
+    force: bool,
 ) -> None:
     """Add a confirmed subscriber (the operator vouches for the address); updates an existing one.
+
+    An address that unsubscribed or bounced is refused (exit 1) unless --force.
 
     Example: publisher subscribers add ann@example.com --name Ann --category "Harbin Today"
     """
     found, created = _app(ctx).add_subscriber(
-        email, name=name, categories=categories, frequency=frequency
+        email, name=name, categories=categories, frequency=frequency, force=force
     )
     verb = "added" if created else "updated"
-    out.print(f"{verb} {found.email} ({found.status.value})", markup=False)
+    _say(f"{verb} {found.email} ({found.status.value})")
 
 
 @subscribers.command("remove")
@@ -413,10 +475,19 @@ def subscribers_add(
 def subscribers_remove(ctx: click.Context, email: str) -> None:
     """Delete a subscriber and their delivery history.
 
+    An address that unsubscribed or bounced keeps its record (address, status, times;
+    name and categories are erased), so no import or add subscribes it again.
+
     Example: publisher subscribers remove ann@example.com
     """
-    _app(ctx).remove_subscriber(email)
-    out.print(f"removed {email}", markup=False)
+    kept = _app(ctx).remove_subscriber(email)
+    if kept is None:
+        _say(f"removed {email}")
+    else:
+        _say(
+            f"{kept.email} is {kept.status.value}: kept as suppressed (name and categories "
+            "erased), so no import or add subscribes it again"
+        )
 
 
 @subscribers.command("list")
@@ -427,8 +498,7 @@ def subscribers_list(ctx: click.Context, as_json: bool) -> None:
 
     Example: publisher subscribers list --json | jq '.[] | select(.status=="confirmed")'
     """
-    app = _app(ctx)
-    found = app.subscribers()
+    found = _stored(ctx, App.subscribers)
     if as_json:
         _print_json(
             [
@@ -447,7 +517,8 @@ def subscribers_list(ctx: click.Context, as_json: bool) -> None:
             ]
         )
         return
-    zone = app.settings.zone
+    zone = _app(ctx, read_only=True).settings.zone
+    suppressed = sum(1 for s in found if is_suppressed(s.status))
     table = Table(
         "email",
         "name",
@@ -455,14 +526,14 @@ def subscribers_list(ctx: click.Context, as_json: bool) -> None:
         "categories",
         "frequency",
         "last digest",
-        title=f"{len(found)} subscribers",
+        title=f"{len(found)} subscribers ({suppressed} suppressed: never mailed)",
     )
     for s in found:
         table.add_row(
-            s.email,
-            s.name or "",
+            _text(s.email),
+            _text(s.name or ""),
             s.status.value,
-            ", ".join(s.categories) or "all",
+            _text(", ".join(s.categories) or "all"),
             s.frequency.value,
             s.last_digest.astimezone(zone).strftime("%Y-%m-%d %H:%M") if s.last_digest else "—",
         )
@@ -471,22 +542,26 @@ def subscribers_list(ctx: click.Context, as_json: bool) -> None:
 
 @subscribers.command("import")
 @click.argument("file", type=click.Path(path_type=Path, dir_okay=False, exists=True))
+@click.option(
+    "--force", is_flag=True, help="Also subscribe addresses that unsubscribed or bounced."
+)
 @click.pass_context
-def subscribers_import(ctx: click.Context, file: Path) -> None:
-    """Import confirmed subscribers from CSV (header: email,name,categories,frequency).
+def subscribers_import(ctx: click.Context, file: Path, force: bool) -> None:
+    """Import subscribers from CSV (header: email,name,categories,frequency,status, or all
+    the columns of `export`, which it round-trips).
 
-    Categories are separated by ';'. Bad rows are reported by line number and skipped;
-    good rows are kept. Importing the same file again changes nothing. Exit 1 if a row was bad.
+    Categories are separated by ';'. Without a status column rows are confirmed (the
+    operator vouches); a status column is honoured (pending stays pending). An address
+    that unsubscribed or bounced is not made confirmed again unless --force. Bad rows are
+    reported by line number and skipped; good rows are kept. Importing the same file again
+    changes nothing. Exit 1 if a row was refused.
 
     Example: publisher subscribers import people.csv
     """
-    report = _app(ctx).import_subscribers(file)
+    report = _app(ctx).import_subscribers(file, force=force)
     for line, reason in report.errors:
-        click.echo(f"{file}:{line}: {reason}", err=True)
-    out.print(
-        f"added {report.added}, updated {report.updated}, rejected {len(report.errors)}",
-        markup=False,
-    )
+        click.echo(printable(f"{file}:{line}: {reason}"), err=True)
+    _say(f"added {report.added}, updated {report.updated}, rejected {len(report.errors)}")
     if report.errors:
         sys.exit(1)
 
@@ -494,11 +569,16 @@ def subscribers_import(ctx: click.Context, file: Path) -> None:
 @subscribers.command("export")
 @click.pass_context
 def subscribers_export(ctx: click.Context) -> None:
-    """Write every subscriber as CSV to stdout (re-importable).
+    """Write every subscriber as CSV to stdout, every field, suppressed ones too (so the
+    suppression moves with the file); `import` reads it back unchanged. Cells that a
+    spreadsheet would run as a formula (= + - @) start with a ' that import removes.
 
     Example: publisher subscribers export > subscribers.csv
     """
-    _app(ctx).export_subscribers(sys.stdout)
+    try:
+        _app(ctx, read_only=True).export_subscribers(sys.stdout)
+    except MissingDatabase as exc:
+        click.echo(f"note: {printable(exc.message)}", err=True)
 
 
 class _RateColumn(ProgressColumn):
@@ -557,12 +637,12 @@ def send(
             "items",
             "subject",
             "size",
-            title=f"Dry run: {len(report.previews)} messages in {out_dir} (nothing sent)",
+            title=_text(f"Dry run: {len(report.previews)} messages in {out_dir} (nothing sent)"),
         )
         for p in report.previews:
-            table.add_row(p.recipient, str(p.items), p.subject, f"{p.size:,}")
+            table.add_row(_text(p.recipient), str(p.items), _text(p.subject), f"{p.size:,}")
         out.print(table)
-        out.print(f"skipped (nothing new): {report.skipped_empty}", markup=False)
+        _say(f"skipped (nothing new): {report.skipped_empty}")
         return
     progress = Progress(
         TextColumn("Sending"),
@@ -583,16 +663,13 @@ def send(
             frequency, now, progress=update, deliver=False if fan_out_only else None
         )
     if report.resumed:
-        out.print(f"resumed unfinished run {report.run_id}", markup=False)
+        _say(f"resumed unfinished run {report.run_id}")
     if fan_out_only or not app.settings.workers.deliver_locally:  # -- scale-out workers --
-        out.print(
-            f"run {report.run_id}: {report.fanned_out} messages queued for `publisher worker`",
-            markup=False,
-        )
+        _say(f"run {report.run_id}: {report.fanned_out} messages queued for `publisher worker`")
     if report.failures:
         table = Table("recipient", "error", title="Failed")
         for recipient, error in report.failures:
-            table.add_row(recipient, error)
+            table.add_row(_text(recipient), _text(error))
         out.print(table)
     summary = Table(*report.summary().keys(), title="Send summary")
     summary.add_row(*(str(n) for n in report.summary().values()))
@@ -678,7 +755,7 @@ def status(ctx: click.Context, as_json: bool) -> None:
     """
     from publisher.runner import gather_status
 
-    found = gather_status(_app(ctx))
+    found = gather_status(_app(ctx, read_only=True))
     if as_json:
         _print_json(found)
         return
@@ -689,8 +766,11 @@ def _print_status(found: dict[str, Any]) -> None:
     articles = found["articles"]
     feeds = found["feeds"]
     scheduler = found["scheduler"]
+    database = (
+        found["database"] if found["database_exists"] else f"{found['database']} (no database yet)"
+    )
     lines = [
-        ("database", found["database"]),
+        ("database", database),
         ("articles", f"{articles['total']} (last ingest: {articles['last_ingest'] or 'never'})"),
         ("feeds", f"last built: {feeds['last_built'] or 'never'} ({feeds['output_dir']})"),
         (
@@ -742,7 +822,7 @@ def _print_status(found: dict[str, Any]) -> None:
         )
     width = max(len(label) for label, _ in lines)
     for label, value in lines:
-        out.print(f"{label:>{width}}: {value}", markup=False)
+        _say(f"{label:>{width}}: {value}")
 
 
 # -- scale-out workers ------------------------------------------------------------------
@@ -790,7 +870,7 @@ def worker(ctx: click.Context, concurrency: int | None, exit_when_idle: bool) ->
         )
 
     sender = app.worker(concurrency, on_progress=update)
-    console.print(f"worker {sender.name}: claiming from {app.store.url.split('@')[-1]}")
+    console.print(_text(f"worker {sender.name}: claiming from {app.store.url.split('@')[-1]}"))
 
     async def main(stop: Any) -> Any:
         async with sender:
@@ -799,10 +879,9 @@ def worker(ctx: click.Context, concurrency: int | None, exit_when_idle: bool) ->
     with progress:
         report = run_until_signal(main)
     runs = ", ".join(str(r) for r in report.runs) or "none"
-    out.print(
+    _say(
         f"worker {report.name}: sent {report.sent}, failed {report.failed}, "
-        f"retried {report.retried}, gave back {report.released} (runs: {runs})",
-        markup=False,
+        f"retried {report.retried}, gave back {report.released} (runs: {runs})"
     )
 
 

@@ -7,7 +7,9 @@ Environment beats file. Relative paths resolve against the config file's folder.
 from __future__ import annotations
 
 import ipaddress
+import math
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
@@ -232,13 +234,18 @@ def load_settings(
     file_raw: dict[str, Any] = raw  # -- hardening --: what the file itself holds
     if path is not None:
         try:
-            raw = tomllib.loads(path.read_text(encoding="utf-8"))
+            raw = tomllib.loads(path.read_bytes().decode("utf-8"))
             smtp = raw.get("smtp")
             file_raw = {**raw, "smtp": dict(smtp) if isinstance(smtp, dict) else {}}
         except OSError as exc:
             raise ConfigError(
                 f"cannot read config file {path}: {exc.strerror}",
                 "pass --config FILE or set PUBLISHER_CONFIG",
+            ) from exc
+        except UnicodeDecodeError as exc:
+            raise ConfigError(
+                f"config file {path} is not UTF-8 text (byte {exc.start})",
+                "save it as UTF-8",
             ) from exc
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
@@ -308,12 +315,27 @@ def _secret_from_file(settings: Settings) -> Settings:
         secret = path.read_text(encoding="utf-8").strip()
     except OSError as exc:
         raise ConfigError(f"cannot read secret_key_file {path}: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"secret_key_file {path} is not UTF-8 text") from exc
+    if secret:
+        _check_secret_key(secret, f"the key in secret_key_file {path}")
     return replace(settings, secret_key=secret or None)
 
 
 # -- hardening: secrets ----------------------------------------------------------------
 
 SECRET_SETTINGS = ("secret_key", "smtp.password")
+# the key signs every confirm, unsubscribe and preference link: 256 bits, like HMAC-SHA256's
+MIN_SECRET_KEY_BYTES = 32
+
+
+def _check_secret_key(key: str, origin: str) -> None:
+    size = len(key.encode("utf-8"))
+    if size < MIN_SECRET_KEY_BYTES:
+        raise ConfigError(
+            f"{origin} is {size} bytes long; at least {MIN_SECRET_KEY_BYTES} are needed",
+            "make one with: python -c 'import secrets; print(secrets.token_urlsafe(32))'",
+        )
 
 
 def redact_url(url: str) -> str:
@@ -393,22 +415,33 @@ def _coerce(cls: type, key: str, value: Any, where: str, prefix: str = "") -> An
                 return value.lower() in {"1", "true", "yes"}
             return bool(value)
         if kind == "int":
-            if isinstance(value, bool):
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
                 raise ValueError(value)
             return int(value)
         if kind == "float":
-            return float(value)
+            number = float(value)
+            if not math.isfinite(number):
+                raise ValueError(value)
+            return number
         if kind.startswith("Path"):
             return None if value in (None, "") else Path(value)
         if value is not None and not isinstance(value, str):
             raise ValueError(value)
         return value
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, OverflowError) as exc:
         # -- hardening --: never echo a secret's value
         shown = "a secret" if f"{prefix}{key}" in SECRET_SETTINGS else repr(value)
         raise ConfigError(
-            f"setting '{prefix}{key}' must be {kind.split(' |')[0]}, got {shown}{where}"
+            f"setting '{prefix}{key}' must be {kind.split(' |')[0]}, got {shown}{where}",
+            _KIND_HINTS.get(kind, "write it as a quoted string"),
         ) from exc
+
+
+_KIND_HINTS = {
+    "bool": "write true or false",
+    "int": "write a whole number without quotes, e.g. 25",
+    "float": "write a finite number, e.g. 2.5",
+}
 
 
 def _validate(settings: Settings, where: str) -> None:
@@ -433,8 +466,110 @@ def _validate(settings: Settings, where: str) -> None:
     if scheme not in {"http", "https"}:
         raise ConfigError(f"base_url must be an http(s) URL, got '{settings.base_url}'{where}")
     if not 0 < settings.smtp.port < 65536 or not 0 <= settings.server.port < 65536:
-        raise ConfigError(f"port out of range{where}")
+        raise ConfigError(
+            f"port out of range{where}", "smtp.port is 1 to 65535, server.port 0 to 65535"
+        )
+    _validate_ranges(settings, where)
     _validate_server(settings.server, where)
+    _validate_database_url(settings.database_url, where)
+    _validate_digest(settings.digest, where)
+    if settings.secret_key is not None:
+        _check_secret_key(
+            settings.secret_key, "the secret key (PUBLISHER_SECRET_KEY or secret_key)"
+        )
+    if settings.templates_dir is not None and not settings.templates_dir.is_dir():
+        raise ConfigError(
+            f"templates_dir {settings.templates_dir} is not a folder{where}",
+            "create it, or remove templates_dir to use the built-in templates",
+        )
+
+
+# setting -> (least, greatest or None): numbers outside are refused at load, not met later
+# as a crash (num_perm = 0) or as silence (attempts = 0 sends nothing, and says nothing)
+_RANGES: Mapping[str, tuple[float, float | None]] = {
+    "database_busy_timeout": (0, None),
+    "smtp.pool_size": (1, 1000),
+    "smtp.messages_per_connection": (1, None),
+    "smtp.rate_per_second": (0, None),
+    "smtp.attempts": (1, 100),
+    "smtp.backoff_seconds": (0, 3600),
+    "smtp.timeout_seconds": (0.001, None),
+    "smtp.bounce_after": (1, None),
+    "dedup.num_perm": (1, 1024),
+    "dedup.shingle_size": (1, 64),
+    "feeds.max_entries": (1, None),
+    "feeds.archive_page_size": (1, None),
+    "server.subscribe_per_minute": (1, None),
+    "server.subscribe_cooldown_seconds": (0, None),
+    "server.token_max_age_seconds": (1, None),
+    "server.unsubscribe_token_max_age_seconds": (1, None),
+    "server.max_body_bytes": (1, None),
+    "schedule.misfire_grace_seconds": (1, None),
+    "workers.lease_seconds": (0.001, None),
+    "workers.claim_batch": (1, None),
+    "workers.concurrency": (0, 1000),
+    "workers.poll_seconds": (0.001, None),
+}
+
+
+def _validate_ranges(settings: Settings, where: str) -> None:
+    for name, (least, greatest) in _RANGES.items():
+        value: Any = settings
+        for part in name.split("."):
+            value = getattr(value, part)
+        if value < least or (greatest is not None and value > greatest):
+            allowed = f"at least {least}" if greatest is None else f"{least} to {greatest}"
+            default: Any = Settings()
+            for part in name.split("."):
+                default = getattr(default, part)
+            raise ConfigError(
+                f"setting '{name}' must be {allowed}, got {value}{where}",
+                f"set it in range or remove it (default: {default})",
+            )
+
+
+_DATABASE_SCHEMES = ("sqlite", "sqlite+pysqlite", "postgresql", "postgresql+psycopg")
+
+
+def _validate_database_url(url: str, where: str) -> None:
+    scheme = url.split("://", 1)[0]
+    if scheme not in _DATABASE_SCHEMES:
+        raise ConfigError(
+            f"database_url scheme '{scheme}' is not supported{where}",
+            "use sqlite:///path.db or postgresql+psycopg://user@host/db",
+        )
+    try:
+        urlsplit(url).port  # noqa: B018 - raises for a port that is not a number in range
+    except ValueError as exc:
+        raise ConfigError(
+            f"database_url has a bad port{where}: {exc}",
+            "write host:port with a port from 1 to 65535",
+        ) from exc
+
+
+# RFC 2919: a list-id is a dot-atom (no spaces, no control characters, no angle brackets)
+_LIST_ID = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)+")
+_CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def _validate_digest(digest: DigestSettings, where: str) -> None:
+    if not _LIST_ID.fullmatch(digest.list_id):
+        raise ConfigError(
+            f"digest.list_id {digest.list_id!r} is not a list id{where}",
+            "use dotted words without spaces or line breaks, e.g. digest.news.example.org",
+        )
+    if _CONTROL_CHARACTERS.search(digest.subject):
+        raise ConfigError(
+            f"digest.subject holds a line break or control character{where}",
+            "write the subject on one line",
+        )
+    try:
+        digest.subject.format(site="site", frequency="weekly", count=1, date="1 Jan 2026")
+    except (KeyError, IndexError, ValueError, AttributeError) as exc:
+        raise ConfigError(
+            f"digest.subject {digest.subject!r} cannot be filled{where}: {exc!r}",
+            "use only {site}, {frequency}, {count} and {date}; write {{ and }} for braces",
+        ) from exc
 
 
 def _validate_server(server: ServerSettings, where: str) -> None:

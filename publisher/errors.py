@@ -4,6 +4,7 @@
     ├── ConfigError   (ValueError)       bad settings: exit 2
     ├── ParseError    (ValueError)       a file that is not an article: quarantined
     ├── StoreError    (RuntimeError)     database unreachable, locked, bad schema
+    │   └── MissingDatabase                a read-only command found no database yet
     └── SendError     (ConnectionError)  SMTP failures, carries code and recipient
 
 Like aiosmtplib's errors, each class also inherits the built-in it resembles so
@@ -14,7 +15,14 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["ConfigError", "ParseError", "PublisherError", "SendError", "StoreError"]
+__all__ = [
+    "ConfigError",
+    "MissingDatabase",
+    "ParseError",
+    "PublisherError",
+    "SendError",
+    "StoreError",
+]
 
 # RFC 3463 enhanced codes for "message length exceeds administrative limit" and
 # "message too big for system"
@@ -43,6 +51,10 @@ class ParseError(PublisherError, ValueError):
 
 class StoreError(PublisherError, RuntimeError):
     """The database cannot be opened, migrated or written."""
+
+
+class MissingDatabase(StoreError):
+    """Nothing was stored yet and the command must not create the database (`status`)."""
 
 
 class SendError(PublisherError, ConnectionError):

@@ -22,9 +22,16 @@ from typing import Any
 
 from publisher.app import App
 from publisher.config import Settings
-from publisher.errors import PublisherError
+from publisher.errors import MissingDatabase, PublisherError
 from publisher.model import SubscriberStatus
-from publisher.schedule import DigestDue, DigestScheduler, JobInfo, job_specs, stored_jobs
+from publisher.schedule import (
+    JOBS_TABLE,
+    DigestDue,
+    DigestScheduler,
+    JobInfo,
+    job_specs,
+    stored_jobs,
+)
 from publisher.smtpsink import SmtpSink
 from publisher.store import Articles, Store
 from publisher.store.locks import DatabaseLock
@@ -190,17 +197,23 @@ def _local(moment: datetime | None, settings: Settings) -> str | None:
 def gather_status(app: App) -> dict[str, Any]:
     """What `publisher status` shows; reads the database and the output folder, starts nothing."""
     settings = app.settings
-    with app.store.read() as connection:
-        repo = Articles(connection)
-        total, last_ingest = repo.count(), repo.last_ingest()
     atom = settings.output_dir / "atom.xml"
     built = datetime.fromtimestamp(atom.stat().st_mtime, UTC) if atom.is_file() else None
+    feeds = {"output_dir": str(settings.output_dir), "last_built": _local(built, settings)}
+    try:
+        store = app.store
+    except MissingDatabase:
+        return _before_the_first_ingest(settings, feeds)
+    with store.read() as connection:
+        repo = Articles(connection)
+        total, last_ingest = repo.count(), repo.last_ingest()
     status: dict[str, Any] = {
-        "database": _redacted(app.store.url),
+        "database": _redacted(store.url),
+        "database_exists": True,
         "articles": {"total": total, "last_ingest": _local(last_ingest, settings)},
-        "feeds": {"output_dir": str(settings.output_dir), "last_built": _local(built, settings)},
-        "scheduler": _scheduler_state(app.store),
-        "jobs": _jobs(app, settings),
+        "feeds": feeds,
+        "scheduler": _scheduler_state(store),
+        "jobs": _jobs(settings, _stored_jobs(store)),
     }
     status.update(_digest_status(app))
     # -- scale-out workers --: each open run's progress across workers, live workers
@@ -210,15 +223,37 @@ def gather_status(app: App) -> dict[str, Any]:
 
 def _scheduler_state(store: Store) -> dict[str, Any]:
     lock = DatabaseLock(store, SCHEDULER_LOCK)
-    if lock.try_acquire():
-        lock.release()
+    if not lock.taken():
         return {"running": False}
     return {"running": True, "holder": lock.holder()}
 
 
-def _jobs(app: App, settings: Settings) -> list[dict[str, Any]]:
+def _before_the_first_ingest(settings: Settings, feeds: dict[str, Any]) -> dict[str, Any]:
+    """Status where no database exists yet: the same shape, all empty; nothing is created."""
+    return {
+        "database": _redacted(settings.database_url),
+        "database_exists": False,
+        "articles": {"total": 0, "last_ingest": None},
+        "feeds": feeds,
+        "scheduler": {"running": False},
+        "jobs": _jobs(settings, {}),
+        "subscribers": {s.value: 0 for s in SubscriberStatus},
+        "last_digest_run": None,
+        "deliveries": {"pending": 0, "failed": 0},
+        "open_runs": [],
+        "workers": [],
+    }
+
+
+def _stored_jobs(store: Store) -> dict[str, JobInfo]:
+    # the job store's table appears with the first `publisher run`; status must not make it
+    if not store.has_table(JOBS_TABLE):
+        return {}
+    return {job.id: job for job in stored_jobs(store.engine)}
+
+
+def _jobs(settings: Settings, stored: dict[str, JobInfo]) -> list[dict[str, Any]]:
     """Next runs from the job store; jobs not stored yet (never run) from the config."""
-    stored = {job.id: job for job in stored_jobs(app.store.engine)}
     now = datetime.now(settings.zone)
     result = []
     for spec in job_specs(settings):

@@ -15,6 +15,8 @@ from publisher.config import Settings, load_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 SEEDS = ROOT / "seeds"
+# at least 32 bytes, as load_settings requires of every secret key
+TEST_SECRET_KEY = "test-secret-key-for-signing-links-0123456789"
 POSTGRES_ADMIN_URL = os.environ.get(
     "PUBLISHER_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 )
@@ -78,7 +80,7 @@ def write_config(folder: Path, database_url: str, **extra: str) -> Path:
         'inbox = "inbox"',
         'output_dir = "public"',
         'base_url = "http://127.0.0.1:8080/"',
-        'secret_key = "test-secret-key"',
+        f'secret_key = "{TEST_SECRET_KEY}"',
         *(f"{key} = {value}" for key, value in extra.items()),
     ]
     path = folder / "publisher.toml"

@@ -3,22 +3,25 @@
 from __future__ import annotations
 
 import os
+import sqlite3
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from sqlalchemy import Connection, Engine, create_engine, event, func, insert, inspect, select
 from sqlalchemy.exc import (
     ArgumentError,
+    DatabaseError,
     DBAPIError,
     NoSuchModuleError,
     OperationalError,
     SQLAlchemyError,
 )
 
-from publisher.errors import StoreError
+from publisher.errors import ConfigError, MissingDatabase, StoreError
 from publisher.store.schema import SCHEMA_VERSION, blocks, metadata, schema_version
 
 __all__ = ["Store"]
@@ -57,13 +60,28 @@ _WRITE_LOCK = 0x7075626C  # "publ"
 class Store:
     """One database: SQLite file by default, PostgreSQL by URL."""
 
-    def __init__(self, url: str, *, busy_timeout: float = 30.0) -> None:
+    def __init__(self, url: str, *, busy_timeout: float = 30.0, read_only: bool = False) -> None:
+        """`read_only`: never create, migrate or write (status, list, export); a database
+        that does not exist yet is MissingDatabase, a read-only file can still be read."""
         self.url = url
-        self.engine = _open(url, busy_timeout)
+        self.read_only = read_only
+        if read_only and (missing := _missing_file(url)) is not None:
+            raise MissingDatabase(
+                f"no database yet at {missing}",
+                "`publisher ingest` or `publisher run` creates it",
+            )
+        self.engine = _open(url, busy_timeout, read_only=read_only)
         self.dialect = self.engine.dialect.name
         self._file: Path | None = None
         self._identity: tuple[int, int] | None = None
-        self._migrate()
+        try:
+            if read_only:
+                self._check_schema()
+            else:
+                self._migrate()
+        except BaseException:
+            self.engine.dispose()
+            raise
         # from here on, a vanished or swapped file is an error, not a fresh database
         self._file = _sqlite_file(url)
         self._identity = _identity(self._file)
@@ -119,12 +137,41 @@ class Store:
             version = connection.execute(select(func.max(schema_version.c.version))).scalar()
             return version == SCHEMA_VERSION
 
-    def _migrate(self) -> None:
+    def _current(self) -> bool:
         try:
-            if self._schema_is_current():
-                return
-        except OperationalError as exc:
+            return self._schema_is_current()
+        except DatabaseError as exc:
+            if _is_damaged(exc):
+                raise ConfigError(
+                    f"database {_redact(self.url)} is not a SQLite database, or it is "
+                    f"damaged ({_first_line(exc)})",
+                    "point database_url at the publisher database, or restore it from a backup",
+                ) from exc
             raise _store_error(exc, self.url) from exc
+
+    def _check_schema(self) -> None:
+        """Read-only opening: the schema must be there and current, as nothing may be written."""
+        if self._current():
+            return
+        with self.engine.connect().execution_options(publisher_read=True) as connection:
+            existing = set(inspect(connection).get_table_names())
+        if not existing & set(metadata.tables):
+            raise MissingDatabase(
+                f"no database yet in {_redact(self.url)}",
+                "`publisher ingest` or `publisher run` creates it",
+            )
+        raise StoreError(
+            f"the database {_redact(self.url)} has an older schema than this publisher",
+            "run `publisher ingest` once to upgrade it",
+        )
+
+    def has_table(self, name: str) -> bool:
+        with self.engine.connect().execution_options(publisher_read=True) as connection:
+            return inspect(connection).has_table(name)
+
+    def _migrate(self) -> None:
+        if self._current():
+            return
         with self.begin() as connection:
             metadata.create_all(connection, checkfirst=True)
             # create_all adds indexes only with new tables; an index added to an existing
@@ -168,33 +215,65 @@ def _identity(path: Path | None) -> tuple[int, int] | None:
     return (stat.st_dev, stat.st_ino)
 
 
-def _open(url: str, busy_timeout: float) -> Engine:
+def _missing_file(url: str) -> Path | None:
+    path = _sqlite_file(url)
+    return path if path is not None and not path.exists() else None
+
+
+def _open(url: str, busy_timeout: float, *, read_only: bool = False) -> Engine:
     try:
         if url.startswith("sqlite"):
             path = _sqlite_file(url)
-            if path is not None:
-                path.parent.mkdir(parents=True, exist_ok=True)
-            engine = create_engine(url, connect_args={"timeout": busy_timeout})
-            _sqlite_pragmas(engine, busy_timeout)
+            if read_only and path is not None:
+                engine = create_engine(url, creator=lambda: _read_only_connection(path))
+            else:
+                if path is not None:
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                engine = create_engine(url, connect_args={"timeout": busy_timeout})
+            _sqlite_pragmas(engine, busy_timeout, read_only=read_only)
             return engine
+        if read_only:
+            # every transaction of this engine is refused a write by the server itself
+            options = {"options": "-c default_transaction_read_only=on"}
+            return create_engine(url, pool_pre_ping=True, connect_args=options)
         return create_engine(url, pool_pre_ping=True)
-    except (ArgumentError, NoSuchModuleError) as exc:
-        raise StoreError(
-            f"cannot use database URL {_redact(url)}: {exc}",
-            "for PostgreSQL install the extra: pip install 'publisher[postgres]'",
+    except (ArgumentError, NoSuchModuleError, ImportError) as exc:
+        raise ConfigError(
+            f"cannot use database URL {_redact(url)}: {_first_line(exc)}",
+            "use sqlite:///path.db, or postgresql+psycopg://user@host/db with the extra "
+            "installed: pip install 'publisher[postgres]'",
         ) from exc
     except (OSError, SQLAlchemyError) as exc:
         raise StoreError(f"cannot open database {_redact(url)}: {exc}") from exc
 
 
-def _sqlite_pragmas(engine: Engine, busy_timeout: float) -> None:
+def _read_only_connection(path: Path) -> sqlite3.Connection:
+    """A connection that cannot write the file: `mode=ro`. A WAL database needs its -shm
+    file, which a process that may not write the folder cannot create; then, if no WAL
+    content waits to be read, the file is opened `immutable` (no locks, no -shm)."""
+    uri = f"file:{quote(str(path))}?mode=ro"
+    connection = sqlite3.connect(uri, uri=True, check_same_thread=False)
+    try:
+        connection.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        return connection
+    except sqlite3.OperationalError as exc:
+        connection.close()
+        wal = path.with_name(path.name + "-wal")
+        cannot_share = "readonly" in str(exc) or "unable to open" in str(exc)
+        if not cannot_share or (wal.exists() and wal.stat().st_size > 0):
+            raise
+    return sqlite3.connect(f"{uri}&immutable=1", uri=True, check_same_thread=False)
+
+
+def _sqlite_pragmas(engine: Engine, busy_timeout: float, *, read_only: bool = False) -> None:
     # pysqlite's own transaction handling defers BEGIN; take control so writers
     # use BEGIN IMMEDIATE and wait on busy_timeout instead of failing mid-transaction.
     @event.listens_for(engine, "connect")
     def on_connect(dbapi_connection: Any, _record: Any) -> None:
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
+        if not read_only:  # setting the journal mode writes the file header
+            cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
         cursor.execute("PRAGMA foreign_keys=ON")
@@ -208,8 +287,8 @@ def _sqlite_pragmas(engine: Engine, busy_timeout: float) -> None:
 
     @event.listens_for(engine, "begin")
     def on_begin(connection: Connection) -> None:
-        read_only = connection.get_execution_options().get("publisher_read", False)
-        connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
+        reading = read_only or connection.get_execution_options().get("publisher_read", False)
+        connection.exec_driver_sql("BEGIN" if reading else "BEGIN IMMEDIATE")
 
 
 def _redact(url: str) -> str:
@@ -222,6 +301,15 @@ def _redact(url: str) -> str:
     return url
 
 
+def _first_line(exc: BaseException) -> str:
+    cause = getattr(exc, "orig", None) or exc
+    return (str(cause).splitlines() or [type(cause).__name__])[0]
+
+
+def _is_damaged(exc: DatabaseError) -> bool:
+    text = str(exc.orig or exc).lower()
+    return "file is not a database" in text or "malformed" in text
+
+
 def _store_error(exc: DBAPIError, url: str) -> StoreError:
-    detail = str(exc.orig).splitlines()[0] if exc.orig else str(exc).splitlines()[0]
-    return StoreError(f"database error ({_redact(url)}): {detail}")
+    return StoreError(f"database error ({_redact(url)}): {_first_line(exc)}")

@@ -65,6 +65,29 @@ class DatabaseLock:
             return None
         return f"pid {pid}" if pid.isdigit() else None
 
+    def taken(self) -> bool:
+        """Whether some process holds the lock, found without creating or taking anything."""
+        if self.held:
+            return True
+        if self.store.dialect != "sqlite":
+            if not self.try_acquire():
+                return True
+            self.release()
+            return False
+        if self._path is None:
+            return False
+        try:
+            handle = self._lock_path(self._path).open("r", encoding="utf-8")
+        except FileNotFoundError:
+            return False
+        with handle:
+            try:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except OSError:
+                return True
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+            return False
+
     def release(self) -> None:
         if self._file is not None:
             with contextlib.suppress(OSError):

@@ -92,6 +92,35 @@ class Subscribers:
         assert changed is not None
         return changed, False
 
+    def insert_record(self, record: Subscriber) -> Subscriber:
+        """A new row holding every field of `record` (an import of an export); `id` is new."""
+        values = {
+            "email": record.email,
+            "name": record.name,
+            "status": record.status.value,
+            "categories": json.dumps(sorted(set(record.categories)), ensure_ascii=False),
+            "frequency": record.frequency.value,
+            "timezone": record.timezone,
+            "created": record.created,
+            "confirmed": record.confirmed,
+            "unsubscribed": record.unsubscribed,
+            "last_digest": record.last_digest,
+            "hard_failures": record.hard_failures,
+        }
+        new_id = self.connection.execute(insert(subscribers).values(**values)).inserted_primary_key
+        assert new_id is not None
+        created = self.get(int(new_id[0]))
+        assert created is not None
+        return created
+
+    def forget_details(self, subscriber_id: int) -> None:
+        """Keep only what a suppression needs (address, status, times): no name, no choices."""
+        self.connection.execute(
+            update(subscribers)
+            .where(subscribers.c.id == subscriber_id)
+            .values(name=None, categories="[]")
+        )
+
     def set_status(self, subscriber_id: int, status: SubscriberStatus, now: datetime) -> None:
         values: dict[str, Any] = {"status": status.value}
         if status is SubscriberStatus.CONFIRMED:

@@ -330,8 +330,9 @@ def test_a_first_run_creates_the_secret_key_file_that_other_commands_read(
     assert key_file.stat().st_mode & 0o777 == 0o600
     assert load_settings(config, environ={}).secret_key == settings.secret_key
     assert ensure_secret_key(load_settings(config, environ={})) == settings  # created once
-    environment = {"PUBLISHER_SECRET_KEY": "from-the-environment"}
-    assert load_settings(config, environ=environment).secret_key == "from-the-environment"
+    from_environment = "from-the-environment-at-least-32-bytes"
+    environment = {"PUBLISHER_SECRET_KEY": from_environment}
+    assert load_settings(config, environ=environment).secret_key == from_environment
 
 
 def test_a_fresh_checkout_can_preview_digests_before_any_run(tmp_path: Path) -> None:

@@ -22,10 +22,10 @@ from aiosmtpd.smtp import AuthResult, LoginPassword
 
 from publisher.app import App
 from publisher.config import load_settings
-from tests.conftest import SEEDS, write_config
+from tests.conftest import SEEDS, TEST_SECRET_KEY, write_config
 from tests.integration.test_faults_smtp import Server
 
-SECRET_KEY = "sk-Zebra-Quasar-7f3a9c1e5b"
+SECRET_KEY = "sk-Zebra-Quasar-7f3a9c1e5b-Walrus-2d8e4b6a"
 SMTP_PASSWORD = "pw-Hunter2-Mango-9b1c4d"
 DB_PASSWORD = "db-Walrus-Oboe-51e2"
 SECRETS = (SECRET_KEY, SMTP_PASSWORD, DB_PASSWORD)
@@ -173,7 +173,7 @@ def test_a_config_file_others_can_read_that_holds_a_secret_gets_one_warning(
 
 def _no_key_config(tmp_path: Path, **extra: str) -> Path:
     config = write_config(tmp_path, f"sqlite:///{tmp_path / 'data' / 'p.db'}", **extra)
-    text = config.read_text(encoding="utf-8").replace('secret_key = "test-secret-key"\n', "")
+    text = config.read_text(encoding="utf-8").replace(f'secret_key = "{TEST_SECRET_KEY}"\n', "")
     config.write_text(text, encoding="utf-8")
     return config
 

@@ -304,7 +304,7 @@ def write_config(folder: Path, smtp_port: int, http_port: int) -> Path:
                 'output_dir = "public"',
                 'mailbox_dir = "mailbox"',
                 f'base_url = "http://127.0.0.1:{http_port}/"',
-                'secret_key = "soak-secret-key"',
+                'secret_key = "soak-secret-key-of-at-least-32-bytes"',
                 "[smtp]",
                 'host = "127.0.0.1"',
                 f"port = {smtp_port}",
