@@ -80,7 +80,13 @@ def is_suppressed(status: SubscriberStatus) -> bool:
 
 
 def _lifts_suppression(existing: Subscriber, status: SubscriberStatus) -> bool:
-    return is_suppressed(existing.status) and not is_suppressed(status)
+    """Would `status` end a suppression? A web form may make an address that unsubscribed
+    pending again, but only its own click on the confirm link lifts the suppression: anyone
+    can type an address into the form."""
+    held = is_suppressed(existing.status) or (
+        existing.status is SubscriberStatus.PENDING and existing.unsubscribed is not None
+    )
+    return held and status is not existing.status and not is_suppressed(status)
 
 
 def _exported(s: Subscriber) -> list[str]:

@@ -192,3 +192,31 @@ def test_import_honours_pending_and_never_undoes_a_confirmation(
     bad.write_text("email,status\nx@example.org,maybe\n", encoding="utf-8")
     refused = _run(config_file, "subscribers", "import", str(bad))
     assert refused.exit_code == 1 and f"{bad}:2: status must be one of" in refused.stderr
+
+
+def test_a_web_resubscribe_of_an_unsubscribed_address_is_still_suppressed_until_it_confirms(
+    config_file: Path, app: App, tmp_path: Path
+) -> None:
+    """Anyone can type an address into the form: that makes it pending, never confirmable
+    by the operator's tools without --force."""
+    import asyncio
+
+    app.add_subscriber("ann@example.org", name="Ann")
+    _set_status(app, "ann@example.org", SubscriberStatus.UNSUBSCRIBED)
+
+    async def web_subscribe() -> None:
+        await app.newsletter.subscribe("ann@example.org", None, [], "weekly")
+        await app.newsletter.drain()
+
+    asyncio.run(web_subscribe())
+    assert _by_email(app)["ann@example.org"].status is SubscriberStatus.PENDING
+    added = _run(config_file, "subscribers", "add", "ann@example.org")
+    assert added.exit_code == 1, added.output
+    people = tmp_path / "old-list.csv"
+    people.write_text("email,status\nann@example.org,confirmed\n", encoding="utf-8")
+    imported = _run(config_file, "subscribers", "import", str(people))
+    assert imported.exit_code == 1, imported.output
+    assert _by_email(app)["ann@example.org"].status is SubscriberStatus.PENDING
+    forced = _run(config_file, "subscribers", "add", "ann@example.org", "--force")
+    assert forced.exit_code == 0, forced.output
+    assert _by_email(app)["ann@example.org"].status is SubscriberStatus.CONFIRMED
