@@ -13,6 +13,7 @@ import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -29,11 +30,20 @@ __all__ = [
     "Settings",
     "SiteSettings",
     "SmtpSettings",
+    "TlsMode",
     "forwarded_ips",
     "load_settings",
 ]
 
 DEFAULT_CONFIG = Path("config/publisher.toml")
+
+
+class TlsMode(StrEnum):
+    """How the SMTP connection is protected."""
+
+    NONE = "none"  # plain text: localhost only
+    STARTTLS = "starttls"  # upgrade after connecting (port 587)
+    TLS = "tls"  # TLS from the first byte (port 465)
 
 
 @dataclass(frozen=True)
@@ -49,7 +59,7 @@ class SiteSettings:
 class SmtpSettings:
     host: str = "localhost"
     port: int = 1025
-    tls: str = "none"  # none | starttls | tls
+    tls: TlsMode = TlsMode.NONE
     username: str | None = None
     password: str | None = field(default=None, repr=False)
     from_address: str = "Harbin News <news@localhost>"
@@ -425,6 +435,8 @@ def _coerce(cls: type, key: str, value: Any, where: str, prefix: str = "") -> An
             return number
         if kind.startswith("Path"):
             return None if value in (None, "") else Path(value)
+        if kind in _ENUMS:
+            return _ENUMS[kind](value)
         if value is not None and not isinstance(value, str):
             raise ValueError(value)
         return value
@@ -432,12 +444,22 @@ def _coerce(cls: type, key: str, value: Any, where: str, prefix: str = "") -> An
         # -- hardening --: never echo a secret's value
         shown = "a secret" if f"{prefix}{key}" in SECRET_SETTINGS else repr(value)
         raise ConfigError(
-            f"setting '{prefix}{key}' must be {kind.split(' |')[0]}, got {shown}{where}",
+            f"setting '{prefix}{key}' must be {_expected(kind)}, got {shown}{where}",
             _KIND_HINTS.get(kind, "write it as a quoted string"),
         ) from exc
 
 
+_ENUMS: Mapping[str, type[StrEnum]] = {"TlsMode": TlsMode}
+
+
+def _expected(kind: str) -> str:
+    if kind in _ENUMS:
+        return "one of " + ", ".join(member.value for member in _ENUMS[kind])
+    return kind.split(" |")[0]
+
+
 _KIND_HINTS = {
+    "TlsMode": "write none, starttls or tls",
     "bool": "write true or false",
     "int": "write a whole number without quotes, e.g. 25",
     "float": "write a finite number, e.g. 2.5",
@@ -452,10 +474,6 @@ def _validate(settings: Settings, where: str) -> None:
             f"unknown timezone '{settings.timezone}'{where}",
             "use an IANA name such as Asia/Shanghai",
         ) from exc
-    if settings.smtp.tls not in {"none", "starttls", "tls"}:
-        raise ConfigError(
-            f"smtp.tls must be none, starttls or tls, got '{settings.smtp.tls}'{where}"
-        )
     if not 0 < settings.dedup.near_duplicate_threshold <= 1:
         raise ConfigError(f"dedup.near_duplicate_threshold must be in (0, 1]{where}")
     if settings.ingest_processes < -1:

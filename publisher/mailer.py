@@ -24,7 +24,7 @@ from typing import Protocol
 
 import aiosmtplib
 
-from publisher.config import SmtpSettings
+from publisher.config import SmtpSettings, TlsMode
 from publisher.errors import SendError
 
 __all__ = ["Ledger", "Mailer", "Outgoing", "SendReport", "ServerUnreachable"]
@@ -221,8 +221,8 @@ class _Worker:
             port=s.port,
             username=s.username or None,
             password=s.password or None,
-            use_tls=s.tls == "tls",
-            start_tls=s.tls == "starttls",
+            use_tls=s.tls is TlsMode.TLS,
+            start_tls=s.tls is TlsMode.STARTTLS,
             validate_certs=s.verify_certificate,
             cert_bundle=s.ca_file or None,  # a private CA
             timeout=s.timeout_seconds,
