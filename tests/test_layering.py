@@ -8,7 +8,7 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parent.parent / "publisher"
 
 CORE = {"model", "errors", "config", "parse", "dedup", "digest", "render", "feeds", "messages", "tokens"}
-ADAPTERS = {"store", "mailer", "watch", "schedule", "web", "smtpsink"}
+ADAPTERS = {"store", "mailer", "watch", "schedule", "web", "smtpsink", "inbox"}
 # third-party libraries only their adapter (or core renderer) may import
 OWNERS = {
     "sqlalchemy": {"store"},
