@@ -48,6 +48,7 @@ _RESERVED = frozenset({QUARANTINE, DELETED})
 _REASON_SUFFIX = ".error.txt"
 _TEMPORARY_SUFFIXES = (".tmp", ".part", ".partial", ".swp", ".crdownload", "~", _REASON_SUFFIX)
 _OPEN_FOLDER = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_READ = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 
 
 class InboxError(PublisherError):
@@ -113,10 +114,11 @@ def is_article_name(name: str) -> bool:
 def read_article_file(path: Path, limit: int) -> bytes:
     """The bytes of a regular file of at most `limit` bytes, its size checked before reading.
 
-    The last component is not followed (a file swapped for a link after the walk fails
-    with ELOOP) and a FIFO never blocks. FileTooLarge, or the OSError of the entry.
+    `path` is a real path (the walk's): no component is followed, so an entry swapped for a
+    link after the walk fails with ELOOP, and a FIFO never blocks. FileTooLarge, or the
+    OSError of the entry.
     """
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    fd = _open_file(path)
     with open(fd, "rb") as file:
         found = os.fstat(fd)
         if not stat.S_ISREG(found.st_mode):
@@ -127,6 +129,30 @@ def read_article_file(path: Path, limit: int) -> bytes:
     if len(data) > limit:
         raise FileTooLarge(len(data), limit)
     return data
+
+
+def _open_parent(path: Path) -> int:
+    """A descriptor of the folder holding `path`, each component opened from / with
+    O_NOFOLLOW: a folder swapped for a link after it was checked is refused."""
+    absolute = Path(os.path.abspath(path))
+    fd = os.open(absolute.anchor, _OPEN_FOLDER)
+    try:
+        for part in absolute.parent.parts[1:]:
+            inner = os.open(part, _OPEN_FOLDER, dir_fd=fd)
+            os.close(fd)
+            fd = inner
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _open_file(path: Path) -> int:
+    parent = _open_parent(path)
+    try:
+        return os.open(path.name, _READ, dir_fd=parent)
+    finally:
+        os.close(parent)
 
 
 # -- the folders publisher keeps inside the inbox -------------------------------------
@@ -301,24 +327,18 @@ class Inbox:
                 return None
             raise InboxError(f"{safe_name(str(path))} is {kind}: left where it is")
         root = self.root
-        source = root / relative
-        folder = _open_subfolder(root, QUARANTINE)
         try:
-            name = _free_name(folder, source.name)
+            folder = _open_subfolder(root, QUARANTINE)
             try:
-                os.rename(source, name, dst_dir_fd=folder)
-            except FileNotFoundError:
-                log.info("%s was already quarantined by another process", safe_name(source.name))
-                return None
-            except OSError as exc:
-                if exc.errno != errno.EXDEV:
-                    raise InboxError(
-                        f"cannot move {safe_name(str(relative))} into quarantine: {exc.strerror}"
-                    ) from exc
-                _copy_then_remove(source, folder, name)
-            _write_reason(folder, name, reason, relative, now)
-        finally:
-            os.close(folder)
+                name = _move_into(root / relative, folder)
+                if name is None:
+                    return None
+                _write_reason(folder, name, reason, relative, now)
+            finally:
+                os.close(folder)
+        except OSError as exc:
+            shown = safe_name(str(relative))
+            raise InboxError(f"cannot quarantine {shown}: {exc.strerror or exc}") from exc
         log.warning("quarantined %s: %s", safe_name(str(relative)), safe_name(reason))
         return root / QUARANTINE / name
 
@@ -400,17 +420,46 @@ def _walk(folder: Path, skip: frozenset[str]) -> Iterator[Path]:
         log.info("skipped %s: %s", safe_name(entry.path), why)
 
 
-def _read_current(path: Path) -> bytes:
-    with open(os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC), "rb") as f:
-        return f.read()
+def _move_into(source: Path, folder: int) -> str | None:
+    """Move a plain file into the open folder under a free name: that name, or None if the
+    file is gone. Both ends are reached through descriptors, never through a link."""
+    parent = _open_parent(source)
+    try:
+        try:
+            found = os.stat(source.name, dir_fd=parent, follow_symlinks=False)
+        except FileNotFoundError:
+            found = None
+        if found is not None and not stat.S_ISREG(found.st_mode):
+            raise InboxError(f"{safe_name(str(source))} is no longer a file: left where it is")
+        name = _free_name(folder, source.name)
+        try:
+            if found is not None:
+                os.rename(source.name, name, src_dir_fd=parent, dst_dir_fd=folder)
+        except FileNotFoundError:
+            found = None
+        except OSError as exc:
+            if exc.errno != errno.EXDEV:
+                raise
+            _copy_then_remove(parent, source, folder, name)
+    finally:
+        os.close(parent)
+    if found is None:
+        log.info("%s was already quarantined by another process", safe_name(source.name))
+        return None
+    return name
 
 
-def _copy_then_remove(source: Path, folder: int, name: str) -> None:
+def _read_current(parent: int, name: str) -> bytes:
+    with open(os.open(name, _READ, dir_fd=parent), "rb") as file:
+        return file.read()
+
+
+def _copy_then_remove(parent: int, source: Path, folder: int, name: str) -> None:
     """Quarantine across filesystems: copy the file's current bytes, and remove it only if
     it still holds exactly those afterwards. InboxError, the file left in place, else."""
     shown = safe_name(str(source))
     try:
-        data = _read_current(source)
+        data = _read_current(parent, source.name)
     except OSError as exc:
         raise InboxError(f"{shown} is left where it is: cannot read it ({exc.strerror})") from exc
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -419,14 +468,14 @@ def _copy_then_remove(source: Path, folder: int, name: str) -> None:
             copy.write(data)
             copy.flush()
             os.fsync(copy.fileno())
-        same = _read_current(source) == data
+        same = _read_current(parent, source.name) == data
     except OSError as exc:
         _remove(folder, name)
         raise InboxError(f"{shown} is left where it is: copy failed ({exc.strerror})") from exc
     if not same:
         _remove(folder, name)
         raise InboxError(f"{shown} is left where it is: it changed while it was copied")
-    source.unlink()
+    os.unlink(source.name, dir_fd=parent)
 
 
 def _remove(folder: int, name: str) -> None:

@@ -21,7 +21,8 @@ import publisher.inbox
 from publisher.app import App
 from publisher.cli import cli
 from publisher.config import load_settings
-from publisher.inbox import Inbox, original_name, safe_name
+from publisher.inbox import Inbox, InboxError, original_name, safe_name
+from publisher.prepare import prepare
 from tests.conftest import SEEDS, write_config
 
 ARTICLE = (
@@ -333,3 +334,24 @@ def test_inbox_release_keeps_a_taken_name(tmp_path: Path) -> None:
     os.utime(moved, ns=(2**62, 2**62))
     assert inbox.release_finished() == []
     assert moved.exists() and (tmp_path / "x.txt").read_bytes() == b"a new drop under the same name"
+
+
+def test_a_folder_swapped_for_a_link_after_the_walk_is_not_read_or_moved_through(
+    app: App, tmp_path: Path
+) -> None:
+    inbox = app.settings.inbox
+    (inbox / "sub").mkdir()
+    (inbox / "sub" / "passwd").write_bytes(NOT_AN_ARTICLE)
+    outside = tmp_path / "etc"
+    outside.mkdir()
+    (outside / "passwd").write_bytes(article("TOPSECRET outside the inbox"))
+    listed = list(app.ingestor.inbox.files())
+    assert listed == [app.ingestor.inbox.root / "sub" / "passwd"]
+    (inbox / "sub").rename(tmp_path / "moved-away")
+    (inbox / "sub").symlink_to(outside)  # swapped in after the walk, before the read
+    prepared = prepare(str(listed[0]), app.ingestor.signer, app.settings.zone, 10_000)
+    assert prepared.incoming is None and prepared.problem is not None
+    assert prepared.problem.startswith("cannot read file")  # ENOTDIR: a link, not a folder
+    with pytest.raises(InboxError):
+        app.ingestor.inbox.quarantine(listed[0], "no date", datetime.now(UTC))
+    assert (outside / "passwd").read_bytes() == article("TOPSECRET outside the inbox")
