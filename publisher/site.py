@@ -26,6 +26,7 @@ from typing import Any, Protocol
 
 from publisher import __version__, feeds
 from publisher.config import Settings
+from publisher.errors import StoreError
 from publisher.feeds import Archive, Channel, Entry, category_slug
 from publisher.model import Article
 from publisher.output import OutputDir
@@ -135,8 +136,11 @@ class SiteBuilder:
             result = self._incremental(out, state, report)
             covered = max(report.build_requests, default=built)
         if covered > built:
-            with self.store.begin(serialized=False) as connection:
-                SiteBuilds(connection).mark_built(covered)
+            try:
+                with self.store.begin(serialized=False) as connection:
+                    SiteBuilds(connection).mark_built(covered)
+            except StoreError as exc:  # the output is whole; the next build is a full one
+                log.warning("could not record the build: %s", exc.message)
         # the state files are bookkeeping, not output
         result.written = [p for p in out.log.written if not p.startswith(".build/")]
         result.unchanged = len([p for p in out.log.unchanged if not p.startswith(".build/")])

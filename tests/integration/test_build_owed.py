@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -95,5 +97,34 @@ def test_publisher_build_settles_what_is_owed(config: Path, tmp_path: Path) -> N
         assert result.exit_code == 0, result.output
         assert not _owed(app)
         _assert_consistent(tmp_path / "public", 5)
+    finally:
+        app.close()
+
+
+def test_watch_finishes_an_owed_build_as_it_starts(tmp_path: Path, sqlite_url: str) -> None:
+    (tmp_path / "inbox").mkdir()
+    config = write_config(tmp_path, sqlite_url)
+    _seed(tmp_path / "inbox", "")
+    crashed = App(load_settings(config, environ={}))
+    try:
+        crashed.ingestor.ingest()
+    finally:
+        crashed.close()
+    app = App(load_settings(config, environ={}))
+    index = tmp_path / "public" / "index.html"
+
+    async def watch_until_built() -> None:
+        stop = asyncio.Event()
+        watching = asyncio.create_task(app.watch(stop))
+        started = time.monotonic()
+        while not index.exists() and time.monotonic() - started < 30:
+            await asyncio.sleep(0.05)
+        stop.set()
+        await watching
+
+    try:
+        asyncio.run(watch_until_built())
+        _assert_consistent(tmp_path / "public", 5)
+        assert not _owed(app)
     finally:
         app.close()
