@@ -268,7 +268,7 @@ class Inbox:
             if relative is None:
                 real = Path(os.path.realpath(given))
                 if real != root and root not in real.parents:
-                    yield from _walk_outside(real)
+                    yield from _walk_outside(real, self._reserved(root))
                     continue
                 relative = real.relative_to(root)
             yield from self._walk_inside(root, relative)
@@ -279,12 +279,16 @@ class Inbox:
         kind = self._kind(relative)
         path = root / relative
         if kind == "folder":
-            yield from _walk(path, skip=_RESERVED if not relative.parts else frozenset())
+            yield from _walk(path, self._reserved(root))
         elif kind == "file":
             if is_article_name(path.name):
                 yield path
         elif kind is not None:
             log.info("skipped %s: %s", safe_name(str(path)), kind)
+
+    @staticmethod
+    def _reserved(root: Path) -> frozenset[str]:
+        return frozenset(str(root / name) for name in _RESERVED)
 
     def _kind(self, relative: Path) -> str | None:
         """'file', 'folder', why else it is skipped, or None if it is not there."""
@@ -370,7 +374,7 @@ class Inbox:
         root = self.root
         root.mkdir(parents=True, exist_ok=True)
         copied = 0
-        for seed in _walk_outside(Path(os.path.realpath(seeds))):
+        for seed in _walk_outside(Path(os.path.realpath(seeds)), frozenset()):
             flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
             try:
                 fd = os.open(root / seed.name, flags, 0o644)
@@ -382,32 +386,33 @@ class Inbox:
         return copied
 
 
-def _walk_outside(real: Path) -> Iterator[Path]:
+def _walk_outside(real: Path, reserved: frozenset[str]) -> Iterator[Path]:
     """A path named outside the inbox, already resolved: a file, or a folder to walk."""
     if real.is_dir():
-        yield from _walk(real, skip=frozenset())
+        yield from _walk(real, reserved)
     elif real.is_file() and is_article_name(real.name):
         yield real
 
 
-def _walk(folder: Path, skip: frozenset[str]) -> Iterator[Path]:
+def _walk(top: Path, reserved: frozenset[str]) -> Iterator[Path]:
     """Regular files under a folder in the order of their paths' parts (as sorted Paths
-    are), never following a link. An entry that cannot be read is skipped with a line."""
-    try:
-        with os.scandir(folder) as scan:
-            entries = sorted(scan, key=lambda entry: entry.name)
-    except OSError as exc:
-        log.warning("skipped folder %s: %s", safe_name(str(folder)), exc.strerror)
-        return
-    for entry in entries:
-        if entry.name in skip:
+    are), never following a link nor entering a `reserved` folder (absolute paths). An entry
+    that cannot be read is skipped with a line. A stack, not recursion: folders may nest
+    deeper than Python's recursion limit."""
+    stack = [iter(_entries(top))]
+    while stack:
+        entry = next(stack[-1], None)
+        if entry is None:
+            stack.pop()
+            continue
+        if entry.path in reserved:
             continue
         why = ""
         try:
             if entry.is_symlink():
                 why = "a symbolic link (links in the inbox are not followed)"
             elif entry.is_dir(follow_symlinks=False):
-                yield from _walk(Path(entry.path), frozenset())
+                stack.append(iter(_entries(Path(entry.path))))
                 continue
             elif entry.is_file(follow_symlinks=False):
                 if is_article_name(entry.name):
@@ -418,6 +423,15 @@ def _walk(folder: Path, skip: frozenset[str]) -> Iterator[Path]:
         except OSError as exc:
             why = f"cannot read it: {exc.strerror}"
         log.info("skipped %s: %s", safe_name(entry.path), why)
+
+
+def _entries(folder: Path) -> list[os.DirEntry[str]]:
+    try:
+        with os.scandir(folder) as scan:
+            return sorted(scan, key=lambda entry: entry.name)
+    except OSError as exc:
+        log.warning("skipped folder %s: %s", safe_name(str(folder)), exc.strerror)
+        return []
 
 
 def _move_into(source: Path, folder: int) -> str | None:

@@ -171,13 +171,16 @@ class Ingestor:
             synced_seq = Articles(connection).max_seq()
         self._synced_seq = synced_seq
         # files move and the index grows only once the transaction committed
+        reported: set[str] = set()  # an unsafe quarantine folder: one line, not one per file
         for item in quarantined:
             assert item.problem is not None
             try:
                 self.inbox.quarantine(item.path, item.problem, now)
             except InboxError as exc:
                 # that file's problem alone: it stays, the batch and the build go on
-                log.error("not quarantined: %s", exc.message)
+                if exc.message not in reported:
+                    log.error("not quarantined: %s", exc.message)
+                    reported.add(exc.message)
                 result = results[item.path]
                 results[item.path] = FileResult(
                     result.file, result.outcome, f"{result.detail} (not moved: {exc.message})"

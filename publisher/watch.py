@@ -76,10 +76,19 @@ async def settled_files(
 
 
 def _everything(inbox: Path) -> list[Path]:
-    """Every file and folder under the inbox, links not followed, unreadable folders skipped."""
-    found = []
-    for folder, folders, files in os.walk(inbox):
-        found += [Path(folder, name) for name in (*folders, *files)]
+    """Every entry under the inbox; links not followed, unreadable folders skipped. A stack,
+    not os.walk: folders may nest deeper than Python's recursion limit."""
+    found: list[Path] = []
+    folders = [inbox]
+    while folders:
+        try:
+            with os.scandir(folders.pop()) as scan:
+                for entry in scan:
+                    found.append(Path(entry.path))
+                    if entry.is_dir(follow_symlinks=False):
+                        folders.append(Path(entry.path))
+        except OSError:
+            continue
     return found
 
 

@@ -80,10 +80,11 @@ def test_a_planted_quarantine_is_never_written_through_and_the_feeds_still_build
     before = tree(outside)
     copy_seeds(inbox)
     (inbox / "authorized_keys").write_bytes(NOT_AN_ARTICLE)
+    (inbox / "x.txt").write_bytes(b"")
     with caplog.at_level(logging.INFO):
         report = app.ingest()
     assert report.summary()["added"] == 5
-    assert report.summary()["quarantined"] == 1
+    assert report.summary()["quarantined"] == 2
     assert tree(outside) == before  # nothing written or moved there
     assert (inbox / "authorized_keys").read_bytes() == NOT_AN_ARTICLE  # stays, whole
     errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
@@ -355,3 +356,31 @@ def test_a_folder_swapped_for_a_link_after_the_walk_is_not_read_or_moved_through
     with pytest.raises(InboxError):
         app.ingestor.inbox.quarantine(listed[0], "no date", datetime.now(UTC))
     assert (outside / "passwd").read_bytes() == article("TOPSECRET outside the inbox")
+
+
+def test_folders_nested_past_the_recursion_limit_are_walked(app: App) -> None:
+    inbox = app.settings.inbox
+    depth = 1200
+    deepest = inbox.joinpath(*["d"] * depth)
+    fd = os.open(inbox, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for _ in range(depth):  # os.makedirs itself recurses once per level
+            os.mkdir("d", dir_fd=fd)
+            inner = os.open("d", os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+            os.close(fd)
+            fd = inner
+        with open(os.open("deep.txt", os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=fd), "wb") as f:
+            f.write(article("Found at the bottom"))
+    finally:
+        os.close(fd)
+    (inbox / "top.txt").write_bytes(article("Found at the top"))
+    try:
+        report = app.ingest()
+        assert sorted((r.file, r.outcome) for r in report.results) == [
+            ("deep.txt", "added"),
+            ("top.txt", "added"),
+        ]
+    finally:
+        (deepest / "deep.txt").unlink()
+        for level in range(depth, 0, -1):  # shutil.rmtree recurses too
+            inbox.joinpath(*["d"] * level).rmdir()
