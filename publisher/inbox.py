@@ -5,8 +5,8 @@ is skipped with one log line, so an inbox writer can make ingest neither read a 
 outside the inbox (and publish it) nor move one out of its real place. The folders
 publisher keeps inside the inbox (`quarantine/`, `deleted/`) must be real directories:
 when a link or a plain file has that name, nothing is moved and one error line says why.
-Paths named on the command line outside the inbox are read (links followed) but never
-moved.
+A path named on the command line outside the inbox is read through its own links (links
+inside a folder it names are skipped too) but never moved.
 
 Names reach the database, the logs and the `.error.txt` files through `safe_name`:
 a file name need not be UTF-8 and may hold a newline or an ESC sequence.
