@@ -465,6 +465,8 @@ def _move_into(source: Path, folder: int) -> str | None:
 
 def _read_current(parent: int, name: str) -> bytes:
     with open(os.open(name, _READ, dir_fd=parent), "rb") as file:
+        if not stat.S_ISREG(os.fstat(file.fileno()).st_mode):  # a FIFO reads as b""
+            raise OSError(errno.EINVAL, "not a regular file")
         return file.read()
 
 
