@@ -410,3 +410,22 @@ def test_folders_nested_past_the_recursion_limit_are_walked(app: App) -> None:
         (deepest / "deep.txt").unlink()
         for level in range(depth, 0, -1):  # shutil.rmtree recurses too
             inbox.joinpath(*["d"] * level).rmdir()
+
+
+def test_the_watchers_filter_takes_plain_article_files_only(tmp_path: Path) -> None:
+    inbox = Inbox(tmp_path / "inbox")
+    root = tmp_path / "inbox"
+    (root / "quarantine").mkdir(parents=True)
+    (root / "sub").mkdir()
+    for name in ["a.txt", "sub/b.md", "quarantine/c.txt", "quarantine/c.txt.error.txt"]:
+        (root / name).write_bytes(b"x")
+    for name in ["x.tmp", ".hidden", "y.txt.part", "z~", "r.error.txt"]:
+        (root / name).write_bytes(b"x")
+    (root / "link.txt").symlink_to(root / "a.txt")
+    (root / "linked").symlink_to(root / "sub")
+    wanted = sorted(str(p.relative_to(root)) for p in root.rglob("*") if inbox.is_candidate(p))
+    assert wanted == ["a.txt", "sub/b.md"]
+    assert [p.name for p in inbox.files()] == ["a.txt", "b.md"]
+    assert inbox.is_quarantined(root / "quarantine" / "c.txt")
+    assert not inbox.is_quarantined(root / "quarantine" / "c.txt.error.txt")
+    assert not inbox.is_candidate(root / "linked" / "b.md")  # a link on the way
