@@ -31,6 +31,7 @@ __all__ = [
     "DELETED",
     "QUARANTINE",
     "FileTooLarge",
+    "Folders",
     "Inbox",
     "InboxError",
     "is_article_name",
@@ -111,21 +112,55 @@ def is_article_name(name: str) -> bool:
 # -- reading -------------------------------------------------------------------------
 
 
-def read_article_file(path: Path, limit: int) -> bytes:
+class Folders:
+    """The descriptor of the folder the last file was read from, kept for the next file in
+    the same folder: opening a path without following links costs one open per component."""
+
+    def __init__(self) -> None:
+        self._folder: Path | None = None
+        self._fd: int | None = None
+
+    def __enter__(self) -> Folders:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def parent(self, path: Path) -> int:
+        folder = Path(os.path.abspath(path)).parent
+        if folder != self._folder or self._fd is None:
+            self.close()
+            self._fd = _open_parent(path)
+            self._folder = folder
+        return self._fd
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+        self._fd = self._folder = None
+
+
+def read_article_file(path: Path, limit: int, folders: Folders | None = None) -> bytes:
     """The bytes of a regular file of at most `limit` bytes, its size checked before reading.
 
     `path` is a real path (the walk's): no component is followed, so an entry swapped for a
     link after the walk fails with ELOOP, and a FIFO never blocks. FileTooLarge, or the
     OSError of the entry.
     """
-    fd = _open_file(path)
+    if folders is None:
+        fd = _open_file(path)
+    else:
+        fd = os.open(path.name, _READ, dir_fd=folders.parent(path))
     with open(fd, "rb") as file:
         found = os.fstat(fd)
         if not stat.S_ISREG(found.st_mode):
             raise OSError(errno.EINVAL, "not a regular file", str(path))
         if found.st_size > limit:
             raise FileTooLarge(found.st_size, limit)
-        data = file.read(limit + 1)  # it may have grown since fstat
+        # a buffer of the file's size, not of the limit; read on if it grew since fstat
+        data = file.read(found.st_size + 1)
+        if found.st_size < len(data) <= limit:
+            data += file.read(limit + 1 - len(data))
     if len(data) > limit:
         raise FileTooLarge(len(data), limit)
     return data

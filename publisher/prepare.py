@@ -29,7 +29,7 @@ import xxhash
 
 from publisher.dedup import Signer, trailing_teaser
 from publisher.errors import ParseError
-from publisher.inbox import FileTooLarge, read_article_file, safe_name
+from publisher.inbox import FileTooLarge, Folders, read_article_file, safe_name
 from publisher.model import Incoming
 from publisher.parse import parse_article, slugify
 
@@ -55,10 +55,16 @@ class Prepared:
         return safe_name(self.path.name)
 
 
-def prepare(name: str | Path, signer: Signer, zone: ZoneInfo, max_bytes: int) -> Prepared:
+def prepare(
+    name: str | Path,
+    signer: Signer,
+    zone: ZoneInfo,
+    max_bytes: int,
+    folders: Folders | None = None,
+) -> Prepared:
     path = Path(name)
     try:
-        data = read_article_file(path, max_bytes)
+        data = read_article_file(path, max_bytes, folders)
     except FileNotFoundError:
         return Prepared(path, "", vanished=True)
     except FileTooLarge as exc:
@@ -81,7 +87,8 @@ def prepare(name: str | Path, signer: Signer, zone: ZoneInfo, max_bytes: int) ->
 def prepare_all(
     paths: Sequence[str], signer: Signer, zone: ZoneInfo, max_bytes: int
 ) -> list[Prepared]:
-    return [prepare(path, signer, zone, max_bytes) for path in paths]
+    with Folders() as folders:  # the walk's files come folder by folder
+        return [prepare(path, signer, zone, max_bytes, folders) for path in paths]
 
 
 def worker_processes(configured: int = -1) -> int:
