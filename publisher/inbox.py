@@ -319,7 +319,7 @@ class Inbox:
             if is_article_name(path.name):
                 yield path
         elif kind is not None:
-            log.info("skipped %s: %s", safe_name(str(path)), kind)
+            log.warning("skipped %s: %s", safe_name(str(path)), kind)
 
     @staticmethod
     def _reserved(root: Path) -> frozenset[str]:
@@ -457,7 +457,7 @@ def _walk(top: Path, reserved: frozenset[str]) -> Iterator[Path]:
                 why = "not a regular file"
         except OSError as exc:
             why = f"cannot read it: {exc.strerror}"
-        log.info("skipped %s: %s", safe_name(entry.path), why)
+        log.warning("skipped %s: %s", safe_name(entry.path), why)
 
 
 def _entries(folder: Path) -> list[os.DirEntry[str]]:

@@ -77,6 +77,9 @@ def prepare(
         article = parse_article(data, source_file=safe_name(path.name), zone=zone)
     except ParseError as exc:
         return Prepared(path, raw_hash, problem=exc.message)
+    except Exception as exc:  # a parser bug costs this file, never the batch or the watcher
+        log.exception("cannot parse %s", safe_name(path.name))
+        return Prepared(path, raw_hash, problem=f"cannot be parsed ({type(exc).__name__})")
     teaser = trailing_teaser(article.blocks)
     rows = signer.block_rows(article.title, [block.text for block in article.blocks])
     slug = slugify(article.published, article.title)
