@@ -352,10 +352,22 @@ class Inbox:
     def quarantine(self, path: Path, reason: str, now: datetime) -> Path | None:
         """Move a file that is not an article to <inbox>/quarantine/, its reason beside it.
 
-        The new path; None if it vanished (another process quarantined it first).
-        InboxError, and the file stays where it is, if it is not a plain file inside the
-        inbox (outside files are never moved) or the quarantine folder is not safe.
-        It is never deleted.
+        As `move_to`: the new path, None if it vanished, InboxError if it stays where it is.
+        """
+        moved = self.move_to(path, QUARANTINE, reason=(reason, now))
+        if moved is not None:
+            log.warning("quarantined %s: %s", safe_name(moved.name), safe_name(reason))
+        return moved
+
+    def move_to(
+        self, path: Path, folder: str, *, reason: tuple[str, datetime] | None = None
+    ) -> Path | None:
+        """Move a plain file of the inbox into one of publisher's folders in it (quarantine,
+        deleted) under a free name, with <name>.error.txt beside it if a reason is given.
+
+        The new path; None if it vanished (another process moved it first). InboxError, and
+        the file stays where it is, if it is not a plain file inside the inbox (outside files
+        are never moved) or the folder is not a real directory. It is never deleted.
         """
         relative = self.relative(path)
         if relative is None:
@@ -365,21 +377,20 @@ class Inbox:
             if kind is None:
                 return None
             raise InboxError(f"{safe_name(str(path))} is {kind}: left where it is")
-        root = self.root
+        root, shown = self.root, safe_name(str(relative))
         try:
-            folder = _open_subfolder(root, QUARANTINE)
+            descriptor = _open_subfolder(root, folder)
             try:
-                name = _move_into(root / relative, folder)
+                name = _move_into(root / relative, descriptor)
                 if name is None:
                     return None
-                _write_reason(folder, name, reason, relative, now)
+                if reason is not None:
+                    _write_reason(descriptor, name, reason[0], relative, reason[1])
             finally:
-                os.close(folder)
+                os.close(descriptor)
         except OSError as exc:
-            shown = safe_name(str(relative))
-            raise InboxError(f"cannot quarantine {shown}: {exc.strerror or exc}") from exc
-        log.warning("quarantined %s: %s", safe_name(str(relative)), safe_name(reason))
-        return root / QUARANTINE / name
+            raise InboxError(f"cannot move {shown} into {folder}: {exc.strerror or exc}") from exc
+        return root / folder / name
 
     def release_finished(self) -> list[Path]:
         """Quarantined files written to after they were quarantined (a stalled upload that

@@ -23,7 +23,7 @@ import publisher.inbox
 from publisher.app import App
 from publisher.cli import cli
 from publisher.config import load_settings
-from publisher.inbox import Inbox, InboxError, original_name, safe_name
+from publisher.inbox import DELETED, QUARANTINE, Inbox, InboxError, original_name, safe_name
 from publisher.prepare import prepare
 from tests.conftest import SEEDS, write_config
 
@@ -429,3 +429,20 @@ def test_the_watchers_filter_takes_plain_article_files_only(tmp_path: Path) -> N
     assert inbox.is_quarantined(root / "quarantine" / "c.txt")
     assert not inbox.is_quarantined(root / "quarantine" / "c.txt.error.txt")
     assert not inbox.is_candidate(root / "linked" / "b.md")  # a link on the way
+
+
+@pytest.mark.parametrize("folder", [DELETED, QUARANTINE])
+def test_publishers_folders_in_the_inbox_must_be_real_directories(
+    tmp_path: Path, folder: str
+) -> None:
+    root = tmp_path / "inbox"
+    root.mkdir()
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (root / folder).symlink_to(outside)
+    (root / "x.txt").write_bytes(b"words")
+    with pytest.raises(InboxError, match="is a symbolic link, not a folder"):
+        Inbox(root).move_to(root / "x.txt", folder)
+    assert list(outside.iterdir()) == [] and (root / "x.txt").exists()
+    (root / folder).unlink()
+    assert Inbox(root).move_to(root / "x.txt", folder) == root / folder / "x.txt"
