@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import shutil
 import signal
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
@@ -13,7 +12,8 @@ from typing import TYPE_CHECKING, Any, TextIO, TypeVar
 
 from publisher.config import Settings
 from publisher.errors import PublisherError
-from publisher.ingest import Ingestor, IngestReport, inbox_files, is_candidate
+from publisher.inbox import Inbox, safe_name
+from publisher.ingest import Ingestor, IngestReport
 from publisher.model import Article, Subscriber
 from publisher.newsletter import ImportReport, Newsletter
 from publisher.site import BuildResult, SiteBuilder
@@ -75,19 +75,15 @@ class App:
         `run`, `watch` and `ingest` without paths call it, so a fresh checkout shows the
         five seeds whichever command comes first.
         """
-        seeds, inbox = self.settings.seeds_dir, self.settings.inbox
+        seeds, inbox = self.settings.seeds_dir, Inbox(self.settings.inbox)
         if seeds is None or not seeds.is_dir():
             return 0
-        if inbox.is_dir() and next(inbox_files([inbox], self.settings.quarantine), None):
+        if next(inbox.files(), None):
             return 0
         with self.store.read() as connection:
             if Articles(connection).count():
                 return 0
-        inbox.mkdir(parents=True, exist_ok=True)
-        copied = 0
-        for seed in inbox_files([seeds], seeds / "quarantine"):
-            shutil.copy2(seed, inbox / seed.name)
-            copied += 1
+        copied = inbox.seed(seeds)
         if copied:
             log.info("first run: seeded %s with %d articles from %s", inbox, copied, seeds)
         return copied
@@ -105,12 +101,13 @@ class App:
                 raise PublisherError(f"no such file or folder: {path}")
         kwargs = {"now": now} if now is not None else {}
         report = self.ingestor.ingest(list(paths) if paths else None, progress=progress, **kwargs)
-        if report.changed:
+        if report.changed or self.site.build_owed():
             self.after_ingest(report)
         return report
 
     def after_ingest(self, report: IngestReport) -> None:
-        """The 'changed' hook: runs after every ingest that added or updated articles."""
+        """The 'changed' hook: runs after every ingest that added or updated articles, or
+        when a build is owed (an earlier ingest was killed before it built: a full one)."""
         # -- feeds and pages --
         try:
             self.build_feeds(report)
@@ -258,16 +255,33 @@ class App:
 
     async def watch(self, stop: asyncio.Event) -> None:
         """Ingest every settled file that lands in the inbox until `stop` is set."""
-        inbox, quarantine = self.settings.inbox, self.settings.quarantine
-        inbox.mkdir(parents=True, exist_ok=True)
-        log.info("watching %s", inbox)
-        async for batch in settled_files(inbox, lambda p: is_candidate(p, quarantine), stop):
+        inbox = self.ingestor.inbox
+        self.settings.inbox.mkdir(parents=True, exist_ok=True)
+        log.info("watching %s", self.settings.inbox)
+        await asyncio.to_thread(self._catch_up)
+
+        def wanted(path: Path) -> bool:
+            # a quarantined file that changes may be a stalled upload completed there
+            return inbox.is_candidate(path) or inbox.is_quarantined(path)
+
+        async for batch in settled_files(self.settings.inbox, wanted, stop):
+            files = [path for path in batch if not inbox.is_quarantined(path)]
+            if len(files) < len(batch):
+                await asyncio.to_thread(inbox.release_finished)  # they come back as events
+            if not files:
+                continue
             # -- hardening --: a settled file can be gone by now (a concurrent `publisher
             # ingest` quarantined it); that must not stop the watcher, and so `publisher run`
-            report = await asyncio.to_thread(self.ingest, batch, missing_ok=True)
+            report = await asyncio.to_thread(self.ingest, files, missing_ok=True)
             for result in report.results:
                 if result.outcome != "unchanged":
-                    log.info("%s %s: %s", result.outcome, result.file, result.detail)
+                    log.info("%s %s: %s", result.outcome, result.file, safe_name(result.detail))
+
+    def _catch_up(self) -> None:
+        """Before watching: quarantined files completed since go back, an owed build is done."""
+        self.ingestor.inbox.release_finished()
+        if self.site.build_owed():
+            self.after_ingest(IngestReport())
 
 
 def output_error(folder: Path, exc: OSError) -> PublisherError:

@@ -151,6 +151,9 @@ class Settings:
     # -1 = one per core but one (at most 4); 0 = none, all in the ingesting process
     # (slower, and no worker process's memory: ~150 MB each)
     ingest_processes: int = -1
+    # a larger file is quarantined "too large" before it is read: every file is held
+    # whole in memory, signed, and written into pages and feeds
+    max_file_bytes: int = 4 * 1024 * 1024
     output_dir: Path = Path("public")
     templates_dir: Path | None = None
     seeds_dir: Path | None = None
@@ -207,6 +210,7 @@ ENVIRONMENT: Mapping[str, tuple[str, str]] = {
     "PUBLISHER_DATABASE_URL": ("", "database_url"),
     "PUBLISHER_INBOX": ("", "inbox"),
     "PUBLISHER_INGEST_PROCESSES": ("", "ingest_processes"),
+    "PUBLISHER_MAX_FILE_BYTES": ("", "max_file_bytes"),
     "PUBLISHER_OUTPUT_DIR": ("", "output_dir"),
     "PUBLISHER_TEMPLATES_DIR": ("", "templates_dir"),
     "PUBLISHER_BASE_URL": ("", "base_url"),
@@ -478,6 +482,8 @@ def _validate(settings: Settings, where: str) -> None:
         raise ConfigError(f"dedup.near_duplicate_threshold must be in (0, 1]{where}")
     if settings.ingest_processes < -1:
         raise ConfigError(f"ingest_processes must be -1 (one per core), 0 or more{where}")
+    if settings.max_file_bytes < 1:
+        raise ConfigError(f"max_file_bytes must be at least 1{where}")
     if settings.dedup.boilerplate_min_articles < 2:
         raise ConfigError(f"dedup.boilerplate_min_articles must be at least 2{where}")
     scheme = urlsplit(settings.base_url).scheme

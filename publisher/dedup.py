@@ -268,6 +268,10 @@ _HEADER = struct.Struct("<4sHH")  # scheme, num_perm, shingle_size
 _SEED = 0x5EED_2026
 _MIX = np.uint64(0x9E3779B97F4A7C15)
 _EMPTY = np.uint32(0xFFFFFFFF)  # a row of a block without words: neutral in a minimum
+# Making the rows holds num_perm uint32 values per shingle (~50 MB at this cap); an article
+# longer than cap / num_perm words (100,000 at 128 permutations, a book) is signed on its
+# first ones, the rest count as blocks without words. Shorter articles are signed whole.
+_MAX_ROW_CELLS = 128 * 100_000
 
 
 # MurmurHash3's finalizer constants by width: (shift, multiplier, shift, multiplier, shift)
@@ -325,8 +329,10 @@ class Signer:
         """MinHash values of the title (row 0) and of each block (row i + 1)."""
         counts: list[int] = []
         words: list[str] = []
+        budget = max(1, _MAX_ROW_CELLS // self.num_perm)
         for text in (title, *texts):
-            found = _words(text)
+            found = _words(text)[:budget] if budget else []
+            budget -= len(found)
             counts.append(len(found))
             words += found
         hashed = np.fromiter(

@@ -92,12 +92,28 @@ def category_slug(name: str) -> str:
     return slug or "uncategorized"
 
 
-def content_html(blocks: Sequence[Block]) -> str:
-    """The body as HTML: a <p> per block, lines of a multi-line block joined by <br>."""
-    return "".join(
-        "<p>" + "<br>".join(html.escape(line, quote=True) for line in block.lines) + "</p>"
-        for block in blocks
-    )
+# A feed holds max_entries articles in full: past this many characters of text an entry
+# ends with "…" (its page has all of it), so a feed stays a few MB whatever the inbox holds.
+ENTRY_TEXT_LIMIT = 100_000
+
+
+def content_html(blocks: Sequence[Block], limit: int = ENTRY_TEXT_LIMIT) -> str:
+    """The body as HTML: a <p> per block, lines of a multi-line block joined by <br>;
+    at most `limit` characters of text, then "…"."""
+    paragraphs: list[str] = []
+    left = limit
+    for block in blocks:
+        lines: list[str] = []
+        for line in block.lines:
+            lines.append(html.escape(line[:left], quote=True))
+            left -= len(line)
+            if left < 0:
+                break
+        paragraphs.append("<p>" + "<br>".join(lines) + "</p>")
+        if left < 0:
+            paragraphs.append("<p>…</p>")
+            break
+    return "".join(paragraphs)
 
 
 def _updated(channel: Channel, entries: Sequence[Entry]) -> datetime:

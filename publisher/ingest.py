@@ -1,14 +1,14 @@
-"""Use case: article files -> parse -> dedup -> store, one transaction per file.
+"""Use case: article files -> parse -> dedup -> store, one transaction per batch of files.
 
 A file that is not an article is moved to <inbox>/quarantine/ with <name>.error.txt
-beside it; it is never deleted and never stops the rest of the batch.
+beside it (publisher/inbox.py: what may be read and moved, and how); it is never deleted,
+and neither it nor one that cannot be moved stops the rest of the batch.
 """
 
 from __future__ import annotations
 
 import logging
-import os
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,46 +18,16 @@ import numpy as np
 from publisher.config import Settings
 from publisher.dedup import NearDuplicateIndex, NearMatch, Outcome, Signer, block_key, decide
 from publisher.errors import StoreError
+from publisher.inbox import Inbox, InboxError
 from publisher.model import Incoming, ParsedArticle
 from publisher.prepare import Prepared, prepared_batches, worker_processes
 from publisher.store import Articles, Store
+from publisher.store.builds import SiteBuilds
 from publisher.store.ingest_batch import IngestBatch
 
-__all__ = ["FileResult", "IngestReport", "Ingestor", "inbox_files", "is_candidate"]
+__all__ = ["FileResult", "IngestReport", "Ingestor"]
 
 log = logging.getLogger("publisher.ingest")
-
-_TEMPORARY_SUFFIXES = (".tmp", ".part", ".partial", ".swp", ".crdownload", "~", ".error.txt")
-
-
-def is_candidate(path: Path, quarantine: Path) -> bool:
-    """Hidden, temporary and half-written files are not articles (yet); nor is the quarantine."""
-    name = path.name
-    if name.startswith((".", "~")) or name.endswith(_TEMPORARY_SUFFIXES):
-        return False
-    return path != quarantine and quarantine not in path.parents
-
-
-def inbox_files(paths: Iterable[Path], quarantine: Path) -> Iterator[Path]:
-    """Article candidates under the given files/folders, in path order, skipping the
-    quarantine. Folders are walked, not listed whole: 100,000 Path objects sorted at once
-    held ~50 MB."""
-    for path in paths:
-        if path.is_dir():
-            yield from (p for p in _walk(path) if is_candidate(p, quarantine))
-        elif path.is_file() and is_candidate(path, quarantine):
-            yield path
-
-
-def _walk(folder: Path) -> Iterator[Path]:
-    """Files under a folder in the order of their paths' parts (as sorted Paths are)."""
-    with os.scandir(folder) as scan:
-        entries = sorted(scan, key=lambda entry: entry.name)
-    for entry in entries:
-        if entry.is_dir():
-            yield from _walk(Path(entry.path))
-        elif entry.is_file():
-            yield Path(entry.path)
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +42,8 @@ class FileResult:
 @dataclass
 class IngestReport:
     results: list[FileResult] = field(default_factory=list)
+    # the site build each transaction that changed articles asked for (store/builds.py)
+    build_requests: list[int] = field(default_factory=list)
 
     def count(self, outcome: str) -> int:
         return sum(1 for r in self.results if r.outcome == outcome)
@@ -104,6 +76,7 @@ class Ingestor:
         self.signer = Signer(settings.dedup.num_perm, settings.dedup.shingle_size)
         self.index = NearDuplicateIndex(self.signer, settings.dedup.near_duplicate_threshold)
         self._synced_seq = 0
+        self.inbox = Inbox(settings.inbox)
 
     def ingest(
         self,
@@ -112,17 +85,30 @@ class Ingestor:
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
         progress: Callable[[int, int], None] | None = None,
     ) -> IngestReport:
-        """Ingest files and folders (default: the inbox), a transaction per batch of files."""
-        inbox = self.settings.inbox
-        found = inbox_files(paths if paths is not None else [inbox], self.settings.quarantine)
-        files = [str(path) for path in found]  # a str is a fifth of a Path's memory
+        """Ingest files and folders (default: the inbox), a transaction per batch of files.
+
+        The whole inbox is first looked at for quarantined files completed since
+        (Inbox.release_finished), which go back into it.
+        """
+        if paths is None or any(self.inbox.relative(path) == Path() for path in paths):
+            self.inbox.release_finished()
+        # a str is a fifth of a Path's memory
+        files = [str(path) for path in self.inbox.files(paths)]
         report = IngestReport()
         processes = worker_processes(self.settings.ingest_processes)
         batches = prepared_batches(
-            files, self.batch_size, self.signer, self.settings.zone, processes
+            files,
+            self.batch_size,
+            self.signer,
+            self.settings.zone,
+            processes,
+            self.settings.max_file_bytes,
         )
         for batch in batches:
-            report.results.extend(self.ingest_batch(batch, now()))
+            results, build_request = self._stored_batch(batch, now())
+            report.results.extend(results)
+            if build_request is not None:
+                report.build_requests.append(build_request)
             if progress is not None:
                 progress(len(report.results), len(files))
         return report
@@ -130,21 +116,28 @@ class Ingestor:
     def ingest_batch(self, batch: Sequence[Prepared], now: datetime) -> list[FileResult]:
         """One transaction for the batch. If the database fails, nothing of the batch is
         kept and its files stay where they are, to be ingested on the next try."""
+        return self._stored_batch(batch, now)[0]
+
+    def _stored_batch(
+        self, batch: Sequence[Prepared], now: datetime
+    ) -> tuple[list[FileResult], int | None]:
         try:
             return self._ingest_batch(batch, now)
         except StoreError:
             self._reset_index()
             raise
 
-    def _ingest_batch(self, batch: Sequence[Prepared], now: datetime) -> list[FileResult]:
+    def _ingest_batch(
+        self, batch: Sequence[Prepared], now: datetime
+    ) -> tuple[list[FileResult], int | None]:
         results: dict[Path, FileResult] = {}
         parsed: list[tuple[Prepared, Incoming]] = []
         for item in batch:
             if item.vanished:
                 detail = "file disappeared before it was read"
-                results[item.path] = FileResult(item.path.name, "vanished", detail)
+                results[item.path] = FileResult(item.name, "vanished", detail)
             elif item.problem is not None:
-                results[item.path] = FileResult(item.path.name, "quarantined", item.problem)
+                results[item.path] = FileResult(item.name, "quarantined", item.problem)
             else:
                 assert item.incoming is not None
                 parsed.append((item, item.incoming))
@@ -156,33 +149,48 @@ class Ingestor:
             )
             for item in quarantined:
                 writes.log(
-                    file=item.path.name,
+                    file=item.name,
                     raw_hash=item.raw_hash,
                     outcome="quarantined",
                     reason=item.problem,
                     now=now,
                 )
-            seen = writes.seen_files((item.path.name, item.raw_hash) for item, _ in parsed)
+            seen = writes.seen_files((item.name, item.raw_hash) for item, _ in parsed)
             for item, incoming in parsed:
-                if (item.path.name, item.raw_hash) in seen:
-                    results[item.path] = FileResult(item.path.name, "unchanged", "already ingested")
+                if (item.name, item.raw_hash) in seen:
+                    results[item.path] = FileResult(item.name, "unchanged", "already ingested")
                     continue
                 results[item.path] = self._decide(writes, item, incoming, now)
             writes.flush()
+            # asked for in the same transaction: a process killed before it builds leaves
+            # the build owed, and the next command that builds does it (site.py)
+            changed = any(r.outcome in ("added", "updated") for r in results.values())
+            build_request = SiteBuilds(connection).request() if changed else None
             # every article stored after _sync is this batch's own (writers are serialized)
             # and the index has it already: the next _sync need not read it again
             synced_seq = Articles(connection).max_seq()
         self._synced_seq = synced_seq
         # files move and the index grows only once the transaction committed
+        reported: set[str] = set()  # an unsafe quarantine folder: one line, not one per file
         for item in quarantined:
             assert item.problem is not None
-            self._quarantine(item.path, item.problem, item.data, now)
-        return [results[item.path] for item in batch]
+            try:
+                self.inbox.quarantine(item.path, item.problem, now)
+            except InboxError as exc:
+                # that file's problem alone: it stays, the batch and the build go on
+                if exc.message not in reported:
+                    log.error("not quarantined: %s", exc.message)
+                    reported.add(exc.message)
+                result = results[item.path]
+                results[item.path] = FileResult(
+                    result.file, result.outcome, f"{result.detail} (not moved: {exc.message})"
+                )
+        return [results[item.path] for item in batch], build_request
 
     def _decide(
         self, batch: IngestBatch, prepared: Prepared, item: Incoming, now: datetime
     ) -> FileResult:
-        article, path, raw_hash = item.article, prepared.path, prepared.raw_hash
+        article, name, raw_hash = item.article, prepared.name, prepared.raw_hash
         facts = batch.facts(article, item.teaser_headline)
         signature = b""
         near: list[NearMatch] = []
@@ -201,7 +209,7 @@ class Ingestor:
         decision = decide(article, facts, near, self.settings.dedup.boilerplate_min_articles)
         if decision.outcome is Outcome.DUPLICATE:
             batch.log(
-                file=path.name,
+                file=name,
                 raw_hash=raw_hash,
                 outcome="duplicate",
                 now=now,
@@ -210,12 +218,12 @@ class Ingestor:
                 reason=decision.reason,
             )
             return FileResult(
-                path.name, "duplicate", decision.reason, decision.target_id, article.category
+                name, "duplicate", decision.reason, decision.target_id, article.category
             )
         write = batch.add if decision.outcome is Outcome.ADDED else batch.update
         article_id = write(decision, item, signature=signature, now=now)
         batch.log(
-            file=path.name,
+            file=name,
             raw_hash=raw_hash,
             outcome=decision.outcome.value,
             now=now,
@@ -226,7 +234,7 @@ class Ingestor:
         # later files of this batch must find this one as a near-duplicate candidate
         self.index.add(article_id, signature)
         return FileResult(
-            path.name, decision.outcome.value, decision.reason, article_id, article.category
+            name, decision.outcome.value, decision.reason, article_id, article.category
         )
 
     def _sync(self, repo: Articles) -> None:
@@ -256,30 +264,6 @@ class Ingestor:
         """After a rollback the index may hold articles that were never stored: rebuild it."""
         self.index = NearDuplicateIndex(self.signer, self.settings.dedup.near_duplicate_threshold)
         self._synced_seq = 0
-
-    def _quarantine(self, path: Path, reason: str, data: bytes, now: datetime) -> None:
-        folder = self.settings.quarantine
-        folder.mkdir(parents=True, exist_ok=True)
-        target = folder / path.name
-        n = 1
-        while target.exists():
-            target = folder / f"{path.stem}.{n}{path.suffix}"
-            n += 1
-        try:
-            path.replace(target)
-        except FileNotFoundError:
-            # -- hardening --: another process (the watcher, a concurrent `publisher ingest`)
-            # read the same bad file and quarantined it first; one copy is enough
-            log.info("%s was already quarantined by another process", path.name)
-            return
-        except OSError:
-            # another filesystem: copy the bytes we read, then remove the original
-            target.write_bytes(data)
-            path.unlink(missing_ok=True)
-        target.with_name(target.name + ".error.txt").write_text(
-            f"{reason}\nfile: {path}\nquarantined: {now.isoformat()}\n", encoding="utf-8"
-        )
-        log.warning("quarantined %s: %s", path.name, reason)
 
 
 def _kept_rows(

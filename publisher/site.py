@@ -26,11 +26,13 @@ from typing import Any, Protocol
 
 from publisher import __version__, feeds
 from publisher.config import Settings
+from publisher.errors import StoreError
 from publisher.feeds import Archive, Channel, Entry, category_slug
 from publisher.model import Article
 from publisher.output import OutputDir
 from publisher.render import builtin_templates, render, template_environment
 from publisher.store import Store
+from publisher.store.builds import SiteBuilds
 from publisher.store.pages import ArticleStamp, SiteQueries
 
 __all__ = ["BuildResult", "ChangeReport", "ChangedArticle", "SiteBuilder", "category_slugs"]
@@ -59,6 +61,9 @@ class ChangeReport(Protocol):
     @property
     def changed(self) -> Sequence[ChangedArticle]: ...
 
+    @property
+    def build_requests(self) -> Sequence[int]: ...
+
 
 @dataclass
 class BuildResult:
@@ -78,6 +83,14 @@ class BuildResult:
             "rendered": self.rendered,
             "seconds": round(self.seconds, 4),
         }
+
+
+def _covers(requests: Sequence[int], built: int, requested: int) -> bool:
+    """Every build asked for since the last one, up to the report's last, was the report's
+    own: its changes are all an incremental build must write."""
+    if not requests:
+        return requested == built
+    return set(range(built + 1, max(requests) + 1)) <= set(requests)
 
 
 def category_slugs(names: Iterable[str]) -> dict[str, str]:
@@ -107,14 +120,27 @@ class SiteBuilder:
     # -- entry points ------------------------------------------------------------
 
     def build(self, report: ChangeReport | None = None) -> BuildResult:
-        """Full build (report None), or only what the report's changes touch."""
+        """Full build (report None), or only what the report's changes touch.
+
+        A build owed by another ingest (one killed before it built) makes it a full one.
+        """
         started = time.perf_counter()
         out = OutputDir(self.settings.output_dir)
         state = self._load_state(out)
-        if report is None or state is None:
+        with self.store.read() as connection:
+            requested, built = SiteBuilds(connection).counters()
+        if report is None or state is None or not _covers(report.build_requests, built, requested):
             result = self._full(out, state or {})
+            covered = requested
         else:
             result = self._incremental(out, state, report)
+            covered = max(report.build_requests, default=built)
+        if covered > built:
+            try:
+                with self.store.begin(serialized=False) as connection:
+                    SiteBuilds(connection).mark_built(covered)
+            except StoreError as exc:  # the output is whole; the next build is a full one
+                log.warning("could not record the build: %s", exc.message)
         # the state files are bookkeeping, not output
         result.written = [p for p in out.log.written if not p.startswith(".build/")]
         result.unchanged = len([p for p in out.log.unchanged if not p.startswith(".build/")])
@@ -127,6 +153,11 @@ class SiteBuilder:
             result.seconds,
         )
         return result
+
+    def build_owed(self) -> bool:
+        """An ingest committed changes that no build has written yet."""
+        with self.store.read() as connection:
+            return SiteBuilds(connection).pending()
 
     def _full(self, out: OutputDir, state: dict[str, Any]) -> BuildResult:
         result = BuildResult(full=True)

@@ -3,6 +3,8 @@
 A file is yielded once its size and mtime stop changing for `settle` seconds, so a
 half-written file is never read. Hidden, temporary and partial files are ignored
 until they are renamed. If the inbox is deleted, the watcher waits for it to come back.
+One odd entry never stops it: watchfiles gives up on a name that is not UTF-8, so the
+watch is started again (the pass over what is there finds that file too).
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -36,7 +39,7 @@ async def settled_files(
             await _wait(stop, 0.2)
             continue
         # One pass over what is already there catches files written while not watching.
-        for path in inbox.rglob("*"):
+        for path in _everything(inbox):
             if wanted(path):
                 pending.setdefault(path, (time.monotonic(), None))
         try:
@@ -64,9 +67,35 @@ async def settled_files(
                     break
         except FileNotFoundError:
             log.warning("inbox %s disappeared; waiting for it to come back", inbox)
+        except Exception as exc:  # watchfiles' own (a RuntimeError in an ExceptionGroup)
+            log.warning("restarting the inbox watch after: %s", _first_line(exc))
+            await _wait(stop, tick)
         ready = _settled(pending, settle)
         if ready:
             yield ready
+
+
+def _everything(inbox: Path) -> list[Path]:
+    """Every entry under the inbox; links not followed, unreadable folders skipped. A stack,
+    not os.walk: folders may nest deeper than Python's recursion limit."""
+    found: list[Path] = []
+    folders = [inbox]
+    while folders:
+        try:
+            with os.scandir(folders.pop()) as scan:
+                for entry in scan:
+                    found.append(Path(entry.path))
+                    if entry.is_dir(follow_symlinks=False):
+                        folders.append(Path(entry.path))
+        except OSError:
+            continue
+    return found
+
+
+def _first_line(exc: BaseException) -> str:
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    return repr(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
 
 
 def _settled(
@@ -78,7 +107,7 @@ def _settled(
     for path, (since, last_seen) in list(pending.items()):
         try:
             stat = path.stat()
-        except FileNotFoundError:
+        except OSError:  # gone, or a link to itself
             del pending[path]
             continue
         if not path.is_file():

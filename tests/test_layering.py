@@ -42,7 +42,7 @@ BANDS = {
     "messages": CORE,
     "tokens": CORE,
     # adapters: files, sockets, the database, the clock
-    "prepare": ADAPTER,
+    "inbox": ADAPTER,
     "output": ADAPTER,
     "mailer": ADAPTER,
     "smtpsink": ADAPTER,
@@ -50,6 +50,7 @@ BANDS = {
     "schedule": ADAPTER,
     "store": ADAPTER,
     "store.articles": ADAPTER,
+    "store.builds": ADAPTER,
     "store.chunks": ADAPTER,
     "store.claims": ADAPTER,
     "store.engine": ADAPTER,
@@ -69,6 +70,7 @@ BANDS = {
     "web.subscriptions": ADAPTER,
     # use cases: the only modules that open transactions
     "ingest": USE_CASE,
+    "prepare": USE_CASE,
     "site": USE_CASE,
     "newsletter": USE_CASE,
     "status": USE_CASE,

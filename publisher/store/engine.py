@@ -47,10 +47,16 @@ def _drop_unused_article_indexes(connection: Connection) -> None:
     connection.exec_driver_sql("DROP INDEX IF EXISTS ix_articles_content_hash")
 
 
+def _site_builds(connection: Connection) -> None:
+    """Schema 4: the site_builds table, made by create_all before migrations run; nothing
+    was owed before it existed."""
+
+
 # version -> migration from the version before it; each must keep every row.
 MIGRATIONS: dict[int, Callable[[Connection], None]] = {
     2: _blocks_by_article_seq,
     3: _drop_unused_article_indexes,
+    4: _site_builds,
 }
 
 # Serializes writers on PostgreSQL the way BEGIN IMMEDIATE does on SQLite.

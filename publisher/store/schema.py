@@ -25,7 +25,7 @@ from sqlalchemy.engine import Dialect
 __all__ = ["SCHEMA_VERSION", "UTCDateTime", "metadata"]
 
 # Bump with a migration in store/engine.py; an upgrade never drops data.
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -146,6 +146,18 @@ ingest_log = Table(
     Column("at", UTCDateTime, nullable=False),
     Index("ix_ingest_log_file_hash", "file", "raw_hash"),
     Index("ix_ingest_log_content_hash", "content_hash"),
+)
+
+# One row (id 1): every ingest transaction that changes an article bumps `requested`; a
+# build that covered the store as of `requested` = n sets `built` to n. requested > built
+# is a build still owed (the ingesting process was killed before it built), which the next
+# command that builds finishes. Schema 4; a missing row is requested = built = 0.
+site_builds = Table(
+    "site_builds",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("requested", Integer().with_variant(BigInteger, "postgresql"), nullable=False),
+    Column("built", Integer().with_variant(BigInteger, "postgresql"), nullable=False),
 )
 
 

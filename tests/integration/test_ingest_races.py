@@ -84,8 +84,8 @@ def test_a_bad_file_quarantined_by_two_processes_is_kept_once(settings: Any) -> 
         bad.write_bytes(b"Home>News\n\nNo date here\n\ntext\n")
         now = datetime.now(UTC)
         # Both read it (as both processes did in the soak); the first moves it, then the second.
-        first.ingestor._quarantine(bad, "no date", bad.read_bytes(), now)
-        second.ingestor._quarantine(bad, "no date", b"Home>News\n\nNo date here\n\ntext\n", now)
+        assert first.ingestor.inbox.quarantine(bad, "no date", now) is not None
+        assert second.ingestor.inbox.quarantine(bad, "no date", now) is None
         assert sorted(p.name for p in settings.quarantine.iterdir()) == [
             "bad.txt",
             "bad.txt.error.txt",
