@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from publisher.errors import ConfigError
+from publisher.links import absolute
 
 __all__ = [
     "DedupSettings",
@@ -202,7 +203,7 @@ class Settings:
 
     def url(self, path: str) -> str:
         """Absolute URL of a path under base_url."""
-        return self.base_url.rstrip("/") + "/" + path.lstrip("/")
+        return absolute(self.base_url, path)
 
 
 # environment variable -> (section or "", key)

@@ -18,6 +18,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from publisher.config import Settings
 from publisher.errors import PublisherError, SendError
+from publisher.links import confirm_path
 from publisher.mailer import Mailer
 from publisher.messages import (
     InvalidSubscription,
@@ -415,7 +416,7 @@ class Newsletter:
                 self.settings,
                 to_name=subscriber.name,
                 to_address=subscriber.email,
-                confirm_url=self.settings.url(f"confirm/{token}"),
+                confirm_url=self.settings.url(confirm_path(token)),
                 categories=subscriber.categories,
                 frequency=subscriber.frequency.value,
                 now=self.clock(),

@@ -28,6 +28,7 @@ from publisher import __version__, feeds
 from publisher.config import Settings
 from publisher.errors import StoreError
 from publisher.feeds import Archive, Channel, Entry, category_slug
+from publisher.links import archive_path, article_path, category_path
 from publisher.model import Article
 from publisher.output import OutputDir
 from publisher.render import builtin_templates, render, template_environment
@@ -263,12 +264,12 @@ class SiteBuilder:
         )
 
     def _entries(self, found: Sequence[Article]) -> list[Entry]:
-        return [Entry(a, self.settings.url(f"articles/{a.slug}.html")) for a in found]
+        return [Entry(a, self.settings.url(article_path(a.slug))) for a in found]
 
     def _site_feeds(self, out: OutputDir, latest: Sequence[Article], pages: int) -> None:
         site = self.settings.site
         channel = self._channel(
-            site.title, site.subtitle, "", prev_archive=self.settings.url(f"archive/{pages}.xml")
+            site.title, site.subtitle, "", prev_archive=self.settings.url(archive_path(pages))
         )
         self._write_feeds(out, "", channel, self._entries(latest))
 
@@ -277,9 +278,9 @@ class SiteBuilder:
     ) -> None:
         site = self.settings.site
         channel = self._channel(
-            f"{site.title}: {name}", f"{name} — {site.subtitle}", f"category/{slug}/"
+            f"{site.title}: {name}", f"{name} — {site.subtitle}", category_path(slug)
         )
-        self._write_feeds(out, f"category/{slug}/", channel, self._entries(found))
+        self._write_feeds(out, category_path(slug), channel, self._entries(found))
 
     def _emptied_categories(
         self,
@@ -334,8 +335,8 @@ class SiteBuilder:
         extra: dict[str, Any] = {
             "archive": Archive(
                 current=url("atom.xml"),
-                prev=url(f"archive/{number - 1}.xml") if number > 1 else None,
-                next=url(f"archive/{number + 1}.xml") if number < pages else None,
+                prev=url(archive_path(number - 1)) if number > 1 else None,
+                next=url(archive_path(number + 1)) if number < pages else None,
             )
         }
         if previous_newest is not None:
@@ -347,11 +348,11 @@ class SiteBuilder:
         channel = Channel(
             **{
                 **{name: getattr(channel, name) for name in Channel.__slots__},
-                "atom_url": url(f"archive/{number}.xml"),
+                "atom_url": url(archive_path(number)),
             }
         )
         newest_first = sorted(found, key=lambda a: a.published, reverse=True)
-        out.write(f"archive/{number}.xml", feeds.atom(channel, self._entries(newest_first)))
+        out.write(archive_path(number), feeds.atom(channel, self._entries(newest_first)))
 
     def _full_archives(
         self,
@@ -412,10 +413,10 @@ class SiteBuilder:
             article=article,
             published=article.published.astimezone(zone),
             updated=article.updated.astimezone(zone),
-            category_feed=f"../category/{slug}/atom.xml",
+            category_feed=f"../{category_path(slug)}atom.xml",
             root="../",
         )
-        out.write(f"articles/{article.slug}.html", html.encode("utf-8"))
+        out.write(article_path(article.slug), html.encode("utf-8"))
 
     def _index(
         self,
@@ -431,7 +432,7 @@ class SiteBuilder:
             articles=[
                 {
                     "article": a,
-                    "url": f"articles/{a.slug}.html",
+                    "url": article_path(a.slug),
                     "published": a.published.astimezone(zone),
                 }
                 for a in latest

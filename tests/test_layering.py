@@ -33,6 +33,7 @@ BANDS = {
     "model": FOUNDATION,
     "config": FOUNDATION,
     "secrecy": FOUNDATION,
+    "links": FOUNDATION,
     # pure core: values in, values out
     "parse": CORE,
     "dedup": CORE,

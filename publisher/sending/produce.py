@@ -17,6 +17,7 @@ from datetime import datetime
 from typing import Any
 
 from publisher.config import Settings
+from publisher.links import article_path, unsubscribe_path
 from publisher.mailer import Outgoing
 from publisher.messages import (
     PreparedDigest,
@@ -66,7 +67,7 @@ class DigestProducer:
         return unsubscribe_mailto(self.settings, "")
 
     def article_url(self, article: Article) -> str:
-        return self.settings.url(f"articles/{article.slug}.html")
+        return self.settings.url(article_path(article.slug))
 
     def render(
         self,
@@ -103,7 +104,7 @@ class DigestProducer:
             to_name=subscriber.name,
             to_address=subscriber.email,
             message_id=message_id,
-            unsubscribe_url=self.settings.url(f"unsubscribe/{token}"),
+            unsubscribe_url=self.settings.url(unsubscribe_path(token)),
             unsubscribe_mail=self.mailto_prefix + token,
         )
 

@@ -20,6 +20,7 @@ from starlette.responses import HTMLResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from publisher.config import Settings
+from publisher.links import CONFIRM_ROUTE, UNSUBSCRIBE_ROUTE, unsubscribe_path
 from publisher.messages import InvalidSubscription
 from publisher.render import render, template_environment
 
@@ -159,7 +160,7 @@ def subscription_routes(settings: Settings, service: SubscriptionService) -> lis
         if address is None:
             return invalid_link()
         return page(
-            "unsubscribe.html.j2", email=address, action=settings.url(f"unsubscribe/{token}")
+            "unsubscribe.html.j2", email=address, action=settings.url(unsubscribe_path(token))
         )
 
     async def unsubscribe(request: Request) -> Response:
@@ -171,8 +172,8 @@ def subscription_routes(settings: Settings, service: SubscriptionService) -> lis
     return [
         Route("/subscribe", subscribe_form, methods=["GET", "HEAD"]),
         Route("/subscribe", subscribe, methods=["POST"]),
-        Route("/confirm/{token}", confirm_page, methods=["GET", "HEAD"]),
-        Route("/confirm/{token}", confirm, methods=["POST"]),
-        Route("/unsubscribe/{token}", unsubscribe_page, methods=["GET", "HEAD"]),
-        Route("/unsubscribe/{token}", unsubscribe, methods=["POST"]),
+        Route(CONFIRM_ROUTE, confirm_page, methods=["GET", "HEAD"]),
+        Route(CONFIRM_ROUTE, confirm, methods=["POST"]),
+        Route(UNSUBSCRIBE_ROUTE, unsubscribe_page, methods=["GET", "HEAD"]),
+        Route(UNSUBSCRIBE_ROUTE, unsubscribe, methods=["POST"]),
     ]
