@@ -21,10 +21,11 @@ from sqlalchemy.exc import (
     SQLAlchemyError,
 )
 
+from publisher.config import redact_url
 from publisher.errors import ConfigError, MissingDatabase, StoreError
 from publisher.store.schema import SCHEMA_VERSION, blocks, metadata, schema_version
 
-__all__ = ["Store"]
+__all__ = ["Store", "sqlite_file"]
 
 
 def _blocks_by_article_seq(connection: Connection) -> None:
@@ -89,7 +90,7 @@ class Store:
             self.engine.dispose()
             raise
         # from here on, a vanished or swapped file is an error, not a fresh database
-        self._file = _sqlite_file(url)
+        self._file = sqlite_file(url)
         self._identity = _identity(self._file)
 
     def close(self) -> None:
@@ -149,7 +150,7 @@ class Store:
         except DatabaseError as exc:
             if _is_damaged(exc):
                 raise ConfigError(
-                    f"database {_redact(self.url)} is not a SQLite database, or it is "
+                    f"database {redact_url(self.url)} is not a SQLite database, or it is "
                     f"damaged ({_first_line(exc)})",
                     "point database_url at the publisher database, or restore it from a backup",
                 ) from exc
@@ -163,11 +164,11 @@ class Store:
             existing = set(inspect(connection).get_table_names())
         if not existing & set(metadata.tables):
             raise MissingDatabase(
-                f"no database yet in {_redact(self.url)}",
+                f"no database yet in {redact_url(self.url)}",
                 "`publisher ingest` or `publisher run` creates it",
             )
         raise StoreError(
-            f"the database {_redact(self.url)} has an older schema than this publisher",
+            f"the database {redact_url(self.url)} has an older schema than this publisher",
             "run `publisher ingest` once to upgrade it",
         )
 
@@ -204,10 +205,12 @@ class Store:
                 )
 
 
-def _sqlite_file(url: str) -> Path | None:
+def sqlite_file(url: str) -> Path | None:
+    """The database file of a sqlite:/// URL (query string left out); None for PostgreSQL
+    or an in-memory database."""
     if not url.startswith("sqlite") or "///" not in url:
         return None
-    path = url.split("///", 1)[1]
+    path = url.split("///", 1)[1].split("?", 1)[0]
     return Path(path) if path and path != ":memory:" else None
 
 
@@ -222,14 +225,14 @@ def _identity(path: Path | None) -> tuple[int, int] | None:
 
 
 def _missing_file(url: str) -> Path | None:
-    path = _sqlite_file(url)
+    path = sqlite_file(url)
     return path if path is not None and not path.exists() else None
 
 
 def _open(url: str, busy_timeout: float, *, read_only: bool = False) -> Engine:
     try:
         if url.startswith("sqlite"):
-            path = _sqlite_file(url)
+            path = sqlite_file(url)
             if read_only and path is not None:
                 engine = create_engine(url, creator=lambda: _read_only_connection(path))
             else:
@@ -245,12 +248,12 @@ def _open(url: str, busy_timeout: float, *, read_only: bool = False) -> Engine:
         return create_engine(url, pool_pre_ping=True)
     except (ArgumentError, NoSuchModuleError, ImportError) as exc:
         raise ConfigError(
-            f"cannot use database URL {_redact(url)}: {_first_line(exc)}",
+            f"cannot use database URL {redact_url(url)}: {_first_line(exc)}",
             "use sqlite:///path.db, or postgresql+psycopg://user@host/db with the extra "
             "installed: pip install 'publisher[postgres]'",
         ) from exc
     except (OSError, SQLAlchemyError) as exc:
-        raise StoreError(f"cannot open database {_redact(url)}: {exc}") from exc
+        raise StoreError(f"cannot open database {redact_url(url)}: {exc}") from exc
 
 
 def _read_only_connection(path: Path) -> sqlite3.Connection:
@@ -297,16 +300,6 @@ def _sqlite_pragmas(engine: Engine, busy_timeout: float, *, read_only: bool = Fa
         connection.exec_driver_sql("BEGIN" if reading else "BEGIN IMMEDIATE")
 
 
-def _redact(url: str) -> str:
-    """Never print a password that is part of the URL."""
-    if "@" in url and "://" in url:
-        scheme, rest = url.split("://", 1)
-        credentials, host = rest.rsplit("@", 1)
-        user = credentials.split(":", 1)[0]
-        return f"{scheme}://{user}:***@{host}" if ":" in credentials else url
-    return url
-
-
 def _first_line(exc: BaseException) -> str:
     cause = getattr(exc, "orig", None) or exc
     return (str(cause).splitlines() or [type(cause).__name__])[0]
@@ -318,4 +311,4 @@ def _is_damaged(exc: DatabaseError) -> bool:
 
 
 def _store_error(exc: DBAPIError, url: str) -> StoreError:
-    return StoreError(f"database error ({_redact(url)}): {_first_line(exc)}")
+    return StoreError(f"database error ({redact_url(url)}): {_first_line(exc)}")

@@ -16,7 +16,7 @@ from typing import IO
 
 from sqlalchemy import Connection, text
 
-from publisher.store.engine import Store
+from publisher.store.engine import Store, sqlite_file
 
 __all__ = ["DatabaseLock"]
 
@@ -29,7 +29,8 @@ class DatabaseLock:
         self.name = name
         self._file: IO[str] | None = None
         self._connection: Connection | None = None
-        self._path = _sqlite_path(store.url)
+        found = sqlite_file(store.url)
+        self._path = found.resolve() if found is not None else None
 
     @property
     def where(self) -> str:
@@ -141,13 +142,3 @@ class DatabaseLock:
             return False
         self._connection = connection
         return True
-
-
-def _sqlite_path(url: str) -> Path | None:
-    """The database file of a sqlite:/// URL; None for PostgreSQL or an in-memory database."""
-    if not url.startswith("sqlite"):
-        return None
-    path = url.split("///", 1)[1] if "///" in url else ""
-    if not path or path == ":memory:":
-        return None
-    return Path(path.split("?", 1)[0]).resolve()
