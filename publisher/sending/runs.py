@@ -26,7 +26,7 @@ from publisher.config import Settings
 from publisher.errors import PublisherError
 from publisher.mailer import Mailer, SendReport
 from publisher.messages import digest_message_id, parse_frequency
-from publisher.model import Article, DigestRun, Frequency, RunStatus
+from publisher.model import Article, DeliveryStatus, DigestRun, Frequency, RunStatus
 from publisher.sending.claiming import ClaimingSender, worker_name
 from publisher.sending.due import PAGE, candidates, due_pages
 from publisher.sending.preview import DigestPreview
@@ -195,13 +195,13 @@ class DigestSender:
 
     def _open_count(self, run_id: int) -> int:
         counts = self._read(lambda runs: runs.counts(run_id))
-        return counts.get("pending", 0) + counts.get("sending", 0)
+        return counts.get(DeliveryStatus.PENDING, 0) + counts.get(DeliveryStatus.SENDING, 0)
 
     def _finish_run(self, run_id: int) -> None:
         with self.store.begin() as connection:
             runs = DigestRuns(connection)
             counts = runs.counts(run_id)
-            if not counts.get("pending") and not counts.get("sending"):
+            if not counts.get(DeliveryStatus.PENDING) and not counts.get(DeliveryStatus.SENDING):
                 runs.set_run_status(run_id, RunStatus.DONE, self.clock())
 
     async def _open_pages(self, run: DigestRun) -> AsyncIterator[Page]:

@@ -42,7 +42,7 @@ class RunProgress:
 
     @property
     def done(self) -> int:
-        return self.counts.get("sent", 0) + self.counts.get("failed", 0)
+        return self.counts.get(DeliveryStatus.SENT, 0) + self.counts.get(DeliveryStatus.FAILED, 0)
 
 
 @dataclass(frozen=True, slots=True)
