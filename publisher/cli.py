@@ -47,7 +47,6 @@ class Invocation:
 
     config: Path | None = None
     terminal: Terminal = dataclasses.field(default_factory=Terminal)
-    settings: Settings | None = None
     app: App | None = None
 
 
@@ -76,16 +75,14 @@ class PublisherGroup(click.Group):
 
 
 def _settings(ctx: click.Context) -> Settings:
-    """This invocation's settings, loaded once: warns about secrets others can read, and
-    keeps the secret values out of everything printed."""
-    state = _invocation(ctx)
-    if state.settings is None:
-        settings = load_settings(state.config)
-        for notice in settings.notices:
-            state.terminal.warn(notice)
-        state.terminal.keep_secret(settings)
-        state.settings = settings
-    return state.settings
+    """The loaded settings: warns about secrets others can read, and keeps the secret
+    values out of everything printed. Called once, by whatever builds the App."""
+    terminal = _terminal(ctx)
+    settings = load_settings(_invocation(ctx).config)
+    for notice in settings.notices:
+        terminal.warn(notice)
+    terminal.keep_secret(settings)
+    return settings
 
 
 def _web_settings(
