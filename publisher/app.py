@@ -245,11 +245,11 @@ class App:
             self.sender.producer, concurrency=concurrency, on_progress=on_progress
         )
 
-    def run_progress(self) -> dict[str, Any]:
-        """Open digest runs with their progress across workers, and the live workers."""
-        from publisher.status import run_progress
+    def status(self) -> dict[str, Any]:
+        """What `publisher status` shows (see status.py); reads only, creates nothing."""
+        from publisher.status import gather_status
 
-        return run_progress(self.store)
+        return gather_status(self.settings, lambda: self.store)
 
     # -- watching --------------------------------------------------------------
 

@@ -1,55 +1,61 @@
-"""Command line: a thin click layer over App. Errors are caught once, in PublisherGroup."""
+"""Command line: a thin click layer over App. Errors are caught once, in PublisherGroup.
+
+Each command loads what it needs when it runs (App, and through it the store, the dedup
+index, the mailer), so `publisher --help` and a bad flag answer at once.
+"""
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
-import re
 import sys
-import time
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from secrets import token_urlsafe
-from typing import Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
-from rich.console import Console
-from rich.progress import (  # -- subscribers and digests --
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    ProgressColumn,
-    Task,
-    TextColumn,
-    TimeRemainingColumn,
-)
 from rich.table import Table
-from rich.text import Text
 
-from publisher.app import App, run_until_signal
 from publisher.config import Settings, load_settings
+from publisher.console import (
+    LazyProgress,
+    Terminal,
+    counts_table,
+    route_library_logs,
+    send_progress,
+    setup_logging,
+    text,
+    worker_progress,
+)
 from publisher.errors import ConfigError, MissingDatabase, PublisherError
-from publisher.ingest import IngestReport
-from publisher.newsletter import is_suppressed
-from publisher.secrecy import EscapeControls, Redactor, printable, redact, secret_values
+from publisher.secrecy import ensure_secret_key
+
+if TYPE_CHECKING:  # typing only: App and the services load inside the commands
+    from publisher.app import App
+    from publisher.ingest import IngestReport
 
 __all__ = ["main"]
 
-console = Console(stderr=True)
-out = Console(highlight=False, soft_wrap=True)
 T = TypeVar("T")
 
 
-def _text(value: object, style: str = "") -> Text:
-    """A value from outside (title, name, file name, SMTP reply) for rich: never read as
-    markup (`[/]` would raise MarkupError), control characters shown as escapes."""
-    return Text(printable(str(value)), style=style)
+@dataclasses.dataclass
+class Invocation:
+    """What one `publisher ...` call shares between the group and its command (ctx.obj)."""
+
+    config: Path | None = None
+    terminal: Terminal = dataclasses.field(default_factory=Terminal)
+    app: App | None = None
 
 
-def _say(message: str) -> None:
-    out.print(_text(message))
+def _invocation(ctx: click.Context) -> Invocation:
+    return ctx.ensure_object(Invocation)
+
+
+def _terminal(ctx: click.Context) -> Terminal:
+    return _invocation(ctx).terminal
 
 
 class PublisherGroup(click.Group):
@@ -59,76 +65,66 @@ class PublisherGroup(click.Group):
         try:
             return super().invoke(ctx)
         except PublisherError as exc:
+            terminal = _terminal(ctx)
             if isinstance(exc, ConfigError):
-                _fail(exc.message, exc.hint, 2, one_line=True)
-            _fail(exc.message, exc.hint, 1)
+                terminal.fail(exc.message, exc.hint, 2, one_line=True)
+            terminal.fail(exc.message, exc.hint, 1)
         except OSError as exc:
-            _fail(f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": "), None, 1)
+            message = f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": ")
+            _terminal(ctx).fail(message, None, 1)
 
 
-def _fail(message: str, hint: str | None, code: int, *, one_line: bool = False) -> NoReturn:
-    """The error on stderr, then exit. A bad setting is exactly one line, naming the
-    setting, with its fix after a ';'; other errors put the hint on a line of its own."""
-    shown = printable(redact(message, _SECRETS))
-    fix = printable(redact(hint, _SECRETS)) if hint else None
-    if one_line and fix:
-        click.echo(f"error: {shown}; {fix}", err=True)
-    else:
-        click.echo(f"error: {shown}", err=True)
-        if fix:
-            click.echo(f"hint: {fix}", err=True)
-    sys.exit(code)
-
-
-# -- hardening: secrets --
-_SECRETS: list[str] = []  # the loaded settings' secret values, scrubbed from all output
-
-
-def _guard_secrets(settings: Settings) -> None:
-    """Warn about secrets others can read; scrub secret values from logs and errors."""
+def _settings(ctx: click.Context) -> Settings:
+    """The loaded settings: warns about secrets others can read, and keeps the secret
+    values out of everything printed. Called once, by whatever builds the App."""
+    terminal = _terminal(ctx)
+    settings = load_settings(_invocation(ctx).config)
     for notice in settings.notices:
-        click.echo(f"warning: {printable(notice)}", err=True)
-    _SECRETS[:] = secret_values(settings)
-    for name in ("publisher", "apscheduler"):
-        for handler in logging.getLogger(name).handlers:
-            if not any(isinstance(f, Redactor) for f in handler.filters):
-                handler.addFilter(Redactor(_SECRETS))
+        terminal.warn(notice)
+    terminal.keep_secret(settings)
+    return settings
 
 
-def _web_secret(app: App, insecure_dev: bool, *, key_file_made_on_start: bool) -> None:
-    """Refuse to serve (exit 2) without a secret key to sign links, unless --insecure-dev."""
-    settings = app.settings
+def _web_settings(
+    ctx: click.Context, insecure_dev: bool, *, key_file_made_on_start: bool
+) -> Settings:
+    """The settings to serve with: refuse (exit 2) without a secret key to sign links,
+    unless --insecure-dev, which signs with a throwaway key."""
+    settings = _settings(ctx)
     if settings.secret_key or (key_file_made_on_start and settings.secret_key_file):
-        return  # `run` writes a random secret_key_file (0600) on its first start
+        return settings  # `run` writes a random secret_key_file (0600) on its first start
+    terminal = _terminal(ctx)
     if not insecure_dev:
-        _fail(
+        terminal.fail(
             "no secret key is set; refusing to start the web server "
             "(it signs confirm and unsubscribe links)",
             "set PUBLISHER_SECRET_KEY or secret_key_file, or pass --insecure-dev "
             "for a throwaway key (local testing only)",
             2,
         )
-    click.echo(
-        "warning: --insecure-dev: no secret key set; using a throwaway key, so confirm and "
-        "unsubscribe links stop working when this process stops",
-        err=True,
+    terminal.warn(
+        "--insecure-dev: no secret key set; using a throwaway key, so confirm and "
+        "unsubscribe links stop working when this process stops"
     )
-    app.settings = dataclasses.replace(settings, secret_key=token_urlsafe(32))
-    _SECRETS[:] = secret_values(app.settings)
+    return dataclasses.replace(settings, secret_key=token_urlsafe(32))
 
 
-def _app(ctx: click.Context, *, read_only: bool = False) -> App:
+def _app(ctx: click.Context, *, read_only: bool = False, settings: Settings | None = None) -> App:
     """The App for this invocation, created on first use so --help never touches config.
 
-    `read_only` (status, list, show, export): the database is opened to read only, so
-    these commands create nothing and work on a database they may not write."""
-    state: dict[str, Any] = ctx.ensure_object(dict)
-    if "app" not in state:
-        app = App(load_settings(state.get("config")), read_only=read_only)
-        _guard_secrets(app.settings)  # -- hardening --
-        ctx.call_on_close(app.close)
-        state["app"] = app
-    return state["app"]  # type: ignore[no-any-return]
+    `settings`: the final settings when the command resolved its secret key first (else
+    the loaded ones); the App never changes them. `read_only` (status, list, show,
+    export): the database is opened to read only, so these commands create nothing and
+    work on a database they may not write."""
+    state = _invocation(ctx)
+    if state.app is None:
+        from publisher.app import App
+
+        final = settings or _settings(ctx)
+        state.terminal.keep_secret(final)
+        state.app = App(final, read_only=read_only)
+        ctx.call_on_close(state.app.close)
+    return state.app
 
 
 def _stored(ctx: click.Context, read: Callable[[App], list[T]]) -> list[T]:
@@ -136,18 +132,8 @@ def _stored(ctx: click.Context, read: Callable[[App], list[T]]) -> list[T]:
     try:
         return read(_app(ctx, read_only=True))
     except MissingDatabase as exc:
-        click.echo(f"note: {printable(exc.message)}", err=True)
+        _terminal(ctx).note(exc.message)
         return []
-
-
-# json.dumps escapes C0 itself; these it leaves raw (or, surrogates, cannot encode)
-_JSON_UNSAFE = re.compile("[\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069\ud800-\udfff]")
-
-
-def _print_json(value: object) -> None:
-    text = json.dumps(value, ensure_ascii=False, indent=2)
-    text = _JSON_UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
-    click.echo(redact(text, _SECRETS))
 
 
 @click.group(cls=PublisherGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -165,38 +151,8 @@ def cli(ctx: click.Context, config: Path | None, verbose: bool, log_json: bool) 
 
     Example: publisher ingest && publisher build && publisher serve
     """
-    ctx.ensure_object(dict)["config"] = config
-    _setup_logging(logging.DEBUG if verbose else logging.INFO, log_json)
-
-
-def _setup_logging(level: int, as_json: bool) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    if as_json:
-        handler.setFormatter(_JsonFormatter())
-    else:
-        handler.setFormatter(
-            logging.Formatter(
-                "%(asctime)s %(levelname)s %(name)s: %(message)s", "%Y-%m-%dT%H:%M:%S"
-            )
-        )
-    handler.addFilter(EscapeControls())
-    root = logging.getLogger("publisher")
-    root.handlers[:] = [handler]
-    root.setLevel(level)
-    root.propagate = False
-
-
-class _JsonFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        return json.dumps(
-            {
-                "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
-                "level": record.levelname.lower(),
-                "logger": record.name,
-                "message": record.getMessage(),
-            },
-            ensure_ascii=False,
-        )
+    _invocation(ctx).config = config
+    setup_logging(logging.DEBUG if verbose else logging.INFO, log_json)
 
 
 # -- ingest ------------------------------------------------------------------------
@@ -214,66 +170,29 @@ def ingest(ctx: click.Context, paths: tuple[Path, ...], as_json: bool) -> None:
 
     Example: publisher ingest ~/Downloads/new-articles/
     """
-    app = _app(ctx)
+    app, terminal = _app(ctx), _terminal(ctx)
     if not paths and (seeded := app.seed_inbox()):
-        console.print(_text(f"first run: copied {seeded} seed articles into {app.settings.inbox}"))
+        terminal.tell(f"first run: copied {seeded} seed articles into {app.settings.inbox}")
     logging.getLogger("publisher.ingest").setLevel(logging.WARNING)
-    with _LazyProgress("Ingesting", enabled=not as_json) as progress:
+    with LazyProgress("Ingesting", enabled=not as_json) as progress:
         report = app.ingest(list(paths) or None, progress=progress.update)
     if as_json:
-        _print_json([dataclasses.asdict(r) for r in report.results])
+        terminal.print_json([dataclasses.asdict(r) for r in report.results])
     else:
-        _print_ingest_report(report)
+        _show_ingest_report(terminal, report)
     if report.failed:
         sys.exit(1)
 
 
-def _print_ingest_report(report: IngestReport) -> None:
+def _show_ingest_report(terminal: Terminal, report: IngestReport) -> None:
     notable = [r for r in report.results if r.outcome in ("duplicate", "quarantined", "updated")]
     if notable:
         table = Table("file", "outcome", "detail", title="Files needing a look")
         for r in notable:
             style = "red" if r.outcome == "quarantined" else "yellow"
-            table.add_row(_text(r.file), _text(r.outcome, style), _text(r.detail))
-        out.print(table)
-    summary = Table(*report.summary().keys(), title="Ingest summary")
-    summary.add_row(*(str(n) for n in report.summary().values()))
-    out.print(summary)
-
-
-class _LazyProgress:
-    """A rich progress bar that only appears once a batch has taken more than a second."""
-
-    def __init__(self, label: str, *, enabled: bool = True, delay: float = 1.0) -> None:
-        self.label, self.enabled, self.delay = label, enabled, delay
-        self.started = time.monotonic()
-        self.progress: Progress | None = None
-        self.task: Any = None
-
-    def __enter__(self) -> _LazyProgress:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.progress is not None:
-            self.progress.stop()
-
-    def update(self, done: int, total: int) -> None:
-        if not self.enabled:
-            return
-        if self.progress is None:
-            if time.monotonic() - self.started < self.delay:
-                return
-            self.progress = Progress(
-                TextColumn(self.label),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TimeRemainingColumn(),
-                console=console,
-                transient=True,
-            )
-            self.progress.start()
-            self.task = self.progress.add_task(self.label, total=total)
-        self.progress.update(self.task, completed=done, total=total)
+            table.add_row(text(r.file), text(r.outcome, style), text(r.detail))
+        terminal.show(table)
+    terminal.show(counts_table("Ingest summary", report.summary()))
 
 
 @cli.command()
@@ -286,6 +205,8 @@ def watch(ctx: click.Context) -> None:
 
     Example: publisher watch
     """
+    from publisher.app import run_until_signal
+
     app = _app(ctx)
     app.seed_inbox()
     run_until_signal(app.watch)
@@ -307,10 +228,11 @@ def articles_list(ctx: click.Context, as_json: bool) -> None:
 
     Example: publisher articles list --json | jq '.[].title'
     """
-    found = _stored(ctx, App.articles)
+    found = _stored(ctx, lambda app: app.articles())
     zone = _app(ctx, read_only=True).settings.zone
+    terminal = _terminal(ctx)
     if as_json:
-        _print_json([a.as_dict(body=False, zone=zone) for a in found])
+        terminal.print_json([a.as_dict(body=False, zone=zone) for a in found])
         return
     table = Table(
         "published", "title", "category", "author", "slug", title=f"{len(found)} articles"
@@ -318,12 +240,12 @@ def articles_list(ctx: click.Context, as_json: bool) -> None:
     for a in found:
         table.add_row(
             a.published.astimezone(zone).date().isoformat(),
-            _text(a.title),
-            _text(a.category),
-            _text(a.author or ""),
-            _text(a.slug),
+            text(a.title),
+            text(a.category),
+            text(a.author or ""),
+            text(a.slug),
         )
-    out.print(table)
+    terminal.show(table)
 
 
 @articles.command("show")
@@ -335,7 +257,7 @@ def articles_show(ctx: click.Context, article_id: str, as_json: bool) -> None:
 
     Example: publisher articles show 2020-09-01-harbin-regains-national-civilized-city-title
     """
-    app = _app(ctx, read_only=True)
+    app, terminal = _app(ctx, read_only=True), _terminal(ctx)
     try:
         article = app.article(article_id)
     except MissingDatabase:
@@ -345,9 +267,9 @@ def articles_show(ctx: click.Context, article_id: str, as_json: bool) -> None:
         ) from None
     zone = app.settings.zone
     if as_json:
-        _print_json(article.as_dict(zone=zone))
+        terminal.print_json(article.as_dict(zone=zone))
         return
-    out.print(_text(article.title, "bold"))
+    terminal.show(text(article.title, "bold"))
     for label, value in [
         ("id", article.id),
         ("slug", article.slug),
@@ -359,17 +281,17 @@ def articles_show(ctx: click.Context, article_id: str, as_json: bool) -> None:
         ("source", article.source or "—"),
         ("file", article.source_file),
     ]:
-        _say(f"{label:>10}: {value}")
-    out.print("")
+        terminal.say(f"{label:>10}: {value}")
+    terminal.show("")
     for block in article.blocks:
         for line in block.text.split("\n"):  # a block's own lines stay lines
-            _say(line)
-        out.print("")
+            terminal.say(line)
+        terminal.show("")
     if article.removed:
         table = Table("rule", "text", "reason", title="Removed boilerplate")
         for r in article.removed:
-            table.add_row(_text(r.rule), _text(r.text), _text(r.reason))
-        out.print(table)
+            table.add_row(text(r.rule), text(r.text), text(r.reason))
+        terminal.show(table)
 
 
 # -- feeds and pages ---------------------------------------------------------------
@@ -386,12 +308,12 @@ def build(ctx: click.Context, as_json: bool) -> None:
 
     Example: publisher build && ls public/
     """
-    app = _app(ctx)
+    app, terminal = _app(ctx), _terminal(ctx)
     result = app.build_feeds()
     if as_json:
-        _print_json(result.as_dict())
+        terminal.print_json(result.as_dict())
         return
-    _say(
+    terminal.say(
         f"{len(result.written)} files written, {result.unchanged} unchanged "
         f"in {result.seconds:.2f}s -> {app.settings.output_dir}"
     )
@@ -412,24 +334,21 @@ def serve(ctx: click.Context, host: str | None, port: int | None, insecure_dev: 
 
     Example: publisher serve --host 0.0.0.0 --port 8080
     """
+    from publisher.app import run_until_signal
     from publisher.web import create_app
     from publisher.web import serve as serve_http
 
-    app = _app(ctx)
-    _web_secret(app, insecure_dev, key_file_made_on_start=False)  # -- hardening --
-    settings = app.settings
+    settings = _web_settings(ctx, insecure_dev, key_file_made_on_start=False)
+    app = _app(ctx, settings=settings)
     if not (settings.output_dir / "index.html").is_file():
-        click.echo(
-            f"note: no index.html in {printable(str(settings.output_dir))}; run `publisher build`",
-            err=True,
-        )
+        _terminal(ctx).note(f"no index.html in {settings.output_dir}; run `publisher build`")
     web = create_app(settings, extra_routes=app.web_routes())
     bind_host = host or settings.server.host
     bind_port = settings.server.port if port is None else port
     run_until_signal(lambda stop: serve_http(web, bind_host, bind_port, stop))
 
 
-# -- subscribers and digests ------------------------------------------------------
+# -- subscribers -------------------------------------------------------------------
 
 
 @cli.group(cls=PublisherGroup)
@@ -466,7 +385,7 @@ def subscribers_add(
         email, name=name, categories=categories, frequency=frequency, force=force
     )
     verb = "added" if created else "updated"
-    _say(f"{verb} {found.email} ({found.status.value})")
+    _terminal(ctx).say(f"{verb} {found.email} ({found.status.value})")
 
 
 @subscribers.command("remove")
@@ -482,9 +401,9 @@ def subscribers_remove(ctx: click.Context, email: str) -> None:
     """
     kept = _app(ctx).remove_subscriber(email)
     if kept is None:
-        _say(f"removed {email}")
+        _terminal(ctx).say(f"removed {email}")
     else:
-        _say(
+        _terminal(ctx).say(
             f"{kept.email} is {kept.status.value}: kept as suppressed (name and categories "
             "erased), so no import or add subscribes it again"
         )
@@ -498,9 +417,12 @@ def subscribers_list(ctx: click.Context, as_json: bool) -> None:
 
     Example: publisher subscribers list --json | jq '.[] | select(.status=="confirmed")'
     """
-    found = _stored(ctx, App.subscribers)
+    from publisher.newsletter import is_suppressed
+
+    found = _stored(ctx, lambda app: app.subscribers())
+    terminal = _terminal(ctx)
     if as_json:
-        _print_json(
+        terminal.print_json(
             [
                 {
                     "email": s.email,
@@ -530,14 +452,14 @@ def subscribers_list(ctx: click.Context, as_json: bool) -> None:
     )
     for s in found:
         table.add_row(
-            _text(s.email),
-            _text(s.name or ""),
+            text(s.email),
+            text(s.name or ""),
             s.status.value,
-            _text(", ".join(s.categories) or "all"),
+            text(", ".join(s.categories) or "all"),
             s.frequency.value,
             s.last_digest.astimezone(zone).strftime("%Y-%m-%d %H:%M") if s.last_digest else "—",
         )
-    out.print(table)
+    terminal.show(table)
 
 
 @subscribers.command("import")
@@ -559,9 +481,10 @@ def subscribers_import(ctx: click.Context, file: Path, force: bool) -> None:
     Example: publisher subscribers import people.csv
     """
     report = _app(ctx).import_subscribers(file, force=force)
+    terminal = _terminal(ctx)
     for line, reason in report.errors:
-        click.echo(printable(f"{file}:{line}: {reason}"), err=True)
-    _say(f"added {report.added}, updated {report.updated}, rejected {len(report.errors)}")
+        terminal.complain(f"{file}:{line}: {reason}")
+    terminal.say(f"added {report.added}, updated {report.updated}, rejected {len(report.errors)}")
     if report.errors:
         sys.exit(1)
 
@@ -578,15 +501,10 @@ def subscribers_export(ctx: click.Context) -> None:
     try:
         _app(ctx, read_only=True).export_subscribers(sys.stdout)
     except MissingDatabase as exc:
-        click.echo(f"note: {printable(exc.message)}", err=True)
+        _terminal(ctx).note(exc.message)
 
 
-class _RateColumn(ProgressColumn):
-    """Messages per second."""
-
-    def render(self, task: Task) -> Text:
-        speed = task.finished_speed or task.speed
-        return Text(f"{speed:,.0f} msg/s" if speed else "— msg/s", style="progress.data.speed")
+# -- digests -----------------------------------------------------------------------
 
 
 @cli.command()
@@ -601,7 +519,7 @@ class _RateColumn(ProgressColumn):
 )
 @click.option("--frequency", type=click.Choice(["weekly", "daily"]), help="Only these subscribers.")
 @click.option("--now", "now_text", metavar="ISO", help="Pretend it is this time (ISO 8601).")
-@click.option(  # -- scale-out workers --
+@click.option(
     "--fan-out-only",
     is_flag=True,
     help="Create the run and its delivery rows; leave sending to `publisher worker`s.",
@@ -622,12 +540,10 @@ def send(
 
     Example: publisher send --dry-run && open outbox-preview/index.html
     """
-    from publisher.runner import ensure_secret_key
-
-    app = _app(ctx)
     # a fresh checkout may send (or preview) before its first `run`: the same 0600
     # key file `run` would write signs the unsubscribe links, so `serve` accepts them
-    app.settings = ensure_secret_key(app.settings)
+    app = _app(ctx, settings=ensure_secret_key(_settings(ctx)))
+    terminal = _terminal(ctx)
     now = _parse_now(now_text, app.settings.zone) if now_text else None
     logging.getLogger("publisher.mailer").setLevel(logging.WARNING)
     if dry_run:
@@ -637,22 +553,14 @@ def send(
             "items",
             "subject",
             "size",
-            title=_text(f"Dry run: {len(report.previews)} messages in {out_dir} (nothing sent)"),
+            title=text(f"Dry run: {len(report.previews)} messages in {out_dir} (nothing sent)"),
         )
         for p in report.previews:
-            table.add_row(_text(p.recipient), str(p.items), _text(p.subject), f"{p.size:,}")
-        out.print(table)
-        _say(f"skipped (nothing new): {report.skipped_empty}")
+            table.add_row(text(p.recipient), str(p.items), text(p.subject), f"{p.size:,}")
+        terminal.show(table)
+        terminal.say(f"skipped (nothing new): {report.skipped_empty}")
         return
-    progress = Progress(
-        TextColumn("Sending"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        _RateColumn(),
-        TimeRemainingColumn(),
-        console=console,
-        transient=True,
-    )
+    progress = send_progress()
     task = progress.add_task("send", total=None)
 
     def update(done: int, total: int) -> None:
@@ -663,19 +571,19 @@ def send(
             frequency, now, progress=update, deliver=False if fan_out_only else None
         )
     if report.resumed:
-        _say(f"resumed unfinished run {report.run_id}")
-    if fan_out_only or not app.settings.workers.deliver_locally:  # -- scale-out workers --
-        _say(f"run {report.run_id}: {report.fanned_out} messages queued for `publisher worker`")
+        terminal.say(f"resumed unfinished run {report.run_id}")
+    if fan_out_only or not app.settings.workers.deliver_locally:
+        terminal.say(
+            f"run {report.run_id}: {report.fanned_out} messages queued for `publisher worker`"
+        )
     if report.failures:
         table = Table("recipient", "error", title="Failed")
         for recipient, error in report.failures:
-            table.add_row(_text(recipient), _text(error))
-        out.print(table)
-    summary = Table(*report.summary().keys(), title="Send summary")
-    summary.add_row(*(str(n) for n in report.summary().values()))
-    out.print(summary)
-    if report.unreachable:  # -- hardening --: nothing lost; the rows wait for the next run
-        _fail(
+            table.add_row(text(recipient), text(error))
+        terminal.show(table)
+    terminal.show(counts_table("Send summary", report.summary()))
+    if report.unreachable:  # nothing is lost: the rows wait for the next run
+        terminal.fail(
             f"{report.unreachable}; {report.deferred} messages not sent (still pending)",
             "the next `publisher send` sends them, each once",
             1,
@@ -684,12 +592,12 @@ def send(
         sys.exit(1)
 
 
-def _parse_now(text: str, zone: Any) -> datetime:
+def _parse_now(value: str, zone: Any) -> datetime:
     try:
-        value = datetime.fromisoformat(text)
+        moment = datetime.fromisoformat(value)
     except ValueError:
-        raise click.BadParameter(f"not an ISO 8601 time: {text}", param_hint="--now") from None
-    return value if value.tzinfo else value.replace(tzinfo=zone)
+        raise click.BadParameter(f"not an ISO 8601 time: {value}", param_hint="--now") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=zone)
 
 
 # -- run and status ------------------------------------------------------------------
@@ -725,22 +633,15 @@ def run(
 
     Example: publisher run --smtp-debug
     """
+    from publisher.app import run_until_signal
     from publisher.runner import RunOptions
     from publisher.runner import run as run_main_job
 
-    app = _app(ctx)
-    _web_secret(app, insecure_dev, key_file_made_on_start=True)  # -- hardening --
-    _route_library_logs("apscheduler")
+    settings = _web_settings(ctx, insecure_dev, key_file_made_on_start=True)
+    app = _app(ctx, settings=ensure_secret_key(settings))
+    route_library_logs("apscheduler")
     options = RunOptions(host=host, port=port, smtp_debug=smtp_debug, send=not no_send)
     run_until_signal(lambda stop: run_main_job(app, stop, options))
-
-
-def _route_library_logs(name: str) -> None:
-    """Send a library's warnings through our handler (plain or JSON), not the root logger."""
-    library = logging.getLogger(name)
-    library.handlers[:] = logging.getLogger("publisher").handlers
-    library.setLevel(logging.WARNING)
-    library.propagate = False
 
 
 @cli.command()
@@ -753,16 +654,14 @@ def status(ctx: click.Context, as_json: bool) -> None:
 
     Example: publisher status --json | jq '.jobs[].next_run'
     """
-    from publisher.runner import gather_status
-
-    found = gather_status(_app(ctx, read_only=True))
+    found = _app(ctx, read_only=True).status()
     if as_json:
-        _print_json(found)
+        _terminal(ctx).print_json(found)
         return
-    _print_status(found)
+    _show_status(_terminal(ctx), found)
 
 
-def _print_status(found: dict[str, Any]) -> None:
+def _show_status(terminal: Terminal, found: dict[str, Any]) -> None:
     articles = found["articles"]
     feeds = found["feeds"]
     scheduler = found["scheduler"]
@@ -803,13 +702,14 @@ def _print_status(found: dict[str, Any]) -> None:
         lines.append(
             ("deliveries", f"{deliveries['pending']} pending, {deliveries['failed']} failed")
         )
-    for run in found.get("open_runs", []):  # -- scale-out workers --
-        by_worker = ", ".join(f"{name} {n}" for name, n in sorted(run["sent_by"].items()))
+    for open_run in found.get("open_runs", []):
+        by_worker = ", ".join(f"{name} {n}" for name, n in sorted(open_run["sent_by"].items()))
         lines.append(
             (
-                f"run #{run['id']}",
-                f"{run['frequency']} {run['status']}: {run['done']}/{run['total']} done, "
-                f"{run['claimed']} claimed" + (f"; sent by {by_worker}" if by_worker else ""),
+                f"run #{open_run['id']}",
+                f"{open_run['frequency']} {open_run['status']}: "
+                f"{open_run['done']}/{open_run['total']} done, {open_run['claimed']} claimed"
+                + (f"; sent by {by_worker}" if by_worker else ""),
             )
         )
     for live in found.get("workers", []):
@@ -822,10 +722,10 @@ def _print_status(found: dict[str, Any]) -> None:
         )
     width = max(len(label) for label, _ in lines)
     for label, value in lines:
-        _say(f"{label:>{width}}: {value}")
+        terminal.say(f"{label:>{width}}: {value}")
 
 
-# -- scale-out workers ------------------------------------------------------------------
+# -- workers ---------------------------------------------------------------------------
 
 
 @cli.command()
@@ -846,15 +746,11 @@ def worker(ctx: click.Context, concurrency: int | None, exit_when_idle: bool) ->
 
     Example: PUBLISHER_DATABASE_URL=postgresql+psycopg://mail@db/news publisher worker
     """
-    app = _app(ctx)
+    from publisher.app import run_until_signal
+
+    app, terminal = _app(ctx), _terminal(ctx)
     logging.getLogger("publisher.mailer").setLevel(logging.WARNING)
-    progress = Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[detail]}"),
-        console=console,
-    )
+    progress = worker_progress()
     task = progress.add_task("waiting for work", total=None, detail="")
 
     def update(found: Any, sender: Any) -> None:
@@ -870,7 +766,7 @@ def worker(ctx: click.Context, concurrency: int | None, exit_when_idle: bool) ->
         )
 
     sender = app.worker(concurrency, on_progress=update)
-    console.print(_text(f"worker {sender.name}: claiming from {app.store.url.split('@')[-1]}"))
+    terminal.tell(f"worker {sender.name}: claiming from {app.store.url.split('@')[-1]}")
 
     async def main(stop: Any) -> Any:
         async with sender:
@@ -879,7 +775,7 @@ def worker(ctx: click.Context, concurrency: int | None, exit_when_idle: bool) ->
     with progress:
         report = run_until_signal(main)
     runs = ", ".join(str(r) for r in report.runs) or "none"
-    _say(
+    terminal.say(
         f"worker {report.name}: sent {report.sent}, failed {report.failed}, "
         f"retried {report.retried}, gave back {report.released} (runs: {runs})"
     )

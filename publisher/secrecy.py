@@ -1,33 +1,40 @@
-"""Keeping what publisher prints safe: no secrets, no control characters.
+"""Keeping what publisher prints safe, and the one secret it may have to make.
 
-Secrets: the first line of defence is not to put a secret in a message at all (settings
-hide them from repr, database URLs are shown with `redact_url`). This is the second: a log
-filter and a text scrubber that replace any configured secret value that still slips
-through (a library's exception text, a traceback) with `***`.
+Secrets: the first line of defence is not to put a secret in a message at all (Settings
+hides them from repr, status shows database URLs without their password). This is the
+second: `secret_values` lists what the settings hold and `redact` replaces any of them
+that still slips through (a library's exception text, a traceback) with `***`; the
+terminal (console.py) applies it to errors, logs and --json.
 
 Control characters: file names, titles, subscriber names and SMTP replies come from
 outside. A newline in one would forge a log line, an ESC sequence would drive the
-terminal (clear it, set its title). `printable` shows them as visible escapes instead;
-`EscapeControls` does it to every log record, and the CLI to every cell and message.
+terminal (clear it, set its title). `printable` shows them as visible escapes instead.
+
+`ensure_secret_key` writes the random key file a fresh checkout signs its links with.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import re
 from collections.abc import Iterable
+from dataclasses import replace
+from secrets import token_urlsafe
 from urllib.parse import unquote, urlsplit
 
 from publisher.config import Settings
 
 __all__ = [
     "MIN_SECRET_LENGTH",
-    "EscapeControls",
-    "Redactor",
+    "ensure_secret_key",
     "printable",
     "redact",
     "secret_values",
 ]
+
+# logged where `run` and `send` log their start-up
+log = logging.getLogger("publisher.run")
 
 # shorter values would blot out ordinary words; such a secret is weak anyway
 MIN_SECRET_LENGTH = 6
@@ -54,27 +61,6 @@ def redact(text: str, secrets: Iterable[str]) -> str:
     return text
 
 
-class Redactor(logging.Filter):
-    """A handler filter: scrubs the message and any traceback of a record before output."""
-
-    def __init__(self, secrets: Iterable[str]) -> None:
-        super().__init__()
-        self.secrets = tuple(secrets)
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if not self.secrets:
-            return True
-        message = record.getMessage()
-        cleaned = redact(message, self.secrets)
-        if cleaned != message:
-            record.msg, record.args = cleaned, None
-        if record.exc_info and not record.exc_text:
-            record.exc_text = logging.Formatter().formatException(record.exc_info)
-        if record.exc_text:
-            record.exc_text = redact(record.exc_text, self.secrets)
-        return True
-
-
 # C0, DEL, C1; the bidirectional overrides and isolates (they reorder what a line shows);
 # line and paragraph separators; lone surrogates (an undecodable file name) that would
 # fail to encode on output
@@ -95,13 +81,19 @@ def printable(text: str) -> str:
     return _UNSAFE.sub(_escape, text)
 
 
-class EscapeControls(logging.Filter):
-    """A handler filter: a record's message becomes one line with control characters escaped,
-    so no logged value (a file name with a newline) can forge or hide a log line."""
+def ensure_secret_key(settings: Settings) -> Settings:
+    """No secret key configured but a secret_key_file named: write a random one (0600) there.
 
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        escaped = printable(message)
-        if escaped != message:
-            record.msg, record.args = escaped, None
-        return True
+    Lets a fresh clone send digests with working unsubscribe links; `publisher send`,
+    `serve` and `run` read the same file. Production sets PUBLISHER_SECRET_KEY instead.
+    """
+    path = settings.secret_key_file
+    if settings.secret_key or path is None:
+        return settings
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+            handle.write(token_urlsafe(32) + "\n")
+        log.info("created a secret key in %s (set PUBLISHER_SECRET_KEY in production)", path)
+    return replace(settings, secret_key=path.read_text(encoding="utf-8").strip())

@@ -1,14 +1,145 @@
-"""What `publisher status` reports of digest runs across senders: open runs and live workers."""
+"""`publisher status`: what is stored, built, scheduled and being sent; reads, starts nothing.
+
+`gather_status` is the whole report; `run_progress` its part about digest runs across
+senders (open runs and live workers).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from publisher.store import Store
+from publisher.config import Settings
+from publisher.errors import MissingDatabase
+from publisher.model import SubscriberStatus
+from publisher.schedule import JOBS_TABLE, JobInfo, job_specs, stored_jobs
+from publisher.store import Articles, Store
 from publisher.store.claims import Claims
+from publisher.store.locks import DatabaseLock
+from publisher.store.status import DigestStatus
 
-__all__ = ["run_progress"]
+__all__ = ["SCHEDULER_LOCK", "gather_status", "run_progress"]
+
+# the database lock `publisher run` holds while it schedules digests (one per database)
+SCHEDULER_LOCK = "scheduler"
+
+
+def gather_status(settings: Settings, open_store: Callable[[], Store]) -> dict[str, Any]:
+    """What `publisher status` shows; reads the database and the output folder, starts nothing.
+
+    `open_store` raises MissingDatabase where no database exists yet: then the same shape
+    comes back, all empty, and nothing is created.
+    """
+    atom = settings.output_dir / "atom.xml"
+    built = datetime.fromtimestamp(atom.stat().st_mtime, UTC) if atom.is_file() else None
+    feeds = {"output_dir": str(settings.output_dir), "last_built": _local(built, settings)}
+    try:
+        store = open_store()
+    except MissingDatabase:
+        return _before_the_first_ingest(settings, feeds)
+    with store.read() as connection:
+        repo = Articles(connection)
+        total, last_ingest = repo.count(), repo.last_ingest()
+    status: dict[str, Any] = {
+        "database": _redacted(store.url),
+        "database_exists": True,
+        "articles": {"total": total, "last_ingest": _local(last_ingest, settings)},
+        "feeds": feeds,
+        "scheduler": _scheduler_state(store),
+        "jobs": _jobs(settings, _stored_jobs(store)),
+    }
+    status.update(_digest_status(settings, store))
+    status.update(run_progress(store))
+    return status
+
+
+def _scheduler_state(store: Store) -> dict[str, Any]:
+    lock = DatabaseLock(store, SCHEDULER_LOCK)
+    if not lock.taken():
+        return {"running": False}
+    return {"running": True, "holder": lock.holder()}
+
+
+def _before_the_first_ingest(settings: Settings, feeds: dict[str, Any]) -> dict[str, Any]:
+    """Status where no database exists yet: the same shape, all empty; nothing is created."""
+    return {
+        "database": _redacted(settings.database_url),
+        "database_exists": False,
+        "articles": {"total": 0, "last_ingest": None},
+        "feeds": feeds,
+        "scheduler": {"running": False},
+        "jobs": _jobs(settings, {}),
+        "subscribers": {s.value: 0 for s in SubscriberStatus},
+        "last_digest_run": None,
+        "deliveries": {"pending": 0, "failed": 0},
+        "open_runs": [],
+        "workers": [],
+    }
+
+
+def _stored_jobs(store: Store) -> dict[str, JobInfo]:
+    # the job store's table appears with the first `publisher run`; status must not make it
+    if not store.has_table(JOBS_TABLE):
+        return {}
+    return {job.id: job for job in stored_jobs(store.engine)}
+
+
+def _jobs(settings: Settings, stored: dict[str, JobInfo]) -> list[dict[str, Any]]:
+    """Next runs from the job store; jobs not stored yet (never run) from the config."""
+    now = datetime.now(settings.zone)
+    result = []
+    for spec in job_specs(settings):
+        job = stored.get(spec.id)
+        if job is None:
+            fire = spec.trigger(settings.zone).get_next_fire_time(None, now)
+            job = JobInfo(spec.id, spec.frequency, spec.describe, fire)
+            source = "config (not scheduled yet: start `publisher run`)"
+        else:
+            source = "job store"
+        result.append(
+            {
+                "id": job.id,
+                "frequency": job.frequency,
+                "schedule": spec.describe,
+                "next_run": _local(job.next_run, settings),
+                "source": source,
+            }
+        )
+    return result
+
+
+def _digest_status(settings: Settings, store: Store) -> dict[str, Any]:
+    """Subscribers by status, the last digest run with its counts, deliveries not yet sent."""
+    with store.read() as connection:
+        reader = DigestStatus(connection)
+        by_status = reader.subscribers_by_status()
+        last = reader.last_run()
+        # "sending" counts as pending: committed before its SMTP transaction, not yet confirmed
+        open_deliveries = reader.deliveries_by_status(("pending", "sending", "failed"))
+    if last is not None:
+        for key in ("as_of", "started", "finished"):
+            last[key] = _local(last[key], settings)
+    return {
+        "subscribers": {s.value: by_status.get(s.value, 0) for s in SubscriberStatus},
+        "last_digest_run": last,
+        "deliveries": {
+            "pending": open_deliveries["pending"] + open_deliveries["sending"],
+            "failed": open_deliveries["failed"],
+        },
+    }
+
+
+def _redacted(url: str) -> str:
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        credentials, host = rest.rsplit("@", 1)
+        return f"{scheme}://{credentials.split(':', 1)[0]}@{host}"
+    return url
+
+
+def _local(moment: datetime | None, settings: Settings) -> str | None:
+    return moment.astimezone(settings.zone).isoformat() if moment is not None else None
 
 
 def run_progress(store: Store, *, live_within: timedelta | None = None) -> dict[str, Any]:

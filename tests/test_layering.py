@@ -86,6 +86,7 @@ BANDS = {
     "app": WIRING,
     "runner": WIRING,
     "cli": FACE,
+    "console": FACE,
     "__main__": FACE,
 }
 
@@ -111,8 +112,8 @@ OWNERS = {
     "itsdangerous": {"tokens"},
     "numpy": {"dedup", "prepare", "ingest"},
     "xxhash": {"dedup", "prepare"},
-    "click": {"cli"},
-    "rich": {"cli"},
+    "click": {"cli", "console"},
+    "rich": {"cli", "console"},
 }
 
 

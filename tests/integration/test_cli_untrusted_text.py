@@ -14,10 +14,11 @@ from aiosmtpd.smtp import SMTP as SMTPServer
 from aiosmtpd.smtp import Envelope, Session
 from click.testing import CliRunner, Result
 
-from publisher import cli as cli_module
+from publisher import console
 from publisher.app import App
-from publisher.cli import _setup_logging, cli
+from publisher.cli import cli
 from publisher.config import load_settings
+from publisher.console import setup_logging
 from tests.conftest import write_config
 from tests.smtp_sink import SmtpSink, send_config
 
@@ -38,10 +39,10 @@ The city opened a new park on Tuesday, with a lake and two playgrounds for child
 @pytest.fixture(autouse=True)
 def wide_tables() -> Iterator[None]:
     """Tables as wide as their cells, so a value is found whole in the output."""
-    saved = cli_module.out._width
-    cli_module.out.width = 400
+    saved = console.out._width
+    console.out.width = 400
     yield
-    cli_module.out._width = saved
+    console.out._width = saved
 
 
 def _run(config: Path, *args: str) -> Result:
@@ -134,7 +135,7 @@ def test_send_prints_an_smtp_reply_with_markup_and_exits_one(
 def test_a_log_record_with_a_newline_and_an_escape_sequence_is_one_visible_line(
     as_json: bool, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    _setup_logging(logging.INFO, as_json)
+    setup_logging(logging.INFO, as_json)
     try:
         logging.getLogger("publisher.ingest").warning(
             "quarantined %s: %s", "a.txt\n2026-12-01T00:00:00 INFO publisher: forged", "\x1b[2J"

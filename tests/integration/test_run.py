@@ -28,7 +28,7 @@ from publisher.app import App
 from publisher.cli import cli
 from publisher.config import load_settings
 from publisher.errors import PublisherError
-from publisher.runner import RunOptions, gather_status, run
+from publisher.runner import RunOptions, run
 from publisher.store.locks import DatabaseLock
 from publisher.tokens import Tokens
 from tests.conftest import SEEDS, write_config
@@ -162,7 +162,7 @@ def test_status_before_any_run_shows_config_and_nothing_running(project: Path) -
     settings = load_settings(project / "publisher.toml", environ={})
     app = App(settings)
     try:
-        found = gather_status(app)
+        found = app.status()
     finally:
         app.close()
     assert found["articles"] == {"total": 0, "last_ingest": None}
@@ -315,7 +315,7 @@ def test_end_to_end_article_in_feed_digest_in_mailbox_sigterm_exits_cleanly(
 def test_a_first_run_creates_the_secret_key_file_that_other_commands_read(
     tmp_path: Path,
 ) -> None:
-    from publisher.runner import ensure_secret_key
+    from publisher.secrecy import ensure_secret_key
 
     config = tmp_path / "publisher.toml"
     config.write_text(
