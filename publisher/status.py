@@ -10,7 +10,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from publisher.config import Settings
+from publisher.config import Settings, redact_url
 from publisher.errors import MissingDatabase
 from publisher.model import SubscriberStatus
 from publisher.schedule import JOBS_TABLE, JobInfo, job_specs, stored_jobs
@@ -42,7 +42,7 @@ def gather_status(settings: Settings, open_store: Callable[[], Store]) -> dict[s
         repo = Articles(connection)
         total, last_ingest = repo.count(), repo.last_ingest()
     status: dict[str, Any] = {
-        "database": _redacted(store.url),
+        "database": redact_url(store.url),
         "database_exists": True,
         "articles": {"total": total, "last_ingest": _local(last_ingest, settings)},
         "feeds": feeds,
@@ -64,7 +64,7 @@ def _scheduler_state(store: Store) -> dict[str, Any]:
 def _before_the_first_ingest(settings: Settings, feeds: dict[str, Any]) -> dict[str, Any]:
     """Status where no database exists yet: the same shape, all empty; nothing is created."""
     return {
-        "database": _redacted(settings.database_url),
+        "database": redact_url(settings.database_url),
         "database_exists": False,
         "articles": {"total": 0, "last_ingest": None},
         "feeds": feeds,
@@ -128,14 +128,6 @@ def _digest_status(settings: Settings, store: Store) -> dict[str, Any]:
             "failed": open_deliveries["failed"],
         },
     }
-
-
-def _redacted(url: str) -> str:
-    if "@" in url and "://" in url:
-        scheme, rest = url.split("://", 1)
-        credentials, host = rest.rsplit("@", 1)
-        return f"{scheme}://{credentials.split(':', 1)[0]}@{host}"
-    return url
 
 
 def _local(moment: datetime | None, settings: Settings) -> str | None:
