@@ -15,9 +15,10 @@ from publisher.errors import PublisherError
 from publisher.inbox import Inbox, safe_name
 from publisher.ingest import Ingestor, IngestReport
 from publisher.model import Article, Subscriber
-from publisher.newsletter import ImportReport, Newsletter
 from publisher.site import BuildResult, SiteBuilder
 from publisher.store import Articles, Store
+from publisher.subscribers import ImportReport, SubscriberAdmin
+from publisher.subscribing import Subscriptions
 from publisher.watch import settled_files
 
 if TYPE_CHECKING:  # typing only: these load when a command needs them
@@ -44,7 +45,8 @@ class App:
         self._store: Store | None = None
         self._ingestor: Ingestor | None = None
         self._site: SiteBuilder | None = None  # feeds and pages
-        self._newsletter: Newsletter | None = None  # subscribers
+        self._subscriber_admin: SubscriberAdmin | None = None
+        self._subscriptions: Subscriptions | None = None  # the web's
         self._sender: DigestSender | None = None  # digests
 
     @property
@@ -151,16 +153,23 @@ class App:
         # -- subscribers and digests --
         from publisher.web.subscriptions import subscription_routes
 
-        return [*subscription_routes(self.settings, self.newsletter)]
+        return [*subscription_routes(self.settings, self.subscriptions)]
 
     # -- subscribers and digests ----------------------------------------------------
 
     @property
-    def newsletter(self) -> Newsletter:
-        """Subscribers, and the web's SubscriptionService."""
-        if self._newsletter is None:
-            self._newsletter = Newsletter(self.settings, self.store)
-        return self._newsletter
+    def subscriber_admin(self) -> SubscriberAdmin:
+        """The operator's subscriber tools (add, remove, list, CSV)."""
+        if self._subscriber_admin is None:
+            self._subscriber_admin = SubscriberAdmin(self.settings, self.store)
+        return self._subscriber_admin
+
+    @property
+    def subscriptions(self) -> Subscriptions:
+        """The web's subscription service (double opt-in, confirm, unsubscribe)."""
+        if self._subscriptions is None:
+            self._subscriptions = Subscriptions(self.settings, self.store)
+        return self._subscriptions
 
     def add_subscriber(
         self,
@@ -173,22 +182,22 @@ class App:
     ) -> tuple[Subscriber, bool]:
         """Add (or update) a confirmed subscriber: the operator vouches for the address
         (a suppressed address only with `force`)."""
-        return self.newsletter.add(
+        return self.subscriber_admin.add(
             email, name=name, categories=categories, frequency=frequency, force=force
         )
 
     def remove_subscriber(self, email: str) -> Subscriber | None:
         """Delete a subscriber; a suppressed one's record is kept and returned."""
-        return self.newsletter.remove(email)
+        return self.subscriber_admin.remove(email)
 
     def subscribers(self) -> list[Subscriber]:
-        return list(self.newsletter.all())
+        return list(self.subscriber_admin.all())
 
     def import_subscribers(self, path: Path, *, force: bool = False) -> ImportReport:
-        return self.newsletter.import_csv(path, force=force)
+        return self.subscriber_admin.import_csv(path, force=force)
 
     def export_subscribers(self, stream: TextIO) -> int:
-        return self.newsletter.export_csv(stream)
+        return self.subscriber_admin.export_csv(stream)
 
     def send_digests(
         self,

@@ -417,7 +417,7 @@ def subscribers_list(ctx: click.Context, as_json: bool) -> None:
 
     Example: publisher subscribers list --json | jq '.[] | select(.status=="confirmed")'
     """
-    from publisher.newsletter import is_suppressed
+    from publisher.subscribers import is_suppressed
 
     found = _stored(ctx, lambda app: app.subscribers())
     terminal = _terminal(ctx)

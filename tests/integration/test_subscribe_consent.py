@@ -25,8 +25,8 @@ from sqlalchemy import event
 from publisher.app import App
 from publisher.config import load_settings
 from publisher.model import Subscriber, SubscriberStatus
-from publisher.newsletter import Newsletter
 from publisher.store.subscribers import Subscribers
+from publisher.subscribing import Subscriptions
 from publisher.tokens import CONFIRM, Tokens
 from tests.conftest import SEEDS
 from tests.integration.test_web import run_server
@@ -151,7 +151,7 @@ def test_subscribe_runs_the_same_statements_whether_the_address_is_known_or_not(
             if statement.startswith("UPDATE subscribers SET name"):
                 written.append(cursor.rowcount)
 
-        newsletter = app.newsletter
+        service = app.subscriptions
 
         async def subscribe_each() -> dict[str, list[str]]:
             seen: dict[str, list[str]] = {}
@@ -163,9 +163,9 @@ def test_subscribe_runs_the_same_statements_whether_the_address_is_known_or_not(
                 ("bounced", "gone@example.com"),
             ]:
                 statements.clear()
-                await newsletter.subscribe(address, "Reader", ["Harbin Today"], "weekly")
+                await service.subscribe(address, "Reader", ["Harbin Today"], "weekly")
                 seen[label] = list(statements)
-            await newsletter.drain()
+            await service.drain()
             return seen
 
         event.listen(app.store.engine, "before_cursor_execute", record)
@@ -196,11 +196,11 @@ def test_a_rejected_confirmation_mail_does_not_start_the_cooldown(
 ) -> None:
     app = App(load_settings(_config(tmp_path, sqlite_url, smtp_sink), environ={}))
     try:
-        newsletter = app.newsletter
+        service = app.subscriptions
 
         async def subscribe() -> None:
-            await newsletter.subscribe("reader@example.com", None, [], "weekly")
-            await newsletter.drain()
+            await service.subscribe("reader@example.com", None, [], "weekly")
+            await service.drain()
 
         smtp_sink.reject.add("reader@example.com")  # 550 at RCPT
         asyncio.run(subscribe())
@@ -271,7 +271,7 @@ def test_confirmation_mails_to_a_hanging_server_hold_only_the_bounded_connection
         encoding="utf-8",
     )
     app = App(load_settings(config, environ={}))
-    newsletter = app.newsletter
+    service = app.subscriptions
     caplog.set_level(logging.WARNING, logger="publisher.send")
 
     def dropped() -> int:
@@ -279,13 +279,13 @@ def test_confirmation_mails_to_a_hanging_server_hold_only_the_bounded_connection
 
     async def flood() -> None:
         for n in range(20):
-            await newsletter.subscribe(f"r{n}@example.com", None, [], "weekly")
+            await service.subscribe(f"r{n}@example.com", None, [], "weekly")
         await _until(lambda: len(silent.accepted) >= 2)
         # 2 hang in the greeting, 3 wait behind them, the other 15 were dropped and logged
         await _until(lambda: dropped() == 15)
         assert len(silent.accepted) == 2
         silent.close()  # the two fail; the three waiting then find nobody listening
-        await newsletter.drain()
+        await service.drain()
 
     try:
         asyncio.run(flood())
@@ -310,13 +310,13 @@ def test_unconfirmed_subscribers_expire_and_a_pending_one_never_gets_a_digest(
     try:
         start = datetime.now(UTC)
         clock = [start]
-        newsletter = Newsletter(app.settings, app.store, clock=lambda: clock[0])
+        service = Subscriptions(app.settings, app.store, clock=lambda: clock[0])
         left = _with_status(app, "left@example.com", SubscriberStatus.UNSUBSCRIBED)
         _with_status(app, "reader@example.com", SubscriberStatus.CONFIRMED)
 
         async def subscribe(address: str) -> None:
-            await newsletter.subscribe(address, None, [], "weekly")
-            await newsletter.drain()
+            await service.subscribe(address, None, [], "weekly")
+            await service.drain()
 
         asyncio.run(subscribe("late@example.com"))
         asyncio.run(subscribe("left@example.com"))  # asks to come back, never confirms
@@ -338,7 +338,7 @@ def test_unconfirmed_subscribers_expire_and_a_pending_one_never_gets_a_digest(
 
         clock[0] = start + timedelta(days=3)
         # its link is still inside token_max_age (7 days), but the subscription has expired
-        assert asyncio.run(newsletter.confirm(token)) is None
+        assert asyncio.run(service.confirm(token)) is None
         emails = {s.email: s for s in app.subscribers()}
         assert "late@example.com" not in emails
         assert emails["left@example.com"].status is SubscriberStatus.UNSUBSCRIBED

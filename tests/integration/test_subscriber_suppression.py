@@ -52,7 +52,7 @@ def test_export_then_import_round_trips_every_field_and_status(
     config_file: Path, app: App, tmp_path: Path
 ) -> None:
     app.add_subscriber("conf@example.org", name="Conf", categories=["Harbin Today"])
-    app.newsletter.add("pend@example.org", status=SubscriberStatus.PENDING, frequency="daily")
+    app.subscriber_admin.add("pend@example.org", status=SubscriberStatus.PENDING, frequency="daily")
     for email, status in [
         ("unsub@example.org", SUPPRESSED[0]),
         ("bounce@example.org", SUPPRESSED[1]),
@@ -205,8 +205,8 @@ def test_a_web_resubscribe_of_an_unsubscribed_address_is_still_suppressed_until_
     _set_status(app, "ann@example.org", SubscriberStatus.UNSUBSCRIBED)
 
     async def web_subscribe() -> None:
-        await app.newsletter.subscribe("ann@example.org", None, [], "weekly")
-        await app.newsletter.drain()
+        await app.subscriptions.subscribe("ann@example.org", None, [], "weekly")
+        await app.subscriptions.drain()
 
     asyncio.run(web_subscribe())
     assert _by_email(app)["ann@example.org"].status is SubscriberStatus.PENDING

@@ -1,40 +1,35 @@
-"""Subscribers: the operator's CRUD and CSV, and the web's subscription service (double
-opt-in, confirm, unsubscribe) with its confirmation mail."""
+"""The operator's subscriber tools: add, remove, list, and CSV import / export.
+
+Consent is data never lost: an address that unsubscribed or bounced stays suppressed
+through every one of these paths unless the operator passes `force`.
+"""
 
 from __future__ import annotations
 
-import asyncio
 import csv
 import io
 import logging
 import re
-from collections import deque
-from collections.abc import Callable, Coroutine, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TextIO
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from publisher.config import Settings
-from publisher.errors import PublisherError, SendError
-from publisher.links import confirm_path
-from publisher.mailer import Mailer
+from publisher.errors import PublisherError
 from publisher.messages import (
     InvalidSubscription,
-    confirmation_message,
     display_name,
     normalize_email,
     parse_frequency,
-    sender_address,
 )
-from publisher.model import Frequency, Subscriber, SubscriberStatus
-from publisher.render import template_environment
+from publisher.model import Subscriber, SubscriberStatus
 from publisher.store import Store
-from publisher.store.subscribers import Registration, Subscribers
-from publisher.tokens import CONFIRM, UNSUBSCRIBE, Tokens
+from publisher.store.subscribers import Subscribers
 
-__all__ = ["ImportReport", "Newsletter"]
+__all__ = ["ImportReport", "SubscriberAdmin", "is_suppressed"]
 
 log = logging.getLogger("publisher.subscribers")
 
@@ -157,8 +152,8 @@ def _imported(cells: dict[str, str], timezone: str, now: datetime) -> tuple[Subs
     return record, bool(named)
 
 
-class Newsletter:
-    """The subscriber use cases over one store; also the web's SubscriptionService."""
+class SubscriberAdmin:
+    """The subscriber use cases of the CLI over one store."""
 
     def __init__(
         self,
@@ -170,25 +165,6 @@ class Newsletter:
         self.settings = settings
         self.store = store
         self.clock = clock or (lambda: datetime.now(UTC))
-        self._environment: Any = None
-        self._tokens: Tokens | None = None
-        self._background: set[asyncio.Task[None]] = set()
-        self._outbox: deque[Registration] = deque()  # confirmation mails waiting to be sent
-        self._senders = 0
-
-    @property
-    def environment(self) -> Any:
-        if self._environment is None:
-            self._environment = template_environment(self.settings)
-        return self._environment
-
-    @property
-    def tokens(self) -> Tokens:
-        if self._tokens is None:
-            self._tokens = Tokens(self.settings.secret_key)
-        return self._tokens
-
-    # -- subscribers (CLI) ------------------------------------------------------------
 
     def add(
         self,
@@ -329,185 +305,3 @@ class Newsletter:
             writer.writerow([to_spreadsheet(cell) for cell in _exported(s)])
             n += 1
         return n
-
-    # -- the web's SubscriptionService ----------------------------------------------
-
-    async def subscribe(
-        self, email: str, name: str | None, categories: Sequence[str], frequency: str
-    ) -> None:
-        address = normalize_email(email)
-        chosen = parse_frequency(frequency)
-        clean = [c.strip()[:200] for c in categories if c.strip()][:50]
-        registered = await asyncio.to_thread(
-            self._register_pending, address, display_name(name)[:200] or None, clean, chosen
-        )
-        # rendering and SMTP happen in the background, so a new address answers as fast
-        # as a known one; the transaction above ran the same statements for both
-        self._enqueue_confirmation(registered)
-
-    def _register_pending(
-        self, address: str, name: str | None, categories: list[str], frequency: Frequency
-    ) -> Registration | None:
-        """The confirmation to mail, or None (confirmed, bounced, or in cool-down)."""
-        now = self.clock()
-        cooldown = timedelta(seconds=self.settings.server.subscribe_cooldown_seconds)
-        with self.store.begin() as connection:
-            people = Subscribers(connection)
-            self._expire_pending(people, now)
-            return people.register_pending(
-                email=address,
-                name=name,
-                categories=categories,
-                frequency=frequency,
-                timezone=self.settings.timezone,
-                now=now,
-                cooldown_since=now - cooldown,
-            )
-
-    def _expire_pending(self, people: Subscribers, now: datetime) -> None:
-        """Unconfirmed for server.pending_expiry_days: runs at every subscribe and confirm."""
-        expired = people.expire_pending(
-            now - timedelta(days=self.settings.server.pending_expiry_days), now
-        )
-        if expired:
-            log.info("%d unconfirmed subscribers expired", expired)
-
-    def _enqueue_confirmation(self, registered: Registration | None) -> None:
-        """Hand a confirmation mail to at most `confirmation_senders` concurrent sends,
-        with at most `confirmation_backlog` waiting; beyond that it is dropped (and the
-        address may ask again at once): a hanging SMTP server must not collect sockets."""
-        if registered is None:
-            return
-        server = self.settings.server
-        if self._senders >= server.confirmation_senders and (
-            len(self._outbox) >= server.confirmation_backlog
-        ):
-            log.warning(
-                "confirmation mail to %s dropped: %d mails are waiting for the SMTP server",
-                registered.subscriber.email,
-                len(self._outbox),
-            )
-            self._in_background(asyncio.to_thread(self._release_cooldown, registered))
-            return
-        self._outbox.append(registered)
-        if self._senders < server.confirmation_senders:
-            self._senders += 1
-            self._in_background(self._send_confirmations())
-
-    def _in_background(self, work: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.create_task(work)
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
-
-    async def _send_confirmations(self) -> None:
-        try:
-            while self._outbox:
-                await self._send_confirmation(self._outbox.popleft())
-        finally:
-            self._senders -= 1
-
-    async def _send_confirmation(self, registered: Registration) -> None:
-        """One confirmation mail; if it is not accepted the cool-down is given back."""
-        subscriber = registered.subscriber
-        try:
-            token = self.tokens.make(CONFIRM, subscriber.id, subscriber.email)
-            message = confirmation_message(
-                self.environment,
-                self.settings,
-                to_name=subscriber.name,
-                to_address=subscriber.email,
-                confirm_url=self.settings.url(confirm_path(token)),
-                categories=subscriber.categories,
-                frequency=subscriber.frequency.value,
-                now=self.clock(),
-            )
-            await Mailer(self.settings.smtp).send_one(
-                sender_address(self.settings), subscriber.email, bytes(message)
-            )
-        except SendError as exc:
-            log.warning("confirmation mail to %s failed: %s", subscriber.email, exc.message)
-        except Exception:
-            log.exception("confirmation mail to %s failed", subscriber.email)
-        else:
-            return
-        await asyncio.to_thread(self._release_cooldown, registered)
-
-    def _release_cooldown(self, registered: Registration) -> None:
-        with self.store.begin() as connection:
-            Subscribers(connection).release_cooldown(registered)
-
-    async def drain(self) -> None:
-        """Wait for confirmation mails still being sent (tests, shutdown)."""
-        while self._background:
-            await asyncio.gather(*list(self._background), return_exceptions=True)
-
-    async def confirm_target(self, token: str) -> str | None:
-        """The address a valid confirm token names while it may confirm; nothing changes."""
-        claim = self.tokens.check(CONFIRM, token, self.settings.server.token_max_age_seconds)
-        if claim is None:
-            return None
-        return await asyncio.to_thread(
-            self._find,
-            claim.subscriber_id,
-            claim.email,
-            (SubscriberStatus.PENDING, SubscriberStatus.CONFIRMED),
-        )
-
-    async def confirm(self, token: str) -> str | None:
-        claim = self.tokens.check(CONFIRM, token, self.settings.server.token_max_age_seconds)
-        if claim is None:
-            return None
-        return await asyncio.to_thread(self._confirm, claim.subscriber_id, claim.email)
-
-    def _confirm(self, subscriber_id: int, email: str) -> str | None:
-        """pending -> confirmed, once; a confirmed address stays as it is (the answer is the
-        same), and an unsubscribed or bounced one is never brought back by an old link."""
-        now = self.clock()
-        with self.store.begin() as connection:
-            people = Subscribers(connection)
-            self._expire_pending(people, now)
-            if people.confirm_pending(subscriber_id, email, now):
-                return email
-            found = people.get(subscriber_id)
-        confirmed = found is not None and found.status is SubscriberStatus.CONFIRMED
-        return email if confirmed and found is not None and found.email == email else None
-
-    async def unsubscribe_target(self, token: str) -> str | None:
-        claim = self.tokens.check(
-            UNSUBSCRIBE, token, self.settings.server.unsubscribe_token_max_age_seconds
-        )
-        if claim is None:
-            return None
-        return await asyncio.to_thread(self._find, claim.subscriber_id, claim.email)
-
-    async def unsubscribe(self, token: str) -> str | None:
-        claim = self.tokens.check(
-            UNSUBSCRIBE, token, self.settings.server.unsubscribe_token_max_age_seconds
-        )
-        if claim is None:
-            return None
-        return await asyncio.to_thread(
-            self._set_status, claim.subscriber_id, claim.email, SubscriberStatus.UNSUBSCRIBED
-        )
-
-    def _find(
-        self,
-        subscriber_id: int,
-        email: str,
-        statuses: Sequence[SubscriberStatus] | None = None,
-    ) -> str | None:
-        with self.store.read() as connection:
-            found = Subscribers(connection).get(subscriber_id)
-        if found is None or found.email != email:
-            return None
-        return found.email if statuses is None or found.status in statuses else None
-
-    def _set_status(self, subscriber_id: int, email: str, status: SubscriberStatus) -> str | None:
-        with self.store.begin() as connection:
-            people = Subscribers(connection)
-            found = people.get(subscriber_id)
-            if found is None or found.email != email:
-                return None  # a token for a removed (or re-created) subscriber
-            if found.status is not status:
-                people.set_status(subscriber_id, status, self.clock())
-            return found.email
