@@ -1,7 +1,7 @@
 """Use case: article files -> parse -> dedup -> store, one transaction per batch of files.
 
 A file that is not an article is moved to <inbox>/quarantine/ with <name>.error.txt
-beside it (publisher/inbox.py: what may be read and moved, and how); it is never deleted,
+beside it (publisher/inbox/: what may be read and moved, and how); it is never deleted,
 and neither it nor one that cannot be moved stops the rest of the batch.
 """
 

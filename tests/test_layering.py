@@ -44,6 +44,10 @@ BANDS = {
     "tokens": CORE,
     # adapters: files, sockets, the database, the clock
     "inbox": ADAPTER,
+    "inbox.moves": ADAPTER,
+    "inbox.names": ADAPTER,
+    "inbox.reading": ADAPTER,
+    "inbox.tree": ADAPTER,
     "output": ADAPTER,
     "mailer": ADAPTER,
     "smtpsink": ADAPTER,

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-import publisher.inbox
+import publisher.inbox.moves
 from publisher.app import App
 from publisher.cli import cli
 from publisher.config import load_settings
@@ -211,7 +211,7 @@ def _cross_device(monkeypatch: pytest.MonkeyPatch, before: object = None) -> Non
             raise OSError(errno.EXDEV, "Invalid cross-device link")
         real(src, dst, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(publisher.inbox.os, "rename", rename)
+    monkeypatch.setattr(publisher.inbox.moves.os, "rename", rename)
 
 
 def test_across_filesystems_the_bytes_saved_meanwhile_are_what_is_kept(
@@ -240,7 +240,7 @@ def test_across_filesystems_a_file_written_during_the_copy_is_left_in_place(
         with bad.open("ab") as file:
             file.write(b" and the rest")
 
-    monkeypatch.setattr(publisher.inbox.os, "fsync", fsync)
+    monkeypatch.setattr(publisher.inbox.moves.os, "fsync", fsync)
     with caplog.at_level(logging.ERROR):
         report = app.ingest()
     assert "changed while it was copied" in report.results[0].detail
