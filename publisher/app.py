@@ -96,7 +96,7 @@ class App:
         progress: Callable[[int, int], None] | None = None,
         now: Callable[[], datetime] | None = None,
         *,
-        missing_ok: bool = False,  # -- hardening --: the watcher's files may vanish meanwhile
+        missing_ok: bool = False,  # the watcher's files may vanish meanwhile
     ) -> IngestReport:
         for path in paths or ():
             if not missing_ok and not path.exists():
@@ -110,10 +110,9 @@ class App:
     def after_ingest(self, report: IngestReport) -> None:
         """The 'changed' hook: runs after every ingest that added or updated articles, or
         when a build is owed (an earlier ingest was killed before it built: a full one)."""
-        # -- feeds and pages --
         try:
             self.build_feeds(report)
-        except PublisherError as exc:  # -- hardening --: a known fault is one line, no traceback
+        except PublisherError as exc:  # a known fault is one line, no traceback
             log.error("rebuilding the feeds failed: %s", exc.message)
         except Exception:
             # the articles are stored; a failed rebuild must not stop the watcher,
@@ -145,12 +144,11 @@ class App:
         """Write feeds, archives and pages; None: a full build, else only what changed."""
         try:
             return self.site.build(report)
-        except OSError as exc:  # -- hardening --: read-only or full output folder
+        except OSError as exc:  # read-only or full output folder
             raise output_error(self.settings.output_dir, exc) from exc
 
     def web_routes(self) -> list[BaseRoute]:
         """Dynamic routes mounted before the static files (subscribe, confirm, unsubscribe)."""
-        # -- subscribers and digests --
         from publisher.web.subscriptions import subscription_routes
 
         return [*subscription_routes(self.settings, self.subscriptions)]
@@ -279,7 +277,7 @@ class App:
                 await asyncio.to_thread(inbox.release_finished)  # they come back as events
             if not files:
                 continue
-            # -- hardening --: a settled file can be gone by now (a concurrent `publisher
+            # a settled file can be gone by now (a concurrent `publisher
             # ingest` quarantined it); that must not stop the watcher, and so `publisher run`
             report = await asyncio.to_thread(self.ingest, files, missing_ok=True)
             for result in report.results:
@@ -294,7 +292,7 @@ class App:
 
 
 def output_error(folder: Path, exc: OSError) -> PublisherError:
-    """-- hardening --: a failed write into the output folder, as one line with a fix-it hint.
+    """A failed write into the output folder, as one line with a fix-it hint.
 
     Every file is replaced atomically, so whatever was there before is still whole.
     """

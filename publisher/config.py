@@ -72,7 +72,7 @@ class SmtpSettings:
     timeout_seconds: float = 30.0
     verify_certificate: bool = True
     bounce_after: int = 3
-    # -- hardening --: PEM file of the CA that signs the server's certificate (a private CA)
+    # PEM file of the CA that signs the server's certificate (a private CA)
     ca_file: str | None = None
 
 
@@ -99,7 +99,7 @@ class ServerSettings:
     token_max_age_seconds: int = 7 * 24 * 3600
     # one-click unsubscribe links in old digests must keep working (RFC 8058)
     unsubscribe_token_max_age_seconds: int = 400 * 24 * 3600
-    max_body_bytes: int = 16 * 1024  # -- hardening --: larger request bodies get 413
+    max_body_bytes: int = 16 * 1024  # larger request bodies get 413
     # the reverse proxy's address(es), comma-separated IPs or networks: only requests from
     # them may name the client in X-Forwarded-For; empty: those headers are ignored
     forwarded_allow_ips: str = ""
@@ -125,7 +125,7 @@ class DigestSettings:
     list_id: str = "digest.publisher.localhost"
 
 
-# -- scale-out workers (issue 6) --
+# -- scale-out workers --
 @dataclass(frozen=True)
 class WorkerSettings:
     """`publisher worker` on PostgreSQL: claims of delivery rows and their lease."""
@@ -158,7 +158,7 @@ class Settings:
     output_dir: Path = Path("public")
     templates_dir: Path | None = None
     seeds_dir: Path | None = None
-    # -- run and status --: where `publisher run --smtp-debug` saves received mail
+    # where `publisher run --smtp-debug` saves received mail
     mailbox_dir: Path = Path("mailbox")
     # read when secret_key is unset; the first `run` or `send` creates it (local setups)
     secret_key_file: Path | None = None
@@ -172,14 +172,14 @@ class Settings:
     server: ServerSettings = field(default_factory=ServerSettings)
     schedule: ScheduleSettings = field(default_factory=ScheduleSettings)
     digest: DigestSettings = field(default_factory=DigestSettings)
-    workers: WorkerSettings = field(default_factory=WorkerSettings)  # -- scale-out workers --
+    workers: WorkerSettings = field(default_factory=WorkerSettings)
 
-    # -- hardening --: notes for the operator found while loading (a config file others
+    # notes for the operator found while loading (a config file others
     # can read holds a secret); the CLI prints each once on stderr
     notices: tuple[str, ...] = field(default=(), repr=False, compare=False)
 
     def __repr__(self) -> str:
-        """-- hardening --: the dataclass repr, minus secrets and a password in database_url."""
+        """The dataclass repr, minus secrets and a password in database_url."""
         shown = []
         for f in fields(self):
             if f.repr:
@@ -234,7 +234,7 @@ _SECTIONS: Mapping[str, type] = {
     "server": ServerSettings,
     "schedule": ScheduleSettings,
     "digest": DigestSettings,
-    "workers": WorkerSettings,  # -- scale-out workers --
+    "workers": WorkerSettings,
 }
 _PATHS = ("inbox", "output_dir", "templates_dir", "seeds_dir", "mailbox_dir", "secret_key_file")
 
@@ -246,7 +246,7 @@ def load_settings(
     env = os.environ if environ is None else environ
     path = _config_path(config, env)
     raw: dict[str, Any] = {}
-    file_raw: dict[str, Any] = raw  # -- hardening --: what the file itself holds
+    file_raw: dict[str, Any] = raw  # what the file itself holds
     if path is not None:
         try:
             raw = tomllib.loads(path.read_bytes().decode("utf-8"))
@@ -269,7 +269,7 @@ def load_settings(
             (raw.setdefault(section, {}) if section else raw)[key] = env[variable]
     base = path.parent.resolve() if path is not None else Path.cwd()
     settings = _build(raw, base, path)
-    notices = _exposed_secrets(path, file_raw, settings)  # -- hardening --
+    notices = _exposed_secrets(path, file_raw, settings)
     return replace(settings, notices=notices) if notices else settings
 
 
@@ -314,7 +314,7 @@ def _build(raw: dict[str, Any], base: Path, path: Path | None) -> Settings:
             "use sqlite:///path.db or postgresql+psycopg://user@host/db",
         )
     settings = _secret_from_file(settings)
-    if settings.smtp.ca_file:  # -- hardening --: relative to the config file, like other paths
+    if settings.smtp.ca_file:  # relative to the config file, like other paths
         ca_file = str(_resolve(base, Path(settings.smtp.ca_file)))
         settings = replace(settings, smtp=replace(settings.smtp, ca_file=ca_file))
     _validate(settings, where)
@@ -322,7 +322,7 @@ def _build(raw: dict[str, Any], base: Path, path: Path | None) -> Settings:
 
 
 def _secret_from_file(settings: Settings) -> Settings:
-    """-- run and status --: a local secret key file stands in for an unset secret_key."""
+    """A local secret key file stands in for an unset secret_key."""
     path = settings.secret_key_file
     if settings.secret_key or path is None or not path.is_file():
         return settings
@@ -337,7 +337,7 @@ def _secret_from_file(settings: Settings) -> Settings:
     return replace(settings, secret_key=secret or None)
 
 
-# -- hardening: secrets ----------------------------------------------------------------
+# -- secrets -------------------------------------------------------------------------
 
 SECRET_SETTINGS = ("secret_key", "smtp.password")
 # the key signs every confirm, unsubscribe and preference link: 256 bits, like HMAC-SHA256's
@@ -446,7 +446,7 @@ def _coerce(cls: type, key: str, value: Any, where: str, prefix: str = "") -> An
             raise ValueError(value)
         return value
     except (TypeError, ValueError, OverflowError) as exc:
-        # -- hardening --: never echo a secret's value
+        # never echo a secret's value
         shown = "a secret" if f"{prefix}{key}" in SECRET_SETTINGS else repr(value)
         raise ConfigError(
             f"setting '{prefix}{key}' must be {_expected(kind)}, got {shown}{where}",

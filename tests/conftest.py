@@ -85,7 +85,7 @@ def write_config(folder: Path, database_url: str, **extra: str) -> Path:
     ]
     path = folder / "publisher.toml"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    path.chmod(0o600)  # -- hardening --: it holds secret_key; 0644 would print a warning
+    path.chmod(0o600)  # it holds secret_key; 0644 would print a warning
     return path
 
 
@@ -123,5 +123,4 @@ def app(settings: Settings) -> Iterator[App]:
     application.close()
 
 
-# -- subscribers and digests --
 from tests.smtp_sink import smtp_sink  # noqa: E402, F401  (fixture: a real aiosmtpd server)

@@ -42,7 +42,7 @@ def create_app(settings: Settings, *, extra_routes: Sequence[BaseRoute] = ()) ->
             500: site.error_handler,
         },
     )
-    app.add_middleware(RequestGuard, settings=settings)  # -- hardening --: 413, 403 (CSRF)
+    app.add_middleware(RequestGuard, settings=settings)  # 413, 403 (CSRF)
     app.add_middleware(SecurityHeaders)
     app.state.settings = settings
     app.state.port = None
