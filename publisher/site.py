@@ -34,7 +34,7 @@ from publisher import __version__, feeds
 from publisher.config import Settings
 from publisher.errors import StoreError
 from publisher.feeds import Archive, Channel, Entry, category_slug
-from publisher.links import archive_path, article_path, category_path
+from publisher.links import archive_path, article_path, category_path, href
 from publisher.model import Article
 from publisher.output import OutputDir
 from publisher.render import builtin_templates, render, template_environment
@@ -416,9 +416,10 @@ class SiteBuilder:
             self.environment,
             "article.html.j2",
             article=article,
+            page_language=article.language or self.settings.site.language or "en",
             published=article.published.astimezone(zone),
             updated=article.updated.astimezone(zone),
-            category_feed=f"../{category_path(slug)}atom.xml",
+            category_feed=f"../{href(category_path(slug))}atom.xml",
             root="../",
         )
         out.write(article_path(article.slug), html.encode("utf-8"))
@@ -437,13 +438,14 @@ class SiteBuilder:
             articles=[
                 {
                     "article": a,
-                    "url": article_path(a.slug),
+                    "url": href(article_path(a.slug)),
                     "published": a.published.astimezone(zone),
                 }
                 for a in latest
             ],
             categories=[
-                {"name": name, "slug": slugs.get(name, category_slug(name)), "count": n}
+                # the slug as the page prints it in its links
+                {"name": name, "slug": href(slugs.get(name, category_slug(name))), "count": n}
                 for name, n in categories
             ],
             root="",
