@@ -126,7 +126,7 @@ def parse_article(data: bytes | str, *, source_file: str, zone: ZoneInfo) -> Par
         author=author,
         source=source,
         blocks=blocks,
-        content_hash=content_hash(title, published, blocks),
+        content_hash=content_hash(title, published, blocks, language),
         source_file=source_file,
         language=language,
         editor_id=headers.get("id") or None,
@@ -162,12 +162,19 @@ def _headers(lines: list[str], cursor: int) -> tuple[dict[str, str], int]:
     return headers, end
 
 
-def content_hash(title: str, published: datetime, blocks: tuple[Block, ...]) -> str:
-    """Identity of the normalized content: same hash = exact copy, whatever the file name."""
+def content_hash(
+    title: str, published: datetime, blocks: tuple[Block, ...], language: str | None = None
+) -> str:
+    """Identity of the normalized content: same hash = exact copy, whatever the file name.
+
+    A language counts (adding a Language: line to a file changes what is published);
+    without one the hash is what it always was, so stored articles keep theirs."""
     digest = hashlib.sha256()
     for part in (title, published.date().isoformat(), *(block.text for block in blocks)):
         digest.update(part.encode("utf-8"))
         digest.update(b"\x1e")
+    if language:
+        digest.update(b"\x1flanguage:" + language.encode("ascii"))
     return digest.hexdigest()
 
 

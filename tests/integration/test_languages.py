@@ -6,6 +6,7 @@ import json
 import logging
 import shutil
 from collections.abc import Iterator
+from email import message_from_bytes
 from pathlib import Path
 from urllib.parse import quote
 from xml.etree import ElementTree
@@ -100,6 +101,15 @@ def test_feeds_print_percent_encoded_links_and_each_entrys_language(app: App) ->
     assert all("language" not in item for item in category_json["items"])
 
 
+def test_a_digest_links_the_percent_encoded_page(app: App, tmp_path: Path) -> None:
+    app.add_subscriber("reader@example.org", name="Reader")
+    app.send_digests(dry_run=True, out_dir=tmp_path / "preview")
+    mail = message_from_bytes((tmp_path / "preview" / "reader@example.org.eml").read_bytes())
+    parts = [part.get_payload(decode=True).decode() for part in mail.walk() if part.get_content_maintype() == "text"]  # fmt: skip
+    url = f"http://127.0.0.1:8080/articles/{quote(f'2026-12-02-{ICE}')}.html"
+    assert parts and all(url in part for part in parts)
+
+
 def test_publisher_serves_the_page_at_its_percent_encoded_url(app: App) -> None:
     for base, _ in run_server(app):
         response = httpx.get(f"{base}articles/{quote(f'2026-12-02-{ICE}')}.html")
@@ -150,3 +160,17 @@ def test_a_schema_4_database_keeps_everything_and_gains_languages(store_app: App
         assert by_title(upgraded, ICE)["language"] == "zh-Hant-TW"
     finally:
         upgraded.close()
+
+
+def test_adding_a_language_line_to_a_published_file_updates_its_article(app: App) -> None:
+    path = next(app.settings.inbox.glob("000_*.txt"))
+    lines = path.read_text("utf-8").split("\n")
+    byline = next(i for i, line in enumerate(lines) if line.startswith("By"))
+    lines.insert(byline + 1, "Language: en-gb")
+    path.write_text("\n".join(lines), "utf-8")
+    report = app.ingest([path])
+    assert report.summary()["updated"] == 1, report.results
+    article = app.article(report.results[0].article_id or "")
+    assert article.language == "en-GB"
+    page = (app.settings.output_dir / "articles" / f"{article.slug}.html").read_text("utf-8")
+    assert '<html lang="en-GB">' in page
