@@ -82,6 +82,9 @@ class Entry:
     url: str
 
 
+SLUG_BYTES = 180  # a folder name is at most 255 bytes
+
+
 def category_slug(name: str) -> str:
     """Folder name for a category: 'Civilization progress' -> 'civilization-progress',
     '哈尔滨' -> '哈尔滨' (see links.slug_words)."""
@@ -89,12 +92,10 @@ def category_slug(name: str) -> str:
     while not slug.isascii() and len(slug.encode()) > SLUG_BYTES:
         slug = slug[:-1].rstrip("-")
     if not slug:
-        # a name with no ASCII letters still needs a stable, distinct folder
+        # a name without a letter or digit (emoji, symbols) still needs a stable, distinct folder
         slug = "c-" + "-".join(f"{ord(c):x}" for c in name if not c.isspace())[:60]
     return slug or "uncategorized"
 
-
-SLUG_BYTES = 180  # a folder name is at most 255 bytes
 
 # A feed holds max_entries articles in full: past this many characters of text an entry
 # ends with "…" (its page has all of it), so a feed stays a few MB whatever the inbox holds.
