@@ -249,7 +249,9 @@ def main() -> None:
             out = OutputDir(settings.output_dir)
             with store.read() as connection:
                 queries = SiteQueries(connection)
-                builder._site_feeds(out, queries.latest(builder.limit), builder._pages(n))
+                latest = queries.latest(builder.limit)
+                current = builder._current(queries, latest, n)
+                builder._site_feeds(out, current, builder._archived(n))
                 for name in CATEGORIES:
                     builder._category_feeds(
                         out,

@@ -9,17 +9,16 @@ from __future__ import annotations
 
 import html
 import json
-import re
-import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, tzinfo
 from typing import Any
 
-from feedgen.ext.base import BaseExtension
+from feedgen.ext.base import BaseEntryExtension, BaseExtension
 from feedgen.feed import FeedGenerator
 
 from publisher import __version__
+from publisher.links import slug_words
 from publisher.model import Article, Block
 
 __all__ = [
@@ -32,6 +31,7 @@ __all__ = [
     "atom",
     "category_slug",
     "content_html",
+    "feed_language",
     "json_feed",
     "rss",
 ]
@@ -82,12 +82,17 @@ class Entry:
     url: str
 
 
+SLUG_BYTES = 180  # a folder name is at most 255 bytes
+
+
 def category_slug(name: str) -> str:
-    """ASCII folder name for a category: 'Civilization progress' -> 'civilization-progress'."""
-    ascii_name = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode()
-    slug = re.sub(r"[^a-z0-9]+", "-", ascii_name.lower()).strip("-")
+    """Folder name for a category: 'Civilization progress' -> 'civilization-progress',
+    '哈尔滨' -> '哈尔滨' (see links.slug_words)."""
+    slug = slug_words(name)
+    while not slug.isascii() and len(slug.encode()) > SLUG_BYTES:
+        slug = slug[:-1].rstrip("-")
     if not slug:
-        # a name with no ASCII letters still needs a stable, distinct folder
+        # a name without a letter or digit (emoji, symbols) still needs a stable, distinct folder
         slug = "c-" + "-".join(f"{ord(c):x}" for c in name if not c.isspace())[:60]
     return slug or "uncategorized"
 
@@ -127,6 +132,29 @@ def _author(article: Article, channel: Channel) -> str:
     return article.author or article.source or channel.author or channel.title
 
 
+def _language(article: Article, channel: Channel) -> str | None:
+    return article.language or channel.language
+
+
+def feed_language(channel: Channel, entries: Sequence[Entry]) -> str | None:
+    """The language every entry shares, else the site's (the channel's)."""
+    found = {_language(e.article, channel) for e in entries}
+    return found.pop() if len(found) == 1 else channel.language
+
+
+_XML_LANG = "{http://www.w3.org/XML/1998/namespace}lang"
+
+
+class _EntryLanguage(BaseEntryExtension):  # type: ignore[misc]
+    """xml:lang on an Atom entry whose article names its own language (RFC 4287 2)."""
+
+    language = ""
+
+    def extend_atom(self, entry: Any) -> Any:
+        entry.set(_XML_LANG, self.language)
+        return entry
+
+
 class _History(BaseExtension):  # type: ignore[misc]
     """Adds <fh:archive/> (RFC 5005 section 4) to an Atom archive document."""
 
@@ -157,8 +185,9 @@ def _generator(channel: Channel, entries: Sequence[Entry], *, archive: bool) -> 
     fg.lastBuildDate(_updated(channel, entries))  # feedgen defaults to now(): churn
     fg.generator(GENERATOR, version=__version__)
     fg.author({"name": channel.author or channel.title})
-    if channel.language:
-        fg.language(channel.language)
+    language = feed_language(channel, entries)
+    if language:
+        fg.language(language)
     if channel.icon:
         fg.icon(channel.icon)
     if channel.logo:
@@ -194,6 +223,9 @@ def _add_entry(fg: FeedGenerator, entry: Entry, channel: Channel) -> None:
     fe.category({"term": article.category, "label": article.category})
     fe.summary(article.summary or article.title)
     fe.content(content_html(article.blocks), type="html")
+    if article.language:
+        fe.register_extension("language", _EntryLanguage, atom=True, rss=False)
+        fe.language.language = article.language
 
 
 def atom(channel: Channel, entries: Sequence[Entry]) -> bytes:
@@ -230,22 +262,23 @@ def json_feed(channel: Channel, entries: Sequence[Entry]) -> bytes:
         "description": channel.subtitle or channel.title,
         "authors": [{"name": channel.author or channel.title}],
     }
-    if channel.language:
-        document["language"] = channel.language
+    language = feed_language(channel, entries)
+    if language:
+        document["language"] = language
     if channel.logo:
         document["icon"] = channel.logo
     if channel.icon:
         document["favicon"] = channel.icon
-    document["items"] = [_json_item(entry, channel) for entry in entries]
+    document["items"] = [_json_item(entry, channel, language) for entry in entries]
     text = json.dumps(document, ensure_ascii=False, indent=2)
     # the same strings, but no raw < > & in the bytes: safe even if someone inlines it
     text = text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
     return (text + "\n").encode("utf-8")
 
 
-def _json_item(entry: Entry, channel: Channel) -> dict[str, Any]:
+def _json_item(entry: Entry, channel: Channel, feed_level: str | None) -> dict[str, Any]:
     article = entry.article
-    return {
+    item: dict[str, Any] = {
         "id": article.id,
         "url": entry.url,
         "title": article.title,
@@ -256,6 +289,10 @@ def _json_item(entry: Entry, channel: Channel) -> dict[str, Any]:
         "authors": [{"name": _author(article, channel)}],
         "tags": [article.category],
     }
+    language = _language(article, channel)
+    if language and language != feed_level:
+        item["language"] = language
+    return item
 
 
 def _fields(channel: Channel) -> dict[str, Any]:

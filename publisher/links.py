@@ -3,9 +3,17 @@
 Paths are relative to the site root (`base_url`); `absolute` makes them full URLs. Pages
 written into the output folder, feeds, digests and the web routes all name a thing here,
 so an article's address cannot differ between its feed entry, its page and a digest.
+
+Slugs keep the letters of scripts that have no ASCII spelling (a Chinese title gives a
+Chinese slug, as Hugo does): the file on disk has the UTF-8 name, and every printed URL
+percent-encodes it (`href`).
 """
 
 from __future__ import annotations
+
+import re
+import unicodedata
+from urllib.parse import quote
 
 __all__ = [
     "CONFIRM_ROUTE",
@@ -15,6 +23,8 @@ __all__ = [
     "article_path",
     "category_path",
     "confirm_path",
+    "href",
+    "slug_words",
     "unsubscribe_path",
 ]
 
@@ -22,9 +32,48 @@ CONFIRM_ROUTE = "/confirm/{token}"
 UNSUBSCRIBE_ROUTE = "/unsubscribe/{token}"
 
 
+_NOT_PRINTABLE_ASCII = re.compile(r"[^\x21-\x7e]+")
+_APOSTROPHES = re.compile(r"['’‘`]")
+_SEPARATORS = re.compile(r"[^a-z0-9\u0080-\U0010ffff]+")
+
+
 def absolute(base_url: str, path: str) -> str:
     """A path under the site root as a full URL."""
-    return base_url.rstrip("/") + "/" + path.lstrip("/")
+    return base_url.rstrip("/") + "/" + href(path).lstrip("/")
+
+
+def href(path: str) -> str:
+    """A path as printed in a URL: anything but printable ASCII percent-encoded as UTF-8
+    (an ASCII path is returned as it is)."""
+    return _NOT_PRINTABLE_ASCII.sub(lambda match: quote(match.group(), safe=""), path)
+
+
+def slug_words(text: str) -> str:
+    """Lower-case words joined by '-': Latin letters as ASCII ('Café' -> 'cafe'), letters
+    and digits of other scripts kept as they are (NFC), everything else a separator."""
+    kept: list[str] = []
+    after_kept_letter = False  # a combining mark belongs to the letter before it
+    for char in unicodedata.normalize("NFC", _APOSTROPHES.sub("", text)):
+        ascii_part = unicodedata.normalize("NFKD", char).encode("ascii", "ignore").decode()
+        if ascii_part:
+            kept.append(ascii_part.lower())
+            after_kept_letter = False
+        elif _other_script(char, after_kept_letter):
+            kept.append(char.lower())
+            after_kept_letter = True
+        else:
+            # as before: a Latin letter with no ASCII form, or a symbol, just goes
+            after_kept_letter = False
+    return _SEPARATORS.sub("-", "".join(kept)).strip("-")
+
+
+def _other_script(char: str, after_kept_letter: bool) -> bool:
+    category = unicodedata.category(char)
+    if category[0] == "M":
+        return after_kept_letter
+    if category[0] not in "LN":
+        return False
+    return not unicodedata.name(char, "").startswith("LATIN")
 
 
 def article_path(slug: str) -> str:

@@ -45,6 +45,8 @@ class ParsedArticle:
     blocks: tuple[Block, ...]
     content_hash: str
     source_file: str
+    language: str | None = None  # its Language: header (BCP 47), if valid
+    editor_id: str | None = None  # its Id: header, as written
 
     @property
     def category(self) -> str:
@@ -87,6 +89,7 @@ class Article:
     source_file: str
     ingested: datetime
     removed: tuple[Removal, ...] = field(default=())
+    language: str | None = None  # None: the site's site.language
 
     @property
     def category(self) -> str:
@@ -112,6 +115,7 @@ class Article:
             "summary": self.summary,
             "content_hash": self.content_hash,
             "source_file": self.source_file,
+            "language": self.language,
         }
         if body:
             view["blocks"] = [block.text for block in self.blocks]

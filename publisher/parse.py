@@ -1,21 +1,34 @@
 """Article file bytes -> ParsedArticle. Pure: no files, clock or database.
 
 The format (see design.md): breadcrumb "Home>A>B", title, "Updated : YYYY-MM-DD",
-optional byline "By [author] ( source )", then paragraphs separated by blank lines.
+optional byline "By [author] ( source )", optional header lines "Id: <editor's id>" and
+"Language: <BCP 47 tag>", then paragraphs separated by blank lines.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
 import unicodedata
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
 from publisher.errors import ParseError
+from publisher.links import slug_words
 from publisher.model import Block, ParsedArticle
 
-__all__ = ["content_hash", "decode", "normalize_line", "parse_article", "slugify", "summarize"]
+__all__ = [
+    "content_hash",
+    "decode",
+    "language_tag",
+    "normalize_line",
+    "parse_article",
+    "slugify",
+    "summarize",
+]
+
+log = logging.getLogger("publisher.parse")
 
 # Every Unicode space separator plus the zero-width and soft characters that sneak in.
 _ODD_SPACES = re.compile(r"[\u00a0\u1680\u2000-\u200a\u202f\u205f\u3000\t\f\v]")
@@ -27,6 +40,10 @@ _DATE = re.compile(
 )
 _BYLINE = re.compile(r"^By\b\s*(?P<author>[^()]*?)\s*(?:\(\s*(?P<source>[^()]*?)\s*\))?\s*$")
 _BREADCRUMB = re.compile(r"^Home\s*>", re.IGNORECASE)
+_HEADER = re.compile(r"^(?P<name>Id|Language)\s*:\s*(?P<value>.*?)\s*$", re.IGNORECASE)
+# loose BCP 47: ASCII subtags of letters and digits joined by hyphens, the first letters only
+_LANGUAGE = re.compile(r"[A-Za-z]{1,8}(?:-[A-Za-z0-9]{1,8})*")
+LANGUAGE_MAX = 35
 # C0 controls, plus what XML 1.0 forbids outright (lone surrogates, U+FFFE, U+FFFF): one such
 # character in a title would make every later feed build fail.
 _CONTROL = re.compile(r"[\x00-\x08\x0e-\x1f\x7f\ud800-\udfff\ufffe\uffff]")
@@ -92,6 +109,12 @@ def parse_article(data: bytes | str, *, source_file: str, zone: ZoneInfo) -> Par
         author = byline["author"] or None
         source = byline["source"] or None
         cursor += 1
+    headers, cursor = _headers(lines, cursor)
+    language = None
+    if "language" in headers:
+        language = language_tag(headers["language"])
+        if language is None:
+            log.warning("%s: bad Language: header %r ignored", source_file, headers["language"])
 
     blocks = tuple(_blocks(lines[cursor:]))
     if not blocks:
@@ -103,26 +126,72 @@ def parse_article(data: bytes | str, *, source_file: str, zone: ZoneInfo) -> Par
         author=author,
         source=source,
         blocks=blocks,
-        content_hash=content_hash(title, published, blocks),
+        content_hash=content_hash(title, published, blocks, language),
         source_file=source_file,
+        language=language,
+        editor_id=headers.get("id") or None,
     )
 
 
-def content_hash(title: str, published: datetime, blocks: tuple[Block, ...]) -> str:
-    """Identity of the normalized content: same hash = exact copy, whatever the file name."""
+def language_tag(text: str) -> str | None:
+    """A BCP 47 tag in its usual case ('zh-hant-tw' -> 'zh-Hant-TW'), or None if it is not one."""
+    if len(text) > LANGUAGE_MAX or not _LANGUAGE.fullmatch(text):
+        return None
+    first, *rest = text.split("-")
+    subtags = [first.lower()]
+    for subtag in rest:
+        if len(subtag) == 4 and subtag.isalpha():
+            subtags.append(subtag.title())  # script
+        elif len(subtag) == 2 and subtag.isalpha():
+            subtags.append(subtag.upper())  # region
+        else:
+            subtags.append(subtag.lower())
+    return "-".join(subtags)
+
+
+def _headers(lines: list[str], cursor: int) -> tuple[dict[str, str], int]:
+    """The Id:/Language: lines before the first paragraph (a block made only of them)."""
+    headers: dict[str, str] = {}
+    start = _skip_blank(lines, cursor)
+    end = start
+    while end < len(lines) and (match := _HEADER.match(lines[end])):
+        headers.setdefault(match["name"].lower(), match["value"])
+        end += 1
+    if end == start or (end < len(lines) and lines[end]):
+        return {}, cursor  # no header lines, or the first paragraph only starts like one
+    return headers, end
+
+
+def content_hash(
+    title: str, published: datetime, blocks: tuple[Block, ...], language: str | None = None
+) -> str:
+    """Identity of the normalized content: same hash = exact copy, whatever the file name.
+
+    A language counts (adding a Language: line to a file changes what is published);
+    without one the hash is what it always was, so stored articles keep theirs."""
     digest = hashlib.sha256()
     for part in (title, published.date().isoformat(), *(block.text for block in blocks)):
         digest.update(part.encode("utf-8"))
         digest.update(b"\x1e")
+    if language:
+        digest.update(b"\x1flanguage:" + language.encode("ascii"))
     return digest.hexdigest()
 
 
+# a file name is at most 255 bytes: date, words and ".html" stay well under it in UTF-8
+SLUG_WORDS_CHARS = 80
+SLUG_WORDS_BYTES = 180
+
+
 def slugify(published: datetime, title: str) -> str:
-    """Readable ASCII slug from date + title: 2020-09-01-harbin-regains-national-civilized-city."""
-    title = re.sub(r"['’‘`]", "", title)
-    ascii_title = unicodedata.normalize("NFKD", title).encode("ascii", "ignore").decode()
-    words = re.sub(r"[^a-z0-9]+", "-", ascii_title.lower()).strip("-")
-    words = words[:80].rsplit("-", 1)[0] if len(words) > 80 else words
+    """Readable slug from date + title: 2020-09-01-harbin-regains-national-civilized-city,
+    2026-12-02-哈尔滨冰雪节开幕 (see links.slug_words)."""
+    words = slug_words(title)
+    if len(words) > SLUG_WORDS_CHARS or len(words.encode()) > SLUG_WORDS_BYTES:
+        cut = words[:SLUG_WORDS_CHARS]
+        while len(cut.encode()) > SLUG_WORDS_BYTES:
+            cut = cut[:-1]
+        words = cut.rsplit("-", 1)[0] if "-" in cut else cut
     return f"{published.date().isoformat()}-{words or 'article'}"
 
 

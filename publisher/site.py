@@ -3,10 +3,16 @@
 Layout (design.md): atom.xml rss.xml feed.json index.html, category/<slug>/{atom.xml,
 rss.xml,feed.json}, articles/<slug>.html, archive/<n>.xml, static/style.css.
 
-Archives follow ingest order, so an article's page never moves: with N articles and page
-size P there are N // P + 1 pages; pages 1..N // P are full and link to the next one,
-the last (partial, possibly empty) page grows until it is full. A full page is rewritten
-only if one of its articles is corrected (its bytes are compared first anyway).
+Archives follow ingest order (RFC 5005 section 4), so an article's page never moves:
+with N articles and page size P, pages 1..N // P are archive documents of exactly P
+entries each, and the N % P newest by ingest order are in no archive yet: the
+subscription feed (atom.xml) carries them besides its latest entries, and its
+prev-archive link names the newest archive. A page becomes an archive once it is full
+and is written once: it links only to `current` and its `prev-archive` (a next-archive
+link would change it when the next page fills), so its bytes change only if one of its
+own entries is corrected. Pages count positions over every stored row, so a deleted
+article must keep its row and only be left out of its page's entries, or every later
+page would shift.
 
 A small state file (`.build/state.json`, never served) remembers fingerprints so a full
 build re-renders only what changed and an incremental build knows which category feeds
@@ -28,7 +34,7 @@ from publisher import __version__, feeds
 from publisher.config import Settings
 from publisher.errors import StoreError
 from publisher.feeds import Archive, Channel, Entry, category_slug
-from publisher.links import archive_path, article_path, category_path
+from publisher.links import archive_path, article_path, category_path, href
 from publisher.model import Article
 from publisher.output import OutputDir
 from publisher.render import builtin_templates, render, template_environment
@@ -42,7 +48,7 @@ log = logging.getLogger("publisher.site")
 
 STATE = ".build/state.json"
 PAGES_STATE = ".build/pages.json"
-STATE_VERSION = 1
+STATE_VERSION = 2
 # removals recorded by a writer that committed after our last build may carry a
 # slightly older timestamp; look back this far so none is missed
 REMOVAL_LOOKBACK = timedelta(minutes=5)
@@ -168,8 +174,8 @@ class SiteBuilder:
             _, newest_removal = queries.removals_since(None)
             slugs = category_slugs(s.category for s in stamps)
             latest = queries.latest(self.limit)
-            pages = self._pages(len(stamps))
-            self._site_feeds(out, latest, pages)
+            archived = self._archived(len(stamps))
+            self._site_feeds(out, self._current(queries, latest, len(stamps)), archived)
             held: dict[str, list[str]] = {}
             for name, slug in slugs.items():
                 found = queries.latest(self.limit, category=name)
@@ -186,7 +192,7 @@ class SiteBuilder:
                 "categories": held,
                 "category_names": names,
                 "archives": archives,
-                "pages": pages,
+                "archived": archived,
                 "removal_mark": newest_removal.isoformat() if newest_removal else None,
             },
         )
@@ -207,9 +213,9 @@ class SiteBuilder:
             categories = queries.categories()
             slugs = category_slugs(name for name, _ in categories)
             total = sum(n for _, n in categories)
-            pages = self._pages(total)
+            archived = self._archived(total)
             latest = queries.latest(self.limit)
-            self._site_feeds(out, latest, pages)
+            self._site_feeds(out, self._current(queries, latest, total), archived)
             held: dict[str, list[str]] = state.get("categories", {})
             wanted = {a.category for a in found}
             wanted |= {name for name, slug in slugs.items() if changed & set(held.get(slug, ()))}
@@ -219,15 +225,13 @@ class SiteBuilder:
                 self._category_feeds(out, name, slug, in_category)
                 held[slug] = [a.id for a in in_category]
             names = self._emptied_categories(out, state, slugs, held)
-            # pages holding a changed article, the growing last page, and the page
-            # before it (it gains its next-archive link when it fills up)
-            numbers = {rank // self.size + 1 for rank in queries.ranks(changed, total).values()}
-            numbers.add(pages)
-            if pages != state.get("pages") and pages > 1:
-                numbers.add(pages - 1)
+            # archives holding a changed article, and the pages that filled up since
+            ranks = queries.ranks(changed, total).values()
+            numbers = {rank // self.size + 1 for rank in ranks}
+            numbers |= set(range(int(state.get("archived", 0)) + 1, archived + 1))
             archives: dict[str, str] = state.get("archives", {})
-            for number in sorted(numbers):
-                self._archive_page(out, queries, number, pages, total=total)
+            for number in sorted(n for n in numbers if n <= archived):
+                self._archive_page(out, queries, number, total=total)
                 archives.pop(str(number), None)  # next full build re-checks it
             for article in found:
                 self._article_page(out, article, slugs)
@@ -237,7 +241,7 @@ class SiteBuilder:
             categories=held,
             category_names=names,
             archives=archives,
-            pages=pages,
+            archived=archived,
             removal_mark=(newest_removal.isoformat() if newest_removal else mark),
         )
         self._save_state(out, state)
@@ -266,12 +270,23 @@ class SiteBuilder:
     def _entries(self, found: Sequence[Article]) -> list[Entry]:
         return [Entry(a, self.settings.url(article_path(a.slug))) for a in found]
 
-    def _site_feeds(self, out: OutputDir, latest: Sequence[Article], pages: int) -> None:
+    def _current(
+        self, queries: SiteQueries, latest: Sequence[Article], total: int
+    ) -> list[Article]:
+        """The subscription feed's entries: the latest ones, plus every article no archive
+        holds yet (however old its date), so current + prev-archive reach them all."""
+        shown = {a.id for a in latest}
+        waiting = queries.in_ingest_order(self._archived(total) * self.size, self.size, total)
+        extra = [a for a in waiting if a.id not in shown]
+        if not extra:
+            return list(latest)
+        return sorted([*latest, *extra], key=lambda a: a.published, reverse=True)
+
+    def _site_feeds(self, out: OutputDir, current: Sequence[Article], archived: int) -> None:
         site = self.settings.site
-        channel = self._channel(
-            site.title, site.subtitle, "", prev_archive=self.settings.url(archive_path(pages))
-        )
-        self._write_feeds(out, "", channel, self._entries(latest))
+        newest_archive = self.settings.url(archive_path(archived)) if archived else None
+        channel = self._channel(site.title, site.subtitle, "", prev_archive=newest_archive)
+        self._write_feeds(out, "", channel, self._entries(current))
 
     def _category_feeds(
         self, out: OutputDir, name: str, slug: str, found: Sequence[Article]
@@ -311,38 +326,27 @@ class SiteBuilder:
 
     # -- archives ------------------------------------------------------------------
 
-    def _pages(self, total: int) -> int:
-        return total // self.size + 1
+    def _archived(self, total: int) -> int:
+        """How many pages are full, hence archives."""
+        return total // self.size
 
     def _archive_page(
         self,
         out: OutputDir,
         queries: SiteQueries,
         number: int,
-        pages: int,
         found: Sequence[Article] | None = None,
         total: int | None = None,
     ) -> None:
         if found is None:
             found = queries.in_ingest_order((number - 1) * self.size, self.size, total)
-        previous_newest = None
-        if not found and number > 1:
-            # an empty last page still needs an `updated`: the newest before it
-            before = queries.in_ingest_order((number - 2) * self.size, self.size, total)
-            previous_newest = max((a.updated for a in before), default=None)
         url = self.settings.url
         site = self.settings.site
-        extra: dict[str, Any] = {
-            "archive": Archive(
-                current=url("atom.xml"),
-                prev=url(archive_path(number - 1)) if number > 1 else None,
-                next=url(archive_path(number + 1)) if number < pages else None,
-            )
-        }
-        if previous_newest is not None:
-            extra["empty_updated"] = previous_newest
+        archive = Archive(
+            current=url("atom.xml"), prev=url(archive_path(number - 1)) if number > 1 else None
+        )
         channel = self._channel(
-            f"{site.title} — archive {number}", site.subtitle, f"archive/{number}/", **extra
+            f"{site.title} — archive {number}", site.subtitle, f"archive/{number}/", archive=archive
         )
         # an archive document's self link is the page itself
         channel = Channel(
@@ -361,24 +365,25 @@ class SiteBuilder:
         stamps: Sequence[ArticleStamp],
         known: dict[str, str],
     ) -> dict[str, str]:
-        pages = self._pages(len(stamps))
+        archived = self._archived(len(stamps))
         fingerprints: dict[str, str] = {}
         present = out.names("archive")  # one listing, not a stat per page
-        for number in range(1, pages + 1):
+        for name in sorted(present):
+            number_text = name.removesuffix(".xml")
+            if number_text.isdigit() and int(number_text) > archived:
+                # a page an older release wrote before it was full: no link leads to it
+                out.path(archive_path(int(number_text))).unlink(missing_ok=True)
+        for number in range(1, archived + 1):
             members = stamps[(number - 1) * self.size : number * self.size]
-            digest = hashlib.blake2b(f"{number}/{pages > number}".encode(), digest_size=16)
+            digest = hashlib.blake2b(str(number).encode(), digest_size=16)
             for stamp in members:
                 digest.update(stamp.key)
-            if not members and number > 1:
-                # an empty page's `updated` comes from the page before it
-                for stamp in stamps[(number - 2) * self.size : (number - 1) * self.size]:
-                    digest.update(stamp.key)
             fingerprint = digest.hexdigest()
             fingerprints[str(number)] = fingerprint
             if known.get(str(number)) == fingerprint and f"{number}.xml" in present:
                 continue
             found = queries.by_ids(s.id for s in members)
-            self._archive_page(out, queries, number, pages, found, total=len(stamps))
+            self._archive_page(out, queries, number, found, total=len(stamps))
         return fingerprints
 
     # -- pages ---------------------------------------------------------------------
@@ -411,9 +416,10 @@ class SiteBuilder:
             self.environment,
             "article.html.j2",
             article=article,
+            page_language=article.language or self.settings.site.language or "en",
             published=article.published.astimezone(zone),
             updated=article.updated.astimezone(zone),
-            category_feed=f"../{category_path(slug)}atom.xml",
+            category_feed=f"../{href(category_path(slug))}atom.xml",
             root="../",
         )
         out.write(article_path(article.slug), html.encode("utf-8"))
@@ -432,13 +438,14 @@ class SiteBuilder:
             articles=[
                 {
                     "article": a,
-                    "url": article_path(a.slug),
+                    "url": href(article_path(a.slug)),
                     "published": a.published.astimezone(zone),
                 }
                 for a in latest
             ],
             categories=[
-                {"name": name, "slug": slugs.get(name, category_slug(name)), "count": n}
+                # the slug as the page prints it in its links
+                {"name": name, "slug": href(slugs.get(name, category_slug(name))), "count": n}
                 for name, n in categories
             ],
             root="",

@@ -163,6 +163,7 @@ class Articles:
                     source_file=row.source_file,
                     ingested=row.ingested,
                     removed=tuple(r for _, r in removed[row.id]) if with_removals else (),
+                    language=row.language,
                 )
             )
         return result

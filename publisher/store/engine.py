@@ -53,11 +53,18 @@ def _site_builds(connection: Connection) -> None:
     was owed before it existed."""
 
 
+def _article_language(connection: Connection) -> None:
+    """Schema 5: articles.language, NULL (the site's language) for every stored article."""
+    if "language" not in {c["name"] for c in inspect(connection).get_columns("articles")}:
+        connection.exec_driver_sql("ALTER TABLE articles ADD COLUMN language VARCHAR(35)")
+
+
 # version -> migration from the version before it; each must keep every row.
 MIGRATIONS: dict[int, Callable[[Connection], None]] = {
     2: _blocks_by_article_seq,
     3: _drop_unused_article_indexes,
     4: _site_builds,
+    5: _article_language,
 }
 
 # Serializes writers on PostgreSQL the way BEGIN IMMEDIATE does on SQLite.

@@ -450,6 +450,7 @@ def _columns(article: ParsedArticle, teaser_headline: str | None) -> dict[str, o
         "content_hash": article.content_hash,
         "source_file": article.source_file,
         "teaser_key": title_key(teaser_headline) if teaser_headline else None,
+        "language": article.language,
     }
 
 
@@ -465,4 +466,5 @@ _UPDATED_COLUMNS = (
     "content_hash",
     "source_file",
     "teaser_key",
+    "language",
 )

@@ -50,11 +50,12 @@ class SiteQueries(Articles):
                 cast(articles.c.published, String).label("published"),
                 cast(articles.c.updated, String).label("updated"),
                 articles.c.content_hash,
+                articles.c.language,
             ).order_by(articles.c.seq)
         )
         stamps = []
-        for seq, article_id, slug, category, published, updated, content_hash in rows:
-            parts = [article_id, slug, category, published, updated, content_hash]
+        for seq, article_id, slug, category, published, updated, content_hash, lang in rows:
+            parts = [article_id, slug, category, published, updated, content_hash, lang or ""]
             text = "\x1f".join([*parts, *removed.get(article_id, [])])
             key = hashlib.blake2b(text.encode(), digest_size=12).digest()
             stamps.append(ArticleStamp(int(seq), article_id, slug, category, key))

@@ -25,7 +25,7 @@ from sqlalchemy.engine import Dialect
 __all__ = ["SCHEMA_VERSION", "UTCDateTime", "metadata"]
 
 # Bump with a migration in store/engine.py; an upgrade never drops data.
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -84,6 +84,8 @@ articles = Table(
     Column("ingested", UTCDateTime, nullable=False, index=True),
     Column("teaser_key", Text, index=True),  # title_key of its trailing teaser headline
     Column("signature", LargeBinary, nullable=False),
+    # schema 5: the file's Language: header (BCP 47); NULL means the site's site.language
+    Column("language", String(35)),
 )
 
 # -- schema 2 --: blocks belong to an article by its integer seq, not its ~100-character

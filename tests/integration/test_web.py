@@ -81,7 +81,10 @@ def run_server(app: App, extra_routes: list[BaseRoute] | None = None) -> Iterato
 
 @pytest.fixture
 def running(tmp_path: Path) -> Iterator[Running]:
-    config = write_config(tmp_path, f"sqlite:///{tmp_path}/db.sqlite")
+    # a page of 5: the seeds fill archive/1.xml, so an archive document is served too
+    config = write_config(
+        tmp_path, f"sqlite:///{tmp_path}/db.sqlite", feeds="{ archive_page_size = 5 }"
+    )
     shutil.copytree(SEEDS, tmp_path / "inbox")
     app = App(load_settings(config, environ={}))
     app.ingest()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import unicodedata
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from html import unescape
@@ -24,6 +25,7 @@ from publisher.feeds import (
     json_feed,
     rss,
 )
+from publisher.links import href
 from publisher.model import Article, Block
 
 ATOM = "{http://www.w3.org/2005/Atom}"
@@ -89,7 +91,19 @@ def test_content_html_escapes_every_character_of_the_text() -> None:
 def test_category_slug_is_a_safe_folder_name(name: str) -> None:
     slug = category_slug(name)
     assert slug and "/" not in slug and ".." not in slug and not slug.startswith(".")
-    assert slug == slug.lower() and slug.isascii()
+    assert slug == slug.lower() and href(slug).isascii() and len(slug.encode()) <= 180
+    for char in slug:  # ASCII letters, digits, '-', or a letter, digit or mark of a script
+        if char.isascii():
+            assert char.isalnum() or char == "-"
+        else:
+            assert unicodedata.category(char)[0] in "LNM"
+
+
+def test_category_slug_keeps_the_letters_of_other_scripts() -> None:
+    assert category_slug("哈尔滨 新闻") == "哈尔滨-新闻"
+    assert category_slug("Новости города") == "новости-города"
+    assert category_slug("Café société") == "cafe-societe"  # Latin as before
+    assert category_slug("🎉🎉").startswith("c-")  # no letters at all: still a folder
 
 
 def test_category_slug_reads_well() -> None:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import re
+import unicodedata
+from datetime import datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -165,3 +168,55 @@ def test_seeds_round_trip_through_their_normalized_text() -> None:
         again = parse(text)
         assert again.content_hash == article.content_hash
         assert (again.author, again.source) == (article.author, article.source)
+
+
+def old_slugify(published: datetime, title: str) -> str:
+    """The ASCII-only slug of the release before non-Latin letters were kept."""
+    title = re.sub(r"['’‘`]", "", title)
+    ascii_title = unicodedata.normalize("NFKD", title).encode("ascii", "ignore").decode()
+    words = re.sub(r"[^a-z0-9]+", "-", ascii_title.lower()).strip("-")
+    words = words[:80].rsplit("-", 1)[0] if len(words) > 80 else words
+    return f"{published.date().isoformat()}-{words or 'article'}"
+
+
+def is_latin(char: str) -> bool:
+    return not char.isalpha() or unicodedata.name(char, "").startswith("LATIN")
+
+
+@given(st.text(alphabet=st.characters(max_codepoint=0x24F).filter(is_latin), max_size=120))
+def test_latin_titles_keep_the_slug_they_always_had(title: str) -> None:
+    published = datetime(2020, 9, 1, tzinfo=ZONE)
+    assert slugify(published, title) == old_slugify(published, title)
+
+
+def test_a_non_latin_title_keeps_its_own_letters() -> None:
+    published = datetime(2026, 12, 2, tzinfo=ZONE)
+    assert slugify(published, "哈尔滨冰雪大世界开园") == "2026-12-02-哈尔滨冰雪大世界开园"
+    assert slugify(published, "Москва: Новый мост") == "2026-12-02-москва-новый-мост"
+    assert slugify(published, "हिन्दी समाचार") == "2026-12-02-हिन्दी-समाचार"  # marks stay
+    assert slugify(published, "Harbin 冰雪节 2026") == "2026-12-02-harbin-冰雪节-2026"
+    assert slugify(published, "🎉!") == "2026-12-02-article"
+    long = slugify(published, "哈" * 200)
+    assert len(f"{long}.html".encode()) < 255 and long.startswith("2026-12-02-哈")
+
+
+def test_header_lines_after_the_byline_give_language_and_id() -> None:
+    text = ARTICLE.replace("example.com )\n\n", "example.com )\nId: desk-42\nLanguage: ZH-hant\n\n")
+    article = parse(text)
+    assert article.language == "zh-Hant" and article.editor_id == "desk-42"
+    assert article.blocks[0].text == "First paragraph."
+    assert parse(ARTICLE).language is None
+
+
+def test_a_first_paragraph_that_only_starts_like_a_header_is_body() -> None:
+    text = ARTICLE.replace("First paragraph.", "Language: matters\nsaid the minister.")
+    article = parse(text)
+    assert article.language is None
+    assert article.blocks[0].text == "Language: matters\nsaid the minister."
+
+
+@pytest.mark.parametrize("tag", ["zh_CN", "x" * 36, "中文", "en--us", "-en", "12"])
+def test_a_bad_language_tag_is_dropped(tag: str) -> None:
+    text = ARTICLE.replace("example.com )\n", f"example.com )\nLanguage: {tag}\n")
+    article = parse(text)
+    assert article.language is None and article.blocks[0].text == "First paragraph."
