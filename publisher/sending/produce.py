@@ -192,7 +192,7 @@ class DigestProducer:
             if not found.at:
                 return {}
             sent = runs.sent_as_of([s.id for s in people], found.at)
-            missing = {i for ids in sent.values() for i in ids if i in found.at} - set(articles)
+            missing = {i for ids in sent.values() for i in ids} - set(articles)
             for article_id in missing:
                 article = Articles(connection).get(article_id)
                 if article is not None:

@@ -248,6 +248,26 @@ def test_a_correction_is_listed_only_to_those_who_were_sent_the_article(
     assert "Fresh 1:" in late_text and "Updated since your last digest" not in late_text
 
 
+def test_an_article_printed_with_a_later_date_is_not_taken_for_a_correction(
+    reader: App, smtp_sink: SmtpSink, tmp_path: Path
+) -> None:
+    folder = tmp_path / "embargo"
+    _write_articles(folder, 1, random.Random(7))
+    story = folder / "story-000.txt"
+    story.write_text(
+        story.read_text(encoding="utf-8").replace("Updated : 2026-01-01", "Updated : 2026-11-23"),
+        encoding="utf-8",
+    )
+    # printed for a day after it is sent and before the next digest: its `updated`, which
+    # starts as the printed date, moves past the first digest with no correction at all
+    reader.ingest([folder], now=lambda: INGESTED)
+    assert reader.send_digests(now=NOW).sent == 1
+    reader.ingest([_one_new_article(tmp_path, 1)], now=lambda: NOW + timedelta(hours=1))
+    assert reader.send_digests(now=NOW + timedelta(days=7)).sent == 1
+    text = _parts(_only(smtp_sink, 2).message)[0]
+    assert "Fresh 1:" in text and "Updated since your last digest" not in text
+
+
 def test_include_corrections_false_leaves_the_section_out(
     tmp_path: Path, database_url: str, smtp_sink: SmtpSink
 ) -> None:
