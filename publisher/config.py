@@ -121,8 +121,11 @@ class ScheduleSettings:
 
 @dataclass(frozen=True)
 class DigestSettings:
-    subject: str = "{site} {frequency} — {count} new articles, {date}"
+    # {lead}: the newest article's title; {more}: " (+N more)", or nothing for one article
+    subject: str = "{site} {frequency} — {lead}{more}"
     list_id: str = "digest.publisher.localhost"
+    max_items: int = 20  # articles listed in full; the rest is one link to the site
+    include_corrections: bool = True  # list articles corrected since they were sent
 
 
 # -- scale-out workers --
@@ -523,6 +526,7 @@ _RANGES: Mapping[str, tuple[float, float | None]] = {
     "dedup.num_perm": (1, 1024),
     "dedup.shingle_size": (1, 64),
     "feeds.max_entries": (1, None),
+    "digest.max_items": (1, None),
     "feeds.archive_page_size": (1, None),
     "server.subscribe_per_minute": (1, None),
     "server.subscribe_cooldown_seconds": (0, None),
@@ -589,11 +593,14 @@ def _validate_digest(digest: DigestSettings, where: str) -> None:
             "write the subject on one line",
         )
     try:
-        digest.subject.format(site="site", frequency="weekly", count=1, date="1 Jan 2026")
+        digest.subject.format(
+            site="site", frequency="weekly", count=1, date="1 Jan 2026", lead="Lead", more=""
+        )
     except (KeyError, IndexError, ValueError, AttributeError) as exc:
         raise ConfigError(
             f"digest.subject {digest.subject!r} cannot be filled{where}: {exc!r}",
-            "use only {site}, {frequency}, {count} and {date}; write {{ and }} for braces",
+            "use only {site}, {frequency}, {count}, {date}, {lead} and {more}; "
+            "write {{ and }} for braces",
         ) from exc
 
 

@@ -33,10 +33,12 @@ from publisher.model import Article, Frequency
 from publisher.render import render
 
 __all__ = [
+    "HTML_PART_BUDGET",
     "PLACEHOLDER",
     "InvalidSubscription",
     "PreparedDigest",
     "build_message",
+    "clip",
     "confirmation_message",
     "digest_message_id",
     "display_name",
@@ -118,14 +120,57 @@ class PreparedDigest:
     render_seconds: float
 
 
-def subject_line(settings: Settings, frequency: str, count: int, as_of: datetime) -> str:
+# Gmail clips a message whose HTML passes ~102 KB, hiding what follows: the footer and its
+# unsubscribe link. The shared HTML part, quoted-printable as sent, stays within this, with
+# room for the per-recipient unsubscribe URL; items are dropped into "and N more" to fit.
+HTML_PART_BUDGET = 90_000
+# Bounds on what one item can weigh whatever an article holds (the summary is already
+# trimmed at parse time; these hold for stored articles and templates of any age).
+TITLE_CHARS = 200
+SUMMARY_CHARS = 300
+CATEGORY_CHARS = 80
+CATEGORIES_CHARS = 300  # the footer's list of the subscriber's categories
+LEAD_CHARS = 80  # the lead headline in the subject
+
+
+def subject_line(
+    settings: Settings, frequency: str, count: int, as_of: datetime, lead: str = ""
+) -> str:
+    """`digest.subject` filled in; {lead} is the lead headline, {more} " (+N more)"."""
     local = as_of.astimezone(settings.zone)
     return settings.digest.subject.format(
         site=settings.site.title,
         frequency=frequency,
         count=count,
         date=f"{local.day} {local:%b %Y}",
+        lead=clip(display_name(lead), LEAD_CHARS),
+        more=f" (+{count - 1} more)" if count > 1 else "",
     )
+
+
+def clip(text: str, limit: int) -> str:
+    """`text` cut to at most `limit` characters, at a word boundary when one is near, "…"
+    marking the cut."""
+    if len(text) <= limit:
+        return text
+    cut = text[: limit - 1]
+    head, space, _ = cut.rpartition(" ")
+    if space and len(head) >= limit // 2:
+        cut = head
+    return cut.rstrip(" ,;:") + "…"
+
+
+def _fitted_names(names: Sequence[str], limit: int) -> list[str]:
+    """As many of `names` as fit in about `limit` characters, "…" standing for the rest."""
+    kept: list[str] = []
+    used = 0
+    for name in names:
+        shown = clip(name, CATEGORY_CHARS)
+        if kept and used + len(shown) > limit:
+            return [*kept, "…"]
+        kept.append(shown)
+        used += len(shown) + 2
+    return kept
 
 
 def prepare_digest(
@@ -137,33 +182,47 @@ def prepare_digest(
     categories: Sequence[str],
     as_of: datetime,
     article_url: Callable[[Article], str],
+    corrected: Sequence[Article] = (),
 ) -> PreparedDigest:
-    """Render text + HTML once, inline the CSS, serialize the shared headers."""
+    """Render text + HTML once, inline the CSS, serialize the shared headers.
+
+    At most `digest.max_items` new articles are listed, and as many corrected ones; the
+    rest of each is one link to the site. Fewer are listed when the HTML part would pass
+    HTML_PART_BUDGET, so the footer with its unsubscribe link always arrives unclipped.
+    """
     started = time.perf_counter()
     zone = settings.zone
-    subject = subject_line(settings, frequency, len(articles), as_of)
-    items = [
-        {
-            "title": a.title,
-            "url": article_url(a),
-            "date": a.published.astimezone(zone).date(),
-            "date_text": f"{a.published.astimezone(zone):%d %b %Y}",
-            "category": a.category,
-            "summary": a.summary,
-        }
-        for a in articles
+    lead = articles[0].title if articles else ""
+    subject = subject_line(settings, frequency, len(articles), as_of, lead)
+    items = [_item(a, article_url, zone) for a in articles[: settings.digest.max_items]]
+    fixes = [
+        {"title": clip(a.title, TITLE_CHARS), "url": article_url(a)}
+        for a in corrected[: settings.digest.max_items]
     ]
     context = {
         "subject": subject,
-        "items": items,
         "count": len(articles),
         "frequency": frequency,
-        "categories": list(categories),
+        "categories": _fitted_names(categories, CATEGORIES_CHARS),
         "unsubscribe_url": PLACEHOLDER,
         "as_of": as_of.astimezone(zone),
+        "more_url": settings.base_url.rstrip("/") + "/",
     }
-    text = _crlf(render(environment, "digest.txt.j2", **context))
-    page = _INLINER.inline(render(environment, "digest.html.j2", **context))
+    shown, fixed = len(items), len(fixes)
+    while True:
+        listing = {
+            "items": items[:shown],
+            "more": len(articles) - shown,
+            "corrected": fixes[:fixed],
+            "corrected_more": len(corrected) - fixed,
+        }
+        page = _INLINER.inline(render(environment, "digest.html.j2", **context, **listing))
+        html_qp = _qp_template(_crlf(page))
+        size = _qp_size(html_qp)
+        if size <= HTML_PART_BUDGET or (shown <= 1 and fixed == 0):
+            break
+        shown, fixed = _fewer(shown, fixed, HTML_PART_BUDGET / size)
+    text = _crlf(render(environment, "digest.txt.j2", **context, **listing))
     boundary = "=_digest_" + hashlib.sha256(page.encode()).hexdigest()[:24]
 
     skeleton = EmailMessage(policy=SMTP)
@@ -181,9 +240,34 @@ def prepare_digest(
         head=head,
         boundary=boundary,
         text_qp=_qp_template(text),
-        html_qp=_qp_template(_crlf(page)),
+        html_qp=html_qp,
         render_seconds=time.perf_counter() - started,
     )
+
+
+def _item(article: Article, article_url: Callable[[Article], str], zone: Any) -> dict[str, Any]:
+    published = article.published.astimezone(zone)
+    return {
+        "title": clip(article.title, TITLE_CHARS),
+        "url": article_url(article),
+        "date": published.date(),
+        "date_text": f"{published:%d %b %Y}",
+        "category": clip(article.category, CATEGORY_CHARS),
+        "summary": clip(article.summary, SUMMARY_CHARS),
+    }
+
+
+def _fewer(shown: int, fixed: int, ratio: float) -> tuple[int, int]:
+    """Counts of new and corrected items scaled down by `ratio`, each by one at least; the
+    corrections go first, one new article always stays."""
+    if fixed:
+        return shown, min(fixed - 1, int(fixed * ratio))
+    return max(1, min(shown - 1, int(shown * ratio))), 0
+
+
+def _qp_size(template: tuple[bytes | str, ...]) -> int:
+    """The encoded size of a `_qp_template`, its PLACEHOLDER lines as they are."""
+    return sum(len(p) if isinstance(p, bytes) else len(_qp_lines(p)) for p in template)
 
 
 def personalize(

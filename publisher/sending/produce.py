@@ -2,8 +2,12 @@
 
 Every sender feeds it pages of (row, subscriber): the single-process send reads them in id
 order, a claiming sender claims them, the dry run makes them up from who is due. Each
-distinct content (frequency, categories, articles) is rendered once and then
+distinct content (frequency, categories, articles, corrections) is rendered once and then
 personalized per recipient; rows of people who left meanwhile are closed, not sent.
+
+A row holds the new articles chosen at fan-out; the "updated since your last digest"
+section is found here, a page at a time, from what the store says was sent to whom and
+when each article was corrected up to the run's `as_of`, so a resumed row lists the same.
 """
 
 from __future__ import annotations
@@ -12,10 +16,11 @@ import asyncio
 import functools
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from publisher import digest as selection
 from publisher.config import Settings
 from publisher.links import article_path, unsubscribe_path
 from publisher.mailer import Outgoing
@@ -31,6 +36,7 @@ from publisher.render import template_environment
 from publisher.sending.reports import DigestReport
 from publisher.store import Articles, Store
 from publisher.store.ledger import LedgerRows
+from publisher.store.runs import DigestRuns
 from publisher.tokens import UNSUBSCRIBE, Tokens
 
 __all__ = ["DigestProducer", "Page", "Produced"]
@@ -43,6 +49,15 @@ RENDERED_KEPT = 512  # distinct digest contents kept rendered
 class Produced:
     outgoing: Outgoing
     prepared: PreparedDigest
+
+
+@dataclass(slots=True)
+class CorrectionsFound:
+    """What one `produce` call has read of the corrections up to its `as_of`: the latest
+    correction time of each article corrected in (since, as_of]."""
+
+    since: datetime | None = None
+    at: dict[str, datetime] = field(default_factory=dict)
 
 
 class DigestProducer:
@@ -76,15 +91,22 @@ class DigestProducer:
         articles: Sequence[Article],
         as_of: datetime,
         report: DigestReport,
+        corrected: Sequence[Article] = (),
     ) -> PreparedDigest:
-        """Rendered once per distinct content (frequency, categories, articles)."""
-        key = (subscriber.frequency, subscriber.categories, tuple(a.id for a in articles))
+        """Rendered once per distinct content (frequency, categories, articles, corrections)."""
+        key = (
+            subscriber.frequency,
+            subscriber.categories,
+            tuple(a.id for a in articles),
+            tuple(a.id for a in corrected),
+        )
         prepared = cache.get(key)
         if prepared is None:
             prepared = prepare_digest(
                 self.environment,
                 self.settings,
                 articles=articles,
+                corrected=corrected,
                 frequency=subscriber.frequency.value,
                 categories=subscriber.categories,
                 as_of=as_of,
@@ -118,8 +140,10 @@ class DigestProducer:
         """The rows as messages, a page at a time (memory stays flat)."""
         sender = sender_address(self.settings)
         cache: OrderedDict[tuple[Any, ...], PreparedDigest] = OrderedDict()
+        found = CorrectionsFound()
         async for page in pages:
             gone: list[int] = []
+            corrections = await asyncio.to_thread(self._corrections, page, as_of, found, articles)
             for delivery, subscriber in page:
                 if subscriber.status is not SubscriberStatus.CONFIRMED:
                     gone.append(delivery.id)
@@ -128,7 +152,9 @@ class DigestProducer:
                 if missing:
                     articles.update(await asyncio.to_thread(self._load_articles, missing))
                 chosen = [articles[i] for i in delivery.article_ids if i in articles]
-                prepared = self.render(cache, subscriber, chosen, as_of, report)
+                prepared = self.render(
+                    cache, subscriber, chosen, as_of, report, corrections.get(delivery.id, ())
+                )
                 data = self.message(prepared, subscriber, delivery.message_id)
                 outgoing = Outgoing(
                     delivery.id, sender, subscriber.email, data, delivery.message_id
@@ -147,6 +173,46 @@ class DigestProducer:
         """`produce`, as the mailer takes it."""
         async for produced in self.produce(pages, as_of, report, articles):
             yield produced.outgoing
+
+    def _corrections(
+        self, page: Page, as_of: datetime, found: CorrectionsFound, articles: dict[str, Article]
+    ) -> dict[int, tuple[Article, ...]]:
+        """Each row's corrected articles (by row id); none when the setting is off."""
+        if not self.settings.digest.include_corrections or not page:
+            return {}
+        people = [s for _, s in page if s.status is SubscriberStatus.CONFIRMED]
+        if not people:
+            return {}
+        since = min(selection.window_start(s, as_of) for s in people)
+        with self.store.read() as connection:
+            runs = DigestRuns(connection)
+            if found.since is None or since < found.since:
+                found.at = runs.corrected_between(since, as_of)
+                found.since = since
+            if not found.at:
+                return {}
+            sent = runs.sent_as_of([s.id for s in people], found.at)
+            missing = {i for ids in sent.values() for i in ids} - set(articles)
+            for article_id in missing:
+                article = Articles(connection).get(article_id)
+                if article is not None:
+                    articles[article.id] = article
+        result: dict[int, tuple[Article, ...]] = {}
+        for delivery, subscriber in page:
+            if subscriber.id in sent:
+                theirs = sent[subscriber.id]
+                result[delivery.id] = selection.corrections(
+                    (
+                        selection.Correction(articles[i], found.at[i])
+                        for i in theirs
+                        if i in articles
+                    ),
+                    subscriber,
+                    as_of,
+                    sent=theirs,
+                    exclude=delivery.article_ids,
+                )
+        return result
 
     def _load_articles(self, ids: Iterable[str]) -> dict[str, Article]:
         found: dict[str, Article] = {}

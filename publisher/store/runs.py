@@ -14,7 +14,13 @@ from sqlalchemy import Connection, func, insert, select, update
 from publisher.model import Delivery, DeliveryStatus, DigestRun, RunStatus, Subscriber
 from publisher.store.chunks import chunks
 from publisher.store.rows import OPEN, PAIR_COLUMNS, delivery_and_subscriber, digest_run
-from publisher.store.schema import deliveries, digest_runs, sent_articles, subscribers
+from publisher.store.schema import (
+    deliveries,
+    digest_runs,
+    ingest_log,
+    sent_articles,
+    subscribers,
+)
 
 __all__ = ["DigestRuns", "PlannedDelivery"]
 
@@ -161,6 +167,49 @@ class DigestRuns:
             for subscriber_id, article_id in rows:
                 result[int(subscriber_id)].add(str(article_id))
         return result
+
+    def sent_as_of(
+        self, subscriber_ids: Sequence[int], article_ids: Iterable[str]
+    ) -> dict[int, dict[str, datetime]]:
+        """Which of these articles each of these subscribers was sent, each with the `as_of`
+        of the run that sent it (what the message showed of it)."""
+        candidates = list(article_ids)
+        result: dict[int, dict[str, datetime]] = defaultdict(dict)
+        if not subscriber_ids or not candidates:
+            return result
+        for people in chunks(list(subscriber_ids), 500):
+            for ids in chunks(candidates, 500):
+                rows = self.connection.execute(
+                    select(
+                        sent_articles.c.subscriber_id,
+                        sent_articles.c.article_id,
+                        digest_runs.c.as_of,
+                    )
+                    .join(digest_runs, digest_runs.c.id == sent_articles.c.run_id)
+                    .where(
+                        sent_articles.c.subscriber_id.in_(people),
+                        sent_articles.c.article_id.in_(ids),
+                    )
+                )
+                for subscriber_id, article_id, as_of in rows:
+                    result[int(subscriber_id)][str(article_id)] = as_of
+        return result
+
+    def corrected_between(self, start: datetime, end: datetime) -> dict[str, datetime]:
+        """Articles updated in place by an ingest in (start, end], each with the time of
+        its latest such update up to `end`."""
+        latest = func.max(ingest_log.c.at)
+        rows = self.connection.execute(
+            select(ingest_log.c.article_id, latest)
+            .where(
+                ingest_log.c.outcome == "updated",
+                ingest_log.c.article_id.is_not(None),
+                ingest_log.c.at > start,
+                ingest_log.c.at <= end,
+            )
+            .group_by(ingest_log.c.article_id)
+        )
+        return {str(article_id): at for article_id, at in rows}
 
     def open_elsewhere(self, subscriber_ids: Sequence[int], run_id: int) -> set[int]:
         """Which of these subscribers have a row not yet sent in a run other than this one."""

@@ -95,8 +95,9 @@ def test_the_right_people_get_one_message_each_with_the_right_articles(
         body = received.data.decode("ascii")
         assert TEASER not in message.get_body(("plain",)).get_content() and TEASER not in html
         assert "childcare" not in body.lower()
-    assert "weekly — 2 new articles" in ann.message["Subject"]
-    assert "daily — 5 new articles" in bob.message["Subject"]
+    lead = "Harbin recognized as international image development city"  # printed last
+    assert ann.message["Subject"] == f"Harbin News weekly — {lead} (+1 more)"
+    assert bob.message["Subject"] == f"Harbin News daily — {lead} (+4 more)"
 
 
 def test_dry_run_writes_eml_and_sends_nothing_then_real_send_sends_all(

@@ -101,7 +101,7 @@ def test_digest_is_multipart_alternative_text_then_html(settings: Settings) -> N
 
 def test_digest_headers(settings: Settings) -> None:
     message = _parse(_one(settings))
-    assert message["Subject"] == "Harbin News weekly — 2 new articles, 23 Nov 2026"
+    assert message["Subject"] == "Harbin News weekly — Snow & <ice> festival (+1 more)"
     assert message["From"] == "Harbin News <news@localhost>"
     assert message["To"] == "Ann <ann@example.com>"
     assert message["Date"]
