@@ -4,7 +4,7 @@ variants, the exact quarantine reasons, the slug's 80-character cut and the summ
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from zoneinfo import ZoneInfo
 
 import pytest
