@@ -30,8 +30,11 @@ DC = "{http://purl.org/dc/elements/1.1/}"
 ATOM_TYPE = "application/atom+xml"
 
 
-def entries(*numbers: int, **extra: object) -> list[Entry]:
-    return [Entry(article(n, **extra), f"http://example.org/a{n}.html") for n in numbers]
+def entries(*numbers: int, title: str = "", blocks: tuple[str, ...] = ("Body.",)) -> list[Entry]:
+    return [
+        Entry(article(n, title=title, blocks=blocks), f"http://example.org/a{n}.html")
+        for n in numbers
+    ]
 
 
 def links(feed: ElementTree.Element) -> list[tuple[str | None, str | None, str | None]]:

@@ -91,7 +91,7 @@ def _send(prepared: PreparedDigest, url: str = URL) -> bytes:
 
 
 def _parse(data: bytes) -> EmailMessage:
-    parsed: EmailMessage = message_from_bytes(data, policy=policy.default)  # type: ignore[assignment]
+    parsed: EmailMessage = message_from_bytes(data, policy=policy.default)
     return parsed
 
 

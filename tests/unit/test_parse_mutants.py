@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from publisher.errors import ParseError
-from publisher.model import Block
+from publisher.model import Block, ParsedArticle
 from publisher.parse import content_hash, decode, normalize_line, parse_article, slugify, summarize
 
 ZONE = ZoneInfo("Asia/Shanghai")
@@ -23,7 +23,7 @@ SPACED = (
 DAY = datetime(2021, 3, 4, tzinfo=ZONE)
 
 
-def parse(data: bytes | str) -> object:
+def parse(data: bytes | str) -> ParsedArticle:
     return parse_article(data, source_file="a.txt", zone=ZONE)
 
 
@@ -62,8 +62,8 @@ def test_each_missing_blank_line_alone_changes_nothing(text: str) -> None:
 
 def test_body_right_after_the_byline_keeps_its_first_line() -> None:
     parsed = parse("Home>News\n\nA title\n\nUpdated : 2021-03-04\n\nBy ( x.com )\nBody.\n")
-    assert parsed.blocks == (Block("Body."),)  # type: ignore[attr-defined]
-    assert parsed.source == "x.com"  # type: ignore[attr-defined]
+    assert parsed.blocks == (Block("Body."),)
+    assert parsed.source == "x.com"
 
 
 @pytest.mark.parametrize("ending", ["\r", "\r\n", "\n"])
@@ -94,7 +94,7 @@ def test_mixed_line_endings_parse_alike() -> None:
     ],
 )
 def test_date_variants(line: str, expected: datetime) -> None:
-    published = parse(article(line)).published  # type: ignore[attr-defined]
+    published = parse(article(line)).published
     assert published == expected
     assert published.utcoffset() == expected.utcoffset()
 
@@ -120,14 +120,14 @@ def test_a_bad_date_names_the_whole_line() -> None:
 )
 def test_breadcrumb_variants(head: str, path: tuple[str, ...]) -> None:
     parsed = parse(article(head=head))
-    assert parsed.category_path == path  # type: ignore[attr-defined]
-    assert parsed.category == (path[-1] if path else "Uncategorized")  # type: ignore[attr-defined]
-    assert parsed.title == "A title"  # type: ignore[attr-defined]
+    assert parsed.category_path == path
+    assert parsed.category == (path[-1] if path else "Uncategorized")
+    assert parsed.title == "A title"
 
 
 def test_a_file_without_breadcrumb_starts_with_its_title() -> None:
     parsed = parse("A title\n\nUpdated : 2021-03-04\n\nBody.\n")
-    assert (parsed.title, parsed.category_path) == ("A title", ())  # type: ignore[attr-defined]
+    assert (parsed.title, parsed.category_path) == ("A title", ())
 
 
 # -- why a file is not an article (the reason written beside it in quarantine) -------
@@ -173,7 +173,7 @@ def test_a_few_control_characters_are_dropped_many_make_a_file_binary() -> None:
     short = article().encode()
     assert len(short) < 300  # the allowance is 2 below 300 characters
     two = short.replace(b"Body.", b"Bo\x01dy\x02.")
-    assert parse(two).blocks == (Block("Body."),)  # type: ignore[attr-defined]
+    assert parse(two).blocks == (Block("Body."),)
     three = short.replace(b"Body.", b"B\x01o\x02dy\x03.")
     with pytest.raises(ParseError) as caught:
         decode(three)
@@ -185,7 +185,7 @@ def test_the_control_character_allowance_is_one_percent_of_the_text() -> None:
     filler = "B" * (1000 - len(prefix) - 10 - 2)
     allowed = (prefix + "\x01" * 10 + filler + ".\n").encode()
     assert len(decode(allowed)) == 1000  # 10 of 1000 characters: dropped, still an article
-    assert parse(allowed).blocks == (Block(filler + "."),)  # type: ignore[attr-defined]
+    assert parse(allowed).blocks == (Block(filler + "."),)
     too_many = allowed.replace(b"\x01B", b"\x01\x01", 1)
     with pytest.raises(ParseError, match="too many control characters"):
         decode(too_many)
