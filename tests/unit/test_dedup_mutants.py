@@ -451,3 +451,10 @@ def test_a_large_index_merges_its_recent_keys_and_still_finds_everything() -> No
     for n in (5, 1005, 2105):
         assert sorted(index.query(signature(values[n]))) == [(f"a{n}", 1.0), (f"copy{n}", 1.0)]
     assert index.query(signature(base(5))) == []
+
+
+def test_a_similarity_exactly_at_the_threshold_is_a_match() -> None:
+    index = NearDuplicateIndex(SIGNER, 0.75)
+    a = base(1)
+    index.add("a", signature(a))
+    assert index.query(signature(changed(a, range(16)))) == [("a", 0.75)]  # 48 of 64
