@@ -16,10 +16,10 @@ from pathlib import Path
 import numpy as np
 
 from publisher.config import Settings
-from publisher.dedup import NearDuplicateIndex, NearMatch, Outcome, Signer, block_key, decide
+from publisher.dedup.minhash import NearDuplicateIndex, Signer
+from publisher.dedup.rules import Incoming, NearMatch, Outcome, decide
 from publisher.errors import StoreError
 from publisher.inbox import Inbox, InboxError
-from publisher.model import Incoming, ParsedArticle
 from publisher.prepare import Prepared, prepared_batches, worker_processes
 from publisher.store import Articles, Store
 from publisher.store.builds import SiteBuilds
@@ -191,12 +191,12 @@ class Ingestor:
         self, batch: IngestBatch, prepared: Prepared, item: Incoming, now: datetime
     ) -> FileResult:
         article, name, raw_hash = item.article, prepared.name, prepared.raw_hash
-        facts = batch.facts(article, item.teaser_headline)
+        facts = batch.facts(item)
         signature = b""
         near: list[NearMatch] = []
         if facts.exact_article_id is None:
             assert prepared.rows is not None
-            signature = self.signer.signature(_kept_rows(prepared.rows, article, facts.boilerplate))
+            signature = self.signer.signature(_kept_rows(prepared.rows, item, facts.boilerplate))
             matches = self.index.query(signature)
             if matches:
                 updated = batch.updated_dates(article_id for article_id, _ in matches)
@@ -206,7 +206,7 @@ class Ingestor:
                     for aid, similarity in matches
                     if aid in updated
                 ]
-        decision = decide(article, facts, near, self.settings.dedup.boilerplate_min_articles)
+        decision = decide(item, facts, near, self.settings.dedup.boilerplate_min_articles)
         if decision.outcome is Outcome.DUPLICATE:
             batch.log(
                 file=name,
@@ -266,15 +266,11 @@ class Ingestor:
         self._synced_seq = 0
 
 
-def _kept_rows(
-    rows: np.ndarray, article: ParsedArticle, boilerplate: Mapping[str, object]
-) -> np.ndarray:
+def _kept_rows(rows: np.ndarray, item: Incoming, boilerplate: Mapping[str, object]) -> np.ndarray:
     """The title's row and those of the blocks that are not boilerplate."""
     if not boilerplate:
         return rows
     kept = [0] + [
-        position + 1
-        for position, block in enumerate(article.blocks)
-        if block_key(block.text) not in boilerplate
+        position + 1 for position, key in enumerate(item.block_keys) if key not in boilerplate
     ]
     return rows[kept]

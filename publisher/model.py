@@ -13,7 +13,6 @@ __all__ = [
     "DeliveryStatus",
     "DigestRun",
     "Frequency",
-    "Incoming",
     "ParsedArticle",
     "Removal",
     "RunStatus",
@@ -51,15 +50,6 @@ class ParsedArticle:
     @property
     def category(self) -> str:
         return self.category_path[-1] if self.category_path else "Uncategorized"
-
-
-@dataclass(frozen=True, slots=True)
-class Incoming:
-    """A parsed file on its way into the store: what dedup and the store need of it."""
-
-    article: ParsedArticle
-    teaser_headline: str | None  # its trailing teaser's headline, if it has one
-    slug: str  # slugify of its date and title, before any -2 for a taken one
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,10 +27,10 @@ from zoneinfo import ZoneInfo
 import numpy as np
 import xxhash
 
-from publisher.dedup import Signer, trailing_teaser
+from publisher.dedup.minhash import Signer
+from publisher.dedup.rules import Incoming
 from publisher.errors import ParseError
 from publisher.inbox import FileTooLarge, Folders, read_article_file, safe_name
-from publisher.model import Incoming
 from publisher.parse import parse_article, slugify
 
 __all__ = ["Prepared", "exit_with_parent", "prepare", "prepared_batches"]
@@ -80,10 +80,8 @@ def prepare(
     except Exception as exc:  # a parser bug costs this file, never the batch or the watcher
         log.exception("cannot parse %s", safe_name(path.name))
         return Prepared(path, raw_hash, problem=f"cannot be parsed ({type(exc).__name__})")
-    teaser = trailing_teaser(article.blocks)
     rows = signer.block_rows(article.title, [block.text for block in article.blocks])
-    slug = slugify(article.published, article.title)
-    incoming = Incoming(article, teaser.headline if teaser else None, slug)
+    incoming = Incoming.of(article, slugify(article.published, article.title))
     return Prepared(path, raw_hash, incoming, rows)
 
 

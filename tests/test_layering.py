@@ -37,6 +37,9 @@ BANDS = {
     # pure core: values in, values out
     "parse": CORE,
     "dedup": CORE,
+    "dedup.minhash": CORE,
+    "dedup.overlay": CORE,
+    "dedup.rules": CORE,
     "digest": CORE,
     "feeds": CORE,
     "render": CORE,

@@ -1,12 +1,12 @@
-"""The write side of ingest: facts for a batch of files fetched in bulk, writes buffered.
+"""The write side of ingest: facts for a batch of files read in bulk, writes buffered.
 
-A batch is one transaction. Dedup still decides file by file, in order: the facts
-each file sees include what the files before it in the batch added (an overlay kept
-here), so a batch gives the same result as one transaction per file, at a fraction
-of the round trips. A re-publication is buffered too: its new body replaces what the
-buffer held for it, its stored body is deleted first when the buffer is written, and the
-overlay is corrected, as it changes what later files would see. Writing the buffer is a
-few executemany statements per batch, whatever the mix of new articles and updates.
+A batch is one transaction. Dedup still decides file by file, in order: the facts each
+file sees include what the files before it in the batch added (dedup/overlay.py, fed the
+rows read here), so a batch gives the same result as one transaction per file, at a
+fraction of the round trips. A re-publication is buffered too: its new body replaces what
+the buffer held for it, and its stored body is deleted first when the buffer is written.
+Writing the buffer is a few executemany statements per batch, whatever the mix of new
+articles and updates.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from datetime import datetime
 from sqlalchemy import Connection, Table, and_, bindparam, delete, insert, or_, select, update
 from sqlalchemy.orm import aliased
 
-from publisher.dedup import Decision, Holder, StoredFacts, block_key, title_key
-from publisher.model import Incoming, ParsedArticle
+from publisher.dedup.overlay import BatchOverlay, BatchQuestions, updated_on_republication
+from publisher.dedup.rules import Decision, Incoming, StoredFacts, title_key
 from publisher.store.chunks import chunks
 from publisher.store.schema import articles, blocks, boilerplate, ingest_log, removals
 
@@ -30,20 +30,18 @@ _INGESTED = ("added", "updated")
 
 
 class IngestBatch:
-    """Bulk-fetched dedup facts plus an overlay of this batch's own writes."""
+    """Bulk-read dedup facts, seen through the overlay of this batch's own writes."""
 
     def __init__(self, connection: Connection, incoming: Sequence[Incoming], id_host: str) -> None:
         self.connection = connection
-        self.incoming = incoming
-        self.id_host = id_host
+        self.overlay = BatchOverlay(id_host)
         self._rows: dict[str, list[dict[str, object]]] = defaultdict(list)
         # buffered new articles (by id), updates of stored ones, and per-article bodies
         self._new_articles: dict[str, dict[str, object]] = {}
         self._updates: dict[str, dict[str, object]] = {}
         self._bodies: dict[str, list[dict[str, object]]] = defaultdict(list)
         self._removals: dict[str, list[dict[str, object]]] = defaultdict(list)
-        self._stored_updated: dict[str, datetime] = {}
-        self._fetch()
+        self._fetch(BatchQuestions.of(incoming))
 
     # -- reading ---------------------------------------------------------------
 
@@ -63,33 +61,19 @@ class IngestBatch:
             found |= {(row.file, row.raw_hash) for row in rows}
         return found & set(wanted)
 
-    def facts(self, article: ParsedArticle, teaser_headline: str | None) -> StoredFacts:
-        exact = self._exact.get(article.content_hash)
-        if exact is not None:
-            return StoredFacts(exact_article_id=exact)
-        keys = {block_key(b.text) for b in article.blocks}
-        titles = {}
-        if teaser_headline is not None and title_key(teaser_headline) in self._titles:
-            titles[title_key(teaser_headline)] = self._titles[title_key(teaser_headline)]
-        return StoredFacts(
-            boilerplate={k: self._declared[k] for k in keys if k in self._declared},
-            holders={
-                k: self._holders[k] for k in keys if k not in self._declared and k in self._holders
-            },
-            titles=titles,
-            advertisers=list(self._advertisers.get(title_key(article.title), ())),
-        )
+    def facts(self, item: Incoming) -> StoredFacts:
+        return self.overlay.facts(item)
 
     def updated_dates(self, ids: Iterable[str]) -> dict[str, datetime]:
         wanted = set(ids)
-        found = {i: self._added_updated[i] for i in wanted if i in self._added_updated}
+        found = self.overlay.batch_updated(wanted)
         rest = wanted - found.keys()
         if rest:
             rows = self.connection.execute(
                 select(articles.c.id, articles.c.updated).where(articles.c.id.in_(rest))
             )
             stored = {str(row.id): row.updated for row in rows}
-            self._stored_updated.update(stored)
+            self.overlay.load_updated(stored)
             found.update(stored)
         return found
 
@@ -98,8 +82,8 @@ class IngestBatch:
     def add(self, decision: Decision, item: Incoming, *, signature: bytes, now: datetime) -> str:
         """Buffer a new article and the removals its arrival causes; returns its id."""
         article = item.article
-        slug = self._free_slug(item.slug)
-        article_id = f"tag:{self.id_host},{article.published.date().isoformat()}:{slug}"
+        similar = self._similar_slugs(item.slug) if self.overlay.slug_is_taken(item.slug) else ()
+        article_id, slug = self.overlay.mint(item, similar)
         self._new_articles[article_id] = {
             "id": article_id,
             "slug": slug,
@@ -107,10 +91,10 @@ class IngestBatch:
             "published": article.published,
             "updated": article.published,
             "signature": signature,
-            **_columns(article, item.teaser_headline),
+            **_columns(item),
         }
         self._write_body(decision, item, article_id, now)
-        self._remember(decision, item, article_id)
+        self.overlay.added(decision, item, article_id)
         return article_id
 
     def update(self, decision: Decision, item: Incoming, *, signature: bytes, now: datetime) -> str:
@@ -118,18 +102,13 @@ class IngestBatch:
         article, article_id = item.article, decision.target_id
         assert article_id is not None
         # the target came through updated_dates(), which knows its current `updated`
-        stored_updated = self._added_updated.get(article_id) or self._stored_updated.get(article_id)
+        stored_updated = self.overlay.updated_of(article_id)
         if stored_updated is None:
             stored_updated = self.connection.execute(
                 select(articles.c.updated).where(articles.c.id == article_id)
             ).scalar_one()
-        # A correction dated the same day still has to move `updated` forward.
-        updated = article.published if article.published > stored_updated else now
-        values = {
-            "updated": updated,
-            "signature": signature,
-            **_columns(article, item.teaser_headline),
-        }
+        updated = updated_on_republication(stored_updated, article.published, now)
+        values = {"updated": updated, "signature": signature, **_columns(item)}
         if article_id in self._new_articles:  # added earlier in this batch: not stored yet
             self._new_articles[article_id].update(values)
         else:
@@ -138,9 +117,7 @@ class IngestBatch:
         self._bodies.pop(article_id, None)
         self._removals.pop(article_id, None)
         self._write_body(decision, item, article_id, now)
-        self._forget(article_id)
-        self._remember(decision, item, article_id)
-        self._added_updated[article_id] = updated
+        self.overlay.replaced(decision, item, article_id, updated)
         return article_id
 
     def log(
@@ -166,7 +143,7 @@ class IngestBatch:
             }
         )
         if content_hash is not None and outcome in _INGESTED and article_id is not None:
-            self._exact[content_hash] = article_id
+            self.overlay.ingested(content_hash, article_id)
 
     def flush(self) -> None:
         """Write what is buffered (inside the caller's transaction)."""
@@ -217,86 +194,65 @@ class IngestBatch:
 
     # -- internals -------------------------------------------------------------
 
-    def _fetch(self) -> None:
-        conn = self.connection
-        hashes = {item.article.content_hash for item in self.incoming}
-        keys = {block_key(b.text) for item in self.incoming for b in item.article.blocks}
-        headlines = {title_key(i.teaser_headline) for i in self.incoming if i.teaser_headline}
-        own_titles = {title_key(item.article.title) for item in self.incoming}
-        self._exact: dict[str, str] = {}
-        for chunk in chunks(sorted(hashes)):
-            for row in conn.execute(
-                select(ingest_log.c.content_hash, ingest_log.c.article_id).where(
-                    ingest_log.c.content_hash.in_(chunk), ingest_log.c.outcome.in_(_INGESTED)
+    def _fetch(self, asked: BatchQuestions) -> None:
+        """Read what the store knows about the batch's files into the overlay."""
+        conn, overlay = self.connection, self.overlay
+        for chunk in chunks(sorted(asked.content_hashes)):
+            overlay.load_exact(
+                conn.execute(
+                    select(ingest_log.c.content_hash, ingest_log.c.article_id).where(
+                        ingest_log.c.content_hash.in_(chunk), ingest_log.c.outcome.in_(_INGESTED)
+                    )
                 )
-            ):
-                self._exact[row.content_hash] = row.article_id
-        self._declared: dict[str, frozenset[str]] = {}
-        for chunk in chunks(sorted(keys)):
-            for declared in conn.execute(select(boilerplate).where(boilerplate.c.key.in_(chunk))):
-                self._declared[declared.key] = frozenset(
-                    filter(None, (declared.advertises, title_key(declared.text)))
-                )
-        self._holders: dict[str, list[Holder]] = defaultdict(list)
-        self._keys_of: dict[str, set[str]] = defaultdict(set)
-        before = aliased(blocks)
-        for chunk in chunks(sorted(keys - self._declared.keys())):
-            rows = conn.execute(
-                select(
-                    blocks.c.key, articles.c.id.label("article_id"), before.c.text, articles.c.title
-                )
-                .join(articles, articles.c.seq == blocks.c.article_seq)
-                .outerjoin(
-                    before,
-                    and_(
-                        before.c.article_seq == blocks.c.article_seq,
-                        before.c.position == blocks.c.position - 1,
-                    ),
-                )
-                .where(blocks.c.key.in_(chunk))
             )
-            for held in rows:
-                self._holders[held.key].append(Holder(held.article_id, held.text, held.title))
-                self._keys_of[held.article_id].add(held.key)
-        self._titles: dict[str, str] = {}
-        # what each article holds in the overlay's title and advertiser maps, so that
-        # forgetting one costs its own entries, not a pass over the whole batch's
-        self._titles_of: dict[str, set[str]] = defaultdict(set)
-        self._advertises: dict[str, set[str]] = defaultdict(set)
-        for chunk in chunks(sorted(headlines)):
-            for row in conn.execute(
-                select(articles.c.title_key, articles.c.id).where(articles.c.title_key.in_(chunk))
-            ):
-                self._own_title(row.title_key, row.id)
-        self._advertisers: dict[str, list[tuple[str, list[tuple[str, str]]]]] = defaultdict(list)
-        advertisers: dict[str, str] = {}
-        for chunk in chunks(sorted(own_titles)):
-            for row in conn.execute(
+        for chunk in chunks(sorted(asked.block_keys)):
+            overlay.load_boilerplate(
+                conn.execute(
+                    select(boilerplate.c.key, boilerplate.c.text, boilerplate.c.advertises).where(
+                        boilerplate.c.key.in_(chunk)
+                    )
+                )
+            )
+        before = aliased(blocks)
+        for chunk in chunks(sorted(overlay.undeclared(asked.block_keys))):
+            overlay.load_holders(
+                conn.execute(
+                    select(blocks.c.key, articles.c.id, before.c.text, articles.c.title)
+                    .join(articles, articles.c.seq == blocks.c.article_seq)
+                    .outerjoin(
+                        before,
+                        and_(
+                            before.c.article_seq == blocks.c.article_seq,
+                            before.c.position == blocks.c.position - 1,
+                        ),
+                    )
+                    .where(blocks.c.key.in_(chunk))
+                )
+            )
+        for chunk in chunks(sorted(asked.headlines)):
+            overlay.load_titles(
+                conn.execute(
+                    select(articles.c.title_key, articles.c.id).where(
+                        articles.c.title_key.in_(chunk)
+                    )
+                )
+            )
+        teasers: dict[str, str] = {}
+        for chunk in chunks(sorted(asked.titles)):
+            for article_id, teaser_key in conn.execute(
                 select(articles.c.id, articles.c.teaser_key).where(articles.c.teaser_key.in_(chunk))
             ):
-                advertisers[row.id] = row.teaser_key
-        tails: dict[str, list[tuple[int, str, str]]] = defaultdict(list)
-        for chunk in chunks(sorted(advertisers)):
-            for block in conn.execute(
-                select(
-                    articles.c.id.label("article_id"),
-                    blocks.c.position,
-                    blocks.c.key,
-                    blocks.c.text,
-                )
+                teasers[article_id] = teaser_key
+        tails: list[tuple[str, int, str, str]] = []
+        for chunk in chunks(sorted(teasers)):
+            tails += conn.execute(
+                select(articles.c.id, blocks.c.position, blocks.c.key, blocks.c.text)
                 .join(articles, articles.c.seq == blocks.c.article_seq)
                 .where(articles.c.id.in_(chunk))
-            ):
-                tails[block.article_id].append((block.position, block.key, block.text))
-        for advertiser, teaser in advertisers.items():
-            last_two = sorted(tails[advertiser], reverse=True)[:2]
-            self._advertisers[teaser].append((advertiser, [(k, t) for _, k, t in last_two]))
-            self._advertises[advertiser].add(teaser)
-        self._added_updated: dict[str, datetime] = {}
-        self._slugs: set[str] = set()
-        base_slugs = {item.slug for item in self.incoming}
-        for chunk in chunks(sorted(base_slugs)):
-            self._slugs.update(
+            )
+        overlay.load_advertisers(teasers, tails)
+        for chunk in chunks(sorted(asked.slugs)):
+            overlay.load_slugs(
                 conn.execute(select(articles.c.slug).where(articles.c.slug.in_(chunk))).scalars()
             )
 
@@ -313,8 +269,8 @@ class IngestBatch:
         self, decision: Decision, item: Incoming, article_id: str, now: datetime
     ) -> None:
         self._bodies[article_id] = [
-            {"position": i, "key": block_key(b.text), "text": b.text}
-            for i, b in enumerate(item.article.blocks)
+            {"position": i, "key": key, "text": block.text}
+            for i, (block, key) in enumerate(zip(item.article.blocks, item.block_keys, strict=True))
         ]
         for key, text, headline in decision.new_boilerplate:
             self._rows["boilerplate"].append(
@@ -337,62 +293,15 @@ class IngestBatch:
                 }
             )
 
-    def _remember(self, decision: Decision, item: Incoming, article_id: str) -> None:
-        """Keep the overlay current so later files of the batch see this one."""
-        article = item.article
-        self._added_updated[article_id] = article.published
-        for key, text, headline in decision.new_boilerplate:
-            self._declared[key] = frozenset(
-                filter(None, (title_key(headline) if headline else None, title_key(text)))
-            )
-        previous: str | None = None
-        for block in article.blocks:
-            key = block_key(block.text)
-            if key not in self._declared:
-                self._holders[key].append(Holder(article_id, previous, article.title))
-                self._keys_of[article_id].add(key)
-            previous = block.text
-        self._own_title(title_key(article.title), article_id)
-        if item.teaser_headline is not None and len(article.blocks) >= 2:
-            tail = [(block_key(b.text), b.text) for b in reversed(article.blocks[-2:])]
-            teaser = title_key(item.teaser_headline)
-            self._advertisers[teaser].append((article_id, tail))
-            self._advertises[article_id].add(teaser)
-
-    def _own_title(self, key: str, article_id: str) -> None:
-        if key not in self._titles:  # the first article of a title keeps it
-            self._titles[key] = article_id
-            self._titles_of[article_id].add(key)
-
-    def _forget(self, article_id: str) -> None:
-        """Drop what the overlay knew of an article whose body is being replaced."""
-        for key in self._keys_of.pop(article_id, set()):
-            self._holders[key] = [h for h in self._holders[key] if h.article_id != article_id]
-        for title in self._titles_of.pop(article_id, set()):
-            del self._titles[title]
-        for teaser in self._advertises.pop(article_id, set()):
-            held = self._advertisers[teaser]
-            held[:] = [a for a in held if a[0] != article_id]
-
-    def _free_slug(self, slug: str) -> str:
-        """The slug itself, or slug-2, slug-3… when taken (in the database or this batch)."""
-        if slug in self._slugs:
-            taken = (
-                set(
-                    self.connection.execute(
-                        select(articles.c.slug).where(
-                            or_(articles.c.slug == slug, articles.c.slug.like(f"{slug}-%"))
-                        )
-                    ).scalars()
+    def _similar_slugs(self, slug: str) -> set[str]:
+        """The stored slugs `slug` and `slug-…`, to find the first free `slug-N`."""
+        return set(
+            self.connection.execute(
+                select(articles.c.slug).where(
+                    or_(articles.c.slug == slug, articles.c.slug.like(f"{slug}-%"))
                 )
-                | self._slugs
-            )
-            candidate, n = slug, 2
-            while candidate in taken:
-                candidate, n = f"{slug}-{n}", n + 1
-            slug = candidate
-        self._slugs.add(slug)
-        return slug
+            ).scalars()
+        )
 
     def _new_removals(self, rows: list[dict[str, object]]) -> list[dict[str, object]]:
         """Drop removals already recorded (in the database or earlier in this buffer)."""
@@ -423,9 +332,9 @@ class IngestBatch:
 
 def _insert_many(conn: Connection, table: Table, rows: list[dict[str, object]]) -> None:
     """On SQLite: executemany straight to the driver, each value through its column's
-    own SQLAlchemy bind processor. SQLAlchemy's per-row parameter handling cost ~1.7 us a
-    row, more than SQLite's insert itself (~1 us); a batch writes ~12 rows per article.
-    PostgreSQL keeps SQLAlchemy's path (multi-row inserts there)."""
+    own SQLAlchemy bind processor (SQLAlchemy's per-row parameter handling costs more than
+    SQLite's insert itself, and a batch writes about a dozen rows per article). PostgreSQL
+    keeps SQLAlchemy's path (multi-row inserts there)."""
     if conn.dialect.name != "sqlite":
         conn.execute(insert(table), rows)
         return
@@ -439,7 +348,8 @@ def _insert_many(conn: Connection, table: Table, rows: list[dict[str, object]]) 
     conn.exec_driver_sql(str(compiled), list(zip(*columns, strict=True)))
 
 
-def _columns(article: ParsedArticle, teaser_headline: str | None) -> dict[str, object]:
+def _columns(item: Incoming) -> dict[str, object]:
+    article, teaser = item.article, item.teaser
     return {
         "title": article.title,
         "title_key": title_key(article.title),
@@ -449,7 +359,7 @@ def _columns(article: ParsedArticle, teaser_headline: str | None) -> dict[str, o
         "source": article.source,
         "content_hash": article.content_hash,
         "source_file": article.source_file,
-        "teaser_key": title_key(teaser_headline) if teaser_headline else None,
+        "teaser_key": title_key(teaser.headline) if teaser is not None else None,
         "language": article.language,
     }
 

@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy import select, update
 
 from publisher.app import App
-from publisher.dedup import NearDuplicateIndex, Signer, lsh_bands
+from publisher.dedup.minhash import NearDuplicateIndex, Signer, lsh_bands
 from publisher.store.schema import articles
 from tests.integration.test_republications import split_pairs
 

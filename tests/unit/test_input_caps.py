@@ -5,7 +5,7 @@ from __future__ import annotations
 import html
 import tracemalloc
 
-from publisher.dedup import _MAX_ROW_CELLS, Signer
+from publisher.dedup.minhash import MAX_ROW_CELLS, Signer
 from publisher.feeds import ENTRY_TEXT_LIMIT, content_html
 from publisher.model import Block
 
@@ -24,7 +24,7 @@ def test_signing_a_huge_article_holds_a_bounded_matrix() -> None:
 
 def test_words_past_the_cap_do_not_count_and_words_before_it_do() -> None:
     signer = Signer(128, 3)
-    cap = _MAX_ROW_CELLS // 128
+    cap = MAX_ROW_CELLS // 128
     words = [f"w{n}" for n in range(cap + 50)]
     at_cap = signer.sign_text("", [" ".join(words[:cap])])
     assert signer.sign_text("", [" ".join(words)]) == at_cap

@@ -9,14 +9,21 @@ from datasketch import MinHash
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from publisher.dedup import _MIX, _SEED, _WORD, Signer, _fmix, affine32_permutations
+from publisher.dedup.minhash import (
+    PERMUTATION_SEED,
+    SHINGLE_MIX,
+    WORD_PATTERN,
+    Signer,
+    affine32_permutations,
+    murmur_finalize,
+)
 
 SIGNER = Signer(128, 3)
 
 
 def datasketch_row(text: str, k: int = 3) -> np.ndarray | None:
     """The block's k-shingles hashed as publisher does, fed one by one to datasketch."""
-    words = _WORD.findall(text.casefold())
+    words = WORD_PATTERN.findall(text.casefold())
     if not words:
         return None
     hashed = np.array([xxhash.xxh3_64_intdigest(w.encode()) for w in words], dtype=np.uint64)
@@ -24,10 +31,10 @@ def datasketch_row(text: str, k: int = 3) -> np.ndarray | None:
     count = len(hashed) - size + 1
     shingles = hashed[:count].copy()
     for offset in range(1, size):
-        shingles *= _MIX
+        shingles *= SHINGLE_MIX
         shingles ^= hashed[offset : offset + count]
-    minhash = MinHash(num_perm=128, seed=_SEED, hashfunc=int)
-    minhash.update_batch((_fmix(shingles) >> np.uint64(32)).tolist())
+    minhash = MinHash(num_perm=128, seed=PERMUTATION_SEED, hashfunc=int)
+    minhash.update_batch((murmur_finalize(shingles) >> np.uint64(32)).tolist())
     return minhash.hashvalues
 
 

@@ -1,277 +1,56 @@
-"""The three duplicate decisions, given what is stored. Pure: no I/O, no clock.
+"""MinHash signatures over word shingles, and the LSH index that finds near-duplicates.
 
-1. exact copy      same content hash as an article already ingested  -> ignored
-2. re-publication  MinHash Jaccard >= threshold with a stored article -> update it in place
-3. boilerplate     a block in >= N articles, or a trailing teaser advertising
-                   another known article -> removed (except from the advertised article)
-
-`app.ingest` asks the store for `StoredFacts` about one parsed file, calls `decide`,
-and applies the `Decision` in one transaction.
+One set of MinHash values per block: a block's shingles stay inside the block, so the
+signature of an article without some of its blocks (those found to be boilerplate) is the
+element-wise minimum over the rows of the blocks it keeps, and the rows can be made before
+the store is consulted, in another process (publisher/prepare.py). Each word is hashed once
+(xxh3); k consecutive word hashes are combined into a shingle hash with numpy. The
+permutations are datasketch's (affine32): datasketch's MinHash has no per-block update, so
+the rows are its `update_batch` arithmetic applied once to all shingles and reduced per
+block (tests/unit/test_signatures.py checks each row equals datasketch's MinHash of that
+block). A signature starts with a header naming the scheme and its parameters, so a
+signature made another way (an older publisher, other settings) is recognized and re-made,
+never compared.
 """
 
 from __future__ import annotations
 
-import functools
 import re
 import struct
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from enum import StrEnum
+from collections.abc import Sequence
 
 import numpy as np
 import xxhash
 
-from publisher.model import Block, ParsedArticle
-
 __all__ = [
-    "Decision",
-    "Holder",
+    "MAX_ROW_CELLS",
+    "PERMUTATION_SEED",
+    "SHINGLE_MIX",
+    "WORD_PATTERN",
     "NearDuplicateIndex",
-    "NearMatch",
-    "Outcome",
-    "PlannedRemoval",
     "Signer",
-    "StoredFacts",
-    "Teaser",
-    "block_key",
-    "decide",
+    "affine32_permutations",
     "lsh_bands",
-    "title_key",
-    "trailing_teaser",
+    "murmur_finalize",
 ]
 
-_WORD = re.compile(r"\w+", re.UNICODE)
-# ASCII text: what is not [A-Za-z0-9_] (\w there) separates words; split() is ~5x re
+# a word is a run of \w; on ASCII text what is not [A-Za-z0-9_] separates words, and
+# str.split() after a translation finds the same words much faster than the regex
+WORD_PATTERN = re.compile(r"\w+", re.UNICODE)
 _ASCII_SEPARATORS = str.maketrans(
     {chr(c): " " for c in range(128) if not (chr(c).isalnum() or chr(c) == "_")}
 )
-_SENTENCE_END = (".", "!", "?", ":", ";", ",")
 
-
-class Outcome(StrEnum):
-    ADDED = "added"
-    UPDATED = "updated"
-    DUPLICATE = "duplicate"
-
-
-@functools.lru_cache(maxsize=1 << 15)  # ingest asks for each block's key several times
-def block_key(text: str) -> str:
-    """Key of a block's normalized text; two blocks are 'the same' when keys match."""
-    return xxhash.xxh3_64_hexdigest(text.casefold().encode("utf-8"))
-
-
-def title_key(title: str) -> str:
-    """Titles compare case-insensitively, as a teaser headline may differ in case."""
-    return " ".join(title.casefold().split())
-
-
-@dataclass(frozen=True, slots=True)
-class Teaser:
-    """A trailing 'headline + one sentence' pair that advertises another article."""
-
-    headline: str
-    positions: tuple[int, int]
-
-
-def trailing_teaser(blocks: Sequence[Block]) -> Teaser | None:
-    """The last two blocks if they look like a teaser: a short headline, then one paragraph."""
-    if len(blocks) < 3:
-        return None
-    headline, sentence = blocks[-2].text, blocks[-1].text
-    if "\n" in headline or "\n" in sentence:
-        return None
-    if len(headline.split()) > 14 or headline.endswith(_SENTENCE_END):
-        return None
-    return Teaser(headline=headline, positions=(len(blocks) - 2, len(blocks) - 1))
-
-
-@dataclass(frozen=True, slots=True)
-class PlannedRemoval:
-    """Remove block `key` from `article_id` (None: the incoming article)."""
-
-    article_id: str | None
-    key: str
-    text: str
-    rule: str
-    reason: str
-
-
-@dataclass(frozen=True, slots=True)
-class NearMatch:
-    article_id: str
-    similarity: float
-    updated_date: str  # ISO date of the stored version, to spot stale re-sends
-
-
-@dataclass(frozen=True, slots=True)
-class Holder:
-    """A stored article that has a given block, the block before it there, and its title."""
-
-    article_id: str
-    previous: str | None
-    title: str
-
-
-@dataclass(frozen=True)
-class StoredFacts:
-    """What the store knows that bears on one incoming article (small, bounded queries)."""
-
-    exact_article_id: str | None = None
-    # this article's block keys already declared boilerplate -> the headlines they advertise
-    boilerplate: Mapping[str, frozenset[str]] = field(default_factory=dict)
-    # for its other block keys: the articles holding each
-    holders: Mapping[str, Sequence[Holder]] = field(default_factory=dict)
-    # stored article titles (title_key) -> their ids, for this article's teaser headline
-    titles: Mapping[str, str] = field(default_factory=dict)
-    # stored articles whose trailing teaser advertises this article's title
-    advertisers: Sequence[tuple[str, Sequence[tuple[str, str]]]] = ()
-
-
-@dataclass(frozen=True)
-class Decision:
-    outcome: Outcome
-    target_id: str | None  # updated article, or the one this duplicates
-    removals: tuple[PlannedRemoval, ...]
-    new_boilerplate: tuple[tuple[str, str, str | None], ...]  # (key, text, headline)
-    reason: str
-
-
-def decide(
-    article: ParsedArticle,
-    facts: StoredFacts,
-    near: Sequence[NearMatch],
-    min_articles: int,
-) -> Decision:
-    """Classify one parsed article and plan the boilerplate removals it causes."""
-    if facts.exact_article_id is not None:
-        return Decision(
-            Outcome.DUPLICATE,
-            facts.exact_article_id,
-            (),
-            (),
-            f"exact copy of {facts.exact_article_id}",
-        )
-    target: str | None = None
-    if near:
-        best = max(near, key=lambda match: match.similarity)
-        if article.published.date().isoformat() < best.updated_date:
-            return Decision(
-                Outcome.DUPLICATE,
-                best.article_id,
-                (),
-                (),
-                f"older version of {best.article_id} (similarity {best.similarity:.2f})",
-            )
-        target = best.article_id
-    removals, new_boilerplate = _plan_boilerplate(article, facts, target, min_articles)
-    if target is not None:
-        similarity = max(match.similarity for match in near)
-        return Decision(
-            Outcome.UPDATED,
-            target,
-            removals,
-            new_boilerplate,
-            f"re-publication of {target} (similarity {similarity:.2f})",
-        )
-    return Decision(Outcome.ADDED, None, removals, new_boilerplate, "new article")
-
-
-def _plan_boilerplate(
-    article: ParsedArticle, facts: StoredFacts, self_id: str | None, min_articles: int
-) -> tuple[tuple[PlannedRemoval, ...], tuple[tuple[str, str, str | None], ...]]:
-    own_title = title_key(article.title)
-    removals: list[PlannedRemoval] = []
-    declared: list[tuple[str, str, str | None]] = []
-    seen: set[str] = set()
-    for index, block in enumerate(article.blocks):
-        key = block_key(block.text)
-        if key in seen:
-            continue
-        seen.add(key)
-        previous = article.blocks[index - 1].text if index else None
-        if key in facts.boilerplate:
-            if own_title not in facts.boilerplate[key]:
-                removals.append(
-                    PlannedRemoval(
-                        None, key, block.text, "shared", "appears in other articles (boilerplate)"
-                    )
-                )
-            continue
-        others = [h for h in facts.holders.get(key, ()) if h.article_id != self_id]
-        if len({h.article_id for h in others}) + 1 < min_articles:
-            continue
-        preceding = [p for p in (*(h.previous for h in others), previous) if p]
-        # the article a teaser advertises keeps the text: there it is the real lede
-        advertised = {title_key(p) for p in preceding} | {title_key(block.text)}
-        headline = next((p for p in preceding if len(p.split()) <= 14), None)
-        declared.append((key, block.text, headline))
-        reason = f"appears in {len({h.article_id for h in others}) + 1} articles (boilerplate)"
-        if own_title not in advertised:
-            removals.append(PlannedRemoval(None, key, block.text, "shared", reason))
-        for holder in others:
-            if title_key(holder.title) not in advertised:
-                removals.append(
-                    PlannedRemoval(holder.article_id, key, block.text, "shared", reason)
-                )
-
-    teaser = trailing_teaser(article.blocks)
-    if teaser is not None:
-        advertised_id = facts.titles.get(title_key(teaser.headline))
-        if advertised_id is not None and advertised_id != self_id:
-            for position in teaser.positions:
-                text = article.blocks[position].text
-                removals.append(
-                    PlannedRemoval(
-                        None,
-                        block_key(text),
-                        text,
-                        "teaser",
-                        f"teaser for another article ({advertised_id})",
-                    )
-                )
-    for advertiser, blocks in facts.advertisers:
-        if advertiser == self_id:
-            continue
-        for key, text in blocks:
-            removals.append(
-                PlannedRemoval(
-                    advertiser, key, text, "teaser", f"teaser for another article ({article.title})"
-                )
-            )
-    return tuple(_unique(removals)), tuple(declared)
-
-
-def _unique(removals: Iterable[PlannedRemoval]) -> list[PlannedRemoval]:
-    seen: set[tuple[str | None, str]] = set()
-    kept = []
-    for removal in removals:
-        if (removal.article_id, removal.key) not in seen:
-            seen.add((removal.article_id, removal.key))
-            kept.append(removal)
-    return kept
-
-
-# -- signatures --: MinHash over word shingles, one set of MinHash values per block. A
-# block's shingles stay inside the block, so the signature of an article without some of
-# its blocks (those found to be boilerplate) is the element-wise minimum over the rows of
-# the blocks it keeps: the rows can be made before the store is consulted, in another
-# process (publisher/prepare.py). Each word is hashed once (xxh3); k consecutive word
-# hashes are combined into a shingle hash with numpy. The permutations are datasketch's
-# (affine32): datasketch's MinHash has no per-block update, so the rows are its
-# `update_batch` arithmetic applied once to all shingles and reduced per block
-# (tests/unit/test_signatures.py checks each row equals datasketch's MinHash of that
-# block). A signature starts with a header naming the scheme and its parameters, so a
-# signature made another way (an older publisher, other settings) is recognized and
-# re-made, never compared.
 _SCHEME = b"MHd4"  # datasketch affine32 per block, minimum over kept blocks
 _HEADER = struct.Struct("<4sHH")  # scheme, num_perm, shingle_size
-_SEED = 0x5EED_2026
-_MIX = np.uint64(0x9E3779B97F4A7C15)
+PERMUTATION_SEED = 0x5EED_2026
+# combines k word hashes into a shingle hash (the 64-bit golden ratio)
+SHINGLE_MIX = np.uint64(0x9E3779B97F4A7C15)
 _EMPTY = np.uint32(0xFFFFFFFF)  # a row of a block without words: neutral in a minimum
 # Making the rows holds num_perm uint32 values per shingle (~50 MB at this cap); an article
 # longer than cap / num_perm words (100,000 at 128 permutations, a book) is signed on its
 # first ones, the rest count as blocks without words. Shorter articles are signed whole.
-_MAX_ROW_CELLS = 128 * 100_000
+MAX_ROW_CELLS = 128 * 100_000
 
 
 # MurmurHash3's finalizer constants by width: (shift, multiplier, shift, multiplier, shift)
@@ -281,7 +60,7 @@ _FMIX = {
 }
 
 
-def _fmix(h: np.ndarray) -> np.ndarray:
+def murmur_finalize(h: np.ndarray) -> np.ndarray:
     """MurmurHash3's finalizer for h's width, in place: every input bit reaches every
     output bit."""
     s1, m1, s2, m2, s3 = (h.dtype.type(c) for c in _FMIX[h.dtype])
@@ -297,13 +76,13 @@ def _words(text: str) -> list[str]:
     """The words of a text, case-folded: runs of \\w."""
     if text.isascii():
         return text.lower().translate(_ASCII_SEPARATORS).split()
-    return _WORD.findall(text.casefold())
+    return WORD_PATTERN.findall(text.casefold())
 
 
 def affine32_permutations(num_perm: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """The (multiplier, offset) pairs of datasketch's affine32 MinHash for this seed, made
     as it makes them: odd multipliers keep h -> a * h + b mod 2^32 a bijection. datasketch
-    itself stays a test oracle (it pulls in scipy, ~110 MB, that the runtime never uses)."""
+    itself stays a test oracle (it pulls in scipy, which the runtime never uses)."""
     generator = np.random.RandomState(seed)
     multipliers = generator.randint(0, 1 << 31, num_perm, dtype=np.uint32) * np.uint32(2)
     multipliers += np.uint32(1)
@@ -323,13 +102,13 @@ class Signer:
         self.num_perm = num_perm
         self.shingle_size = shingle_size
         self.header = _HEADER.pack(_SCHEME, num_perm, shingle_size)
-        self._multipliers, self._offsets = affine32_permutations(num_perm, _SEED)
+        self._multipliers, self._offsets = affine32_permutations(num_perm, PERMUTATION_SEED)
 
     def block_rows(self, title: str, texts: Sequence[str]) -> np.ndarray:
         """MinHash values of the title (row 0) and of each block (row i + 1)."""
         counts: list[int] = []
         words: list[str] = []
-        budget = max(1, _MAX_ROW_CELLS // self.num_perm)
+        budget = max(1, MAX_ROW_CELLS // self.num_perm)
         for text in (title, *texts):
             found = _words(text)[:budget] if budget else []
             budget -= len(found)
@@ -344,7 +123,7 @@ class Signer:
         rows = np.full((len(counts), self.num_perm), _EMPTY, dtype=np.uint32)
         if not len(shingles):
             return rows
-        values = _fmix((shingles >> np.uint64(32)).astype(np.uint32))
+        values = murmur_finalize((shingles >> np.uint64(32)).astype(np.uint32))
         # permutations down, shingles across: the per-block minimum runs along rows
         permuted = self._multipliers[:, None] * values
         permuted += self._offsets[:, None]
@@ -361,7 +140,7 @@ class Signer:
         spanning = max(len(hashed) - k + 1, 0)
         combined = hashed[:spanning].copy()  # every run of k words, some across texts
         for offset in range(1, k):
-            combined *= _MIX
+            combined *= SHINGLE_MIX
             combined ^= hashed[offset : offset + spanning]
         pieces: list[np.ndarray] = []
         starts: list[int] = []
@@ -373,7 +152,7 @@ class Signer:
             elif count:
                 short = hashed[first : first + 1].copy()
                 for offset in range(1, count):
-                    short *= _MIX
+                    short *= SHINGLE_MIX
                     short ^= hashed[first + offset]
                 pieces.append(short)
             if count:
@@ -383,7 +162,7 @@ class Signer:
             first += count
         if not pieces:
             return np.zeros(0, dtype=np.uint64), starts, present
-        return _fmix(np.concatenate(pieces)), starts, present
+        return murmur_finalize(np.concatenate(pieces)), starts, present
 
     def signature(self, rows: np.ndarray) -> bytes:
         """The signature of what the rows hold: their element-wise minimum."""
@@ -428,14 +207,11 @@ class NearDuplicateIndex:
     def __init__(self, signer: Signer, threshold: float) -> None:
         self.signer = signer
         self.threshold = threshold
-        # the soak found corrected re-publications (Jaccard 0.9-0.97) that
-        # shared no band with their original (datasketch's 5 x 11 of 64, then 9 x 7 still
-        # missed ~0.2 % at 0.9). A missed one becomes a second article and its paragraphs
-        # "boilerplate" removed from both. Bands are now chosen so that a pair at the
-        # threshold itself is a candidate with probability >= 0.999 (0.8: 16 bands x 4 rows);
-        # query() checks each candidate's estimate against the threshold.
+        # a missed re-publication becomes a second article and its paragraphs "boilerplate"
+        # removed from both: the bands make a pair at the threshold itself a candidate with
+        # probability >= 0.999, and query() checks each candidate's estimate against it
         self.bands, self.rows = lsh_bands(threshold, signer.num_perm)
-        rng = np.random.default_rng(_SEED + 1)
+        rng = np.random.default_rng(PERMUTATION_SEED + 1)
         self._band_mix = rng.integers(1, 2**63, size=self.rows, dtype=np.uint64) | np.uint64(1)
         self._band_salt = rng.integers(0, 2**63, size=self.bands, dtype=np.uint64)
         self._values = np.zeros((1024, signer.num_perm), dtype=np.uint32)
@@ -462,7 +238,7 @@ class NearDuplicateIndex:
         bands *= self._band_mix
         keys = bands.sum(axis=1, dtype=np.uint64)
         keys ^= self._band_salt
-        return _fmix(keys)
+        return murmur_finalize(keys)
 
     def add(self, article_id: str, signature: bytes) -> None:
         if not self.signer.is_current(signature):

@@ -1,0 +1,279 @@
+"""The three duplicate decisions, given what is stored. Pure: no I/O, no clock.
+
+1. exact copy      same content hash as an article already ingested  -> ignored
+2. re-publication  MinHash Jaccard >= threshold with a stored article -> update it in place
+3. boilerplate     a block in >= N articles, or a trailing teaser advertising
+                   another known article -> removed (except from the advertised article)
+
+`publisher.ingest` asks the store for `StoredFacts` about one incoming file (what the
+files before it in the batch changed included: dedup/overlay.py), calls `decide`, and
+applies the `Decision`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+import xxhash
+
+from publisher.model import Block, ParsedArticle
+
+__all__ = [
+    "HEADLINE_MAX_WORDS",
+    "Decision",
+    "Holder",
+    "Incoming",
+    "NearMatch",
+    "Outcome",
+    "PlannedRemoval",
+    "StoredFacts",
+    "Teaser",
+    "block_key",
+    "decide",
+    "plan_boilerplate",
+    "title_key",
+    "trailing_teaser",
+]
+
+_SENTENCE_END = (".", "!", "?", ":", ";", ",")
+HEADLINE_MAX_WORDS = 14  # a longer block is a paragraph, not a headline
+
+
+class Outcome(StrEnum):
+    ADDED = "added"
+    UPDATED = "updated"
+    DUPLICATE = "duplicate"
+
+
+def block_key(text: str) -> str:
+    """Key of a block's normalized text; two blocks are 'the same' when keys match."""
+    return xxhash.xxh3_64_hexdigest(text.casefold().encode("utf-8"))
+
+
+def title_key(title: str) -> str:
+    """Titles compare case-insensitively, as a teaser headline may differ in case."""
+    return " ".join(title.casefold().split())
+
+
+@dataclass(frozen=True, slots=True)
+class Teaser:
+    """A trailing 'headline + one sentence' pair that advertises another article."""
+
+    headline: str
+    positions: tuple[int, int]
+
+
+def trailing_teaser(blocks: Sequence[Block]) -> Teaser | None:
+    """The last two blocks if they look like a teaser: a short headline, then one paragraph."""
+    if len(blocks) < 3:
+        return None
+    headline, sentence = blocks[-2].text, blocks[-1].text
+    if "\n" in headline or "\n" in sentence:
+        return None
+    if len(headline.split()) > HEADLINE_MAX_WORDS or headline.endswith(_SENTENCE_END):
+        return None
+    return Teaser(headline=headline, positions=(len(blocks) - 2, len(blocks) - 1))
+
+
+@dataclass(frozen=True, slots=True)
+class Incoming:
+    """A parsed file on its way into the store: what dedup and the store need of it,
+    derived once (in prepare, possibly in a worker process)."""
+
+    article: ParsedArticle
+    slug: str  # slugify of its date and title, before any -2 for a taken one
+    block_keys: tuple[str, ...]  # block_key of each block, in order
+    teaser: Teaser | None  # its trailing teaser, if it has one
+
+    @classmethod
+    def of(cls, article: ParsedArticle, slug: str) -> Incoming:
+        keys = tuple(block_key(block.text) for block in article.blocks)
+        return cls(article, slug, keys, trailing_teaser(article.blocks))
+
+
+@dataclass(frozen=True, slots=True)
+class PlannedRemoval:
+    """Remove block `key` from `article_id` (None: the incoming article)."""
+
+    article_id: str | None
+    key: str
+    text: str
+    rule: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class NearMatch:
+    article_id: str
+    similarity: float
+    updated_date: str  # ISO date of the stored version, to spot stale re-sends
+
+
+@dataclass(frozen=True, slots=True)
+class Holder:
+    """A stored article that has a given block, the block before it there, and its title."""
+
+    article_id: str
+    previous: str | None
+    title: str
+
+
+@dataclass(frozen=True)
+class StoredFacts:
+    """What the store knows that bears on one incoming article (small, bounded queries)."""
+
+    exact_article_id: str | None = None
+    # this article's block keys already declared boilerplate -> the headlines they advertise
+    boilerplate: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    # for its other block keys: the articles holding each
+    holders: Mapping[str, Sequence[Holder]] = field(default_factory=dict)
+    # stored article titles (title_key) -> their ids, for this article's teaser headline
+    titles: Mapping[str, str] = field(default_factory=dict)
+    # stored articles whose trailing teaser advertises this article's title
+    advertisers: Sequence[tuple[str, Sequence[tuple[str, str]]]] = ()
+
+
+Declaration = tuple[str, str, str | None]  # a block declared boilerplate: key, text, headline
+
+
+@dataclass(frozen=True)
+class Decision:
+    outcome: Outcome
+    target_id: str | None  # updated article, or the one this duplicates
+    removals: tuple[PlannedRemoval, ...]
+    new_boilerplate: tuple[Declaration, ...]
+    reason: str
+
+
+def decide(
+    item: Incoming,
+    facts: StoredFacts,
+    near: Sequence[NearMatch],
+    min_articles: int,
+) -> Decision:
+    """Classify one incoming article and plan the boilerplate removals it causes."""
+    if facts.exact_article_id is not None:
+        return Decision(
+            Outcome.DUPLICATE,
+            facts.exact_article_id,
+            (),
+            (),
+            f"exact copy of {facts.exact_article_id}",
+        )
+    target: str | None = None
+    if near:
+        best = max(near, key=lambda match: match.similarity)
+        if item.article.published.date().isoformat() < best.updated_date:
+            return Decision(
+                Outcome.DUPLICATE,
+                best.article_id,
+                (),
+                (),
+                f"older version of {best.article_id} (similarity {best.similarity:.2f})",
+            )
+        target = best.article_id
+    removals, new_boilerplate = plan_boilerplate(item, facts, target, min_articles)
+    if target is not None:
+        similarity = max(match.similarity for match in near)
+        return Decision(
+            Outcome.UPDATED,
+            target,
+            removals,
+            new_boilerplate,
+            f"re-publication of {target} (similarity {similarity:.2f})",
+        )
+    return Decision(Outcome.ADDED, None, removals, new_boilerplate, "new article")
+
+
+def plan_boilerplate(
+    item: Incoming, facts: StoredFacts, self_id: str | None, min_articles: int
+) -> tuple[tuple[PlannedRemoval, ...], tuple[Declaration, ...]]:
+    """The removals the incoming article causes (from itself and from stored articles) and
+    the blocks it makes boilerplate. `self_id` is the article it updates, if any: its
+    stored version is not another holder of its blocks, nor another teaser's target."""
+    removals, declared = _shared_blocks(item, facts, self_id, min_articles)
+    removals += _own_teaser(item, facts, self_id)
+    removals += _teasers_for(item.article.title, facts, self_id)
+    return tuple(_unique(removals)), tuple(declared)
+
+
+def _shared_blocks(
+    item: Incoming, facts: StoredFacts, self_id: str | None, min_articles: int
+) -> tuple[list[PlannedRemoval], list[Declaration]]:
+    """Blocks found in >= min_articles articles (this one included): removed from each,
+    except where the text is the article's own (it advertises that article's title)."""
+    own_title = title_key(item.article.title)
+    removals: list[PlannedRemoval] = []
+    declared: list[Declaration] = []
+    seen: set[str] = set()
+    blocks = item.article.blocks
+    for index, (block, key) in enumerate(zip(blocks, item.block_keys, strict=True)):
+        if key in seen:
+            continue
+        seen.add(key)
+        if key in facts.boilerplate:
+            if own_title not in facts.boilerplate[key]:
+                removals.append(
+                    PlannedRemoval(
+                        None, key, block.text, "shared", "appears in other articles (boilerplate)"
+                    )
+                )
+            continue
+        others = [h for h in facts.holders.get(key, ()) if h.article_id != self_id]
+        holding = len({h.article_id for h in others}) + 1
+        if holding < min_articles:
+            continue
+        previous = blocks[index - 1].text if index else None
+        preceding = [p for p in (*(h.previous for h in others), previous) if p]
+        # the article a teaser advertises keeps the text: there it is the real lede
+        advertised = {title_key(p) for p in preceding} | {title_key(block.text)}
+        headline = next((p for p in preceding if len(p.split()) <= HEADLINE_MAX_WORDS), None)
+        declared.append((key, block.text, headline))
+        reason = f"appears in {holding} articles (boilerplate)"
+        if own_title not in advertised:
+            removals.append(PlannedRemoval(None, key, block.text, "shared", reason))
+        for holder in others:
+            if title_key(holder.title) not in advertised:
+                removals.append(
+                    PlannedRemoval(holder.article_id, key, block.text, "shared", reason)
+                )
+    return removals, declared
+
+
+def _own_teaser(item: Incoming, facts: StoredFacts, self_id: str | None) -> list[PlannedRemoval]:
+    """The incoming article's trailing teaser, if it advertises another known article."""
+    if item.teaser is None:
+        return []
+    advertised_id = facts.titles.get(title_key(item.teaser.headline))
+    if advertised_id is None or advertised_id == self_id:
+        return []
+    reason = f"teaser for another article ({advertised_id})"
+    return [
+        PlannedRemoval(
+            None, item.block_keys[position], item.article.blocks[position].text, "teaser", reason
+        )
+        for position in item.teaser.positions
+    ]
+
+
+def _teasers_for(title: str, facts: StoredFacts, self_id: str | None) -> list[PlannedRemoval]:
+    """The trailing teasers of stored articles that advertise the incoming one."""
+    reason = f"teaser for another article ({title})"
+    return [
+        PlannedRemoval(advertiser, key, text, "teaser", reason)
+        for advertiser, blocks in facts.advertisers
+        if advertiser != self_id
+        for key, text in blocks
+    ]
+
+
+def _unique(removals: Iterable[PlannedRemoval]) -> list[PlannedRemoval]:
+    seen: set[tuple[str | None, str]] = set()
+    kept = []
+    for removal in removals:
+        if (removal.article_id, removal.key) not in seen:
+            seen.add((removal.article_id, removal.key))
+            kept.append(removal)
+    return kept
