@@ -97,6 +97,7 @@ async def _watch(
     uploads = _Uploads(_Folders(notify, inbox), Settling(settle))
     for path in uploads.folders.add_tree(inbox):
         uploads.settling.found(path)
+    log.info("inbox watch on: a file is taken when its writer closes it or renames it in")
     try:
         while not stop.is_set():
             events = notify.read(timeout=0)

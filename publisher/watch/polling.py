@@ -48,6 +48,7 @@ async def settled_files(
         for path in everything(inbox):
             if wanted(path):
                 settling.found(path)
+        log.info("inbox watch on: a file is taken once unchanged for %g s", settle)
         try:
             async for changes in awatch(
                 inbox,
