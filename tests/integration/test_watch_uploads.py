@@ -3,6 +3,9 @@ a file is published only once its writer has finished, whichever way the watcher
 
 from __future__ import annotations
 
+import asyncio
+import errno
+import logging
 import os
 import signal
 import subprocess
@@ -14,12 +17,16 @@ from pathlib import Path
 
 import feedparser
 import pytest
+from inotify_simple import INotify
 from sqlalchemy import func, select
 
+from publisher.app import App
 from publisher.config import load_settings
 from publisher.errors import ConfigError
 from publisher.store import Articles, Store
 from publisher.store.schema import ingest_log
+from publisher.watch import closewrite
+from publisher.watch.closewrite import InotifyUnavailable
 from tests.conftest import write_config
 
 HEAD = (
@@ -47,12 +54,7 @@ class Watcher:
     """A `publisher watch` process on its own inbox, output and SQLite database."""
 
     def __init__(self, folder: Path, watch: str | None) -> None:
-        extra = {"watch": watch} if watch else {}
-        config = write_config(folder, f"sqlite:///{folder}/db.sqlite", **extra)
-        self.inbox = folder / "inbox"
-        self.inbox.mkdir()
-        self.atom = folder / "public" / "atom.xml"
-        self.store = Store(load_settings(config, environ={}).database_url)
+        config = self.configure(folder, watch)
         env = {k: v for k, v in os.environ.items() if not k.startswith("PUBLISHER_")}
         self.process = subprocess.Popen(
             [sys.executable, "-m", "publisher", "--config", str(config), "watch"],
@@ -68,6 +70,15 @@ class Watcher:
         ).start()
         wait_for(lambda: self.logged("inbox watch on") or self.process.poll() is not None, 30)
         assert self.process.poll() is None, "".join(self.lines)
+
+    def configure(self, folder: Path, watch: str | None) -> Path:
+        extra = {"watch": watch} if watch else {}
+        config = write_config(folder, f"sqlite:///{folder}/db.sqlite", **extra)
+        self.inbox = folder / "inbox"
+        self.inbox.mkdir()
+        self.atom = folder / "public" / "atom.xml"
+        self.store = Store(load_settings(config, environ={}).database_url)
+        return config
 
     def logged(self, text: str) -> bool:
         return any(text in line for line in self.lines)
@@ -105,6 +116,28 @@ class Watcher:
         finally:
             self.process.kill()
             self.store.close()
+
+
+class InProcessWatcher(Watcher):
+    """App.watch in a thread of this process, so that a test can take inotify away."""
+
+    def __init__(self, folder: Path, watch: str | None) -> None:
+        self.app = App(load_settings(self.configure(folder, watch), environ={}))
+        self.loop = asyncio.new_event_loop()
+        self.stopping = asyncio.Event()
+        self.lines = []
+        self.thread = threading.Thread(
+            target=self.loop.run_until_complete, args=(self.app.watch(self.stopping),)
+        )
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.loop.call_soon_threadsafe(self.stopping.set)
+        self.thread.join(timeout=30)
+        assert not self.thread.is_alive()
+        self.loop.close()
+        self.app.close()
+        self.store.close()
 
 
 @pytest.fixture
@@ -206,3 +239,48 @@ def test_a_bad_watch_setting_is_refused_at_load(tmp_path: Path, watch: str) -> N
     config = write_config(tmp_path, "sqlite:///db.sqlite", watch=watch)
     with pytest.raises(ConfigError, match="watch"):
         load_settings(config, environ={})
+
+
+def test_where_inotify_cannot_start_the_watcher_falls_back_to_the_settle_rule(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def no_inotify() -> None:
+        raise InotifyUnavailable("inotify cannot start: Too many open files")
+
+    monkeypatch.setattr(closewrite, "open_inotify", no_inotify)
+    caplog.set_level(logging.INFO, logger="publisher")
+    watcher = InProcessWatcher(tmp_path, "{ settle_seconds = 4 }")
+    try:
+        wait_for(lambda: "inbox watch on" in caplog.text, 30)
+        assert "inotify cannot start: Too many open files; a file is taken once its size" in (
+            caplog.text
+        )
+        polls = write_with_a_stall(watcher.inbox / "rescue.txt", watcher)
+        assert_published_once_and_whole(watcher, polls)
+    finally:
+        watcher.stop()
+
+
+def test_when_inotify_runs_out_of_watches_the_watcher_goes_on_with_the_settle_rule(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    add_watch = INotify.add_watch
+
+    def limited(self: INotify, path: Path, mask: int) -> int:
+        if Path(path).name == "late":
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return int(add_watch(self, path, mask))
+
+    monkeypatch.setattr(INotify, "add_watch", limited)
+    caplog.set_level(logging.INFO, logger="publisher")
+    watcher = InProcessWatcher(tmp_path, "{ settle_seconds = 1 }")
+    try:
+        wait_for(
+            lambda: "inbox watch on: a file is taken when its writer closes" in caplog.text, 30
+        )
+        (watcher.inbox / "late").mkdir()
+        (watcher.inbox / "late" / "story.txt").write_bytes(other_article("In a folder made late"))
+        wait_for(lambda: "story.txt" in watcher.sources(), 30)
+        assert "the system's limit of watches is reached" in caplog.text
+    finally:
+        watcher.stop()
