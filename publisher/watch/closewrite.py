@@ -197,8 +197,10 @@ class _Uploads:
             self._gone(path)
         elif mask & (flags.CLOSE_WRITE | flags.MOVED_TO):
             self._done(path)
+        elif mask & flags.CREATE and _links(path) > 1:
+            self._done(path)  # a hard link to a file that exists whole: nobody writes it here
         elif mask & (flags.CREATE | flags.MODIFY):
-            if _is_regular(path):
+            if _links(path):
                 self.writing.add(path)
                 self.settling.forget(path)
                 self.finished.discard(path)
@@ -238,11 +240,13 @@ class _Uploads:
             self.settling.found(path)
 
 
-def _is_regular(path: Path) -> bool:
+def _links(path: Path) -> int:
+    """How many names a regular file has; 0 for anything else (gone, a link, a folder)."""
     try:
-        return stat.S_ISREG(os.lstat(path).st_mode)
+        found = os.lstat(path)
     except OSError:
-        return False
+        return 0
+    return found.st_nlink if stat.S_ISREG(found.st_mode) else 0
 
 
 def _why(exc: BaseException) -> str:

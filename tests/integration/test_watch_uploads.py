@@ -218,6 +218,16 @@ def test_a_part_file_renamed_to_txt_is_taken_at_once_and_once(
     assert watcher.times_logged("rescue.txt.part") == 0
 
 
+def test_a_hard_link_into_the_inbox_is_taken_at_once(
+    start_watcher: Callable[[str | None], Watcher], tmp_path: Path
+) -> None:
+    watcher = start_watcher("{ settle_seconds = 600 }")
+    written = tmp_path / "written-elsewhere.txt"
+    written.write_text(HEAD + TAIL, encoding="utf-8")
+    os.link(written, watcher.inbox / "rescue.txt")  # a new name, no writer: no close event
+    wait_for(lambda: "rescue.txt" in watcher.sources(), 30)
+
+
 def test_without_inotify_an_upload_that_stalls_waits_for_its_size_to_settle(
     start_watcher: Callable[[str | None], Watcher],
 ) -> None:
