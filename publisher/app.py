@@ -19,7 +19,7 @@ from publisher.site import BuildResult, SiteBuilder
 from publisher.store import Articles, Store
 from publisher.subscribers import ImportReport, SubscriberAdmin
 from publisher.subscribing import Subscriptions
-from publisher.watch import settled_files
+from publisher.watch import finished_files
 
 if TYPE_CHECKING:  # typing only: these load when a command needs them
     from publisher.sending.claiming import ClaimingSender
@@ -261,7 +261,8 @@ class App:
     # -- watching --------------------------------------------------------------
 
     async def watch(self, stop: asyncio.Event) -> None:
-        """Ingest every settled file that lands in the inbox until `stop` is set."""
+        """Ingest every file that lands in the inbox, once its writer has finished, until
+        `stop` is set."""
         inbox = self.ingestor.inbox
         self.settings.inbox.mkdir(parents=True, exist_ok=True)
         log.info("watching %s", self.settings.inbox)
@@ -271,7 +272,14 @@ class App:
             # a quarantined file that changes may be a stalled upload completed there
             return inbox.is_candidate(path) or inbox.is_quarantined(path)
 
-        async for batch in settled_files(self.settings.inbox, wanted, stop):
+        watching = self.settings.watch
+        async for batch in finished_files(
+            self.settings.inbox,
+            wanted,
+            stop,
+            settle=watching.settle_seconds,
+            backend=watching.backend.value,
+        ):
             files = [path for path in batch if not inbox.is_quarantined(path)]
             if len(files) < len(batch):
                 await asyncio.to_thread(inbox.release_finished)  # they come back as events

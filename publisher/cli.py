@@ -198,7 +198,7 @@ def _show_ingest_report(terminal: Terminal, report: IngestReport) -> None:
 @cli.command()
 @click.pass_context
 def watch(ctx: click.Context) -> None:
-    """Watch the inbox; ingest every new or changed file once its writes settle.
+    """Watch the inbox; ingest every new or changed file once its writer has finished.
 
     Temporary, hidden and partial files (*.tmp, *.part, *~, .*) are ignored until
     renamed. Stops cleanly on Ctrl-C or SIGTERM.

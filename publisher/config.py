@@ -32,6 +32,8 @@ __all__ = [
     "SiteSettings",
     "SmtpSettings",
     "TlsMode",
+    "WatchBackend",
+    "WatchSettings",
     "forwarded_ips",
     "load_settings",
 ]
@@ -45,6 +47,13 @@ class TlsMode(StrEnum):
     NONE = "none"  # plain text: localhost only
     STARTTLS = "starttls"  # upgrade after connecting (port 587)
     TLS = "tls"  # TLS from the first byte (port 465)
+
+
+class WatchBackend(StrEnum):
+    """How the watcher learns that an upload is complete."""
+
+    AUTO = "auto"  # inotify's close and rename events on Linux, else the settle rule
+    POLL = "poll"  # the settle rule on a polled folder: network filesystems
 
 
 @dataclass(frozen=True)
@@ -128,6 +137,14 @@ class DigestSettings:
     include_corrections: bool = True  # list articles corrected since they were sent
 
 
+@dataclass(frozen=True)
+class WatchSettings:
+    # where no close event says a writer finished (or backend = "poll"), a file is taken
+    # once its size and mtime have not changed for this long: longer than an upload stalls
+    settle_seconds: float = 3.0
+    backend: WatchBackend = WatchBackend.AUTO
+
+
 # -- scale-out workers --
 @dataclass(frozen=True)
 class WorkerSettings:
@@ -176,6 +193,7 @@ class Settings:
     schedule: ScheduleSettings = field(default_factory=ScheduleSettings)
     digest: DigestSettings = field(default_factory=DigestSettings)
     workers: WorkerSettings = field(default_factory=WorkerSettings)
+    watch: WatchSettings = field(default_factory=WatchSettings)
 
     # notes for the operator found while loading (a config file others
     # can read holds a secret); the CLI prints each once on stderr
@@ -238,6 +256,7 @@ _SECTIONS: Mapping[str, type] = {
     "schedule": ScheduleSettings,
     "digest": DigestSettings,
     "workers": WorkerSettings,
+    "watch": WatchSettings,
 }
 _PATHS = ("inbox", "output_dir", "templates_dir", "seeds_dir", "mailbox_dir", "secret_key_file")
 
@@ -457,7 +476,7 @@ def _coerce(cls: type, key: str, value: Any, where: str, prefix: str = "") -> An
         ) from exc
 
 
-_ENUMS: Mapping[str, type[StrEnum]] = {"TlsMode": TlsMode}
+_ENUMS: Mapping[str, type[StrEnum]] = {"TlsMode": TlsMode, "WatchBackend": WatchBackend}
 
 
 def _expected(kind: str) -> str:
@@ -468,6 +487,7 @@ def _expected(kind: str) -> str:
 
 _KIND_HINTS = {
     "TlsMode": "write none, starttls or tls",
+    "WatchBackend": "write auto or poll",
     "bool": "write true or false",
     "int": "write a whole number without quotes, e.g. 25",
     "float": "write a finite number, e.g. 2.5",
@@ -538,6 +558,7 @@ _RANGES: Mapping[str, tuple[float, float | None]] = {
     "workers.claim_batch": (1, None),
     "workers.concurrency": (0, 1000),
     "workers.poll_seconds": (0.001, None),
+    "watch.settle_seconds": (0.1, 3600),
 }
 
 
