@@ -52,9 +52,18 @@ def block_key(text: str) -> str:
     return xxhash.xxh3_64_hexdigest(text.casefold().encode("utf-8"))
 
 
+TITLE_KEY_CHARS = 200  # 600 bytes of UTF-8 at most: well inside any index's row limit
+
+
 def title_key(title: str) -> str:
-    """Titles compare case-insensitively, as a teaser headline may differ in case."""
-    return " ".join(title.casefold().split())
+    """Titles compare case-insensitively, as a teaser headline may differ in case. A long
+    title's key is its first TITLE_KEY_CHARS characters and a hash of the whole, so keys
+    stay indexable (PostgreSQL refuses btree rows over 2,704 bytes) and still tell apart
+    long titles that share a beginning."""
+    key = " ".join(title.casefold().split())
+    if len(key) <= TITLE_KEY_CHARS:
+        return key
+    return key[:TITLE_KEY_CHARS] + "#" + xxhash.xxh3_64_hexdigest(key.encode("utf-8"))
 
 
 @dataclass(frozen=True, slots=True)
