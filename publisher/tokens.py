@@ -47,7 +47,7 @@ class _KeyCachingSigner(TimestampSigner):
 
 
 class _Uncompressed(URLSafeTimedSerializer):
-    """No zlib attempt per token: ~0.3 ms each, paid once per digest message, for nothing.
+    """No zlib attempt per token: paid once per digest message, for nothing (payloads are tiny).
     One signer per salt, kept (itsdangerous builds one, and derives its key, per token)."""
 
     default_signer = _KeyCachingSigner

@@ -262,8 +262,8 @@ class ClaimingSender:
 
     async def _heartbeat(self) -> None:
         tick = min(1.0, self.lease / 4)
-        # renewing passes over every open row of the run (100,000 rows: 20-30 ms of the
-        # database each time), so it comes every lease/4, not every tick: the margin
+        # renewing passes over every open row of the run, so it comes every lease/4,
+        # not every tick: the margin
         # before a live worker's lease runs out stays three quarters of the lease
         renew_every = max(1, round(self.lease / 4 / tick))
         beats = 0

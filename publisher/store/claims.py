@@ -80,10 +80,10 @@ class Claims:
         out), oldest first; only rows after id `after` (a worker's last claim).
 
         One status at a time, each read in id order and stopped after `limit` free rows:
-        `status IN (...)` read and sorted every open row of the run for each claim
-        (100,000 rows: 42 ms, a sort spilled to disk). With statistics from before the
-        run's rows were sent, PostgreSQL reads 'pending' rows off the primary key, through
-        every row already sent (halfway through 100,000: 31 ms); `after` skips those.
+        `status IN (...)` read and sorted every open row of the run for each claim, so a
+        claim's cost grew with the run. With statistics from before the run's rows were
+        sent, PostgreSQL reads 'pending' rows off the primary key, through every row
+        already sent; `after` skips those.
         """
         free = union_all(
             *(
@@ -197,8 +197,8 @@ class Claims:
         return str(status), int(elsewhere)
 
     def progress(self, run: DigestRun) -> RunProgress:
-        """One pass over the run's rows (a heartbeat asks every second; at 100,000 rows
-        three passes took 60-110 ms of the database's CPU each time)."""
+        """One pass over the run's rows: a heartbeat asks every second, so this must not
+        grow into several passes over a large run."""
         counts: dict[str, int] = defaultdict(int)
         sent_by: dict[str, int] = {}
         claimed = 0

@@ -328,14 +328,6 @@ class Subscribers:
             query = query.where(subscribers.c.status == status.value)
         return int(self.connection.execute(query).scalar_one())
 
-    def with_emails(self, emails: Sequence[str]) -> dict[str, Subscriber]:
-        if not emails:
-            return {}
-        rows = self.connection.execute(
-            select(subscribers).where(or_(subscribers.c.email.in_(list(emails))))
-        ).all()
-        return {row.email: subscriber_from_row(row) for row in rows}
-
 
 def subscriber_from_row(row: Row[Any]) -> Subscriber:
     return Subscriber(
