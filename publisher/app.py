@@ -14,7 +14,7 @@ from publisher.config import Settings
 from publisher.errors import PublisherError
 from publisher.inbox import Inbox, safe_name
 from publisher.ingest import Ingestor, IngestReport
-from publisher.model import Article, Subscriber
+from publisher.model import Article, FileOutcome, Subscriber
 from publisher.site import BuildResult, SiteBuilder
 from publisher.store import Articles, Store
 from publisher.subscribers import ImportReport, SubscriberAdmin
@@ -289,7 +289,7 @@ class App:
             # ingest` quarantined it); that must not stop the watcher, and so `publisher run`
             report = await asyncio.to_thread(self.ingest, files, missing_ok=True)
             for result in report.results:
-                if result.outcome != "unchanged":
+                if result.outcome is not FileOutcome.UNCHANGED:
                     log.info("%s %s: %s", result.outcome, result.file, safe_name(result.detail))
 
     def _catch_up(self) -> None:

@@ -30,6 +30,7 @@ from publisher.console import (
     worker_progress,
 )
 from publisher.errors import ConfigError, MissingDatabase, PublisherError
+from publisher.model import FileOutcome
 from publisher.secrecy import ensure_secret_key
 
 if TYPE_CHECKING:  # typing only: App and the services load inside the commands
@@ -37,6 +38,8 @@ if TYPE_CHECKING:  # typing only: App and the services load inside the commands
     from publisher.ingest import IngestReport
 
 __all__ = ["main"]
+
+_NOTABLE = (FileOutcome.DUPLICATE, FileOutcome.QUARANTINED, FileOutcome.UPDATED)
 
 T = TypeVar("T")
 
@@ -185,11 +188,11 @@ def ingest(ctx: click.Context, paths: tuple[Path, ...], as_json: bool) -> None:
 
 
 def _show_ingest_report(terminal: Terminal, report: IngestReport) -> None:
-    notable = [r for r in report.results if r.outcome in ("duplicate", "quarantined", "updated")]
+    notable = [r for r in report.results if r.outcome in _NOTABLE]
     if notable:
         table = Table("file", "outcome", "detail", title="Files needing a look")
         for r in notable:
-            style = "red" if r.outcome == "quarantined" else "yellow"
+            style = "red" if r.outcome is FileOutcome.QUARANTINED else "yellow"
             table.add_row(text(r.file), text(r.outcome, style), text(r.detail))
         terminal.show(table)
     terminal.show(counts_table("Ingest summary", report.summary()))

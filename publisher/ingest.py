@@ -20,6 +20,7 @@ from publisher.dedup.minhash import NearDuplicateIndex, Signer
 from publisher.dedup.rules import Incoming, NearMatch, Outcome, decide
 from publisher.errors import StoreError
 from publisher.inbox import Inbox, InboxError
+from publisher.model import FileOutcome
 from publisher.prepare import Prepared, prepared_batches, worker_processes
 from publisher.store import Articles, Store
 from publisher.store.builds import SiteBuilds
@@ -33,7 +34,7 @@ log = logging.getLogger("publisher.ingest")
 @dataclass(frozen=True, slots=True)
 class FileResult:
     file: str
-    outcome: str  # added | updated | duplicate | unchanged | quarantined | vanished
+    outcome: FileOutcome
     detail: str
     article_id: str | None = None
     category: str | None = None
@@ -45,21 +46,20 @@ class IngestReport:
     # the site build each transaction that changed articles asked for (store/builds.py)
     build_requests: list[int] = field(default_factory=list)
 
-    def count(self, outcome: str) -> int:
+    def count(self, outcome: FileOutcome) -> int:
         return sum(1 for r in self.results if r.outcome == outcome)
 
     @property
     def changed(self) -> list[FileResult]:
-        return [r for r in self.results if r.outcome in ("added", "updated")]
+        return [r for r in self.results if r.outcome in (FileOutcome.ADDED, FileOutcome.UPDATED)]
 
     @property
     def failed(self) -> bool:
-        return any(r.outcome == "quarantined" for r in self.results)
+        return any(r.outcome is FileOutcome.QUARANTINED for r in self.results)
 
     def summary(self) -> dict[str, int]:
-        return {
-            o: self.count(o) for o in ("added", "updated", "duplicate", "unchanged", "quarantined")
-        }
+        shown = [o for o in FileOutcome if o is not FileOutcome.VANISHED]
+        return {o.value: self.count(o) for o in shown}
 
 
 class Ingestor:
@@ -135,9 +135,9 @@ class Ingestor:
         for item in batch:
             if item.vanished:
                 detail = "file disappeared before it was read"
-                results[item.path] = FileResult(item.name, "vanished", detail)
+                results[item.path] = FileResult(item.name, FileOutcome.VANISHED, detail)
             elif item.problem is not None:
-                results[item.path] = FileResult(item.name, "quarantined", item.problem)
+                results[item.path] = FileResult(item.name, FileOutcome.QUARANTINED, item.problem)
             else:
                 assert item.incoming is not None
                 parsed.append((item, item.incoming))
@@ -151,14 +151,16 @@ class Ingestor:
                 writes.log(
                     file=item.name,
                     raw_hash=item.raw_hash,
-                    outcome="quarantined",
+                    outcome=FileOutcome.QUARANTINED,
                     reason=item.problem,
                     now=now,
                 )
             seen = writes.seen_files((item.name, item.raw_hash) for item, _ in parsed)
             for item, incoming in parsed:
                 if (item.name, item.raw_hash) in seen:
-                    results[item.path] = FileResult(item.name, "unchanged", "already ingested")
+                    results[item.path] = FileResult(
+                        item.name, FileOutcome.UNCHANGED, "already ingested"
+                    )
                     continue
                 results[item.path] = self._decide(writes, item, incoming, now)
             writes.flush()
@@ -211,21 +213,21 @@ class Ingestor:
             batch.log(
                 file=name,
                 raw_hash=raw_hash,
-                outcome="duplicate",
+                outcome=FileOutcome.DUPLICATE,
                 now=now,
                 content_hash=article.content_hash,
                 article_id=decision.target_id,
                 reason=decision.reason,
             )
             return FileResult(
-                name, "duplicate", decision.reason, decision.target_id, article.category
+                name, FileOutcome.DUPLICATE, decision.reason, decision.target_id, article.category
             )
         write = batch.add if decision.outcome is Outcome.ADDED else batch.update
         article_id = write(decision, item, signature=signature, now=now)
         batch.log(
             file=name,
             raw_hash=raw_hash,
-            outcome=decision.outcome.value,
+            outcome=FileOutcome(decision.outcome.value),
             now=now,
             content_hash=article.content_hash,
             article_id=article_id,
@@ -234,7 +236,7 @@ class Ingestor:
         # later files of this batch must find this one as a near-duplicate candidate
         self.index.add(article_id, signature)
         return FileResult(
-            name, decision.outcome.value, decision.reason, article_id, article.category
+            name, FileOutcome(decision.outcome.value), decision.reason, article_id, article.category
         )
 
     def _sync(self, repo: Articles) -> None:

@@ -12,6 +12,7 @@ __all__ = [
     "Delivery",
     "DeliveryStatus",
     "DigestRun",
+    "FileOutcome",
     "Frequency",
     "ParsedArticle",
     "Removal",
@@ -148,6 +149,17 @@ class DeliveryStatus(StrEnum):
     SENDING = "sending"
     SENT = "sent"
     FAILED = "failed"
+
+
+class FileOutcome(StrEnum):
+    """What an ingest did with one file."""
+
+    ADDED = "added"
+    UPDATED = "updated"  # the same article, corrected or re-published
+    DUPLICATE = "duplicate"  # an exact copy of a stored article: ignored
+    UNCHANGED = "unchanged"  # these bytes were ingested before
+    QUARANTINED = "quarantined"
+    VANISHED = "vanished"  # gone before it was read
 
 
 class RunStatus(StrEnum):

@@ -21,12 +21,13 @@ from sqlalchemy.orm import aliased
 
 from publisher.dedup.overlay import BatchOverlay, BatchQuestions, updated_on_republication
 from publisher.dedup.rules import Decision, Incoming, StoredFacts, title_key
+from publisher.model import FileOutcome
 from publisher.store.chunks import chunks
 from publisher.store.schema import articles, blocks, boilerplate, ingest_log, removals
 
 __all__ = ["IngestBatch"]
 
-_INGESTED = ("added", "updated")
+_INGESTED = (FileOutcome.ADDED.value, FileOutcome.UPDATED.value)
 
 
 class IngestBatch:
@@ -55,7 +56,7 @@ class IngestBatch:
             rows = self.connection.execute(
                 select(ingest_log.c.file, ingest_log.c.raw_hash).where(
                     ingest_log.c.file.in_(chunk),  # the leading column of the index
-                    ingest_log.c.outcome != "quarantined",
+                    ingest_log.c.outcome != FileOutcome.QUARANTINED.value,
                 )
             )
             found |= {(row.file, row.raw_hash) for row in rows}
@@ -125,7 +126,7 @@ class IngestBatch:
         *,
         file: str,
         raw_hash: str,
-        outcome: str,
+        outcome: FileOutcome,
         now: datetime,
         content_hash: str | None = None,
         article_id: str | None = None,
@@ -136,7 +137,7 @@ class IngestBatch:
                 "file": file,
                 "raw_hash": raw_hash,
                 "content_hash": content_hash,
-                "outcome": outcome,
+                "outcome": outcome.value,
                 "article_id": article_id,
                 "reason": reason,
                 "at": now,
