@@ -60,11 +60,7 @@ def publisher_cli(
 @contextlib.contextmanager
 def _logging_put_back() -> Iterator[None]:
     manager = logging.Logger.manager
-    names = [
-        name
-        for name in [*_LOGGERS, *manager.loggerDict]
-        if name.split(".")[0] in _LOGGERS
-    ]
+    names = [name for name in [*_LOGGERS, *manager.loggerDict] if name.split(".")[0] in _LOGGERS]
     saved = {}
     for name in dict.fromkeys(names):
         logger = logging.getLogger(name)
