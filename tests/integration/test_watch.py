@@ -60,7 +60,7 @@ def watching(tmp_path: Path) -> Iterator[tuple[Path, Store, Watcher]]:
     reader = threading.Thread(target=lambda: seen.lines.extend(process.stdout or ()), daemon=True)
     reader.start()
     inbox = tmp_path / "inbox"
-    _wait_for(lambda: _watches(process.pid, inbox) or process.poll() is not None, WAIT)
+    _wait_for(lambda: watches(process.pid, inbox) or process.poll() is not None, WAIT)
     assert process.poll() is None, seen.output()
     yield inbox, store, seen
     process.send_signal(signal.SIGTERM)
@@ -85,7 +85,7 @@ def _wait_for(condition: Callable[[], bool], seconds: float = WAIT) -> None:
         time.sleep(0.05)
 
 
-def _watches(pid: int, folder: Path) -> bool:
+def watches(pid: int, folder: Path) -> bool:
     """Whether process `pid` has an inotify watch on `folder` (Linux: /proc/PID/fdinfo).
 
     The watcher logs "watching" before its first look at the inbox; a file moved in between
@@ -146,7 +146,7 @@ def test_inbox_deleted_and_recreated_keeps_working(
     shutil.rmtree(inbox)
     _wait_for(lambda: watcher.said(r"inbox .* disappeared|restarting the inbox watch"))
     inbox.mkdir()
-    _wait_for(lambda: _watches(watcher.process.pid, inbox))
+    _wait_for(lambda: watches(watcher.process.pid, inbox))
     shutil.copy(next(SEEDS.glob("002_*")), inbox / "002.txt")
     _wait_for(lambda: _count(store) == 1)
 
