@@ -176,7 +176,7 @@ def _no_key_config(tmp_path: Path, **extra: str) -> Path:
 
 
 def _start(config: Path, *args: str, ready: str) -> tuple[subprocess.Popen[str], str]:
-    """Start a long-running command; returns once `ready` appears on stderr (10 s at most)."""
+    """Start a long-running command; returns once `ready` appears on stderr (30 s at most)."""
     process = subprocess.Popen(
         [sys.executable, "-m", "publisher", "--config", str(config), *args],
         stdout=subprocess.PIPE,
@@ -185,7 +185,7 @@ def _start(config: Path, *args: str, ready: str) -> tuple[subprocess.Popen[str],
         env=_env(),
     )
     seen = ""
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 30
     assert process.stderr is not None
     while ready not in seen and time.monotonic() < deadline:
         line = process.stderr.readline()
