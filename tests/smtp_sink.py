@@ -97,7 +97,7 @@ class SmtpSink:
     def per_recipient(self) -> Counter[str]:
         return Counter(r for m in self.messages for r in m.rcpt_tos)
 
-    def wait_for(self, count: int, timeout: float = 10.0) -> None:
+    def wait_for(self, count: int, timeout: float = 30.0) -> None:
         deadline = time.monotonic() + timeout
         while len(self.messages) < count:
             if time.monotonic() > deadline:

@@ -1,30 +1,20 @@
-"""The command-line contract for ingest and articles, run as a user would (subprocess)."""
+"""The command-line contract for ingest and articles: exit codes, stdout, --json, stderr."""
 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 from tests.conftest import SEEDS, write_config
+from tests.integration.in_process import publisher_cli
 
 
 def publisher(
     *args: str, cwd: Path, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
-    environment = {k: v for k, v in os.environ.items() if not k.startswith("PUBLISHER_")}
-    environment.update(env or {})
-    return subprocess.run(
-        [sys.executable, "-m", "publisher", *args],
-        cwd=cwd,
-        env=environment,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    return publisher_cli(*args, cwd=cwd, env=env)
 
 
 def test_ingest_then_articles_json(tmp_path: Path) -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,6 +18,7 @@ import feedparser
 import pytest
 
 from tests.conftest import SEEDS, write_config
+from tests.integration.in_process import publisher_cli
 
 FEEDS = ("atom.xml", "rss.xml", "feed.json", "index.html")
 NEW_ARTICLE = """Home>Harbin Today
@@ -34,13 +34,7 @@ The park opens on Friday with sculptures carved from river ice.
 
 
 def publisher(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "publisher", "--config", str(config), *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={k: v for k, v in os.environ.items() if not k.startswith("PUBLISHER_")},
-    )
+    return publisher_cli("--config", str(config), *args)
 
 
 def _mount(target: Path, options: str) -> str | None:

@@ -7,9 +7,9 @@ from pathlib import Path
 
 from publisher.store import Articles, Store
 from tests.integration.test_inbox_hostile import NOT_AN_ARTICLE, article
-from tests.integration.test_watch import _wait_for, watcher
+from tests.integration.test_watch import _wait_for, watcher, watching
 
-__all__ = ["watcher"]  # the fixture, used by name
+__all__ = ["watcher", "watching"]  # the fixtures, used by name
 
 
 def _sources(store: Store) -> set[str]:

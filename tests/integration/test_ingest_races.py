@@ -10,8 +10,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ import pytest
 from publisher.app import App
 from publisher.errors import PublisherError
 from publisher.ingest import IngestReport
+from tests.integration.test_watch import watches
 
 ARTICLE = "Home>News\n\nTitle {n}\n\nUpdated : 2021-03-04\n\nBody of article {n}, its own words.\n"
 
@@ -36,13 +38,26 @@ def test_ingest_of_a_vanished_path_raises_unless_missing_ok(app: App, tmp_path: 
 class VanishingApp(App):
     """Each file named gone-*.txt is quarantined elsewhere just before the watcher ingests it."""
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.handled: list[list[str]] = []  # the names of each batch ingest returned from
+
     def ingest(
         self, paths: Sequence[Path] | None = None, *args: Any, **kwargs: Any
     ) -> IngestReport:
         for path in paths or ():
             if path.name.startswith("gone-"):
                 path.unlink()
-        return super().ingest(paths, *args, **kwargs)
+        report = super().ingest(paths, *args, **kwargs)
+        self.handled.append([path.name for path in paths or ()])
+        return report
+
+
+async def _until(condition: Callable[[], bool], seconds: float = 30.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, f"not within {seconds} s"
+        await asyncio.sleep(0.05)
 
 
 def test_the_watcher_keeps_going_when_a_settled_file_vanishes(settings: Any) -> None:
@@ -53,19 +68,17 @@ def test_the_watcher_keeps_going_when_a_settled_file_vanishes(settings: Any) -> 
     async def scenario() -> int:
         stop = asyncio.Event()
         watcher = asyncio.create_task(app.watch(stop))
-        await asyncio.sleep(0.3)
+        await _until(lambda: watches(os.getpid(), inbox) or watcher.done())
         (inbox / "gone-1.txt").write_text(ARTICLE.format(n=1), encoding="utf-8")
-        await asyncio.sleep(0.6)  # its own batch: nothing but the vanishing file
+        # its own batch: nothing but the vanishing file; the watcher fails here if it cannot
+        # take that
+        await _until(lambda: ["gone-1.txt"] in app.handled or watcher.done())
         (inbox / "gone-2.txt").write_text(ARTICLE.format(n=2), encoding="utf-8")
         (inbox / "kept.txt").write_text(ARTICLE.format(n=3), encoding="utf-8")
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and not watcher.done():
-            if [a.title for a in app.articles()] == ["Title 3"]:
-                break
-            await asyncio.sleep(0.1)
+        await _until(lambda: [a.title for a in app.articles()] == ["Title 3"] or watcher.done())
         alive = not watcher.done()
         stop.set()
-        await asyncio.wait_for(watcher, 5)  # raises here if the watcher failed
+        await asyncio.wait_for(watcher, 30)  # raises here if the watcher failed
         assert alive
         return len(app.articles())
 

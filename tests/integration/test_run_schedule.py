@@ -17,6 +17,7 @@ import time_machine
 from publisher.app import App
 from publisher.config import load_settings
 from publisher.runner import RunOptions, run
+from publisher.schedule import stored_jobs
 from tests.conftest import SEEDS, write_config
 from tests.integration.test_run import free_port
 
@@ -49,16 +50,23 @@ def test_the_weekly_job_sends_through_the_sink_at_eight_local_time(
         await asyncio.wait_for(ready.wait(), 20)
         assert list(mailbox.glob("*.eml")) == []  # 07:59:5x: nothing yet
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + 15
-        while len(list(mailbox.glob("*.eml"))) < len(subscribers) and loop.time() < deadline:
+        deadline = loop.time() + 30
+        # the run logged that it is finished (every message it sent was saved before the
+        # sink said 250) and the job moved on to next week: nothing more can land
+        while not (_finished(caplog) and _moved_on(app)):
+            assert loop.time() < deadline, caplog.text
             await asyncio.sleep(0.1)
-        await asyncio.sleep(0.3)  # a duplicate would land here
         stop.set()
-        await asyncio.wait_for(task, 5)
+        await asyncio.wait_for(task, 30)
 
-    monday_morning = datetime(2024, 6, 3, 7, 59, 57, tzinfo=SHANGHAI)  # a Monday
-    # attach to our logger itself: the CLI's log setup stops propagation to the root
-    logging.getLogger("publisher").addHandler(caplog.handler)
+    # a Monday, 5 s before the job: `run` has that long to start before it may fire
+    monday_morning = datetime(2024, 6, 3, 7, 59, 55, tzinfo=SHANGHAI)
+    # attach to our logger itself, and only there: the CLI's log setup (an earlier test's)
+    # stops propagation to the root, and a record must not be counted twice when it does not
+    logger = logging.getLogger("publisher")
+    propagate = logger.propagate
+    logger.addHandler(caplog.handler)
+    logger.propagate = False
     try:
         with (
             caplog.at_level("INFO", logger="publisher"),
@@ -66,7 +74,8 @@ def test_the_weekly_job_sends_through_the_sink_at_eight_local_time(
         ):
             asyncio.run(scenario())
     finally:
-        logging.getLogger("publisher").removeHandler(caplog.handler)
+        logger.removeHandler(caplog.handler)
+        logger.propagate = propagate
         app.close()
 
     messages = [
@@ -80,3 +89,12 @@ def test_the_weekly_job_sends_through_the_sink_at_eight_local_time(
         "digest run started: weekly (due 2024-06-03T08:00:00+08:00)"
     ]
     assert len(finished) == 1 and "sent 2" in finished[0].getMessage()
+
+
+def _finished(caplog: pytest.LogCaptureFixture) -> bool:
+    return any(r.getMessage().startswith("digest run finished") for r in caplog.records)
+
+
+def _moved_on(app: App) -> bool:
+    [weekly] = stored_jobs(app.store.engine)
+    return weekly.next_run == datetime(2024, 6, 10, 8, tzinfo=SHANGHAI)

@@ -1,8 +1,9 @@
 """Secrets: never printed (logs, errors, --json, status, repr), warned about when exposed,
 and required before the web server starts (unless --insecure-dev).
 
-Every command runs as a real subprocess with distinctive secret values, and every byte it
-prints is searched for them.
+Every command runs with distinctive secret values, and every byte it writes to stdout and
+stderr (file descriptors 1 and 2 too) is searched for them. The contract commands run
+in-process; the long-running servers, stopped by a signal, as real subprocesses.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from aiosmtpd.smtp import AuthResult, LoginPassword
 from publisher.app import App
 from publisher.config import load_settings
 from tests.conftest import SEEDS, TEST_SECRET_KEY, write_config
+from tests.integration.in_process import publisher_cli
 from tests.integration.test_faults_smtp import Server
 
 SECRET_KEY = "sk-Zebra-Quasar-7f3a9c1e5b-Walrus-2d8e4b6a"
@@ -42,13 +44,8 @@ def _env(**extra: str) -> dict[str, str]:
 def publisher(
     config: Path, *args: str, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "publisher", "--config", str(config), *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=env if env is not None else _env(),
-    )
+    variables = {k: v for k, v in (env or {}).items() if k.startswith("PUBLISHER_")}
+    return publisher_cli("--config", str(config), *args, env=variables, capture="fd")
 
 
 def _assert_no_secret(*texts: str) -> None:
@@ -179,7 +176,7 @@ def _no_key_config(tmp_path: Path, **extra: str) -> Path:
 
 
 def _start(config: Path, *args: str, ready: str) -> tuple[subprocess.Popen[str], str]:
-    """Start a long-running command; returns once `ready` appears on stderr (10 s at most)."""
+    """Start a long-running command; returns once `ready` appears on stderr (30 s at most)."""
     process = subprocess.Popen(
         [sys.executable, "-m", "publisher", "--config", str(config), *args],
         stdout=subprocess.PIPE,
@@ -188,7 +185,7 @@ def _start(config: Path, *args: str, ready: str) -> tuple[subprocess.Popen[str],
         env=_env(),
     )
     seen = ""
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 30
     assert process.stderr is not None
     while ready not in seen and time.monotonic() < deadline:
         line = process.stderr.readline()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import email
 import smtplib
+import socket
 import time
 from email.message import EmailMessage
 from email.policy import default
@@ -50,17 +51,29 @@ def test_each_message_becomes_one_eml_file(tmp_path: Path) -> None:
     assert not list(mailbox.glob(".*")), "no partial files left behind"
 
 
+def _refused(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=10).close()
+    except ConnectionRefusedError:
+        return True
+    return False
+
+
 def test_stop_lets_a_transaction_in_flight_finish(tmp_path: Path) -> None:
     mailbox = tmp_path / "mailbox"
 
     def slow_client(port: int, started: asyncio.Event, loop: asyncio.AbstractEventLoop) -> None:
-        with smtplib.SMTP("127.0.0.1", port, timeout=10) as client:
+        with smtplib.SMTP("127.0.0.1", port, timeout=30) as client:
             client.ehlo()
             client.mail("news@localhost")
             client.rcpt("late@example.org")
             loop.call_soon_threadsafe(started.set)
-            # the sink is told to stop now; this transaction must still be accepted
-            time.sleep(0.3)
+            # the sink is stopping once it refuses new connections; this transaction,
+            # begun before, must still be accepted
+            deadline = time.monotonic() + 30
+            while not _refused(port):
+                assert time.monotonic() < deadline, "the sink did not stop listening"
+                time.sleep(0.02)
             code, _ = client.data(_message("late@example.org", "in flight").as_bytes())
             assert code == 250
 
@@ -70,13 +83,13 @@ def test_stop_lets_a_transaction_in_flight_finish(tmp_path: Path) -> None:
         client = asyncio.create_task(
             asyncio.to_thread(slow_client, sink.port, started, asyncio.get_running_loop())
         )
-        await asyncio.wait_for(started.wait(), 5)
-        await sink.stop(grace=3.0)
-        await asyncio.wait_for(client, 5)
+        await asyncio.wait_for(started.wait(), 30)
+        await sink.stop(grace=30.0)  # returns as soon as the client is done
+        await asyncio.wait_for(client, 30)
         # and nothing listens any more
         try:
-            await asyncio.wait_for(asyncio.open_connection("127.0.0.1", sink.port), 2)
-        except OSError:
+            await asyncio.wait_for(asyncio.open_connection("127.0.0.1", sink.port), 10)
+        except ConnectionRefusedError:
             return
         raise AssertionError("the sink still accepts connections after stop()")
 

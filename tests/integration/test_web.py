@@ -7,9 +7,10 @@ import gzip
 import shutil
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
 import feedparser
 import httpx
@@ -22,6 +23,8 @@ from publisher.app import App
 from publisher.config import load_settings
 from publisher.web import create_app, serve
 from tests.conftest import SEEDS, write_config
+
+T = TypeVar("T")
 
 NEW_ARTICLE = """Home>Harbin Today
 
@@ -43,8 +46,27 @@ class Running:
     public: Path
 
 
+@dataclass
+class Served:
+    """A server run by `served`: its base URL and port, and a way into its event loop."""
+
+    url: str
+    port: int
+    loop: asyncio.AbstractEventLoop
+
+    def run(self, work: Coroutine[Any, Any, T], timeout: float = 30.0) -> T:
+        """Await `work` on the server's loop (where its background tasks live)."""
+        return asyncio.run_coroutine_threadsafe(work, self.loop).result(timeout)
+
+
 def run_server(app: App, extra_routes: list[BaseRoute] | None = None) -> Iterator[tuple[str, int]]:
     """serve() in a thread with its own loop; yields the base URL once it listens."""
+    for server in served(app, extra_routes):
+        yield server.url, server.port
+
+
+def served(app: App, extra_routes: list[BaseRoute] | None = None) -> Iterator[Served]:
+    """serve() in a thread with its own loop; yields it once it listens."""
     web = create_app(app.settings, extra_routes=extra_routes or [])
     loop = asyncio.new_event_loop()
     stop = asyncio.Event()
@@ -71,7 +93,7 @@ def run_server(app: App, extra_routes: list[BaseRoute] | None = None) -> Iterato
     assert not failure, failure
     port = web.state.port
     try:
-        yield f"http://127.0.0.1:{port}/", port
+        yield Served(f"http://127.0.0.1:{port}/", port, loop)
     finally:
         loop.call_soon_threadsafe(stop.set)
         thread.join(10)

@@ -7,7 +7,6 @@ covered in test_subscribe_web.py; here: what those do not.)
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -21,19 +20,25 @@ from publisher.config import load_settings
 from publisher.model import SubscriberStatus
 from publisher.tokens import CONFIRM, UNSUBSCRIBE, Tokens
 from tests.conftest import SEEDS
-from tests.integration.test_web import run_server
+from tests.integration.test_web import Served, served
 from tests.smtp_sink import SmtpSink, send_config
 
 BASE_ORIGIN = "http://127.0.0.1:8080"  # base_url of tests/conftest.write_config
 
 
 @pytest.fixture
-def site(tmp_path: Path, sqlite_url: str, smtp_sink: SmtpSink) -> Iterator[tuple[App, str]]:
+def server(tmp_path: Path, sqlite_url: str, smtp_sink: SmtpSink) -> Iterator[tuple[App, Served]]:
     app = App(load_settings(send_config(tmp_path, sqlite_url, smtp_sink), environ={}))
     app.ingest([SEEDS])  # builds index.html and the feeds
-    for server in run_server(app, app.web_routes()):
-        yield app, server[0]
+    for running in served(app, app.web_routes()):
+        yield app, running
     app.close()
+
+
+@pytest.fixture
+def site(server: tuple[App, Served]) -> tuple[App, str]:
+    app, running = server
+    return app, running.url
 
 
 def _status_of(app: App, email: str) -> SubscriberStatus | None:
@@ -44,8 +49,11 @@ def _status_of(app: App, email: str) -> SubscriberStatus | None:
 # -- same origin (CSRF) ----------------------------------------------------------------------
 
 
-def test_cross_site_subscribe_posts_are_refused(site: tuple[App, str], smtp_sink: SmtpSink) -> None:
-    app, url = site
+def test_cross_site_subscribe_posts_are_refused(
+    server: tuple[App, Served], smtp_sink: SmtpSink
+) -> None:
+    app, running = server
+    url = running.url
     own = url.rstrip("/")  # the origin the browser sees for this server
     cases = [
         ({"Origin": "https://evil.example"}, 403),
@@ -67,7 +75,7 @@ def test_cross_site_subscribe_posts_are_refused(site: tuple[App, str], smtp_sink
             assert _status_of(app, email) is None
         else:
             assert _status_of(app, email) is SubscriberStatus.PENDING
-    time.sleep(0.3)
+    running.run(app.newsletter.drain())  # every confirmation mail the posts queued is sent
     assert len(smtp_sink.messages) == 4  # one confirmation per accepted post, none for refused
 
 
@@ -116,8 +124,11 @@ def test_request_bodies_over_the_limit_get_413(site: tuple[App, str]) -> None:
 # -- rate limit ----------------------------------------------------------------------------------
 
 
-def test_the_rate_limit_is_per_client_address(site: tuple[App, str], smtp_sink: SmtpSink) -> None:
-    app, url = site
+def test_the_rate_limit_is_per_client_address(
+    server: tuple[App, Served], smtp_sink: SmtpSink
+) -> None:
+    app, running = server
+    url = running.url
     limit = app.settings.server.subscribe_per_minute
     codes = [
         httpx.post(url + "subscribe", data={"email": f"a{n}@example.com"}, timeout=10).status_code
@@ -133,7 +144,7 @@ def test_the_rate_limit_is_per_client_address(site: tuple[App, str], smtp_sink: 
     with other:
         answer = other.post(url + "subscribe", data={"email": "other@example.com"}, timeout=10)
     assert answer.status_code == 200
-    time.sleep(0.3)
+    running.run(app.newsletter.drain())
     assert len(smtp_sink.messages) == limit + 1
 
 

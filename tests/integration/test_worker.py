@@ -23,7 +23,8 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from sqlalchemy import insert, select, update
+from sqlalchemy import insert, select, text, update
+from sqlalchemy.engine import make_url
 
 from publisher.app import App
 from publisher.cli import cli
@@ -119,6 +120,35 @@ def _registered(store: Store, pids: set[int]) -> dict[int, str] | None:
     return found if set(found) == pids else None
 
 
+def _database_ports(pid: int, server_port: int) -> list[int]:
+    """The local ports of process `pid`'s TCP connections to `server_port` (Linux /proc)."""
+    sockets = set()
+    for descriptor in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(descriptor)
+        except OSError:  # closed meanwhile
+            continue
+        if target.startswith("socket:["):
+            sockets.add(target.removeprefix("socket:[").removesuffix("]"))
+    ports = []
+    for table in (Path("/proc/net/tcp"), Path("/proc/net/tcp6")):
+        for line in table.read_text(encoding="ascii").splitlines()[1:]:
+            local, remote, inode = (line.split()[i] for i in (1, 2, 9))
+            if inode in sockets and int(remote.rsplit(":", 1)[1], 16) == server_port:
+                ports.append(int(local.rsplit(":", 1)[1], 16))
+    return ports
+
+
+def _sessions_open(store: Store, client_ports: list[int]) -> bool:
+    """Whether PostgreSQL still has a backend for a connection from one of these ports."""
+    with store.read() as connection:
+        found = connection.execute(
+            text("SELECT count(*) FROM pg_stat_activity WHERE client_port = ANY(:ports)"),
+            {"ports": client_ports},
+        ).scalar_one()
+    return bool(found)
+
+
 def _run_done(store: Store) -> bool:
     with store.read() as connection:
         statuses = connection.execute(select(digest_runs.c.status)).scalars().all()
@@ -188,7 +218,7 @@ def test_three_workers_share_one_run_everyone_gets_exactly_one_message(
 def test_a_killed_workers_rows_are_reclaimed_after_its_lease(
     tmp_path: Path, pg_url: str, smtp_sink: SmtpSink
 ) -> None:
-    lease = 3.0
+    lease = 6.0  # the victim's rows are read within it after the kill, on a loaded machine too
     config = _prepare(tmp_path, pg_url, smtp_sink, lease=lease, batch=50)
     store = Store(pg_url)
     logs = [tmp_path / f"worker{n}.log" for n in range(3)]
@@ -200,6 +230,7 @@ def test_a_killed_workers_rows_are_reclaimed_after_its_lease(
     def kill(_received: Received) -> None:
         # inside DATA of some message: the victim has transactions in flight right now
         if not killed.is_set() and len(smtp_sink.messages) >= 500:
+            at_kill["sessions"] = _database_ports(victim.pid, make_url(pg_url).port or 5432)
             os.kill(victim.pid, signal.SIGKILL)
             victim.wait(timeout=10)
             at_kill["time"] = time.monotonic()
@@ -214,9 +245,14 @@ def test_a_killed_workers_rows_are_reclaimed_after_its_lease(
         assert killed.wait(60), "the sink never reached 500 messages"
         smtp_sink.on_data = None
         # a group commit the victim sent just before it died still commits on the server
-        # (its backend notices the closed socket only when it replies); its rows are the
-        # victim's until its lease runs out, so wait for that statement, well within it
-        time.sleep(lease / 6)
+        # (its backend notices the closed socket only when it replies, then ends); its rows
+        # are the victim's until its lease runs out: read them once its sessions are gone
+        assert at_kill["sessions"], "the victim had no connection to the database"
+        _wait(
+            lambda: not _sessions_open(store, at_kill["sessions"]),
+            30,
+            "the killed worker's database sessions to end",
+        )
         with store.read() as connection:  # the victim's rows, before its lease runs out
             held = connection.execute(
                 select(deliveries.c.id, deliveries.c.status, subscribers.c.email)
