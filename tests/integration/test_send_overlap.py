@@ -40,6 +40,8 @@ def _prepare(tmp_path: Path, database_url: str, sink: SmtpSink) -> tuple[Path, d
         out.write(
             f'\n[schedule]\nweekly_day = "{fire.strftime("%a").lower()}"\n'
             f'weekly_time = "{fire.strftime("%H:%M")}"\ndaily_time = ""\n'
+            # on PostgreSQL the killed sender's claimed rows come free when its lease ends
+            "\n[workers]\nlease_seconds = 6\n"
         )
     app = App(load_settings(config, environ={}))
     (tmp_path / "inbox").mkdir(exist_ok=True)

@@ -72,7 +72,7 @@ def test_double_opt_in_round_trip_then_one_click_unsubscribe(
     # the same address again: the same answer, and no second mail within the cool-down
     again = _subscribe(url, "new.reader@example.com")
     assert again.status_code == 200 and again.text == answer.text
-    running.run(app.newsletter.drain())  # every confirmation mail the posts queued is sent
+    running.run(app.subscriptions.drain())  # every confirmation mail the posts queued is sent
     assert len(smtp_sink.messages) == 1
 
     # the link opens a page with a button (scanners fetch links); only its POST confirms
@@ -86,7 +86,7 @@ def test_double_opt_in_round_trip_then_one_click_unsubscribe(
     # a confirmed address subscribing again: same answer, no mail, nothing changed
     third = _subscribe(url, "new.reader@example.com", frequency="daily")
     assert third.text == answer.text
-    running.run(app.newsletter.drain())
+    running.run(app.subscriptions.drain())
     assert len(smtp_sink.messages) == 1
     assert _who(app, "new.reader@example.com").frequency.value == "weekly"  # type: ignore[union-attr]
 

@@ -75,7 +75,7 @@ def test_cross_site_subscribe_posts_are_refused(
             assert _status_of(app, email) is None
         else:
             assert _status_of(app, email) is SubscriberStatus.PENDING
-    running.run(app.newsletter.drain())  # every confirmation mail the posts queued is sent
+    running.run(app.subscriptions.drain())  # every confirmation mail the posts queued is sent
     assert len(smtp_sink.messages) == 4  # one confirmation per accepted post, none for refused
 
 
@@ -144,7 +144,7 @@ def test_the_rate_limit_is_per_client_address(
     with other:
         answer = other.post(url + "subscribe", data={"email": "other@example.com"}, timeout=10)
     assert answer.status_code == 200
-    running.run(app.newsletter.drain())
+    running.run(app.subscriptions.drain())
     assert len(smtp_sink.messages) == limit + 1
 
 
