@@ -16,6 +16,7 @@ __all__ = [
     "Frequency",
     "ParsedArticle",
     "Removal",
+    "RemovalRule",
     "RunStatus",
     "Subscriber",
     "SubscriberStatus",
@@ -53,12 +54,19 @@ class ParsedArticle:
         return self.category_path[-1] if self.category_path else "Uncategorized"
 
 
+class RemovalRule(StrEnum):
+    """Why a block was taken out of an article."""
+
+    SHARED = "shared"  # its text is in boilerplate_min_articles or more articles
+    TEASER = "teaser"  # it advertises another known article
+
+
 @dataclass(frozen=True, slots=True)
 class Removal:
     """A block taken out of an article, and why (shown by `articles show`)."""
 
     text: str
-    rule: str  # "shared" (in >= N articles) or "teaser" (advertises another article)
+    rule: RemovalRule
     reason: str
 
 

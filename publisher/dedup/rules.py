@@ -18,7 +18,7 @@ from enum import StrEnum
 
 import xxhash
 
-from publisher.model import Block, ParsedArticle
+from publisher.model import Block, ParsedArticle, RemovalRule
 
 __all__ = [
     "HEADLINE_MAX_WORDS",
@@ -109,7 +109,7 @@ class PlannedRemoval:
     article_id: str | None
     key: str
     text: str
-    rule: str
+    rule: RemovalRule
     reason: str
 
 
@@ -226,7 +226,11 @@ def _shared_blocks(
             if own_title not in facts.boilerplate[key]:
                 removals.append(
                     PlannedRemoval(
-                        None, key, block.text, "shared", "appears in other articles (boilerplate)"
+                        None,
+                        key,
+                        block.text,
+                        RemovalRule.SHARED,
+                        "appears in other articles (boilerplate)",
                     )
                 )
             continue
@@ -242,11 +246,11 @@ def _shared_blocks(
         declared.append((key, block.text, headline))
         reason = f"appears in {holding} articles (boilerplate)"
         if own_title not in advertised:
-            removals.append(PlannedRemoval(None, key, block.text, "shared", reason))
+            removals.append(PlannedRemoval(None, key, block.text, RemovalRule.SHARED, reason))
         for holder in others:
             if title_key(holder.title) not in advertised:
                 removals.append(
-                    PlannedRemoval(holder.article_id, key, block.text, "shared", reason)
+                    PlannedRemoval(holder.article_id, key, block.text, RemovalRule.SHARED, reason)
                 )
     return removals, declared
 
@@ -261,7 +265,11 @@ def _own_teaser(item: Incoming, facts: StoredFacts, self_id: str | None) -> list
     reason = f"teaser for another article ({advertised_id})"
     return [
         PlannedRemoval(
-            None, item.block_keys[position], item.article.blocks[position].text, "teaser", reason
+            None,
+            item.block_keys[position],
+            item.article.blocks[position].text,
+            RemovalRule.TEASER,
+            reason,
         )
         for position in item.teaser.positions
     ]
@@ -271,7 +279,7 @@ def _teasers_for(title: str, facts: StoredFacts, self_id: str | None) -> list[Pl
     """The trailing teasers of stored articles that advertise the incoming one."""
     reason = f"teaser for another article ({title})"
     return [
-        PlannedRemoval(advertiser, key, text, "teaser", reason)
+        PlannedRemoval(advertiser, key, text, RemovalRule.TEASER, reason)
         for advertiser, blocks in facts.advertisers
         if advertiser != self_id
         for key, text in blocks

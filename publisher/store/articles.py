@@ -9,7 +9,7 @@ from datetime import datetime
 
 from sqlalchemy import Connection, Row, bindparam, func, or_, select, update
 
-from publisher.model import Article, Block, Removal
+from publisher.model import Article, Block, Removal, RemovalRule
 from publisher.parse import summarize
 from publisher.store.chunks import chunks
 from publisher.store.schema import articles, blocks, boilerplate, ingest_log, removals
@@ -142,7 +142,9 @@ class Articles:
                 .where(removals.c.article_id.in_(chunk))
                 .order_by(removals.c.decided)
             ):
-                removed[r.article_id].append((r.key, Removal(r.text, r.rule, r.reason)))
+                removed[r.article_id].append(
+                    (r.key, Removal(r.text, RemovalRule(r.rule), r.reason))
+                )
         result = []
         for row in rows:
             gone = {key for key, _ in removed[row.id]}

@@ -288,7 +288,7 @@ class IngestBatch:
                     "article_id": r.article_id or article_id,
                     "key": r.key,
                     "text": r.text,
-                    "rule": r.rule,
+                    "rule": r.rule.value,
                     "reason": r.reason,
                     "decided": now,
                 }
