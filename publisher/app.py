@@ -87,7 +87,7 @@ class App:
                 return 0
         copied = inbox.seed(seeds)
         if copied:
-            log.info("first run: seeded %s with %d articles from %s", inbox, copied, seeds)
+            log.info("first run: seeded %s with %d articles from %s", inbox.folder, copied, seeds)
         return copied
 
     def ingest(
