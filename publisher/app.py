@@ -119,9 +119,12 @@ class App:
             # and the next change (or `publisher build`) writes everything again
             log.exception("rebuilding the feeds failed")
 
-    def articles(self) -> list[Article]:
+    def articles(
+        self, *, category: str | None = None, search: str | None = None, limit: int | None = None
+    ) -> list[Article]:
+        """Newest first; `category` and `search` (title, slug or id) ignore case."""
         with self.store.read() as connection:
-            return Articles(connection).latest()
+            return Articles(connection).matching(category=category, search=search, limit=limit)
 
     def article(self, id_or_slug: str) -> Article:
         with self.store.read() as connection:
@@ -188,8 +191,20 @@ class App:
         """Delete a subscriber; a suppressed one's record is kept and returned."""
         return self.subscriber_admin.remove(email)
 
-    def subscribers(self) -> list[Subscriber]:
-        return list(self.subscriber_admin.all())
+    def subscribers(
+        self, *, category: str | None = None, search: str | None = None, limit: int | None = None
+    ) -> list[Subscriber]:
+        """By id; `category`: who chose it or chose all; `search`: in the email or name;
+        both ignore case. The categories are a JSON list, so the match is made here."""
+        wanted = category.casefold() if category is not None else None
+        needle = search.casefold() if search is not None else None
+        found: list[Subscriber] = []
+        for subscriber in self.subscriber_admin.all():
+            if limit is not None and len(found) >= limit:
+                break
+            if _subscriber_matches(subscriber, wanted, needle):
+                found.append(subscriber)
+        return found
 
     def import_subscribers(self, path: Path, *, force: bool = False) -> ImportReport:
         return self.subscriber_admin.import_csv(path, force=force)
@@ -297,6 +312,16 @@ class App:
         self.ingestor.inbox.release_finished()
         if self.site.build_owed():
             self.after_ingest(IngestReport())
+
+
+def _subscriber_matches(subscriber: Subscriber, category: str | None, needle: str | None) -> bool:
+    """`category` and `needle` are casefolded; no categories chosen means every category."""
+    chosen = {c.casefold() for c in subscriber.categories}
+    if category is not None and chosen and category not in chosen:
+        return False
+    if needle is None:
+        return True
+    return any(needle in value.casefold() for value in (subscriber.email, subscriber.name or ""))
 
 
 def output_error(folder: Path, exc: OSError) -> PublisherError:

@@ -23,6 +23,7 @@ from publisher.console import (
     LazyProgress,
     Terminal,
     counts_table,
+    keyed_listing,
     route_library_logs,
     send_progress,
     setup_logging,
@@ -223,32 +224,95 @@ def articles() -> None:
     """What is stored, normalized."""
 
 
+def _list_options(what: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """--limit, --category, --search and --format of a list command."""
+
+    def decorate(command: Callable[..., Any]) -> Callable[..., Any]:
+        for option in reversed(
+            (
+                click.option(
+                    "--format",
+                    "output_format",
+                    type=click.Choice(["table", "tsv"]),
+                    default="table",
+                    help="A table, or tab-separated lines with a header (tabs and newlines "
+                    "in values escaped as \\t and \\n).",
+                ),
+                click.option("--limit", type=click.IntRange(min=1), help="At most N of them."),
+                click.option("--category", help=f"Only {what} of this category (any case)."),
+                click.option("--search", help="Only those containing TEXT (any case)."),
+            )
+        ):
+            command = option(command)
+        return command
+
+    return decorate
+
+
+def _one_format(as_json: bool, output_format: str) -> None:
+    if as_json and output_format != "table":
+        raise click.UsageError("--json and --format tsv cannot be combined")
+
+
 @articles.command("list")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON array.")
+@_list_options("articles")
 @click.pass_context
-def articles_list(ctx: click.Context, as_json: bool) -> None:
-    """List stored articles, newest first.
+def articles_list(
+    ctx: click.Context,
+    as_json: bool,
+    output_format: str,
+    limit: int | None,
+    category: str | None,
+    search: str | None,
+) -> None:
+    """List stored articles, newest first; --search looks in the title, slug and id.
 
-    Example: publisher articles list --json | jq '.[].title'
+    Example: publisher articles list --category sports --limit 20 --format tsv
     """
-    found = _stored(ctx, lambda app: app.articles())
+    _one_format(as_json, output_format)
+    found = _stored(ctx, lambda app: app.articles(category=category, search=search, limit=limit))
     zone = _app(ctx, read_only=True).settings.zone
     terminal = _terminal(ctx)
     if as_json:
         terminal.print_json([a.as_dict(body=False, zone=zone) for a in found])
         return
-    table = Table(
-        "published", "title", "category", "author", "slug", title=f"{len(found)} articles"
-    )
-    for a in found:
-        table.add_row(
-            a.published.astimezone(zone).date().isoformat(),
-            text(a.title),
-            text(a.category),
-            text(a.author or ""),
-            text(a.slug),
+    if output_format == "tsv":
+        terminal.print_tsv(
+            ("id", "slug", "published", "title", "category", "author"),
+            (
+                (
+                    a.id,
+                    a.slug,
+                    a.published.astimezone(zone).isoformat(),
+                    a.title,
+                    a.category,
+                    a.author or "",
+                )
+                for a in found
+            ),
         )
-    terminal.show(table)
+        return
+    terminal.show(
+        keyed_listing(
+            f"{len(found)} articles",
+            "slug",
+            ("published", "title", "category", "author"),
+            [
+                (
+                    text(a.slug),
+                    (
+                        text(a.published.astimezone(zone).date().isoformat()),
+                        text(a.title),
+                        text(a.category),
+                        text(a.author or ""),
+                    ),
+                )
+                for a in found
+            ],
+            droppable=("published", "category", "author"),
+        )
+    )
 
 
 @articles.command("show")
@@ -414,15 +478,25 @@ def subscribers_remove(ctx: click.Context, email: str) -> None:
 
 @subscribers.command("list")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON array.")
+@_list_options("subscribers")
 @click.pass_context
-def subscribers_list(ctx: click.Context, as_json: bool) -> None:
-    """List subscribers with status, categories, frequency and last digest.
+def subscribers_list(
+    ctx: click.Context,
+    as_json: bool,
+    output_format: str,
+    limit: int | None,
+    category: str | None,
+    search: str | None,
+) -> None:
+    """List subscribers with status, categories, frequency and last digest. --category: who
+    chose it or chose all; --search looks in the email and name.
 
     Example: publisher subscribers list --json | jq '.[] | select(.status=="confirmed")'
     """
     from publisher.subscribers import is_suppressed
 
-    found = _stored(ctx, lambda app: app.subscribers())
+    _one_format(as_json, output_format)
+    found = _stored(ctx, lambda app: app.subscribers(category=category, search=search, limit=limit))
     terminal = _terminal(ctx)
     if as_json:
         terminal.print_json(
@@ -443,26 +517,48 @@ def subscribers_list(ctx: click.Context, as_json: bool) -> None:
         )
         return
     zone = _app(ctx, read_only=True).settings.zone
-    suppressed = sum(1 for s in found if is_suppressed(s.status))
-    table = Table(
-        "email",
-        "name",
-        "status",
-        "categories",
-        "frequency",
-        "last digest",
-        title=f"{len(found)} subscribers ({suppressed} suppressed: never mailed)",
-    )
-    for s in found:
-        table.add_row(
-            text(s.email),
-            text(s.name or ""),
-            s.status.value,
-            text(", ".join(s.categories) or "all"),
-            s.frequency.value,
-            s.last_digest.astimezone(zone).strftime("%Y-%m-%d %H:%M") if s.last_digest else "—",
+    if output_format == "tsv":
+        terminal.print_tsv(
+            ("email", "name", "status", "categories", "frequency", "last_digest"),
+            (
+                (
+                    s.email,
+                    s.name or "",
+                    s.status.value,
+                    ";".join(s.categories),
+                    s.frequency.value,
+                    s.last_digest.astimezone(zone).isoformat() if s.last_digest else "",
+                )
+                for s in found
+            ),
         )
-    terminal.show(table)
+        return
+    suppressed = sum(1 for s in found if is_suppressed(s.status))
+    terminal.show(
+        keyed_listing(
+            f"{len(found)} subscribers ({suppressed} suppressed: never mailed)",
+            "email",
+            ("name", "status", "categories", "frequency", "last digest"),
+            [
+                (
+                    text(s.email),
+                    (
+                        text(s.name or ""),
+                        text(s.status.value),
+                        text(", ".join(s.categories) or "all"),
+                        text(s.frequency.value),
+                        text(
+                            s.last_digest.astimezone(zone).strftime("%Y-%m-%d %H:%M")
+                            if s.last_digest
+                            else "—"
+                        ),
+                    ),
+                )
+                for s in found
+            ],
+            droppable=("name", "categories", "frequency", "last digest"),
+        )
+    )
 
 
 @subscribers.command("import")

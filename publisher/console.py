@@ -13,11 +13,12 @@ import logging
 import re
 import sys
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, NoReturn
 
 import click
-from rich.console import Console, RenderableType
+from rich.cells import cell_len
+from rich.console import Console, Group, RenderableType
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -27,7 +28,7 @@ from rich.progress import (
     TextColumn,
     TimeRemainingColumn,
 )
-from rich.table import Table
+from rich.table import Column, Table
 from rich.text import Text
 
 from publisher.config import Settings
@@ -41,11 +42,13 @@ __all__ = [
     "Terminal",
     "counts_table",
     "err",
+    "keyed_listing",
     "out",
     "route_library_logs",
     "send_progress",
     "setup_logging",
     "text",
+    "tsv_lines",
     "worker_progress",
 ]
 
@@ -109,6 +112,11 @@ class Terminal:
         shown = _JSON_UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", shown)
         click.echo(redact(shown, self.secrets))
 
+    def print_tsv(self, header: Sequence[str], rows: Iterable[Sequence[str]]) -> None:
+        """`--format tsv` on stdout: a header line, one record a line, nothing else."""
+        for line in tsv_lines(header, rows):
+            click.echo(redact(line, self.secrets))
+
     def fail(
         self, message: str, hint: str | None, code: int, *, one_line: bool = False
     ) -> NoReturn:
@@ -130,6 +138,66 @@ def counts_table(title: str, counts: Mapping[str, int]) -> Table:
     table = Table(*counts.keys(), title=title)
     table.add_row(*(str(n) for n in counts.values()))
     return table
+
+
+def keyed_listing(
+    title: str,
+    key: str,
+    others: Sequence[str],
+    rows: Sequence[tuple[Text, Sequence[Text]]],
+    *,
+    droppable: Sequence[str],
+) -> RenderableType:
+    """A table whose `key` column (a slug, an email) is never cut: rich wraps the `others`,
+    and the `droppable` ones (last first) are left out while the console is too narrow for
+    the longest key beside them. When not even that fits, one record a block: the key on a
+    line of its own, whole, the other values below it."""
+    width = out.size.width
+    longest = max((cell_len(k.plain) for k, _ in rows), default=0)
+    key_width = max(cell_len(key), longest)
+    kept = list(others)
+    for name in reversed(droppable):
+        if _fits(width, key_width, len(kept)):
+            break
+        kept.remove(name)
+    if not _fits(width, key_width, len(kept)):
+        return _blocks(title, others, rows)
+    table = Table(Column(key, no_wrap=True, min_width=key_width), *kept, title=title)
+    for key_cell, cells in rows:
+        chosen = dict(zip(others, cells, strict=True))
+        table.add_row(key_cell, *(chosen[name] for name in kept))
+    return table
+
+
+# below this a column wraps a title or a name into a word a line
+_NARROWEST_COLUMN = 10
+
+
+def _fits(width: int, key_width: int, others: int) -> bool:
+    borders = 3 * (others + 1) + 1  # a rule and a space either side of every cell
+    return key_width + borders + _NARROWEST_COLUMN * others <= width
+
+
+def _blocks(
+    title: str, others: Sequence[str], rows: Sequence[tuple[Text, Sequence[Text]]]
+) -> Group:
+    lines: list[RenderableType] = [Text(title, style="bold")]
+    for key_cell, cells in rows:
+        details = Text("  ").join(
+            Text.assemble(f"{name}: ", cell)
+            for name, cell in zip(others, cells, strict=True)
+            if cell.plain
+        )
+        lines += [Text(""), key_cell, Text.assemble("  ", details)]
+    return Group(*lines)
+
+
+def tsv_lines(header: Sequence[str], rows: Iterable[Sequence[str]]) -> Iterator[str]:
+    """Tab-separated lines, the header first: a tab or newline inside a value is `\\t`,
+    `\\n`, every control character an escape, as everywhere else the CLI prints."""
+    yield "\t".join(header)
+    for row in rows:
+        yield "\t".join(printable(value) for value in row)
 
 
 # -- progress ------------------------------------------------------------------------
