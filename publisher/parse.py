@@ -193,7 +193,9 @@ def content_hash(
     A language counts (adding a Language: line to a file changes what is published);
     without one the hash is what it always was, so stored articles keep theirs."""
     digest = hashlib.sha256()
-    for part in (title, published.date().isoformat(), *(block.text for block in blocks)):
+    # a Markdown block counts by its source: a changed link or emphasis is a changed article
+    parts = (block.text if block.markup is None else block.markup for block in blocks)
+    for part in (title, published.date().isoformat(), *parts):
         digest.update(part.encode("utf-8"))
         digest.update(b"\x1e")
     if language:

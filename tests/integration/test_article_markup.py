@@ -256,3 +256,12 @@ def test_a_markdown_file_keeps_its_headers_and_plain_text_blocks_for_dedup() -> 
     assert texts[2] == "skating lessons\na longer ice festival"
     assert "*" not in texts[1] and "(https://example.org/plan" not in texts[1]
     assert parsed.blocks[0].markup == "# Winter plans"
+
+
+def test_a_markdown_edit_that_only_changes_a_link_is_a_changed_article() -> None:
+    zone = ZoneInfo("UTC")
+    before = parse_article(MARKDOWN_ARTICLE.encode(), source_file="winter.md", zone=zone)
+    edited = MARKDOWN_ARTICLE.replace("https://example.org/plan", "https://example.org/plan-v2")
+    after = parse_article(edited.encode(), source_file="winter.md", zone=zone)
+    assert [b.text for b in before.blocks] == [b.text for b in after.blocks]
+    assert before.content_hash != after.content_hash
