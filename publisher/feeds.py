@@ -18,6 +18,7 @@ from feedgen.ext.base import BaseEntryExtension, BaseExtension
 from feedgen.feed import FeedGenerator
 
 from publisher import __version__
+from publisher.body import body_html
 from publisher.links import slug_words
 from publisher.model import Article, Block
 
@@ -103,22 +104,8 @@ ENTRY_TEXT_LIMIT = 100_000
 
 
 def content_html(blocks: Sequence[Block], limit: int = ENTRY_TEXT_LIMIT) -> str:
-    """The body as HTML: a <p> per block, lines of a multi-line block joined by <br>;
-    at most `limit` characters of text, then "…"."""
-    paragraphs: list[str] = []
-    left = limit
-    for block in blocks:
-        lines: list[str] = []
-        for line in block.lines:
-            lines.append(html.escape(line[:left], quote=True))
-            left -= len(line)
-            if left < 0:
-                break
-        paragraphs.append("<p>" + "<br>".join(lines) + "</p>")
-        if left < 0:
-            paragraphs.append("<p>…</p>")
-            break
-    return "".join(paragraphs)
+    """The body as sanitized HTML (see body.py); at most `limit` characters of text, then "…"."""
+    return body_html(blocks, limit)
 
 
 def _updated(channel: Channel, entries: Sequence[Entry]) -> datetime:

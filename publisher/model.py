@@ -25,9 +25,13 @@ __all__ = [
 
 @dataclass(frozen=True, slots=True)
 class Block:
-    """One paragraph of the body; a multi-line block (a list) keeps its lines."""
+    """One paragraph of the body; a multi-line block (a list) keeps its lines.
+
+    `text` is plain text (what dedup compares and summaries show); `markup` is the block's
+    Markdown source when the file was Markdown, None for plain text."""
 
     text: str
+    markup: str | None = None
 
     @property
     def lines(self) -> tuple[str, ...]:

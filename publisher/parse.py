@@ -2,7 +2,9 @@
 
 The format (see design.md): breadcrumb "Home>A>B", title, "Updated : YYYY-MM-DD",
 optional byline "By [author] ( source )", optional header lines "Id: <editor's id>" and
-"Language: <BCP 47 tag>", then paragraphs separated by blank lines.
+"Language: <BCP 47 tag>", then paragraphs separated by blank lines. A file named *.md has
+the same header lines and a Markdown body (body.markdown_blocks): each block keeps its plain
+text, for dedup, and its source, for rendering.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import unicodedata
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
+from publisher.body import markdown_blocks
 from publisher.errors import ParseError
 from publisher.links import slug_words
 from publisher.model import Block, ParsedArticle
@@ -21,6 +24,7 @@ from publisher.model import Block, ParsedArticle
 __all__ = [
     "content_hash",
     "decode",
+    "is_markdown",
     "language_tag",
     "normalize_line",
     "parse_article",
@@ -81,9 +85,8 @@ def normalize_line(line: str) -> str:
 def parse_article(data: bytes | str, *, source_file: str, zone: ZoneInfo) -> ParsedArticle:
     """Parse one article file; ParseError with the reason if it is not one."""
     text = decode(data) if isinstance(data, bytes) else data
-    lines = [
-        normalize_line(line) for line in text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
-    ]
+    raw_lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    lines = [normalize_line(line) for line in raw_lines]
     cursor = _skip_blank(lines, 0)
     if cursor == len(lines):
         raise ParseError("empty file")
@@ -116,7 +119,10 @@ def parse_article(data: bytes | str, *, source_file: str, zone: ZoneInfo) -> Par
         if language is None:
             log.warning("%s: bad Language: header %r ignored", source_file, headers["language"])
 
-    blocks = tuple(_blocks(lines[cursor:]))
+    if is_markdown(source_file):
+        blocks = tuple(markdown_blocks(_markdown_source(raw_lines[cursor:])))
+    else:
+        blocks = tuple(_blocks(lines[cursor:]))
     if not blocks:
         raise ParseError("no body (title and date but no paragraphs)")
     return ParsedArticle(
@@ -131,6 +137,23 @@ def parse_article(data: bytes | str, *, source_file: str, zone: ZoneInfo) -> Par
         language=language,
         editor_id=headers.get("id") or None,
     )
+
+
+MARKDOWN_SUFFIXES = (".md", ".markdown")
+
+
+def is_markdown(source_file: str) -> bool:
+    """Whether a file's body is Markdown (by its name)."""
+    return source_file.lower().endswith(MARKDOWN_SUFFIXES)
+
+
+def _markdown_source(raw_lines: list[str]) -> str:
+    """The body's lines with their indentation, which Markdown reads (lists, code)."""
+    cleaned = []
+    for line in raw_lines:
+        line = unicodedata.normalize("NFC", _CONTROL.sub("", _INVISIBLE.sub("", line)))
+        cleaned.append(line.replace("\t", "    ").rstrip())
+    return "\n".join(cleaned)
 
 
 def language_tag(text: str) -> str | None:
@@ -170,7 +193,9 @@ def content_hash(
     A language counts (adding a Language: line to a file changes what is published);
     without one the hash is what it always was, so stored articles keep theirs."""
     digest = hashlib.sha256()
-    for part in (title, published.date().isoformat(), *(block.text for block in blocks)):
+    # a Markdown block counts by its source: a changed link or emphasis is a changed article
+    parts = (block.text if block.markup is None else block.markup for block in blocks)
+    for part in (title, published.date().isoformat(), *parts):
         digest.update(part.encode("utf-8"))
         digest.update(b"\x1e")
     if language:

@@ -31,6 +31,7 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from publisher import __version__, feeds
+from publisher.body import body_html
 from publisher.config import Settings
 from publisher.errors import StoreError
 from publisher.feeds import Archive, Channel, Entry, category_slug
@@ -421,6 +422,7 @@ class SiteBuilder:
             updated=article.updated.astimezone(zone),
             category_feed=f"../{href(category_path(slug))}atom.xml",
             root="../",
+            body=body_html(article.blocks),
         )
         out.write(article_path(article.slug), html.encode("utf-8"))
 

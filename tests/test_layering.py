@@ -36,6 +36,7 @@ BANDS = {
     "links": FOUNDATION,
     # pure core: values in, values out
     "parse": CORE,
+    "body": CORE,
     "dedup": CORE,
     "dedup.minhash": CORE,
     "dedup.overlay": CORE,
@@ -117,6 +118,8 @@ OWNERS = {
     "multipart": {"web"},
     "brotli": {"web"},
     "jinja2": {"render"},
+    "markdown_it": {"body"},
+    "nh3": {"body"},
     "feedgen": {"feeds"},
     "lxml": {"feeds"},
     "css_inline": {"messages"},
