@@ -42,6 +42,8 @@ class IngestBatch:
         self._updates: dict[str, dict[str, object]] = {}
         self._bodies: dict[str, list[dict[str, object]]] = defaultdict(list)
         self._removals: dict[str, list[dict[str, object]]] = defaultdict(list)
+        # stored articles that now come from another file, in the order they moved
+        self._moved_sources: dict[str, str] = {}
         self._fetch(BatchQuestions.of(incoming))
 
     # -- reading ---------------------------------------------------------------
@@ -92,6 +94,7 @@ class IngestBatch:
             "published": article.published,
             "updated": article.published,
             "signature": signature,
+            "source_key": item.source_key or None,
             **_columns(item),
         }
         self._write_body(decision, item, article_id, now)
@@ -110,10 +113,16 @@ class IngestBatch:
             ).scalar_one()
         updated = updated_on_republication(stored_updated, article.published, now)
         values = {"updated": updated, "signature": signature, **_columns(item)}
+        moves = self.overlay.source_moves(item, article_id)
         if article_id in self._new_articles:  # added earlier in this batch: not stored yet
             self._new_articles[article_id].update(values)
+            if moves:
+                self._new_articles[article_id]["source_key"] = item.source_key
         else:
             self._updates[article_id] = values
+            if moves:
+                self._moved_sources.pop(article_id, None)
+                self._moved_sources[article_id] = item.source_key
         # the new body replaces the old one, stored or buffered
         self._bodies.pop(article_id, None)
         self._removals.pop(article_id, None)
@@ -165,6 +174,16 @@ class IngestBatch:
                     for target, values in self._updates.items()
                 ],
             )
+        if self._moved_sources:
+            conn.execute(
+                update(articles)
+                .where(articles.c.id == bindparam("target"))
+                .values(source_key=bindparam("new_source_key")),
+                [
+                    {"target": target, "new_source_key": key}
+                    for target, key in self._moved_sources.items()
+                ],
+            )
         removal_rows = self._new_removals([row for rows in self._removals.values() for row in rows])
         if self._new_articles:
             _insert_many(conn, articles, list(self._new_articles.values()))
@@ -190,6 +209,7 @@ class IngestBatch:
                 _insert_many(conn, table, rows)
         self._new_articles.clear()
         self._updates.clear()
+        self._moved_sources.clear()
         self._bodies.clear()
         self._removals.clear()
 
@@ -203,6 +223,14 @@ class IngestBatch:
                 conn.execute(
                     select(ingest_log.c.content_hash, ingest_log.c.article_id).where(
                         ingest_log.c.content_hash.in_(chunk), ingest_log.c.outcome.in_(_INGESTED)
+                    )
+                )
+            )
+        for chunk in chunks(sorted(asked.source_keys)):
+            overlay.load_sources(
+                conn.execute(
+                    select(articles.c.source_key, articles.c.id).where(
+                        articles.c.source_key.in_(chunk)
                     )
                 )
             )
