@@ -206,7 +206,7 @@ class Ingestor:
         signature = b""
         near: list[NearMatch] = []
         own = facts.source_article_id
-        if facts.exact_article_id is None or own not in (None, facts.exact_article_id):
+        if facts.exact_article_id is None or (own is not None and not facts.source_unchanged):
             assert prepared.rows is not None
             signature = self.signer.signature(_kept_rows(prepared.rows, item, facts.boilerplate))
             # its own file saved again needs no near-duplicate: it is that article

@@ -68,6 +68,7 @@ class BatchOverlay:
         self._exact: dict[str, str] = {}  # content hash -> article id
         self._sources: dict[str, str] = {}  # source key -> article id
         self._source_of: dict[str, str] = {}  # article id -> its source key, as known here
+        self._content_of: dict[str, str] = {}  # article id -> the content hash it holds now
         self._declared: dict[str, frozenset[str]] = {}  # boilerplate key -> titles it keeps
         self._holders: dict[str, list[Holder]] = defaultdict(list)
         self._titles: dict[str, str] = {}  # title key -> the first article of that title
@@ -89,11 +90,12 @@ class BatchOverlay:
         for content_hash, article_id in rows:
             self._exact[content_hash] = article_id
 
-    def load_sources(self, rows: Iterable[tuple[str, str]]) -> None:
-        """(source key, article id) of stored articles."""
-        for key, article_id in rows:
+    def load_sources(self, rows: Iterable[tuple[str, str, str]]) -> None:
+        """(source key, article id, content hash) of stored articles."""
+        for key, article_id, content_hash in rows:
             self._sources[key] = article_id
             self._source_of[article_id] = key
+            self._content_of[article_id] = content_hash
 
     def load_boilerplate(self, rows: Iterable[tuple[str, str, str | None]]) -> None:
         """(key, text, advertised title key) of blocks declared boilerplate."""
@@ -140,8 +142,10 @@ class BatchOverlay:
     def facts(self, item: Incoming) -> StoredFacts:
         exact = self._exact.get(item.article.content_hash)
         own = self._sources.get(item.source_key) if item.source_key else None
-        if exact is not None and own in (None, exact):
-            return StoredFacts(exact_article_id=exact, source_article_id=own)
+        if own is not None and self._content_of.get(own) == item.article.content_hash:
+            return StoredFacts(exact_article_id=exact, source_article_id=own, source_unchanged=True)
+        if exact is not None and own is None:
+            return StoredFacts(exact_article_id=exact)
         keys = set(item.block_keys)
         titles = {}
         if item.teaser is not None:
@@ -213,6 +217,7 @@ class BatchOverlay:
 
     def _remember(self, decision: Decision, item: Incoming, article_id: str) -> None:
         article = item.article
+        self._content_of[article_id] = article.content_hash
         if self.source_moves(item, article_id):
             # the key it had, if it was read: free for another file now
             self._sources.pop(self._source_of.get(article_id, ""), None)

@@ -153,6 +153,8 @@ class StoredFacts:
     exact_article_id: str | None = None
     # the article this file's source key belongs to: the file saved again
     source_article_id: str | None = None
+    # that article holds this very content now (an earlier version's copy is a change)
+    source_unchanged: bool = False
     # this article's block keys already declared boilerplate -> the headlines they advertise
     boilerplate: Mapping[str, frozenset[str]] = field(default_factory=dict)
     # for its other block keys: the articles holding each
@@ -183,7 +185,9 @@ def decide(
 ) -> Decision:
     """Classify one incoming article and plan the boilerplate removals it causes."""
     own = facts.source_article_id
-    if own is not None and facts.exact_article_id != own:
+    if own is not None and facts.source_unchanged:
+        return Decision(Outcome.DUPLICATE, own, (), (), f"same content as {own}")
+    if own is not None:
         # its own source saved again: an update whatever the similarity or the date
         removals, new_boilerplate = plan_boilerplate(item, facts, own, min_articles)
         return Decision(

@@ -49,19 +49,23 @@ class IngestBatch:
     # -- reading ---------------------------------------------------------------
 
     def seen_files(self, pairs: Iterable[tuple[str, str]]) -> set[tuple[str, str]]:
-        """(file, raw hash) pairs already ingested with those exact bytes."""
+        """(file, raw hash) pairs whose file was last ingested with those exact bytes (a
+        file saved back to an earlier version is a change: its article is updated)."""
         wanted = list(pairs)
         if not wanted:
             return set()
-        found: set[tuple[str, str]] = set()
+        newest: dict[str, tuple[int, str]] = {}  # file -> (log seq, raw hash)
         for chunk in chunks(sorted({name for name, _ in wanted})):
             rows = self.connection.execute(
-                select(ingest_log.c.file, ingest_log.c.raw_hash).where(
+                select(ingest_log.c.file, ingest_log.c.raw_hash, ingest_log.c.seq).where(
                     ingest_log.c.file.in_(chunk),  # the leading column of the index
                     ingest_log.c.outcome != FileOutcome.QUARANTINED.value,
                 )
             )
-            found |= {(row.file, row.raw_hash) for row in rows}
+            for row in rows:
+                if row.file not in newest or newest[row.file][0] < row.seq:
+                    newest[row.file] = (row.seq, row.raw_hash)
+        found = {(file, raw_hash) for file, (_, raw_hash) in newest.items()}
         return found & set(wanted)
 
     def facts(self, item: Incoming) -> StoredFacts:
@@ -229,7 +233,7 @@ class IngestBatch:
         for chunk in chunks(sorted(asked.source_keys)):
             overlay.load_sources(
                 conn.execute(
-                    select(articles.c.source_key, articles.c.id).where(
+                    select(articles.c.source_key, articles.c.id, articles.c.content_hash).where(
                         articles.c.source_key.in_(chunk)
                     )
                 )

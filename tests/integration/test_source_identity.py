@@ -106,3 +106,15 @@ def test_files_of_one_batch_see_the_sources_of_the_files_before_them(store_app: 
     assert outcomes == [FileOutcome.ADDED, FileOutcome.UPDATED]
     [article] = store_app.articles()
     assert article.title == "Another"
+
+
+def test_a_file_saved_back_to_its_first_version_updates_the_article_again(
+    store_app: App,
+) -> None:
+    path = store_app.settings.inbox / "crane.txt"
+    _ingest(store_app, path, _story(LEDE, SECOND), FIRST)
+    corrected = _story(LEDE.replace("two workers", "three workers"), SECOND)
+    _ingest(store_app, path, corrected, LATER)
+    assert _ingest(store_app, path, _story(LEDE, SECOND), LATER) is FileOutcome.UPDATED
+    [article] = store_app.articles()
+    assert [b.text for b in article.blocks] == [LEDE, SECOND]

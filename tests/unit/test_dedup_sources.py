@@ -60,9 +60,15 @@ def test_its_own_file_saved_again_updates_it_whatever_the_similarity_or_date() -
 
 def test_its_own_file_saved_with_the_same_content_is_a_duplicate_of_it() -> None:
     item = article("Crane collapse", LEDE, key="file:crane.txt")
-    facts = StoredFacts(exact_article_id="tag:crane", source_article_id="tag:crane")
-    decision = decide(item, facts, [], min_articles=2)
+    overlay = BatchOverlay("example.org")
+    overlay.load_exact([(item.article.content_hash, "tag:crane")])
+    overlay.load_sources([("file:crane.txt", "tag:crane", item.article.content_hash)])
+    decision = decide(item, overlay.facts(item), [], min_articles=2)
     assert (decision.outcome, decision.target_id) == (Outcome.DUPLICATE, "tag:crane")
+    # the content of an earlier version of it, saved back: a change
+    overlay.load_sources([("file:crane.txt", "tag:crane", "the corrected version's hash")])
+    decision = decide(item, overlay.facts(item), [], min_articles=2)
+    assert (decision.outcome, decision.target_id) == (Outcome.UPDATED, "tag:crane")
 
 
 def test_later_files_of_a_batch_see_the_sources_of_earlier_ones() -> None:
@@ -79,7 +85,7 @@ def test_later_files_of_a_batch_see_the_sources_of_earlier_ones() -> None:
 
 def test_a_re_publication_from_another_file_takes_that_files_key_if_free() -> None:
     overlay = BatchOverlay("example.org")
-    overlay.load_sources([("file:old.txt", "tag:a"), ("file:taken.txt", "tag:b")])
+    overlay.load_sources([("file:old.txt", "tag:a", "ha"), ("file:taken.txt", "tag:b", "hb")])
     moved = article("Crane collapse", LEDE, key="file:new.txt")
     assert overlay.source_moves(moved, "tag:a")
     overlay.replaced(
