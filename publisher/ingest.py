@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -17,9 +17,9 @@ import numpy as np
 
 from publisher.config import Settings
 from publisher.dedup.minhash import NearDuplicateIndex, Signer
-from publisher.dedup.rules import Incoming, NearMatch, Outcome, decide
+from publisher.dedup.rules import Incoming, NearMatch, Outcome, decide, source_key
 from publisher.errors import StoreError
-from publisher.inbox import Inbox, InboxError
+from publisher.inbox import Inbox, InboxError, safe_name
 from publisher.model import FileOutcome
 from publisher.prepare import Prepared, prepared_batches, worker_processes
 from publisher.store import Articles, Store
@@ -140,7 +140,7 @@ class Ingestor:
                 results[item.path] = FileResult(item.name, FileOutcome.QUARANTINED, item.problem)
             else:
                 assert item.incoming is not None
-                parsed.append((item, item.incoming))
+                parsed.append((item, self._with_source(item, item.incoming)))
         quarantined = [item for item in batch if item.problem is not None]
         with self.store.begin() as connection:
             self._sync(Articles(connection))
@@ -189,6 +189,15 @@ class Ingestor:
                 )
         return [results[item.path] for item in batch], build_request
 
+    def _with_source(self, prepared: Prepared, item: Incoming) -> Incoming:
+        """The incoming article with its source key: its Id: header, else its path below
+        the inbox (a file given from elsewhere: its name)."""
+        relative = self.inbox.relative(prepared.path)
+        inside = relative is not None and relative.parts
+        place = relative.as_posix() if inside and relative is not None else prepared.path.name
+        key = source_key(item.article.editor_id, safe_name(place))
+        return replace(item, source_key=key)
+
     def _decide(
         self, batch: IngestBatch, prepared: Prepared, item: Incoming, now: datetime
     ) -> FileResult:
@@ -196,10 +205,12 @@ class Ingestor:
         facts = batch.facts(item)
         signature = b""
         near: list[NearMatch] = []
-        if facts.exact_article_id is None:
+        own = facts.source_article_id
+        if facts.exact_article_id is None or (own is not None and not facts.source_unchanged):
             assert prepared.rows is not None
             signature = self.signer.signature(_kept_rows(prepared.rows, item, facts.boilerplate))
-            matches = self.index.query(signature)
+            # its own file saved again needs no near-duplicate: it is that article
+            matches = self.index.query(signature) if own is None else []
             if matches:
                 updated = batch.updated_dates(article_id for article_id, _ in matches)
                 zone = self.settings.zone

@@ -31,6 +31,7 @@ class BatchQuestions:
     headlines: frozenset[str]  # title keys of the files' teaser headlines
     titles: frozenset[str]  # title keys of the files' own titles
     slugs: frozenset[str]
+    source_keys: frozenset[str] = frozenset()
 
     @classmethod
     def of(cls, items: Iterable[Incoming]) -> BatchQuestions:
@@ -43,6 +44,7 @@ class BatchQuestions:
             ),
             titles=frozenset(title_key(item.article.title) for item in items),
             slugs=frozenset(item.slug for item in items),
+            source_keys=frozenset(item.source_key for item in items if item.source_key),
         )
 
 
@@ -64,6 +66,9 @@ class BatchOverlay:
     def __init__(self, id_host: str) -> None:
         self.id_host = id_host
         self._exact: dict[str, str] = {}  # content hash -> article id
+        self._sources: dict[str, str] = {}  # source key -> article id
+        self._source_of: dict[str, str] = {}  # article id -> its source key, as known here
+        self._content_of: dict[str, str] = {}  # article id -> the content hash it holds now
         self._declared: dict[str, frozenset[str]] = {}  # boilerplate key -> titles it keeps
         self._holders: dict[str, list[Holder]] = defaultdict(list)
         self._titles: dict[str, str] = {}  # title key -> the first article of that title
@@ -84,6 +89,13 @@ class BatchOverlay:
         """(content hash, article id) of ingested files."""
         for content_hash, article_id in rows:
             self._exact[content_hash] = article_id
+
+    def load_sources(self, rows: Iterable[tuple[str, str, str]]) -> None:
+        """(source key, article id, content hash) of stored articles."""
+        for key, article_id, content_hash in rows:
+            self._sources[key] = article_id
+            self._source_of[article_id] = key
+            self._content_of[article_id] = content_hash
 
     def load_boilerplate(self, rows: Iterable[tuple[str, str, str | None]]) -> None:
         """(key, text, advertised title key) of blocks declared boilerplate."""
@@ -129,7 +141,10 @@ class BatchOverlay:
 
     def facts(self, item: Incoming) -> StoredFacts:
         exact = self._exact.get(item.article.content_hash)
-        if exact is not None:
+        own = self._sources.get(item.source_key) if item.source_key else None
+        if own is not None and self._content_of.get(own) == item.article.content_hash:
+            return StoredFacts(exact_article_id=exact, source_article_id=own, source_unchanged=True)
+        if exact is not None and own is None:
             return StoredFacts(exact_article_id=exact)
         keys = set(item.block_keys)
         titles = {}
@@ -138,6 +153,8 @@ class BatchOverlay:
             if headline in self._titles:
                 titles[headline] = self._titles[headline]
         return StoredFacts(
+            exact_article_id=exact,
+            source_article_id=own,
             boilerplate={k: self._declared[k] for k in keys if k in self._declared},
             holders={
                 k: self._holders[k] for k in keys if k not in self._declared and k in self._holders
@@ -192,8 +209,20 @@ class BatchOverlay:
         self._remember(decision, item, article_id)
         self._batch_updated[article_id] = updated
 
+    def source_moves(self, item: Incoming, article_id: str) -> bool:
+        """Whether the article now comes from this file: its key is nobody else's (a
+        re-publication from another file takes that file's key, an exact copy does not)."""
+        key = item.source_key
+        return bool(key) and self._sources.get(key, article_id) == article_id
+
     def _remember(self, decision: Decision, item: Incoming, article_id: str) -> None:
         article = item.article
+        self._content_of[article_id] = article.content_hash
+        if self.source_moves(item, article_id):
+            # the key it had, if it was read: free for another file now
+            self._sources.pop(self._source_of.get(article_id, ""), None)
+            self._sources[item.source_key] = article_id
+            self._source_of[article_id] = item.source_key
         self._batch_updated[article_id] = article.published
         for key, text, headline in decision.new_boilerplate:
             self._declared[key] = frozenset(

@@ -1,5 +1,7 @@
 """The three duplicate decisions, given what is stored. Pure: no I/O, no clock.
 
+0. same source     the file an article came from (its Id: header, else its path inside
+                   the inbox), saved again with any change     -> update it in place
 1. exact copy      same content hash as an article already ingested  -> ignored
 2. re-publication  MinHash Jaccard >= threshold with a stored article -> update it in place
 3. boilerplate     a block in >= N articles, or a trailing teaser advertising
@@ -33,6 +35,7 @@ __all__ = [
     "block_key",
     "decide",
     "plan_boilerplate",
+    "source_key",
     "title_key",
     "trailing_teaser",
 ]
@@ -66,6 +69,19 @@ def title_key(title: str) -> str:
     return key[:TITLE_KEY_CHARS] + "#" + xxhash.xxh3_64_hexdigest(key.encode("utf-8"))
 
 
+SOURCE_KEY_CHARS = 300  # bounded as title keys are: an index row must stay small
+
+
+def source_key(editor_id: str | None, relative_path: str) -> str:
+    """Where an article comes from: its editor's `Id:` header, else its file's path inside
+    the inbox (as stored and shown, see inbox.safe_name). The prefixes keep an id from
+    ever meaning a path. A long key is cut and the hash of the whole appended."""
+    key = f"id:{editor_id}" if editor_id else f"file:{relative_path}"
+    if len(key) <= SOURCE_KEY_CHARS:
+        return key
+    return key[:SOURCE_KEY_CHARS] + "#" + xxhash.xxh3_64_hexdigest(key.encode("utf-8"))
+
+
 @dataclass(frozen=True, slots=True)
 class Teaser:
     """A trailing 'headline + one sentence' pair that advertises another article."""
@@ -95,11 +111,12 @@ class Incoming:
     slug: str  # slugify of its date and title, before any -2 for a taken one
     block_keys: tuple[str, ...]  # block_key of each block, in order
     teaser: Teaser | None  # its trailing teaser, if it has one
+    source_key: str = ""  # see source_key(); set once the file's place in the inbox is known
 
     @classmethod
-    def of(cls, article: ParsedArticle, slug: str) -> Incoming:
+    def of(cls, article: ParsedArticle, slug: str, source: str = "") -> Incoming:
         keys = tuple(block_key(block.text) for block in article.blocks)
-        return cls(article, slug, keys, trailing_teaser(article.blocks))
+        return cls(article, slug, keys, trailing_teaser(article.blocks), source)
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,6 +151,10 @@ class StoredFacts:
     """What the store knows that bears on one incoming article (small, bounded queries)."""
 
     exact_article_id: str | None = None
+    # the article this file's source key belongs to: the file saved again
+    source_article_id: str | None = None
+    # that article holds this very content now (an earlier version's copy is a change)
+    source_unchanged: bool = False
     # this article's block keys already declared boilerplate -> the headlines they advertise
     boilerplate: Mapping[str, frozenset[str]] = field(default_factory=dict)
     # for its other block keys: the articles holding each
@@ -163,6 +184,15 @@ def decide(
     min_articles: int,
 ) -> Decision:
     """Classify one incoming article and plan the boilerplate removals it causes."""
+    own = facts.source_article_id
+    if own is not None and facts.source_unchanged:
+        return Decision(Outcome.DUPLICATE, own, (), (), f"same content as {own}")
+    if own is not None:
+        # its own source saved again: an update whatever the similarity or the date
+        removals, new_boilerplate = plan_boilerplate(item, facts, own, min_articles)
+        return Decision(
+            Outcome.UPDATED, own, removals, new_boilerplate, f"same source as {own} (saved again)"
+        )
     if facts.exact_article_id is not None:
         return Decision(
             Outcome.DUPLICATE,

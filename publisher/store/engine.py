@@ -11,7 +11,18 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from sqlalchemy import Connection, Engine, create_engine, event, func, insert, inspect, select
+from sqlalchemy import (
+    Connection,
+    Engine,
+    bindparam,
+    create_engine,
+    event,
+    func,
+    insert,
+    inspect,
+    select,
+    update,
+)
 from sqlalchemy.exc import (
     ArgumentError,
     DatabaseError,
@@ -22,8 +33,17 @@ from sqlalchemy.exc import (
 )
 
 from publisher.config import redact_url
+from publisher.dedup.rules import source_key
 from publisher.errors import ConfigError, MissingDatabase, StoreError
-from publisher.store.schema import SCHEMA_VERSION, blocks, metadata, schema_version
+from publisher.model import FileOutcome
+from publisher.store.schema import (
+    SCHEMA_VERSION,
+    articles,
+    blocks,
+    ingest_log,
+    metadata,
+    schema_version,
+)
 
 __all__ = ["Store", "sqlite_file"]
 
@@ -59,12 +79,51 @@ def _article_language(connection: Connection) -> None:
         connection.exec_driver_sql("ALTER TABLE articles ADD COLUMN language VARCHAR(35)")
 
 
+def _article_source_keys(connection: Connection) -> None:
+    """Schema 6: articles.source_key, from each article's newest file in ingest_log (its
+    name: all the older publisher kept of its path). A name whose newest article is another
+    one is that one's: a key belongs to one article."""
+    if "source_key" not in {c["name"] for c in inspect(connection).get_columns("articles")}:
+        connection.exec_driver_sql("ALTER TABLE articles ADD COLUMN source_key TEXT")
+    connection.exec_driver_sql(
+        "CREATE UNIQUE INDEX IF NOT EXISTS uq_articles_source_key ON articles (source_key)"
+    )
+    newest: dict[str, tuple[int, str]] = {}  # article id -> (log seq, file)
+    for seq, file, article_id in connection.execute(
+        select(ingest_log.c.seq, ingest_log.c.file, ingest_log.c.article_id).where(
+            ingest_log.c.article_id.is_not(None),
+            ingest_log.c.outcome.in_([FileOutcome.ADDED.value, FileOutcome.UPDATED.value]),
+        )
+    ):
+        if article_id not in newest or newest[article_id][0] < seq:
+            newest[article_id] = (seq, file)
+    owner: dict[str, tuple[int, str]] = {}  # source key -> (log seq, article id)
+    for article_id, (seq, file) in newest.items():
+        key = source_key(None, file)
+        if key not in owner or owner[key][0] < seq:
+            owner[key] = (seq, article_id)
+    existing = set(connection.execute(select(articles.c.id)).scalars())
+    rows = [
+        {"target": article_id, "key": key}
+        for key, (_, article_id) in owner.items()
+        if article_id in existing
+    ]
+    if rows:
+        connection.execute(
+            update(articles)
+            .where(articles.c.id == bindparam("target"))
+            .values(source_key=bindparam("key")),
+            rows,
+        )
+
+
 # version -> migration from the version before it; each must keep every row.
 MIGRATIONS: dict[int, Callable[[Connection], None]] = {
     2: _blocks_by_article_seq,
     3: _drop_unused_article_indexes,
     4: _site_builds,
     5: _article_language,
+    6: _article_source_keys,
 }
 
 # Serializes writers on PostgreSQL the way BEGIN IMMEDIATE does on SQLite.

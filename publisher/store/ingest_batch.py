@@ -42,24 +42,30 @@ class IngestBatch:
         self._updates: dict[str, dict[str, object]] = {}
         self._bodies: dict[str, list[dict[str, object]]] = defaultdict(list)
         self._removals: dict[str, list[dict[str, object]]] = defaultdict(list)
+        # stored articles that now come from another file, in the order they moved
+        self._moved_sources: dict[str, str] = {}
         self._fetch(BatchQuestions.of(incoming))
 
     # -- reading ---------------------------------------------------------------
 
     def seen_files(self, pairs: Iterable[tuple[str, str]]) -> set[tuple[str, str]]:
-        """(file, raw hash) pairs already ingested with those exact bytes."""
+        """(file, raw hash) pairs whose file was last ingested with those exact bytes (a
+        file saved back to an earlier version is a change: its article is updated)."""
         wanted = list(pairs)
         if not wanted:
             return set()
-        found: set[tuple[str, str]] = set()
+        newest: dict[str, tuple[int, str]] = {}  # file -> (log seq, raw hash)
         for chunk in chunks(sorted({name for name, _ in wanted})):
             rows = self.connection.execute(
-                select(ingest_log.c.file, ingest_log.c.raw_hash).where(
+                select(ingest_log.c.file, ingest_log.c.raw_hash, ingest_log.c.seq).where(
                     ingest_log.c.file.in_(chunk),  # the leading column of the index
                     ingest_log.c.outcome != FileOutcome.QUARANTINED.value,
                 )
             )
-            found |= {(row.file, row.raw_hash) for row in rows}
+            for row in rows:
+                if row.file not in newest or newest[row.file][0] < row.seq:
+                    newest[row.file] = (row.seq, row.raw_hash)
+        found = {(file, raw_hash) for file, (_, raw_hash) in newest.items()}
         return found & set(wanted)
 
     def facts(self, item: Incoming) -> StoredFacts:
@@ -92,6 +98,7 @@ class IngestBatch:
             "published": article.published,
             "updated": article.published,
             "signature": signature,
+            "source_key": item.source_key or None,
             **_columns(item),
         }
         self._write_body(decision, item, article_id, now)
@@ -110,10 +117,16 @@ class IngestBatch:
             ).scalar_one()
         updated = updated_on_republication(stored_updated, article.published, now)
         values = {"updated": updated, "signature": signature, **_columns(item)}
+        moves = self.overlay.source_moves(item, article_id)
         if article_id in self._new_articles:  # added earlier in this batch: not stored yet
             self._new_articles[article_id].update(values)
+            if moves:
+                self._new_articles[article_id]["source_key"] = item.source_key
         else:
             self._updates[article_id] = values
+            if moves:
+                self._moved_sources.pop(article_id, None)
+                self._moved_sources[article_id] = item.source_key
         # the new body replaces the old one, stored or buffered
         self._bodies.pop(article_id, None)
         self._removals.pop(article_id, None)
@@ -165,6 +178,16 @@ class IngestBatch:
                     for target, values in self._updates.items()
                 ],
             )
+        if self._moved_sources:
+            conn.execute(
+                update(articles)
+                .where(articles.c.id == bindparam("target"))
+                .values(source_key=bindparam("new_source_key")),
+                [
+                    {"target": target, "new_source_key": key}
+                    for target, key in self._moved_sources.items()
+                ],
+            )
         removal_rows = self._new_removals([row for rows in self._removals.values() for row in rows])
         if self._new_articles:
             _insert_many(conn, articles, list(self._new_articles.values()))
@@ -190,6 +213,7 @@ class IngestBatch:
                 _insert_many(conn, table, rows)
         self._new_articles.clear()
         self._updates.clear()
+        self._moved_sources.clear()
         self._bodies.clear()
         self._removals.clear()
 
@@ -203,6 +227,14 @@ class IngestBatch:
                 conn.execute(
                     select(ingest_log.c.content_hash, ingest_log.c.article_id).where(
                         ingest_log.c.content_hash.in_(chunk), ingest_log.c.outcome.in_(_INGESTED)
+                    )
+                )
+            )
+        for chunk in chunks(sorted(asked.source_keys)):
+            overlay.load_sources(
+                conn.execute(
+                    select(articles.c.source_key, articles.c.id, articles.c.content_hash).where(
+                        articles.c.source_key.in_(chunk)
                     )
                 )
             )

@@ -25,7 +25,7 @@ from sqlalchemy.engine import Dialect
 __all__ = ["SCHEMA_VERSION", "UTCDateTime", "metadata"]
 
 # Bump with a migration in store/engine.py; an upgrade never drops data.
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -86,6 +86,9 @@ articles = Table(
     Column("signature", LargeBinary, nullable=False),
     # schema 5: the file's Language: header (BCP 47); NULL means the site's site.language
     Column("language", String(35)),
+    # schema 6: where it comes from (dedup.rules.source_key); NULL for none known. A unique
+    # constraint, not an index: create_all makes it, while the upgrade makes it with the column
+    Column("source_key", Text, unique=True),
 )
 
 # -- schema 2 --: blocks belong to an article by its integer seq, not its ~100-character
