@@ -1,9 +1,6 @@
 """Use case: the output folder from the store — feeds, RFC 5005 archives, article pages, index.
 
-Layout (design.md): atom.xml rss.xml feed.json index.html, category/<slug>/{atom.xml,
-rss.xml,feed.json}, articles/<slug>.html, archive/<n>.xml, static/style.css.
-
-Archives follow ingest order (RFC 5005 section 4), so an article's page never moves:
+Layout: design.md, and the paths in links.py. Archives follow ingest order (RFC 5005 section 4), so an article's page never moves:
 with N articles and page size P, pages 1..N // P are archive documents of exactly P
 entries each, and the N % P newest by ingest order are in no archive yet: the
 subscription feed (atom.xml) carries them besides its latest entries, and its
