@@ -1,7 +1,7 @@
 """Use case: the output folder from the store — feeds, RFC 5005 archives, article pages, index.
 
-Layout: design.md, and the paths in links.py. Archives follow ingest order (RFC 5005 section 4), so an article's page never moves:
-with N articles and page size P, pages 1..N // P are archive documents of exactly P
+Layout: design.md, and the paths in links.py. Archives follow ingest order (RFC 5005
+section 4), so an article's page never moves: with N articles and page size P, pages 1..N // P are archive documents of exactly P
 entries each, and the N % P newest by ingest order are in no archive yet: the
 subscription feed (atom.xml) carries them besides its latest entries, and its
 prev-archive link names the newest archive. A page becomes an archive once it is full
