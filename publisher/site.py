@@ -1,15 +1,15 @@
 """Use case: the output folder from the store — feeds, RFC 5005 archives, article pages, index.
 
 Layout: design.md, and the paths in links.py. Archives follow ingest order (RFC 5005
-section 4), so an article's page never moves: with N articles and page size P, pages 1..N // P are archive documents of exactly P
-entries each, and the N % P newest by ingest order are in no archive yet: the
-subscription feed (atom.xml) carries them besides its latest entries, and its
-prev-archive link names the newest archive. A page becomes an archive once it is full
-and is written once: it links only to `current` and its `prev-archive` (a next-archive
-link would change it when the next page fills), so its bytes change only if one of its
-own entries is corrected. Pages count positions over every stored row, so a deleted
-article must keep its row and only be left out of its page's entries, or every later
-page would shift.
+section 4), so an article's page never moves: with N articles and page size P, pages
+1..N // P are archive documents of exactly P entries each, and the N % P newest by
+ingest order are in no archive yet: the subscription feed (atom.xml) carries them
+besides its latest entries, and its prev-archive link names the newest archive. A page
+becomes an archive once it is full and is written once: it links only to `current` and
+its `prev-archive` (a next-archive link would change it when the next page fills), so
+its bytes change only if one of its own entries is corrected. Pages count positions over
+every stored row, so a deleted article must keep its row and only be left out of its
+page's entries, or every later page would shift.
 
 A small state file (`.build/state.json`, never served) remembers fingerprints so a full
 build re-renders only what changed and an incremental build knows which category feeds
