@@ -162,14 +162,14 @@ class Articles:
         if not rows:
             return []
         ids = [row.id for row in rows]
-        body: dict[int, list[tuple[str, str]]] = defaultdict(list)
+        body: dict[int, list[tuple[str, Block]]] = defaultdict(list)
         for seqs in chunks([row.seq for row in rows], 500):
             for b in self.connection.execute(
-                select(blocks.c.article_seq, blocks.c.key, blocks.c.text)
+                select(blocks.c.article_seq, blocks.c.key, blocks.c.text, blocks.c.markup)
                 .where(blocks.c.article_seq.in_(seqs))
                 .order_by(blocks.c.article_seq, blocks.c.position)
             ):
-                body[b.article_seq].append((b.key, b.text))
+                body[b.article_seq].append((b.key, Block(b.text, b.markup)))
         removed: dict[str, list[tuple[str, Removal]]] = defaultdict(list)
         for chunk in chunks(ids, 500):
             for r in self.connection.execute(
@@ -183,7 +183,7 @@ class Articles:
         result = []
         for row in rows:
             gone = {key for key, _ in removed[row.id]}
-            kept = tuple(Block(text) for key, text in body[row.seq] if key not in gone)
+            kept = tuple(block for key, block in body[row.seq] if key not in gone)
             result.append(
                 Article(
                     id=row.id,

@@ -118,12 +118,19 @@ def _article_source_keys(connection: Connection) -> None:
 
 
 # version -> migration from the version before it; each must keep every row.
+def _block_markup(connection: Connection) -> None:
+    """Schema 7: blocks.markup, NULL (plain text) for every stored block."""
+    if "markup" not in {c["name"] for c in inspect(connection).get_columns("blocks")}:
+        connection.exec_driver_sql("ALTER TABLE blocks ADD COLUMN markup TEXT")
+
+
 MIGRATIONS: dict[int, Callable[[Connection], None]] = {
     2: _blocks_by_article_seq,
     3: _drop_unused_article_indexes,
     4: _site_builds,
     5: _article_language,
     6: _article_source_keys,
+    7: _block_markup,
 }
 
 # Serializes writers on PostgreSQL the way BEGIN IMMEDIATE does on SQLite.

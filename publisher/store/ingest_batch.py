@@ -302,7 +302,7 @@ class IngestBatch:
         self, decision: Decision, item: Incoming, article_id: str, now: datetime
     ) -> None:
         self._bodies[article_id] = [
-            {"position": i, "key": key, "text": block.text}
+            {"position": i, "key": key, "text": block.text, "markup": block.markup}
             for i, (block, key) in enumerate(zip(item.article.blocks, item.block_keys, strict=True))
         ]
         for key, text, headline in decision.new_boilerplate:

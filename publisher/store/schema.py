@@ -25,7 +25,7 @@ from sqlalchemy.engine import Dialect
 __all__ = ["SCHEMA_VERSION", "UTCDateTime", "metadata"]
 
 # Bump with a migration in store/engine.py; an upgrade never drops data.
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -107,6 +107,7 @@ blocks = Table(
     Column("position", Integer, nullable=False),
     Column("key", String(32), nullable=False, index=True),
     Column("text", Text, nullable=False),
+    Column("markup", Text),  # the block's Markdown source; NULL for plain text
     UniqueConstraint("article_seq", "position"),
 )
 

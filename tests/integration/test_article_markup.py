@@ -188,11 +188,6 @@ def test_a_url_in_a_txt_article_becomes_an_escaped_link(site: tuple[Path, str]) 
     assert entry.content[0].value.count('rel="nofollow noopener"') == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the store keeps each block's plain text only: a blocks.markup column (schema) "
-    "is needed for a stored .md article to render its Markdown",
-)
 def test_a_markdown_article_page_and_feed_carry_the_allowed_markup_only(
     site: tuple[Path, str],
 ) -> None:
