@@ -4,6 +4,7 @@ confirmation mail, sent through a bounded queue in the background."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections import deque
 from collections.abc import Callable, Coroutine, Sequence
@@ -45,23 +46,17 @@ class Subscriptions:
         self.settings = settings
         self.store = store
         self.clock = clock or (lambda: datetime.now(UTC))
-        self._environment: Any = None
-        self._tokens: Tokens | None = None
         self._background: set[asyncio.Task[None]] = set()
         self._outbox: deque[Registration] = deque()  # confirmation mails waiting to be sent
         self._senders = 0
 
-    @property
+    @functools.cached_property
     def environment(self) -> Any:
-        if self._environment is None:
-            self._environment = template_environment(self.settings)
-        return self._environment
+        return template_environment(self.settings)
 
-    @property
+    @functools.cached_property
     def tokens(self) -> Tokens:
-        if self._tokens is None:
-            self._tokens = Tokens(self.settings.secret_key)
-        return self._tokens
+        return Tokens(self.settings.secret_key)
 
     async def subscribe(
         self, email: str, name: str | None, categories: Sequence[str], frequency: str

@@ -215,13 +215,8 @@ class DigestProducer:
         return result
 
     def _load_articles(self, ids: Iterable[str]) -> dict[str, Article]:
-        found: dict[str, Article] = {}
         with self.store.read() as connection:
-            for article_id in ids:
-                article = Articles(connection).get(article_id)
-                if article is not None:
-                    found[article.id] = article
-        return found
+            return {article.id: article for article in Articles(connection).by_ids(list(ids))}
 
     def _abandon(self, ids: list[int]) -> None:
         with self.store.begin() as connection:

@@ -84,6 +84,14 @@ class Articles:
         found = self._load(rows, with_removals=True)
         return found[0] if found else None
 
+    def by_ids(self, ids: Sequence[str]) -> list[Article]:
+        """The stored articles among these ids (a page of rows at a time, not one query each)."""
+        found: list[Article] = []
+        for chunk in chunks(list(ids), 500):
+            rows = self.connection.execute(select(articles).where(articles.c.id.in_(chunk)))
+            found += self._load(rows.all())
+        return found
+
     def latest(
         self, limit: int | None = None, *, category: str | None = None, offset: int = 0
     ) -> list[Article]:
