@@ -119,8 +119,22 @@ class DigestProducer:
                 cache.popitem(last=False)
         return prepared
 
-    def message(self, prepared: PreparedDigest, subscriber: Subscriber, message_id: str) -> bytes:
-        token = self.tokens.make(UNSUBSCRIBE, subscriber.id, subscriber.email)
+    def message(
+        self,
+        prepared: PreparedDigest,
+        subscriber: Subscriber,
+        message_id: str,
+        *,
+        preview: bool = False,
+    ) -> bytes:
+        """The recipient's message, without Date (the mailer stamps it at hand-off). In a
+        `preview` every link carries an inert preview token: clicking around in a dry run's
+        .eml files, or a mail client's one-click POST to its List-Unsubscribe, unsubscribes
+        nobody."""
+        if preview:
+            token = self.tokens.make_preview(UNSUBSCRIBE, subscriber.id, subscriber.email)
+        else:
+            token = self.tokens.make(UNSUBSCRIBE, subscriber.id, subscriber.email)
         return personalize(
             prepared,
             to_name=subscriber.name,
@@ -136,8 +150,11 @@ class DigestProducer:
         as_of: datetime,
         report: DigestReport,
         articles: dict[str, Article],
+        *,
+        preview: bool = False,
     ) -> AsyncIterator[Produced]:
-        """The rows as messages, a page at a time (memory stays flat)."""
+        """The rows as messages, a page at a time (memory stays flat). A `preview`'s rows
+        exist only in memory: its links are inert and no row is closed."""
         sender = sender_address(self.settings)
         cache: OrderedDict[tuple[Any, ...], PreparedDigest] = OrderedDict()
         found = CorrectionsFound()
@@ -155,12 +172,17 @@ class DigestProducer:
                 prepared = self.render(
                     cache, subscriber, chosen, as_of, report, corrections.get(delivery.id, ())
                 )
-                data = self.message(prepared, subscriber, delivery.message_id)
+                data = self.message(prepared, subscriber, delivery.message_id, preview=preview)
                 outgoing = Outgoing(
-                    delivery.id, sender, subscriber.email, data, delivery.message_id
+                    delivery.id,
+                    sender,
+                    subscriber.email,
+                    data,
+                    delivery.message_id,
+                    stamp_date=True,
                 )
                 yield Produced(outgoing, prepared)
-            if gone:
+            if gone and not preview:
                 await asyncio.to_thread(self._abandon, gone)
 
     async def messages(
