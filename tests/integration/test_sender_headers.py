@@ -16,10 +16,13 @@ from email.utils import parsedate_to_datetime
 from pathlib import Path
 
 import pytest
+from sqlalchemy import select
 
 from publisher.app import App
 from publisher.config import SmtpSettings, ehlo_name, load_settings
 from publisher.errors import ConfigError
+from publisher.mailer import Mailer
+from publisher.store.schema import digest_runs
 from tests.conftest import ROOT, SEEDS
 from tests.smtp_sink import Received, SmtpSink, send_config
 
@@ -202,3 +205,23 @@ def test_sender_settings_that_would_break_a_header_are_refused_at_load(
     config = send_config(tmp_path, "sqlite:///db.sqlite", smtp_sink, **{key: value})
     with pytest.raises(ConfigError, match=rf"smtp\.{key} .* is not"):
         load_settings(config, environ={})
+
+
+def test_a_sender_that_would_say_localhost_to_a_relay_elsewhere_sends_nothing(
+    tmp_path: Path, sqlite_url: str, smtp_sink: SmtpSink
+) -> None:
+    settings = load_settings(send_config(tmp_path, sqlite_url, smtp_sink), environ={})
+    elsewhere = replace(settings.smtp, host="smtp.example.net")
+    # refused before any connection is tried: nothing here reaches the network
+    with pytest.raises(ConfigError, match="EHLO name"):
+        Mailer(elsewhere)
+    app = App(replace(settings, smtp=elsewhere))
+    try:
+        app.ingest([SEEDS], now=lambda: INGESTED)
+        app.add_subscriber("ann@example.com")
+        with pytest.raises(ConfigError, match="EHLO name"):
+            app.send_digests(now=NOW)
+        with app.store.read() as connection:
+            assert connection.execute(select(digest_runs)).all() == []  # no run was opened
+    finally:
+        app.close()
