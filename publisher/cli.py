@@ -196,6 +196,10 @@ def _show_ingest_report(terminal: Terminal, report: IngestReport) -> None:
             style = "red" if r.outcome is FileOutcome.QUARANTINED else "yellow"
             table.add_row(text(r.file), text(r.outcome, style), text(r.detail))
         terminal.show(table)
+    for w in report.withheld:
+        terminal.say(
+            f"not removed from {w.article_id}: '{_short(w.text)}' ({w.rule}) would leave it empty"
+        )
     terminal.show(counts_table("Ingest summary", report.summary()))
 
 
@@ -355,10 +359,35 @@ def articles_show(ctx: click.Context, article_id: str, as_json: bool) -> None:
             terminal.say(line)
         terminal.show("")
     if article.removed:
-        table = Table("rule", "text", "reason", title="Removed boilerplate")
+        table = Table("rule", "text", "reason", "articles", title="Removed boilerplate")
         for r in article.removed:
+            table.add_row(text(r.rule), text(r.text), text(r.reason), text(len(r.holders)))
+        terminal.show(table)
+        for r in article.removed:  # one line each: ids are never cut by a table's width
+            terminal.say(f"'{_short(r.text)}' is in {_some_ids(r.holders)}")
+    if article.withheld:
+        table = Table(
+            "rule", "text", "reason", title="Not removed: it would leave the article empty"
+        )
+        for r in article.withheld:
             table.add_row(text(r.rule), text(r.text), text(r.reason))
         terminal.show(table)
+
+
+SHOWN_IDS = 20  # `--json` lists them all
+
+
+def _some_ids(ids: tuple[str, ...] | list[str]) -> str:
+    """'N articles: a, b, … and M more': the first SHOWN_IDS of a block's articles."""
+    shown = ", ".join(ids[:SHOWN_IDS])
+    more = f" and {len(ids) - SHOWN_IDS} more" if len(ids) > SHOWN_IDS else ""
+    return f"{len(ids)} article{'s' if len(ids) != 1 else ''}: {shown}{more}"
+
+
+def _short(value: str, width: int = 60) -> str:
+    """One line of at most `width` characters (a block may be long or hold newlines)."""
+    flat = " ".join(value.split())
+    return flat if len(flat) <= width else flat[: width - 1] + "…"
 
 
 # -- feeds and pages ---------------------------------------------------------------
