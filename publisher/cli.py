@@ -390,6 +390,74 @@ def _short(value: str, width: int = 60) -> str:
     return flat if len(flat) <= width else flat[: width - 1] + "…"
 
 
+# -- boilerplate -------------------------------------------------------------------
+
+
+@cli.group(cls=PublisherGroup)
+def boilerplate() -> None:
+    """Blocks removed as boilerplate: list them, put one back."""
+
+
+@boilerplate.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON array, every article id.")
+@click.pass_context
+def boilerplate_list(ctx: click.Context, as_json: bool) -> None:
+    """Every block removed as boilerplate: its key, text, rule and the articles it left.
+
+    Example: publisher boilerplate list --json
+    """
+    terminal = _terminal(ctx)
+    found = _stored(ctx, lambda app: app.removed_boilerplate())
+    if as_json:
+        terminal.print_json([block.as_dict() for block in found])
+        return
+    terminal.show(
+        keyed_listing(
+            f"{len(found)} blocks removed as boilerplate",
+            "key",
+            ("rule", "count", "text", "articles"),
+            [
+                (
+                    text(block.key),
+                    (
+                        text(", ".join(block.rules)),
+                        text(len(block.articles)),
+                        text(_short(block.text)),
+                        text(_some_ids([slug for _, slug in block.articles])),
+                    ),
+                )
+                for block in found
+            ],
+            droppable=("articles", "rule"),
+        )
+    )
+
+
+@boilerplate.command("keep")
+@click.argument("block")
+@click.pass_context
+def boilerplate_keep(ctx: click.Context, block: str) -> None:
+    """Put BLOCK back into every article it was removed from, and never remove it again.
+
+    BLOCK is the block's text (any case and spacing) or a unique prefix of its key, as
+    `publisher boilerplate list` shows them. The feeds and pages that show those articles
+    are rebuilt.
+
+    Example: publisher boilerplate keep "Police said the investigation is ongoing."
+    """
+    from publisher.boilerplate import UnknownBlock
+
+    app, terminal = _app(ctx), _terminal(ctx)
+    try:
+        kept, built = app.keep_boilerplate(block)
+    except UnknownBlock as exc:
+        terminal.fail(exc.message, exc.hint, 2, one_line=True)
+    terminal.say(
+        f"kept {kept.block.key} '{_short(kept.block.text)}': back in "
+        f"{len(kept.changed)} articles; {len(built.written)} files written"
+    )
+
+
 # -- feeds and pages ---------------------------------------------------------------
 
 

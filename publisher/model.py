@@ -17,6 +17,7 @@ __all__ = [
     "ParsedArticle",
     "Removal",
     "RemovalRule",
+    "RemovedBlock",
     "RunStatus",
     "Subscriber",
     "SubscriberStatus",
@@ -84,6 +85,26 @@ class Removal:
             "reason": self.reason,
             "count": len(self.holders),
             "articles": list(self.holders),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class RemovedBlock:
+    """One block removed as boilerplate, with every article it was removed from
+    (`publisher boilerplate list`)."""
+
+    key: str
+    text: str
+    rules: tuple[RemovalRule, ...]
+    articles: tuple[tuple[str, str], ...]  # (id, slug), oldest first
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "key": self.key,
+            "text": self.text,
+            "rule": ", ".join(self.rules),
+            "count": len(self.articles),
+            "articles": [{"id": i, "slug": slug} for i, slug in self.articles],
         }
 
 
