@@ -298,3 +298,21 @@ def test_boilerplate_list_and_keep_through_the_cli(tmp_path: Path, database_url:
     entries = _entries(public)
     assert CHILDCARE_SENTENCE in entries[STORIES[0][0]]
     assert sum(CHILDCARE_SENTENCE in content for content in entries.values()) == 5
+
+
+def test_boilerplate_list_shows_markup_and_escape_sequences_as_text(tmp_path: Path) -> None:
+    config = write_config(tmp_path, f"sqlite:///{tmp_path}/db.sqlite")
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    # the parser drops C0 controls; C1 (\x9b is CSI, the 8-bit ESC [) stays
+    headline, blurb = "Read [bold]more[/bold] \x9b2J", "Subscribe [/] today \x9b31m for news."
+    for index in range(2):
+        (inbox / f"s{index}.txt").write_text(story(index, headline, blurb), encoding="utf-8")
+    assert publisher_cli("--config", str(config), "ingest", cwd=tmp_path).returncode == 0
+    listed = publisher_cli("--config", str(config), "boilerplate", "list", cwd=tmp_path)
+    assert listed.returncode == 0, listed.stderr
+    assert not any(c in listed.stdout for c in "\x1b\x9b"), repr(listed.stdout)
+    assert "\\x9b2J" in listed.stdout and "[bold]more[/bold]" in listed.stdout
+    kept = publisher_cli("--config", str(config), "boilerplate", "keep", blurb, cwd=tmp_path)
+    assert kept.returncode == 0, kept.stderr
+    assert not any(c in kept.stdout for c in "\x1b\x9b") and "\\x9b31m" in kept.stdout
