@@ -52,7 +52,8 @@ class IngestBatch:
         self._removals: dict[str, list[dict[str, object]]] = defaultdict(list)
         # stored articles that now come from another file, in the order they moved
         self._moved_sources: dict[str, str] = {}
-        # after flush(): the removals not applied, as they would have left an article empty
+        # after flush(): the removals withheld (not applied: they would have left an article
+        # empty) that were not recorded before
         self.withheld: list[dict[str, object]] = []
         self._fetch(BatchQuestions.of(incoming))
 
@@ -202,7 +203,7 @@ class IngestBatch:
         removal_rows, withheld = self._new_removals(
             [row for rows in self._removals.values() for row in rows]
         )
-        self.withheld = withheld
+        self.withheld = self._new_withheld(withheld)
         if self._new_articles:
             _insert_many(conn, articles, list(self._new_articles.values()))
             seq_of |= self._seqs(sorted(self._new_articles))  # given by the insert
@@ -222,7 +223,7 @@ class IngestBatch:
             (boilerplate, self._rows.pop("boilerplate", [])),
             (ingest_log, self._rows.pop("ingest_log", [])),
             (removals, removal_rows),
-            (withheld_removals, self._new_withheld(withheld)),
+            (withheld_removals, self.withheld),
         ):
             if rows:
                 _insert_many(conn, table, rows)
@@ -380,7 +381,7 @@ class IngestBatch:
             if pair not in existing:
                 existing.add(pair)
                 new[pair[0]].append(row)
-        gone: dict[str, set[str]] = defaultdict(set)
+        gone: dict[str, set[str]] = defaultdict(set)  # recorded before, and planned now
         for article_id, key in existing:
             gone[article_id].add(key)
         body = self._body_keys(sorted(new))
