@@ -316,3 +316,31 @@ def test_boilerplate_list_shows_markup_and_escape_sequences_as_text(tmp_path: Pa
     kept = publisher_cli("--config", str(config), "boilerplate", "keep", blurb, cwd=tmp_path)
     assert kept.returncode == 0, kept.stderr
     assert not any(c in kept.stdout for c in "\x1b\x9b") and "\\x9b31m" in kept.stdout
+
+
+def test_a_schema_7_database_keeps_its_removals_and_can_keep_a_block(store_app: App) -> None:
+    from sqlalchemy import text
+
+    from publisher.store.schema import SCHEMA_VERSION
+
+    for seed in sorted(SEEDS.iterdir()):
+        shutil.copy(seed, store_app.settings.inbox / seed.name)
+    store_app.ingest()
+    before = [store_app.article(a.id).as_dict() for a in store_app.articles()]
+    with store_app.store.begin() as connection:  # as the current release left it
+        connection.execute(text("DROP TABLE kept_blocks"))
+        connection.execute(text("DROP TABLE withheld_removals"))
+        connection.execute(text("DELETE FROM schema_version WHERE version > 7"))
+    store_app.close()
+    upgraded = App(store_app.settings)
+    try:
+        assert [upgraded.article(a.id).as_dict() for a in upgraded.articles()] == before
+        with upgraded.store.read() as connection:
+            versions = connection.execute(text("SELECT version FROM schema_version")).scalars()
+            assert max(versions) == SCHEMA_VERSION
+        assert {b.text for b in upgraded.removed_boilerplate()} == {CHILDCARE, CHILDCARE_SENTENCE}
+        kept, _ = upgraded.keep_boilerplate(CHILDCARE)
+        assert len(kept.changed) == 4
+        assert sum(CHILDCARE in body(upgraded.article(a.id)) for a in upgraded.articles()) == 4
+    finally:
+        upgraded.close()
