@@ -129,7 +129,7 @@ class App:
 
     def article(self, id_or_slug: str) -> Article:
         with self.store.read() as connection:
-            found = Articles(connection).get(id_or_slug)
+            found = Articles(connection).detail(id_or_slug)
         if found is None:
             raise PublisherError(
                 f"no article with id or slug '{id_or_slug}'", "see `publisher articles list`"

@@ -90,9 +90,14 @@ class Articles:
             select(articles).where(or_(articles.c.id == id_or_slug, articles.c.slug == id_or_slug))
         ).all()
         found = self._load(rows, with_removals=True)
-        if not found:
+        return found[0] if found else None
+
+    def detail(self, id_or_slug: str) -> Article | None:
+        """`get`, plus every article holding each removed block and the removals withheld
+        (`articles show`; a footer's holders can be every article, so only here)."""
+        article = self.get(id_or_slug)
+        if article is None:
             return None
-        article = found[0]
         held = self.holders(sorted({r.key for r in article.removed}))
         withheld = tuple(
             Removal(r.text, RemovalRule(r.rule), r.reason, key=r.key)
