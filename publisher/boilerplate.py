@@ -19,7 +19,7 @@ from publisher.store import Store
 from publisher.store.boilerplate import BoilerplateBlocks
 from publisher.store.builds import SiteBuilds
 
-__all__ = ["BoilerplateEditor", "Kept", "KeptArticle", "UnknownBlock"]
+__all__ = ["BoilerplateEditor", "Kept", "KeptArticle", "UnknownBlock", "find_block"]
 
 
 class UnknownBlock(PublisherError, LookupError):
