@@ -97,7 +97,9 @@ class SmtpSettings:
 @dataclass(frozen=True)
 class DedupSettings:
     near_duplicate_threshold: float = 0.8
-    boilerplate_min_articles: int = 2
+    # a single repeated block is boilerplate once this many articles hold it (a run of two
+    # or more consecutive blocks already at its second copy): see config/publisher.toml
+    boilerplate_min_articles: int = 5
     num_perm: int = 128  # MinHash permutations: estimate sd 0.027 at Jaccard 0.9
     shingle_size: int = 3
 
