@@ -49,8 +49,15 @@ MIN_SECRET_LENGTH = 6
 
 
 def secret_values(settings: Settings) -> tuple[str, ...]:
-    """Every secret the settings hold: secret key, SMTP password, database password."""
-    found = [settings.secret_key, settings.smtp.password]
+    """Every secret the settings hold: secret key, SMTP and database passwords, webhook
+    credentials."""
+    hooks = settings.webhooks
+    found = [
+        settings.secret_key,
+        settings.smtp.password,
+        hooks.postmark_password,
+        hooks.mailgun_signing_key,
+    ]
     try:
         password = urlsplit(settings.database_url).password
     except ValueError:

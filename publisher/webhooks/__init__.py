@@ -11,6 +11,7 @@ and ses.py is handed the signing certificate the adapter fetched.
 from __future__ import annotations
 
 import json
+from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
@@ -19,10 +20,12 @@ from typing import Any
 from publisher.errors import PublisherError
 
 __all__ = [
+    "Applied",
     "Batch",
     "FeedbackKind",
     "Malformed",
     "ProviderEvent",
+    "SeenTokens",
     "Unauthentic",
     "read_json",
 ]
@@ -75,6 +78,42 @@ class Batch:
             self.skipped + other.skipped,
             self.ignored + other.ignored,
         )
+
+
+class SeenTokens:
+    """Tokens (Mailgun) or message ids (SNS) accepted within a replay window, bounded in
+    memory; `now` is passed in."""
+
+    def __init__(self, window: float, max_tokens: int = 100_000) -> None:
+        self.window = window
+        self.max_tokens = max_tokens
+        self.seen: OrderedDict[str, float] = OrderedDict()
+
+    def __contains__(self, token: str) -> bool:
+        return token in self.seen
+
+    def add(self, token: str, now: float) -> None:
+        while self.seen and next(iter(self.seen.values())) < now - 2 * self.window:
+            self.seen.popitem(last=False)
+        self.seen[token] = now
+        self.seen.move_to_end(token)
+        while len(self.seen) > self.max_tokens:
+            # beyond the bound the oldest go first; a replay of one of them still needs a
+            # timestamp inside the window
+            self.seen.popitem(last=False)
+
+    def discard(self, token: str) -> None:
+        """Forget a token whose request failed, so the provider's retry is accepted."""
+        self.seen.pop(token, None)
+
+
+@dataclass(frozen=True, slots=True)
+class Applied:
+    """What acting on a batch did: events of known addresses, and of addresses we do not
+    know (nothing stored for those)."""
+
+    acted: int = 0
+    unknown: int = 0
 
 
 def read_json(body: bytes) -> Any:

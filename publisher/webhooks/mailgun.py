@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import math
-from collections import OrderedDict
 from typing import Any
 
 from publisher.webhooks import (
@@ -20,6 +19,7 @@ from publisher.webhooks import (
     FeedbackKind,
     Malformed,
     ProviderEvent,
+    SeenTokens,
     Unauthentic,
     address,
     joined,
@@ -27,32 +27,10 @@ from publisher.webhooks import (
     text,
 )
 
-__all__ = ["SeenTokens", "mailgun_events", "read_mailgun", "verify_mailgun"]
+__all__ = ["mailgun_events", "read_mailgun", "verify_mailgun"]
 
 PROVIDER = "mailgun"
 MAX_TOKEN = 256
-
-
-class SeenTokens:
-    """Tokens accepted within the replay window, bounded in memory; `now` is passed in."""
-
-    def __init__(self, window: float, max_tokens: int = 100_000) -> None:
-        self.window = window
-        self.max_tokens = max_tokens
-        self.seen: OrderedDict[str, float] = OrderedDict()
-
-    def __contains__(self, token: str) -> bool:
-        return token in self.seen
-
-    def add(self, token: str, now: float) -> None:
-        while self.seen and next(iter(self.seen.values())) < now - 2 * self.window:
-            self.seen.popitem(last=False)
-        self.seen[token] = now
-        self.seen.move_to_end(token)
-        while len(self.seen) > self.max_tokens:
-            # beyond the bound the oldest go first; a replay of one of them still needs a
-            # timestamp inside the window
-            self.seen.popitem(last=False)
 
 
 def read_mailgun(body: bytes) -> dict[str, Any]:

@@ -45,6 +45,7 @@ from publisher.webhooks import (
 __all__ = [
     "SnsMessage",
     "canonical_string",
+    "check_envelope",
     "check_sns_url",
     "is_sns_host",
     "parse_envelope",
@@ -171,6 +172,24 @@ def _timestamp(value: str) -> datetime:
     return moment
 
 
+def check_envelope(
+    message: SnsMessage, *, topics: Collection[str], now: datetime, max_age: timedelta
+) -> None:
+    """The checks that need no certificate (done first: nothing is fetched for a message
+    that fails them): a trusted topic, a fresh Timestamp, a known SignatureVersion and a
+    SigningCertURL we may fetch."""
+    if message.topic_arn not in topics:
+        raise Unauthentic("the SNS TopicArn is not one of webhooks.ses_topic_arns")
+    moment = _timestamp(message.timestamp)
+    if now - moment > max_age or moment - now > FUTURE_SKEW:
+        raise Unauthentic("the SNS message is stale (Timestamp outside the accepted window)")
+    if message.signature_version not in _HASHES:
+        raise Unauthentic(f"unknown SNS SignatureVersion {text(message.signature_version, 8)!r}")
+    check_sns_url(message.signing_cert_url, "SigningCertURL")
+    if message.subscribe_url is not None:
+        check_sns_url(message.subscribe_url, "SubscribeURL")
+
+
 def verify_envelope(
     message: SnsMessage,
     certificate_pem: bytes,
@@ -179,17 +198,10 @@ def verify_envelope(
     now: datetime,
     max_age: timedelta,
 ) -> None:
-    """Unauthentic unless the topic is trusted, the message is fresh, the certificate is
-    valid now and its RSA key signed the canonical string with the named algorithm."""
-    if message.topic_arn not in topics:
-        raise Unauthentic("the SNS TopicArn is not one of webhooks.ses_topic_arns")
-    check_sns_url(message.signing_cert_url, "SigningCertURL")
-    moment = _timestamp(message.timestamp)
-    if now - moment > max_age or moment - now > FUTURE_SKEW:
-        raise Unauthentic("the SNS message is stale (Timestamp outside the accepted window)")
-    algorithm = _HASHES.get(message.signature_version)
-    if algorithm is None:
-        raise Unauthentic(f"unknown SNS SignatureVersion {text(message.signature_version, 8)!r}")
+    """Unauthentic unless `check_envelope` passes, the certificate is valid now and its
+    RSA key signed the canonical string with the algorithm the SignatureVersion names."""
+    check_envelope(message, topics=topics, now=now, max_age=max_age)
+    algorithm = _HASHES[message.signature_version]
     try:
         signature = base64.b64decode(message.signature, validate=True)
     except (binascii.Error, ValueError):
