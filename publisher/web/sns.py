@@ -18,7 +18,7 @@ from collections import OrderedDict
 from urllib.parse import urlsplit
 
 from publisher.config import WebhookSettings
-from publisher.errors import PublisherError
+from publisher.errors import ConfigError, PublisherError
 
 __all__ = ["FetchError", "SnsFetcher"]
 
@@ -53,7 +53,14 @@ class SnsFetcher:
     """GETs to SNS, in a thread; the certificates it fetched, by URL."""
 
     def __init__(self, settings: WebhookSettings) -> None:
-        self.tls = ssl.create_default_context(cafile=settings.ses_trust_file or None)
+        try:
+            self.tls = ssl.create_default_context(cafile=settings.ses_trust_file or None)
+        except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+            raise ConfigError(
+                f"webhooks.ses_trust_file {settings.ses_trust_file} holds no usable "
+                f"certificate: {exc}",
+                "give a PEM file of CA certificates, or unset it to use the system's",
+            ) from exc
         self.connect_to: tuple[str, int] | None = None
         if settings.ses_connect_to:
             host, _, port = settings.ses_connect_to.rpartition(":")

@@ -21,6 +21,7 @@ from publisher.app import App
 from publisher.config import load_settings
 from publisher.model import ConsentEvent, ConsentSource, SubscriberStatus
 from tests.conftest import write_config
+from tests.integration.in_process import publisher_cli
 from tests.integration.test_web import Served, served
 from tests.webhook_signing import (
     CERT_PATH,
@@ -415,3 +416,48 @@ def test_an_unreachable_sns_answers_503_so_sns_retries(tmp_path: Path, sqlite_ur
     finally:
         app.close()
     assert app.subscribers(search="jane@example.com")[0].status is SubscriberStatus.CONFIRMED
+
+
+# -- settings ---------------------------------------------------------------------------------
+
+
+def _config(tmp_path: Path, sqlite_url: str, table: str) -> Path:
+    return write_config(tmp_path, sqlite_url, webhooks=f"{{ {table} }}")
+
+
+@pytest.mark.parametrize(
+    ("table", "command", "named"),
+    [
+        ('postmark_user = "hooks"', "status", "webhooks.postmark_password"),
+        ('postmark_user = "a:b", postmark_password = "pw-123456"', "status", "postmark_user"),
+        ('ses_connect_to = "nowhere"', "status", "webhooks.ses_connect_to"),
+        ('ses_trust_file = "missing.pem"', "status", "webhooks.ses_trust_file"),
+        ("replay_window_seconds = 0", "status", "webhooks.replay_window_seconds"),
+        ('sendgrid_public_key = "bm90IGEga2V5"', "serve", "webhooks.sendgrid_public_key"),
+        (
+            'ses_topic_arns = "arn:aws:sns:us-east-1:1:t", ses_trust_file = "junk.pem"',
+            "serve",
+            "webhooks.ses_trust_file",
+        ),
+    ],
+)
+def test_a_bad_webhook_setting_is_one_line_and_exit_two(
+    tmp_path: Path, sqlite_url: str, table: str, command: str, named: str
+) -> None:
+    (tmp_path / "junk.pem").write_text("not a certificate\n", encoding="utf-8")
+    config = _config(tmp_path, sqlite_url, table)
+    args = ["serve", "--port", "0"] if command == "serve" else [command]
+    result = publisher_cli("--config", str(config), *args)
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    assert named in result.stderr and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) <= 2  # the line and its hint
+
+
+def test_a_webhook_secret_in_a_readable_config_file_is_warned_about_and_never_shown(
+    tmp_path: Path, sqlite_url: str
+) -> None:
+    config = _config(tmp_path, sqlite_url, f'mailgun_signing_key = "{MAILGUN_KEY}"')
+    config.chmod(0o644)
+    result = publisher_cli("--config", str(config), "status")
+    assert "webhooks.mailgun_signing_key" in result.stderr
+    assert MAILGUN_KEY not in result.stderr + result.stdout
