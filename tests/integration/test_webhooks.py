@@ -9,6 +9,10 @@ the same TLS checks as in production, and no request leaves the machine.
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +26,7 @@ from publisher.config import load_settings
 from publisher.model import ConsentEvent, ConsentSource, SubscriberStatus
 from tests.conftest import write_config
 from tests.integration.in_process import publisher_cli
+from tests.integration.test_run import free_port, wait_for
 from tests.integration.test_web import Served, served
 from tests.webhook_signing import (
     CERT_PATH,
@@ -461,3 +466,73 @@ def test_a_webhook_secret_in_a_readable_config_file_is_warned_about_and_never_sh
     result = publisher_cli("--config", str(config), "status")
     assert "webhooks.mailgun_signing_key" in result.stderr
     assert MAILGUN_KEY not in result.stderr + result.stdout
+
+
+# -- the main job, as the operator runs it -----------------------------------------------------
+
+
+def test_publisher_run_takes_webhooks_with_secrets_from_the_environment(
+    tmp_path: Path, sqlite_url: str
+) -> None:
+    """`publisher run` as a real process, the signing secrets only in its environment: a
+    signed Mailgun bounce and a signed SendGrid complaint change the statuses that
+    `publisher subscribers list --json` shows; a forged one does not."""
+    sendgrid = SendgridSigner()
+    config = write_config(tmp_path, sqlite_url)
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PUBLISHER_")}
+    env.update(
+        PUBLISHER_CONFIG=str(config),
+        PUBLISHER_WEBHOOKS_MAILGUN_SIGNING_KEY=MAILGUN_KEY,
+        PUBLISHER_WEBHOOKS_SENDGRID_PUBLIC_KEY=sendgrid.public_key,
+    )
+    cli = [sys.executable, "-m", "publisher"]
+    for address in ("alice@example.com", "spamreport@example.com", "erin@example.com"):
+        subprocess.run([*cli, "subscribers", "add", address], env=env, check=True, cwd=tmp_path)
+    process = subprocess.Popen(
+        [*cli, "run", "--no-send", "--port", str(port)],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    url = f"http://127.0.0.1:{port}/webhooks/"
+
+    def up() -> bool:
+        assert process.poll() is None, process.communicate()[1]
+        try:
+            return httpx.post(url + "nosuch", content=b"{}", timeout=2).status_code == 404
+        except httpx.HTTPError:
+            return False
+
+    try:
+        wait_for(up, 60, "publisher run to serve")
+        bounce = httpx.post(
+            url + "mailgun", json=mailgun_body("mailgun_failed_permanent.json", MAILGUN_KEY)
+        )
+        assert bounce.status_code == 200, bounce.text
+        complaint = body_of([{"event": "spamreport", "email": "spamreport@example.com"}])
+        answer = httpx.post(
+            url + "sendgrid", content=complaint, headers=sendgrid.headers(complaint)
+        )
+        assert answer.status_code == 200 and answer.json()["acted"] == 1
+        forged = mailgun_body("mailgun_complained.json", "a-key-we-never-gave-out")
+        assert httpx.post(url + "mailgun", json=forged).status_code == 401
+    finally:
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=15)
+    assert MAILGUN_KEY not in stderr
+    listed = subprocess.run(
+        [*cli, "subscribers", "list", "--json"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
+    statuses = {row["email"]: row["status"] for row in json.loads(listed.stdout)}
+    assert statuses == {
+        "alice@example.com": "bounced",
+        "spamreport@example.com": "complained",
+        "erin@example.com": "confirmed",
+    }
