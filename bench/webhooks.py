@@ -13,6 +13,9 @@ round by round on one kept-alive connection per client:
   first request, whose time is shown on its own line),
   `postmark` (basic auth), `mailgun` (HMAC), `sendgrid` (ECDSA P-256; a batch of 1 event).
 
+Then --batches SendGrid batches of --batch events each (a bounce storm arrives so), timed
+whole: SendGrid waits for one answer per batch.
+
 Prints p50 / p95 / p99 / max per case and appends them to bench/results.md with the
 machine and its load; target p99 < 50 ms.
 
@@ -154,7 +157,12 @@ def requests_for(
     return makers.get(case, baseline)
 
 
-def client(port: int, work: list[tuple[str, Request]], timings: dict[str, list[float]]) -> None:
+def client(
+    port: int,
+    work: list[tuple[str, Request]],
+    timings: dict[str, list[float]],
+    acted: int = 1,
+) -> None:
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     for case, (path, body, headers) in work:
         started = time.perf_counter()
@@ -165,7 +173,7 @@ def client(port: int, work: list[tuple[str, Request]], timings: dict[str, list[f
         expected = 404 if case == "baseline" else 200
         if answer.status != expected:
             raise SystemExit(f"{case}: answered {answer.status}, expected {expected}")
-        if case != "baseline" and json.loads(reply)["acted"] != 1:
+        if case != "baseline" and json.loads(reply)["acted"] != acted:
             raise SystemExit(f"{case}: the event was not acted on: {reply!r}")
         timings[case].append(elapsed * 1000)
     connection.close()
@@ -181,9 +189,11 @@ def main() -> int:
     parser.add_argument("--requests", type=int, default=400, help="requests per case")
     parser.add_argument("--clients", type=int, default=1, help="concurrent connections")
     parser.add_argument("--subscribers", type=int, default=10_000)
+    parser.add_argument("--batch", type=int, default=1000, help="events per SendGrid batch")
+    parser.add_argument("--batches", type=int, default=3, help="SendGrid batches (0: none)")
     parser.add_argument("--no-append", action="store_true", help="leave results.md alone")
     args = parser.parse_args()
-    needed = args.requests * (len(CASES) - 1) + 1
+    needed = args.requests * (len(CASES) - 1) + 1 + args.batch * args.batches
     if args.subscribers < needed:
         raise SystemExit(f"--subscribers must be at least {needed} (one per request)")
 
@@ -224,6 +234,15 @@ def main() -> int:
                 for thread in threads:
                     thread.join()
                 wall = time.perf_counter() - started
+                batches: dict[str, list[float]] = {"batch": []}
+                for _ in range(args.batches):
+                    events = [
+                        {**fixture("sendgrid_events.json")[5], "email": next(addresses)}
+                        for _ in range(args.batch)
+                    ]
+                    body = json.dumps(events).encode()
+                    request = ("/webhooks/sendgrid", body, sendgrid.headers(body))
+                    client(port, [("batch", request)], batches, acted=args.batch)
             if any(len(timings[case]) != args.requests for case in CASES):
                 raise SystemExit(f"a client failed; see the output above and {log}")
     load_after = os.getloadavg()
@@ -241,6 +260,13 @@ def main() -> int:
     rows.append(
         f"| ses, first request (fetches the certificate) | 1 | | | | {first['ses'][0]:.1f} | |"
     )
+    if batches["batch"]:
+        each = batches["batch"]
+        rows.append(
+            f"| sendgrid, batches of {args.batch} events | {len(each)} | "
+            f"{statistics.median(each):.0f} | | | {max(each):.0f} | "
+            f"{args.batch / (statistics.median(each) / 1000):.0f} events/s |"
+        )
     when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     title = (
         f"## webhooks — {when}, {args.requests} requests per case, {args.clients} client(s), "
