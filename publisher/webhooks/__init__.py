@@ -11,6 +11,7 @@ and ses.py is handed the signing certificate the adapter fetched.
 from __future__ import annotations
 
 import json
+import re
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -32,6 +33,9 @@ __all__ = [
 
 MAX_DETAIL = 300  # characters of a provider's reason kept with an event
 MAX_ADDRESS = 320  # RFC 5321: 64 + 1 + 255
+# an address inside a provider's reason ("550 5.1.1 <jane@example.com>... User"): the
+# detail is logged, and log lines show addresses only masked
+_ADDRESS_IN_TEXT = re.compile(r"[\w.!#$%&'*+/=?^`{|}~-]+@[\w-]+(?:\.[\w-]+)+")
 
 
 class Unauthentic(PublisherError, PermissionError):
@@ -147,8 +151,10 @@ def address(value: Any) -> str | None:
 
 
 def joined(*parts: Any) -> str:
-    """Non-empty parts of a detail, joined by '; ' and bounded."""
-    return text("; ".join(t for t in (text(p) for p in parts) if t))
+    """Non-empty parts of a detail, joined by '; ', bounded, with any address in them
+    replaced by <address>."""
+    line = "; ".join(t for t in (text(p) for p in parts) if t)
+    return text(_ADDRESS_IN_TEXT.sub("<address>", line))
 
 
 def collect(items: Iterable[ProviderEvent | str | None]) -> Batch:

@@ -443,3 +443,11 @@ def test_a_detail_is_one_bounded_line() -> None:
     }
     detail = sendgrid_events(body_of([event])).events[0].detail
     assert "\n" not in detail and "\r" not in detail and len(detail) <= 300
+
+
+def test_a_detail_names_no_address_it_is_logged() -> None:
+    # the consent log line shows the address masked; the detail must not undo that
+    bounce = sns.ses_events(json.dumps(fixture("ses_bounce_permanent.json"))).events[0]
+    assert bounce.email == "jane@example.com"
+    assert "jane@" not in bounce.detail and "<address>" in bounce.detail
+    assert "5.1.1" in bounce.detail
