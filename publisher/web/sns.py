@@ -26,6 +26,9 @@ MAX_CERTIFICATE_BYTES = 64 * 1024
 MAX_ANSWER_BYTES = 64 * 1024
 TIMEOUT_SECONDS = 10.0
 KEPT_CERTIFICATES = 32
+# fetches under way at once: forged messages naming made-up certificate URLs (on SNS's own
+# hosts, for a trusted topic) cannot make us open many connections
+CONCURRENT_FETCHES = 2
 
 
 class FetchError(PublisherError, ConnectionError):
@@ -66,6 +69,7 @@ class SnsFetcher:
             host, _, port = settings.ses_connect_to.rpartition(":")
             self.connect_to = (host.strip("[]"), int(port))
         self.certificates: OrderedDict[str, bytes] = OrderedDict()
+        self.fetching = asyncio.Semaphore(CONCURRENT_FETCHES)
 
     async def certificate(self, url: str) -> bytes:
         """The PEM at SigningCertURL `url`."""
@@ -73,7 +77,11 @@ class SnsFetcher:
         if kept is not None:
             self.certificates.move_to_end(url)
             return kept
-        pem = await asyncio.to_thread(self.get, url, MAX_CERTIFICATE_BYTES)
+        async with self.fetching:
+            # another request may have fetched it while this one waited
+            pem = self.certificates.get(url)
+            if pem is None:
+                pem = await asyncio.to_thread(self.get, url, MAX_CERTIFICATE_BYTES)
         self.certificates[url] = pem
         while len(self.certificates) > KEPT_CERTIFICATES:
             self.certificates.popitem(last=False)
@@ -81,7 +89,8 @@ class SnsFetcher:
 
     async def confirm(self, url: str) -> None:
         """Visit a SubscribeURL: SNS then starts delivering the topic's messages."""
-        await asyncio.to_thread(self.get, url, MAX_ANSWER_BYTES)
+        async with self.fetching:
+            await asyncio.to_thread(self.get, url, MAX_ANSWER_BYTES)
 
     def get(self, url: str, limit: int) -> bytes:
         parts = urlsplit(url)
