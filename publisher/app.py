@@ -164,10 +164,16 @@ class App:
             raise output_error(self.settings.output_dir, exc) from exc
 
     def web_routes(self) -> list[BaseRoute]:
-        """Dynamic routes mounted before the static files (subscribe, confirm, unsubscribe)."""
+        """Dynamic routes mounted before the static files (subscribe, confirm, unsubscribe,
+        provider webhooks)."""
+        from publisher.feedback import ProviderFeedback
         from publisher.web.subscriptions import subscription_routes
+        from publisher.web.webhooks import webhook_routes
 
-        return [*subscription_routes(self.settings, self.subscriptions)]
+        return [
+            *subscription_routes(self.settings, self.subscriptions),
+            *webhook_routes(self.settings, ProviderFeedback(self.subscriber_admin)),
+        ]
 
     # -- subscribers and digests ----------------------------------------------------
 

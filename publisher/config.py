@@ -27,6 +27,7 @@ __all__ = [
     "DedupSettings",
     "DigestSettings",
     "FeedSettings",
+    "InboundSettings",
     "ScheduleSettings",
     "ServerSettings",
     "Settings",
@@ -35,6 +36,7 @@ __all__ = [
     "TlsMode",
     "WatchBackend",
     "WatchSettings",
+    "WebhookSettings",
     "ehlo_name",
     "forwarded_ips",
     "is_loopback_host",
@@ -157,6 +159,43 @@ class WatchSettings:
     backend: WatchBackend = WatchBackend.AUTO
 
 
+@dataclass(frozen=True)
+class InboundSettings:
+    """What comes back (bounces, complaints, unsubscribe mail): the suppression policy."""
+
+    # this many soft (4.x.x) bounces of one address within soft_bounce_days: bounced
+    soft_bounce_limit: int = 3
+    soft_bounce_days: float = 7.0
+
+
+@dataclass(frozen=True)
+class WebhookSettings:
+    """POST /webhooks/<provider>: each provider answers 404 until its credentials are set."""
+
+    max_body_bytes: int = 1024 * 1024  # SendGrid posts batches of up to 768 KB
+    # Mailgun and SendGrid: a signed timestamp older (or newer) than this is refused
+    replay_window_seconds: int = 300
+    # SES (SNS): the topics whose messages are believed, comma-separated ARNs; any AWS
+    # account can sign messages of its own topic, so only these count
+    ses_topic_arns: str = ""
+    ses_max_age_seconds: int = 3600  # SNS retries a delivery for up to an hour by default
+    # PEM CA bundle that TLS to sns.<region>.amazonaws.com is checked against; none: the
+    # system's trust store
+    ses_trust_file: str | None = None
+    # host:port the SigningCertURL and SubscribeURL fetches connect to instead of the
+    # URL's host (which TLS still verifies): an egress proxy, or a test's local server
+    ses_connect_to: str = ""
+    postmark_user: str | None = None
+    postmark_password: str | None = field(default=None, repr=False)
+    mailgun_signing_key: str | None = field(default=None, repr=False)
+    # the "Verification Key" SendGrid shows when signing is on (base64 DER or PEM)
+    sendgrid_public_key: str | None = None
+
+    @property
+    def topics(self) -> tuple[str, ...]:
+        return tuple(t.strip() for t in self.ses_topic_arns.split(",") if t.strip())
+
+
 # -- scale-out workers --
 @dataclass(frozen=True)
 class WorkerSettings:
@@ -206,6 +245,8 @@ class Settings:
     digest: DigestSettings = field(default_factory=DigestSettings)
     workers: WorkerSettings = field(default_factory=WorkerSettings)
     watch: WatchSettings = field(default_factory=WatchSettings)
+    inbound: InboundSettings = field(default_factory=InboundSettings)
+    webhooks: WebhookSettings = field(default_factory=WebhookSettings)
 
     # notes for the operator found while loading (a config file others
     # can read holds a secret); the CLI prints each once on stderr
@@ -257,6 +298,11 @@ ENVIRONMENT: Mapping[str, tuple[str, str]] = {
     "PUBLISHER_SMTP_PASSWORD": ("smtp", "password"),
     "PUBLISHER_SMTP_TLS": ("smtp", "tls"),
     "PUBLISHER_FROM": ("smtp", "from_address"),
+    "PUBLISHER_WEBHOOKS_SES_TOPIC_ARNS": ("webhooks", "ses_topic_arns"),
+    "PUBLISHER_WEBHOOKS_POSTMARK_USER": ("webhooks", "postmark_user"),
+    "PUBLISHER_WEBHOOKS_POSTMARK_PASSWORD": ("webhooks", "postmark_password"),
+    "PUBLISHER_WEBHOOKS_MAILGUN_SIGNING_KEY": ("webhooks", "mailgun_signing_key"),
+    "PUBLISHER_WEBHOOKS_SENDGRID_PUBLIC_KEY": ("webhooks", "sendgrid_public_key"),
 }
 
 _SECTIONS: Mapping[str, type] = {
@@ -269,6 +315,8 @@ _SECTIONS: Mapping[str, type] = {
     "digest": DigestSettings,
     "workers": WorkerSettings,
     "watch": WatchSettings,
+    "inbound": InboundSettings,
+    "webhooks": WebhookSettings,
 }
 _PATHS = ("inbox", "output_dir", "templates_dir", "seeds_dir", "mailbox_dir", "secret_key_file")
 
@@ -284,8 +332,14 @@ def load_settings(
     if path is not None:
         try:
             raw = tomllib.loads(path.read_bytes().decode("utf-8"))
-            smtp = raw.get("smtp")
-            file_raw = {**raw, "smtp": dict(smtp) if isinstance(smtp, dict) else {}}
+            # copies: the environment is merged into raw below
+            file_raw = {
+                **raw,
+                **{
+                    name: dict(raw[name]) if isinstance(raw.get(name), dict) else {}
+                    for name in ("smtp", "webhooks")
+                },
+            }
         except OSError as exc:
             raise ConfigError(
                 f"cannot read config file {path}: {exc.strerror}",
@@ -351,6 +405,9 @@ def _build(raw: dict[str, Any], base: Path, path: Path | None) -> Settings:
     if settings.smtp.ca_file:  # relative to the config file, like other paths
         ca_file = str(_resolve(base, Path(settings.smtp.ca_file)))
         settings = replace(settings, smtp=replace(settings.smtp, ca_file=ca_file))
+    if settings.webhooks.ses_trust_file:
+        trust = str(_resolve(base, Path(settings.webhooks.ses_trust_file)))
+        settings = replace(settings, webhooks=replace(settings.webhooks, ses_trust_file=trust))
     _validate(settings, where)
     return settings
 
@@ -373,7 +430,12 @@ def _secret_from_file(settings: Settings) -> Settings:
 
 # -- secrets -------------------------------------------------------------------------
 
-SECRET_SETTINGS = ("secret_key", "smtp.password")
+SECRET_SETTINGS = (
+    "secret_key",
+    "smtp.password",
+    "webhooks.postmark_password",
+    "webhooks.mailgun_signing_key",
+)
 # the key signs every confirm, unsubscribe and preference link: 256 bits, like HMAC-SHA256's
 MIN_SECRET_KEY_BYTES = 32
 
@@ -404,11 +466,16 @@ def _exposed_secrets(
     notices = []
     if path is not None:
         smtp = file_raw.get("smtp")
+        hooks = file_raw.get("webhooks")
         held = [
             name
             for name, present in (
                 ("secret_key", bool(file_raw.get("secret_key"))),
                 ("smtp.password", isinstance(smtp, dict) and bool(smtp.get("password"))),
+                *(
+                    (f"webhooks.{key}", isinstance(hooks, dict) and bool(hooks.get(key)))
+                    for key in ("postmark_password", "mailgun_signing_key")
+                ),
                 (
                     "database_url password",
                     redact_url(str(file_raw.get("database_url", "")))
@@ -534,6 +601,7 @@ def _validate(settings: Settings, where: str) -> None:
     _validate_database_url(settings.database_url, where)
     _validate_digest(settings.digest, where)
     _validate_sender(settings.smtp, where)
+    _validate_webhooks(settings.webhooks, where)
     if settings.secret_key is not None:
         _check_secret_key(
             settings.secret_key, "the secret key (PUBLISHER_SECRET_KEY or secret_key)"
@@ -572,6 +640,11 @@ _RANGES: Mapping[str, tuple[float, float | None]] = {
     "workers.concurrency": (0, 1000),
     "workers.poll_seconds": (0.001, None),
     "watch.settle_seconds": (0.1, 3600),
+    "inbound.soft_bounce_limit": (1, None),
+    "inbound.soft_bounce_days": (0.001, 3650),
+    "webhooks.max_body_bytes": (1, None),
+    "webhooks.replay_window_seconds": (1, 24 * 3600),
+    "webhooks.ses_max_age_seconds": (1, None),
 }
 
 
@@ -704,6 +777,24 @@ def ehlo_name(smtp: SmtpSettings) -> str:
             "set smtp.helo_name to this host's public name (or a From address on your domain)",
         )
     return name
+
+
+def _validate_webhooks(hooks: WebhookSettings, where: str) -> None:
+    if bool(hooks.postmark_user) != bool(hooks.postmark_password):
+        raise ConfigError(
+            f"webhooks.postmark_user and webhooks.postmark_password go together{where}",
+            "set both (PUBLISHER_WEBHOOKS_POSTMARK_PASSWORD for the password) or neither",
+        )
+    if hooks.postmark_user and ":" in hooks.postmark_user:
+        raise ConfigError(f"webhooks.postmark_user must not hold a colon{where}")
+    if hooks.ses_connect_to:
+        host, _, port = hooks.ses_connect_to.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ConfigError(
+                f"webhooks.ses_connect_to must be host:port, got {hooks.ses_connect_to!r}{where}"
+            )
+    if hooks.ses_trust_file and not Path(hooks.ses_trust_file).is_file():
+        raise ConfigError(f"webhooks.ses_trust_file {hooks.ses_trust_file} is not a file{where}")
 
 
 def _validate_server(server: ServerSettings, where: str) -> None:

@@ -6,6 +6,7 @@
 
 - Body size: a request whose Content-Length exceeds `server.max_body_bytes` gets 413
   before anything reads it; a chunked body is counted as it arrives and cut off the same way.
+  Provider webhooks (`/webhooks/...`) post batches: their bound is `webhooks.max_body_bytes`.
 - Same origin (CSRF): a browser POST to a form route must come from our own pages. The
   index page is static HTML (cached, served by nginx or a CDN in production), so it cannot
   carry a per-visitor token; instead a POST whose `Origin` (or, without it, `Referer`)
@@ -33,6 +34,7 @@ __all__ = ["RequestGuard", "same_origin"]
 # form routes a cross-site page must not be able to submit
 CHECKED_POSTS = ("/subscribe",)
 CHECKED_POST_PREFIXES = ("/confirm/",)
+WEBHOOK_PREFIX = "/webhooks/"
 
 
 class _TooLarge(Exception):
@@ -81,12 +83,14 @@ class RequestGuard:
         self.app = app
         self.settings = settings
         self.limit = settings.server.max_body_bytes
+        self.webhook_limit = settings.webhooks.max_body_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         headers = Headers(scope=scope)
+        limit = self.webhook_limit if scope["path"].startswith(WEBHOOK_PREFIX) else self.limit
         length = headers.get("content-length")
         if length is not None and "transfer-encoding" in headers:
             await self._refuse(
@@ -95,7 +99,7 @@ class RequestGuard:
             return
         if length is not None:
             try:
-                too_big = int(length) > self.limit
+                too_big = int(length) > limit
             except ValueError:
                 too_big = True  # a malformed length is not worth reading
             if too_big:
@@ -119,7 +123,7 @@ class RequestGuard:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.limit:
+                if received > limit:
                     raise _TooLarge
             return message
 
