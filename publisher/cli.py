@@ -30,7 +30,7 @@ from publisher.console import (
     text,
     worker_progress,
 )
-from publisher.errors import ConfigError, MissingDatabase, PublisherError
+from publisher.errors import ConfigError, MissingDatabase, PublisherError, UsageError
 from publisher.model import FileOutcome
 from publisher.secrecy import ensure_secret_key
 
@@ -70,7 +70,7 @@ class PublisherGroup(click.Group):
             return super().invoke(ctx)
         except PublisherError as exc:
             terminal = _terminal(ctx)
-            if isinstance(exc, ConfigError):
+            if isinstance(exc, ConfigError | UsageError):
                 terminal.fail(exc.message, exc.hint, 2, one_line=True)
             terminal.fail(exc.message, exc.hint, 1)
         except OSError as exc:
@@ -421,17 +421,29 @@ def serve(ctx: click.Context, host: str | None, port: int | None, insecure_dev: 
 @cli.group(cls=PublisherGroup)
 def subscribers() -> None:
     """Who gets the digest."""
+    # each command prints what it did; the consent log line (kept by `run`) would repeat it
+    logging.getLogger("publisher.consent").setLevel(logging.WARNING)
 
 
 @subscribers.command("add")
 @click.argument("email")
 @click.option("--name", help="Display name for the To: header.")
-@click.option("--category", "categories", multiple=True, help="Only this category (repeatable).")
 @click.option(
-    "--frequency", type=click.Choice(["weekly", "daily"]), default="weekly", show_default=True
+    "--category",
+    "categories",
+    multiple=True,
+    help="Only this category (repeatable; any case; must be a known one unless --force).",
 )
 @click.option(
-    "--force", is_flag=True, help="Also subscribe an address that unsubscribed or bounced."
+    "--frequency",
+    type=click.Choice(["weekly", "daily"]),
+    help="weekly (the default for a new subscriber) or daily.",
+)
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Also subscribe an address that unsubscribed, bounced or complained; accept an "
+    "unknown category.",
 )
 @click.pass_context
 def subscribers_add(
@@ -439,12 +451,15 @@ def subscribers_add(
     email: str,
     name: str | None,
     categories: tuple[str, ...],
-    frequency: str,
+    frequency: str | None,
     force: bool,
 ) -> None:
-    """Add a confirmed subscriber (the operator vouches for the address); updates an existing one.
+    """Add a confirmed subscriber (the operator vouches for the address); updates an existing one,
+    changing only what is given (--name, --category, --frequency).
 
-    An address that unsubscribed or bounced is refused (exit 1) unless --force.
+    An address that unsubscribed, bounced or complained is refused (exit 1) unless --force.
+    Categories match ignoring case and are stored as the site spells them; an unknown one is
+    refused with the known ones (exit 2) unless --force.
 
     Example: publisher subscribers add ann@example.com --name Ann --category "Harbin Today"
     """
@@ -474,6 +489,50 @@ def subscribers_remove(ctx: click.Context, email: str) -> None:
             f"{kept.email} is {kept.status.value}: kept as suppressed (name and categories "
             "erased), so no import or add subscribes it again"
         )
+
+
+@subscribers.command("history")
+@click.argument("email")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON array.")
+@click.pass_context
+def subscribers_history(ctx: click.Context, email: str, as_json: bool) -> None:
+    """Every consent event of one address, oldest first: subscribed, confirmation sent,
+    confirmed, preferences changed, unsubscribed, bounced, complained, suppressed, forced,
+    removed; with time, source (web, cli, import, inbound, webhook, send), the web client's
+    address and a detail. Found by the address also after `remove`. Exit 1 if none.
+
+    Example: publisher subscribers history ann@example.com --json
+    """
+    app = _app(ctx, read_only=True)
+    found = app.subscriber_history(email)
+    if not found:
+        raise PublisherError(f"no consent history for {email}", "see `publisher subscribers list`")
+    zone = app.settings.zone
+    terminal = _terminal(ctx)
+    if as_json:
+        terminal.print_json(
+            [
+                {
+                    "at": e.at.astimezone(zone).isoformat(),
+                    "kind": e.kind.value,
+                    "source": e.source.value,
+                    "client": e.client,
+                    "detail": e.detail,
+                }
+                for e in found
+            ]
+        )
+        return
+    table = Table("time", "event", "source", "client", "detail", title=text(f"History of {email}"))
+    for e in found:
+        table.add_row(
+            e.at.astimezone(zone).strftime("%Y-%m-%d %H:%M:%S"),
+            e.kind.value,
+            e.source.value,
+            text(e.client or ""),
+            text(e.detail),
+        )
+    terminal.show(table)
 
 
 @subscribers.command("list")

@@ -113,6 +113,25 @@ class Subscribers:
         assert created is not None
         return created
 
+    def update_details(
+        self,
+        subscriber_id: int,
+        *,
+        name: str | None,
+        categories: Sequence[str],
+        frequency: Frequency,
+    ) -> None:
+        """Name, categories and frequency of one row; its status and times stay."""
+        self.connection.execute(
+            update(subscribers)
+            .where(subscribers.c.id == subscriber_id)
+            .values(
+                name=name,
+                categories=json.dumps(sorted(set(categories)), ensure_ascii=False),
+                frequency=frequency.value,
+            )
+        )
+
     def forget_details(self, subscriber_id: int) -> None:
         """Keep only what a suppression needs (address, status, times): no name, no choices."""
         self.connection.execute(

@@ -18,14 +18,14 @@ from publisher.app import App
 from publisher.cli import cli
 from publisher.model import Subscriber, SubscriberStatus
 from publisher.store.subscribers import Subscribers
-from tests.conftest import write_config
+from tests.conftest import with_categories, write_config
 
 SUPPRESSED = [SubscriberStatus.UNSUBSCRIBED, SubscriberStatus.BOUNCED]
 
 
 @pytest.fixture
 def config_file(tmp_path: Path, database_url: str) -> Path:
-    return write_config(tmp_path, database_url)
+    return with_categories(write_config(tmp_path, database_url), "Harbin Today")
 
 
 def _run(config: Path, *args: str) -> Result:
