@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import sys
+from collections import Counter
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
@@ -716,6 +717,7 @@ def send(
         for p in report.previews:
             table.add_row(text(p.recipient), str(p.items), text(p.subject), f"{p.size:,}")
         terminal.show(table)
+        _show_skipped(terminal, report.skipped)
         terminal.say(f"skipped (nothing new): {report.skipped_empty}")
         return
     progress = send_progress()
@@ -748,6 +750,24 @@ def send(
         )
     if report.failed:
         sys.exit(1)
+
+
+# a dry run lists this many skipped subscribers; the rest are counted by reason
+SKIPPED_SHOWN = 50
+
+
+def _show_skipped(terminal: Terminal, skipped: list[tuple[str, str]]) -> None:
+    """Who gets no message, and why (no matching category, nothing new, suppressed)."""
+    if not skipped:
+        return
+    table = Table("recipient", "reason", title=text(f"Skipped: {len(skipped)} subscribers"))
+    for recipient, reason in skipped[:SKIPPED_SHOWN]:
+        table.add_row(text(recipient), text(reason))
+    terminal.show(table)
+    if len(skipped) > SKIPPED_SHOWN:
+        by_reason = Counter(reason for _, reason in skipped[SKIPPED_SHOWN:])
+        more = ", ".join(f"{n} {reason}" for reason, n in sorted(by_reason.items()))
+        terminal.say(f"… and {len(skipped) - SKIPPED_SHOWN} more: {more}")
 
 
 def _parse_now(value: str, zone: Any) -> datetime:
@@ -819,6 +839,17 @@ def status(ctx: click.Context, as_json: bool) -> None:
     _show_status(_terminal(ctx), found)
 
 
+def _mail_figures(figures: dict[str, Any]) -> str:
+    rate = figures["complaint_rate"]
+    shown = f"{rate * 100:.2f} %" if rate is not None else "—"
+    return (
+        f"sent {figures['sent']}, hard bounces {figures['hard_bounces']}, soft bounces "
+        f"{figures['soft_bounces']}, complaints {figures['complaints']}, unsubscribes "
+        f"{figures['unsubscribes']}; complaint rate {shown}: {figures['complaint_flag']}"
+        f" (since {figures['since']})"
+    )
+
+
 def _show_status(terminal: Terminal, found: dict[str, Any]) -> None:
     articles = found["articles"]
     feeds = found["feeds"]
@@ -860,6 +891,9 @@ def _show_status(terminal: Terminal, found: dict[str, Any]) -> None:
         lines.append(
             ("deliveries", f"{deliveries['pending']} pending, {deliveries['failed']} failed")
         )
+        for label, key in (("mail, last run", "last_run"), ("mail, 30 days", "last_30_days")):
+            if (figures := found.get("mail", {}).get(key)) is not None:
+                lines.append((label, _mail_figures(figures)))
     for open_run in found.get("open_runs", []):
         by_worker = ", ".join(f"{name} {n}" for name, n in sorted(open_run["sent_by"].items()))
         lines.append(
