@@ -422,8 +422,10 @@ def serve(ctx: click.Context, host: str | None, port: int | None, insecure_dev: 
 @cli.group(cls=PublisherGroup)
 def subscribers() -> None:
     """Who gets the digest."""
-    # each command prints what it did; the consent log line (kept by `run`) would repeat it
-    logging.getLogger("publisher.consent").setLevel(logging.WARNING)
+    # each command prints what it did (an error in one line); the consent log line that
+    # `run`, `serve` and `inbound` write would repeat it: shown with --verbose only
+    if not logging.getLogger("publisher").isEnabledFor(logging.DEBUG):
+        logging.getLogger("publisher.consent").setLevel(logging.WARNING)
 
 
 @subscribers.command("add")
@@ -507,7 +509,7 @@ def subscribers_history(ctx: click.Context, email: str, as_json: bool) -> None:
     app = _app(ctx, read_only=True)
     found = app.subscriber_history(email)
     if not found:
-        raise PublisherError(f"no consent history for {email}", "see `publisher subscribers list`")
+        raise PublisherError(f"no consent history for {email}")
     zone = app.settings.zone
     terminal = _terminal(ctx)
     if as_json:
