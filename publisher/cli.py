@@ -477,10 +477,11 @@ def subscribers_add(
 @click.argument("email")
 @click.pass_context
 def subscribers_remove(ctx: click.Context, email: str) -> None:
-    """Delete a subscriber and their delivery history.
+    """Delete a subscriber, their personal data and delivery history.
 
-    An address that unsubscribed or bounced keeps its record (address, status, times;
-    name and categories are erased), so no import or add subscribes it again.
+    An address that unsubscribed, bounced or complained stays suppressed as a keyed hash
+    of the address with its status (no address, no name), so no import, add or form
+    subscribes it again unasked. Its consent history stays (`subscribers history EMAIL`).
 
     Example: publisher subscribers remove ann@example.com
     """
@@ -489,8 +490,8 @@ def subscribers_remove(ctx: click.Context, email: str) -> None:
         _terminal(ctx).say(f"removed {email}")
     else:
         _terminal(ctx).say(
-            f"{kept.email} is {kept.status.value}: kept as suppressed (name and categories "
-            "erased), so no import or add subscribes it again"
+            f"removed {kept.email}; it is {kept.status.value}: kept as suppressed (a keyed "
+            "hash of the address only), so no import or add subscribes it again"
         )
 
 

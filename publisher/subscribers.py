@@ -36,7 +36,7 @@ from publisher.model import (
 )
 from publisher.secrecy import address_hash, printable
 from publisher.store import Articles, Store
-from publisher.store.consent import ConsentEvents
+from publisher.store.consent import ConsentEvents, Suppression, Suppressions
 from publisher.store.subscribers import Subscribers
 
 __all__ = [
@@ -109,6 +109,16 @@ def stronger_status(current: SubscriberStatus, wanted: SubscriberStatus) -> Subs
 def is_suppressed(status: SubscriberStatus) -> bool:
     """Unsubscribed, bounced (or complained): never mailed, never confirmed again unasked."""
     return status not in (SubscriberStatus.PENDING, SubscriberStatus.CONFIRMED)
+
+
+def _held(s: Subscriber) -> SubscriberStatus | None:
+    """The suppression a row holds: its status, or unsubscribed for one the form made
+    pending again that has not confirmed; None for none."""
+    if is_suppressed(s.status):
+        return s.status
+    if s.status is SubscriberStatus.PENDING and s.unsubscribed is not None:
+        return SubscriberStatus.UNSUBSCRIBED
+    return None
 
 
 def _lifts_suppression(existing: Subscriber, status: SubscriberStatus) -> bool:
@@ -197,6 +207,44 @@ def _exported(s: Subscriber) -> list[str]:
         moment(s.last_digest),
         str(s.hard_failures),
     ]
+
+
+# the `email` cell of a removed, suppressed address: its keyed hash, never the address
+HASH_PREFIX = "#hash:"
+
+
+def _exported_suppression(entry: Suppression) -> list[str]:
+    cells = dict.fromkeys(EXPORT_COLUMNS, "")
+    cells.update(
+        email=HASH_PREFIX + entry.email_hash,
+        status=entry.status.value,
+        created=entry.removed.isoformat(),
+        unsubscribed=entry.since.isoformat(),
+    )
+    return [cells[column] for column in EXPORT_COLUMNS]
+
+
+def _imported_suppression(cells: dict[str, str], now: datetime) -> Suppression:
+    """A `#hash:` row of an export: the suppression of a removed address (ValueError if bad)."""
+    hashed = cells["email"].removeprefix(HASH_PREFIX).strip()
+    if not re.fullmatch(r"[0-9a-f]{64}", hashed):
+        raise ValueError(f"{HASH_PREFIX} must be followed by 64 hex digits")
+    try:
+        status = SubscriberStatus(cells.get("status", "").strip().lower())
+    except ValueError:
+        status = SubscriberStatus.PENDING
+    if not is_suppressed(status):
+        raise ValueError(f"a {HASH_PREFIX} row must be unsubscribed, bounced or complained")
+
+    def moment(key: str) -> datetime:
+        text = cells.get(key, "").strip()
+        try:
+            value = datetime.fromisoformat(text) if text else now
+        except ValueError:
+            raise ValueError(f"{key} is not an ISO 8601 time: {text!r}") from None
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+    return Suppression(hashed, status, moment("unsubscribed"), moment("created"))
 
 
 def _imported(cells: dict[str, str], timezone: str, now: datetime) -> tuple[Subscriber, bool]:
@@ -303,60 +351,81 @@ class SubscriberAdmin:
                     at=now,
                 )
 
-            if existing is None:
+            hashed = address_hash(address, self.settings.secret_key)
+            entries = Suppressions(connection)
+            entry = entries.get(hashed) if existing is None else None
+            changed: Subscriber | None = None
+            refused_status: SubscriberStatus | None = None
+            if entry is not None and not is_suppressed(status) and not force:
+                record(
+                    ConsentKind.SUPPRESSED,
+                    f"add refused: the address was removed while {entry.status.value}",
+                    None,
+                )
+                refused_status = entry.status
+            elif existing is None:
+                stored = stronger_status(entry.status, status) if entry is not None else status
                 created, _ = people.upsert(
                     email=address,
                     name=display_name(name) or None,
                     categories=wanted,
                     frequency=chosen or Frequency.WEEKLY,
                     timezone=self.settings.timezone,
-                    status=status,
+                    status=stored,
                     now=now,
                 )
+                if entry is not None:
+                    entries.lift(hashed)  # the row holds the status now
                 record(
                     ConsentKind.SUBSCRIBED,
-                    f"added by the operator as {status.value}; {_choices(created)}",
+                    f"added by the operator as {stored.value}; {_choices(created)}",
                     created.id,
                 )
-                return created, True
-            lifted = _lifts_suppression(existing, status)
-            changed: Subscriber | None = None
-            if lifted and not force:
-                record(
-                    ConsentKind.SUPPRESSED,
-                    f"add refused: the address is {existing.status.value}",
-                    existing.id,
-                )
-                refused = existing
-            else:
-                refused = None
-                people.update_details(
-                    existing.id,
-                    name=(display_name(name) or None) if name is not None else existing.name,
-                    categories=wanted if categories else existing.categories,
-                    frequency=chosen or existing.frequency,
-                )
-                if status is not existing.status:
-                    people.set_status(existing.id, status, now)
-                changed = people.get(existing.id)
-                assert changed is not None
-                if lifted:
+                if entry is not None and not is_suppressed(stored):
                     record(
                         ConsentKind.FORCED,
-                        f"{existing.status.value} -> {status.value} by the operator (--force)",
-                        existing.id,
+                        f"removed while {entry.status.value}; added again by the operator "
+                        "(--force)",
+                        created.id,
                     )
-                elif status is not existing.status:
+                return created, True
+            if existing is not None:
+                lifted = _lifts_suppression(existing, status)
+                if lifted and not force:
                     record(
-                        _STATUS_EVENT[status],
-                        f"{existing.status.value} -> {status.value} by the operator",
+                        ConsentKind.SUPPRESSED,
+                        f"add refused: the address is {existing.status.value}",
                         existing.id,
                     )
-                if (moved := _changes(existing, changed)) is not None:
-                    record(ConsentKind.PREFERENCES_CHANGED, moved, existing.id)
-        if refused is not None:
+                    refused_status = existing.status
+                else:
+                    people.update_details(
+                        existing.id,
+                        name=(display_name(name) or None) if name is not None else existing.name,
+                        categories=wanted if categories else existing.categories,
+                        frequency=chosen or existing.frequency,
+                    )
+                    if status is not existing.status:
+                        people.set_status(existing.id, status, now)
+                    changed = people.get(existing.id)
+                    assert changed is not None
+                    if lifted:
+                        record(
+                            ConsentKind.FORCED,
+                            f"{existing.status.value} -> {status.value} by the operator (--force)",
+                            existing.id,
+                        )
+                    elif status is not existing.status:
+                        record(
+                            _STATUS_EVENT[status],
+                            f"{existing.status.value} -> {status.value} by the operator",
+                            existing.id,
+                        )
+                    if (moved := _changes(existing, changed)) is not None:
+                        record(ConsentKind.PREFERENCES_CHANGED, moved, existing.id)
+        if refused_status is not None:
             raise PublisherError(
-                f"{address} is {refused.status.value}: not subscribing it again",
+                f"{address} is {refused_status.value}: not subscribing it again",
                 "pass --force if they asked to be subscribed again",
             )
         assert changed is not None
@@ -372,20 +441,23 @@ class SubscriberAdmin:
             return _unique(self._known_categories(connection))
 
     def remove(self, email: str) -> Subscriber | None:
-        """Delete a subscriber; None. A suppressed one (unsubscribed, bounced, complained)
-        keeps its address and status, so no import or add brings it back; that record is
-        returned. Either way the history stays, found by the address's keyed hash."""
+        """Delete a subscriber (its row, deliveries and personal data); None. One that is
+        suppressed (unsubscribed, bounced, complained) stays suppressed as a keyed hash of
+        its address with its status, so no add, import or form subscribes it again unasked;
+        its record as it was (name and choices erased) is returned. Either way its consent
+        history stays, found by the address."""
         try:
             address = normalize_email(email.strip())
         except InvalidSubscription as exc:
             raise PublisherError(str(exc)) from exc
         now = self.clock()
+        hashed = address_hash(address, self.settings.secret_key)
         with self.store.begin() as connection:
             people = Subscribers(connection)
             found = people.by_email(address)
             if found is None:
                 raise PublisherError(f"no subscriber {address}", "see `publisher subscribers list`")
-            kept = is_suppressed(found.status)
+            held = _held(found)
             record_consent(
                 ConsentEvents(connection),
                 self.settings,
@@ -394,17 +466,21 @@ class SubscriberAdmin:
                 kind=ConsentKind.REMOVED,
                 source=ConsentSource.CLI,
                 detail=(
-                    f"name and choices erased; kept as {found.status.value}"
-                    if kept
+                    f"personal data erased; kept as {held.value} (a keyed hash of the address)"
+                    if held is not None
                     else f"removed by the operator (was {found.status.value})"
                 ),
                 at=now,
             )
-            if kept:
-                people.forget_details(found.id)
-                return people.get(found.id)
+            entries = Suppressions(connection)
+            if held is not None:
+                entries.keep(Suppression(hashed, held, found.unsubscribed or now, now))
+            else:
+                entries.lift(hashed)
             people.remove(address)
+        if held is None:
             return None
+        return replace(found, name=None, categories=(), status=held)
 
     # -- what comes back: unsubscribe requests, bounces, complaints ---------------------
 
@@ -535,9 +611,16 @@ class SubscriberAdmin:
         now = self.clock()
         records: list[tuple[int, Subscriber, bool]] = []
         seen: dict[str, int] = {}
+        hashed_rows: list[Suppression] = []
         for row in reader:
             line = reader.line_num
             cells = {k: from_spreadsheet(v or "") for k, v in row.items() if k is not None}
+            if cells.get("email", "").startswith(HASH_PREFIX):
+                try:
+                    hashed_rows.append(_imported_suppression(cells, now))
+                except ValueError as exc:
+                    report.errors.append((line, str(exc)))
+                continue
             try:
                 record, has_status = _imported(cells, self.settings.timezone, now)
             except (InvalidSubscription, ValueError) as exc:
@@ -552,9 +635,15 @@ class SubscriberAdmin:
         with self.store.begin() as connection:
             people = Subscribers(connection)
             events = ConsentEvents(connection)
+            entries = Suppressions(connection)
+            for kept in hashed_rows:
+                entries.keep(kept)
+                report.added += 1
             known = self._known_categories(connection)
 
-            def event(record: Subscriber, row_id: int, kind: ConsentKind, detail: str) -> None:
+            def event(
+                record: Subscriber, row_id: int | None, kind: ConsentKind, detail: str
+            ) -> None:
                 record_consent(
                     events,
                     self.settings,
@@ -574,6 +663,31 @@ class SubscriberAdmin:
                     continue
                 record = replace(record, categories=tuple(wanted))
                 existing = people.by_email(record.email)
+                hashed = address_hash(record.email, self.settings.secret_key)
+                entry = entries.get(hashed) if existing is None else None
+                if entry is not None:
+                    if not is_suppressed(record.status) and not force:
+                        event(
+                            record,
+                            None,
+                            ConsentKind.SUPPRESSED,
+                            f"import refused: the address was removed while {entry.status.value}",
+                        )
+                        report.errors.append(
+                            (
+                                line,
+                                f"{record.email} is {entry.status.value}: not made "
+                                f"{record.status.value} again (--force to do so)",
+                            )
+                        )
+                        continue
+                    if is_suppressed(record.status):
+                        record = replace(
+                            record,
+                            status=stronger_status(entry.status, record.status),
+                            unsubscribed=record.unsubscribed or entry.since,
+                        )
+                    entries.lift(hashed)  # the row holds the status now
                 if existing is None:
                     created = people.insert_record(record)
                     event(
@@ -582,6 +696,13 @@ class SubscriberAdmin:
                         _STATUS_EVENT[created.status],
                         f"imported as {created.status.value}; {_choices(created)}",
                     )
+                    if entry is not None and not is_suppressed(created.status):
+                        event(
+                            created,
+                            created.id,
+                            ConsentKind.FORCED,
+                            f"removed while {entry.status.value}; imported again (--force)",
+                        )
                     report.added += 1
                     continue
                 status = record.status
@@ -638,5 +759,10 @@ class SubscriberAdmin:
         n = 0
         for s in self.all():
             writer.writerow([to_spreadsheet(cell) for cell in _exported(s)])
+            n += 1
+        with self.store.read() as connection:
+            kept = Suppressions(connection).all()
+        for entry in kept:
+            writer.writerow(_exported_suppression(entry))
             n += 1
         return n

@@ -26,8 +26,9 @@ from publisher.messages import (
 )
 from publisher.model import ConsentKind, ConsentSource, Frequency, SubscriberStatus
 from publisher.render import template_environment
+from publisher.secrecy import address_hash
 from publisher.store import Articles, Store
-from publisher.store.consent import ConsentEvents
+from publisher.store.consent import ConsentEvents, Suppressions
 from publisher.store.subscribers import Registration, Subscribers
 from publisher.subscribers import canonical_categories, is_suppressed, stronger_status
 from publisher.tokens import CONFIRM, UNSUBSCRIBE, Tokens
@@ -112,6 +113,10 @@ class Subscriptions:
                 raise InvalidSubscription(exc.message) from exc
             people = Subscribers(connection)
             self._expire_pending(people, now)
+            # a removed address that was suppressed: its new row starts from that status
+            hashed = address_hash(address, self.settings.secret_key)
+            entries = Suppressions(connection)
+            entry = entries.get(hashed)
             registered = people.register_pending(
                 email=address,
                 name=name,
@@ -120,7 +125,9 @@ class Subscriptions:
                 timezone=self.settings.timezone,
                 now=now,
                 cooldown_since=now - cooldown,
+                held=(entry.status, entry.since) if entry is not None else None,
             )
+            entries.lift(hashed)  # the row holds the status now
             # one event whatever the address is (the same statements for every answer):
             # a request that changed nothing is consent evidence too
             row = people.by_email(address)
