@@ -27,10 +27,15 @@ from publisher.messages import (
 from publisher.model import ConsentKind, ConsentSource, Frequency, SubscriberStatus
 from publisher.render import template_environment
 from publisher.secrecy import address_hash
-from publisher.store import Articles, Store
+from publisher.store import Store
 from publisher.store.consent import ConsentEvents, Suppressions
 from publisher.store.subscribers import Registration, Subscribers
-from publisher.subscribers import canonical_categories, is_suppressed, stronger_status
+from publisher.subscribers import (
+    canonical_categories,
+    is_suppressed,
+    known_categories,
+    stronger_status,
+)
 from publisher.tokens import CONFIRM, UNSUBSCRIBE, Tokens
 
 __all__ = ["Subscriptions"]
@@ -103,12 +108,10 @@ class Subscriptions:
         now = self.clock()
         cooldown = timedelta(seconds=self.settings.server.subscribe_cooldown_seconds)
         with self.store.begin() as connection:
-            known = [
-                *self.settings.site.category_names,
-                *(name for name, _ in Articles(connection).categories()),
-            ]
             try:
-                wanted = canonical_categories(categories, known)
+                wanted = canonical_categories(
+                    categories, known_categories(self.settings, connection)
+                )
             except UsageError as exc:
                 raise InvalidSubscription(exc.message) from exc
             people = Subscribers(connection)
