@@ -15,7 +15,7 @@ from publisher.config import Settings
 from publisher.errors import PublisherError
 from publisher.inbox import Inbox, safe_name
 from publisher.ingest import Ingestor, IngestReport
-from publisher.model import Article, FileOutcome, RemovedBlock, Subscriber
+from publisher.model import Article, ConsentEvent, FileOutcome, RemovedBlock, Subscriber
 from publisher.site import BuildResult, ChangeReport, SiteBuilder
 from publisher.store import Articles, Store
 from publisher.subscribers import ImportReport, SubscriberAdmin
@@ -206,8 +206,13 @@ class App:
             email, name=name, categories=categories, frequency=frequency, force=force
         )
 
+    def subscriber_history(self, email: str) -> list[ConsentEvent]:
+        """Every consent event of the address, oldest first."""
+        return self.subscriber_admin.history(email)
+
     def remove_subscriber(self, email: str) -> Subscriber | None:
-        """Delete a subscriber; a suppressed one's record is kept and returned."""
+        """Delete a subscriber; a suppressed one stays suppressed as a keyed hash of its
+        address, and its record as it was (no name, no choices) is returned."""
         return self.subscriber_admin.remove(email)
 
     def subscribers(

@@ -94,3 +94,32 @@ def test_a_schema_1_database_keeps_every_block_on_upgrade(store_app: App) -> Non
         assert len(upgraded.articles()) == len(before)
     finally:
         upgraded.close()
+
+
+def test_a_schema_7_database_gains_the_consent_tables_and_keeps_its_subscribers(
+    store_app: App,
+) -> None:
+    """Schema 11 (consent_events, suppressions) on a database written by schema 7."""
+    store_app.add_subscriber("ann@example.org", name="Ann")
+    with store_app.store.begin() as connection:
+        connection.execute(text("DROP TABLE consent_events"))
+        connection.execute(text("DROP TABLE suppressions"))
+        connection.execute(text("DELETE FROM schema_version"))
+        connection.execute(
+            text("INSERT INTO schema_version (version, applied) VALUES (7, CURRENT_TIMESTAMP)")
+        )
+    store_app.close()
+
+    upgraded = App(store_app.settings)
+    try:
+        [ann] = upgraded.subscribers()
+        assert (ann.email, ann.name) == ("ann@example.org", "Ann")
+        tables = set(inspect(upgraded.store.engine).get_table_names())
+        assert {"consent_events", "suppressions"} <= tables
+        with upgraded.store.read() as connection:
+            versions = connection.execute(select(schema_version.c.version)).scalars().all()
+        assert sorted(versions) == [7, 8, 9, 10, 11]
+        assert upgraded.subscriber_admin.remove("ann@example.org") is None
+        assert [e.kind.value for e in upgraded.subscriber_history("ann@example.org")] == ["removed"]
+    finally:
+        upgraded.close()
