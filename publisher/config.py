@@ -83,6 +83,10 @@ class SmtpSettings:
     bounce_after: int = 3
     # PEM file of the CA that signs the server's certificate (a private CA)
     ca_file: str | None = None
+    # VERP: digests go out with envelope sender `<local>+<signed token>@<domain>` of this
+    # address, so each bounce names its delivery; route it to `publisher inbound`.
+    # Unset: the From address is the envelope sender, as before
+    bounce_address: str | None = None
 
 
 @dataclass(frozen=True)
@@ -135,6 +139,9 @@ class DigestSettings:
     list_id: str = "digest.publisher.localhost"
     max_items: int = 20  # articles listed in full; the rest is one link to the site
     include_corrections: bool = True  # list articles corrected since they were sent
+    # the List-Unsubscribe mailto address, routed by the operator to `publisher inbound`:
+    # "auto" = unsubscribe@<From domain>, "off" = no mailto (the one-click URL stays)
+    unsubscribe_mailto: str = "auto"
 
 
 @dataclass(frozen=True)
@@ -180,6 +187,9 @@ class Settings:
     seeds_dir: Path | None = None
     # where `publisher run --smtp-debug` saves received mail
     mailbox_dir: Path = Path("mailbox")
+    # where the publisher keeps its own files: inbound mail it could not match is kept in
+    # <data_dir>/inbound/unmatched/ with a reason file
+    data_dir: Path = Path("data")
     # read when secret_key is unset; the first `run` or `send` creates it (local setups)
     secret_key_file: Path | None = None
     base_url: str = "http://127.0.0.1:8080/"
@@ -239,6 +249,7 @@ ENVIRONMENT: Mapping[str, tuple[str, str]] = {
     "PUBLISHER_SECRET_KEY": ("", "secret_key"),
     "PUBLISHER_TIMEZONE": ("", "timezone"),
     "PUBLISHER_MAILBOX_DIR": ("", "mailbox_dir"),
+    "PUBLISHER_DATA_DIR": ("", "data_dir"),
     "PUBLISHER_SMTP_HOST": ("smtp", "host"),
     "PUBLISHER_SMTP_PORT": ("smtp", "port"),
     "PUBLISHER_SMTP_USERNAME": ("smtp", "username"),
@@ -258,7 +269,15 @@ _SECTIONS: Mapping[str, type] = {
     "workers": WorkerSettings,
     "watch": WatchSettings,
 }
-_PATHS = ("inbox", "output_dir", "templates_dir", "seeds_dir", "mailbox_dir", "secret_key_file")
+_PATHS = (
+    "inbox",
+    "output_dir",
+    "templates_dir",
+    "seeds_dir",
+    "mailbox_dir",
+    "secret_key_file",
+    "data_dir",
+)
 
 
 def load_settings(
@@ -521,6 +540,7 @@ def _validate(settings: Settings, where: str) -> None:
     _validate_server(settings.server, where)
     _validate_database_url(settings.database_url, where)
     _validate_digest(settings.digest, where)
+    _validate_bounce_address(settings.smtp.bounce_address, where)
     if settings.secret_key is not None:
         _check_secret_key(
             settings.secret_key, "the secret key (PUBLISHER_SECRET_KEY or secret_key)"
@@ -600,6 +620,29 @@ def _validate_database_url(url: str, where: str) -> None:
 # RFC 2919: a list-id is a dot-atom (no spaces, no control characters, no angle brackets)
 _LIST_ID = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)+")
 _CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+# a bare ASCII address (it is written into a header and a mailto: URL unquoted)
+_MAILTO_ADDRESS = re.compile(r"[A-Za-z0-9._+-]{1,64}@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+")
+
+
+# the VERP token (tokens.py) and the "+" take up to 43 of a local part's 64 octets
+BOUNCE_LOCAL_PART_CHARS = 20
+
+
+def _validate_bounce_address(address: str | None, where: str) -> None:
+    if address is None or address == "":
+        return
+    local = address.rpartition("@")[0]
+    if not _MAILTO_ADDRESS.fullmatch(address) or "+" in local:
+        raise ConfigError(
+            f"smtp.bounce_address {address!r} is not a plain address{where}",
+            'write one without "+", e.g. "bounces@news.example.org"',
+        )
+    if len(local) > BOUNCE_LOCAL_PART_CHARS:
+        raise ConfigError(
+            f"smtp.bounce_address {address!r}: the part before @ is over "
+            f"{BOUNCE_LOCAL_PART_CHARS} characters{where}",
+            "the signed token must fit in the 64 characters of a local part",
+        )
 
 
 def _validate_digest(digest: DigestSettings, where: str) -> None:
@@ -607,6 +650,12 @@ def _validate_digest(digest: DigestSettings, where: str) -> None:
         raise ConfigError(
             f"digest.list_id {digest.list_id!r} is not a list id{where}",
             "use dotted words without spaces or line breaks, e.g. digest.news.example.org",
+        )
+    mailto = digest.unsubscribe_mailto
+    if mailto not in ("auto", "off") and not _MAILTO_ADDRESS.fullmatch(mailto):
+        raise ConfigError(
+            f"digest.unsubscribe_mailto {mailto!r} is not an address{where}",
+            'write auto, off or an address such as "unsubscribe@news.example.org"',
         )
     if _CONTROL_CHARACTERS.search(digest.subject):
         raise ConfigError(

@@ -46,6 +46,7 @@ BANDS = {
     "render": CORE,
     "messages": CORE,
     "tokens": CORE,
+    "bounces": CORE,
     # adapters: files, sockets, the database, the clock
     "inbox": ADAPTER,
     "inbox.moves": ADAPTER,

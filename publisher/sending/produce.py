@@ -26,9 +26,9 @@ from publisher.links import article_path, unsubscribe_path
 from publisher.mailer import Outgoing
 from publisher.messages import (
     PreparedDigest,
+    envelope_sender,
     personalize,
     prepare_digest,
-    sender_address,
     unsubscribe_mailto,
 )
 from publisher.model import Article, Delivery, Subscriber, SubscriberStatus
@@ -77,8 +77,8 @@ class DigestProducer:
         return Tokens(self.settings.secret_key)
 
     @functools.cached_property
-    def mailto_prefix(self) -> str:
-        """The List-Unsubscribe mailto before its token: the From address parsed once."""
+    def mailto_prefix(self) -> str | None:
+        """The List-Unsubscribe mailto before its token (None: off), the From parsed once."""
         return unsubscribe_mailto(self.settings, "")
 
     def article_url(self, article: Article) -> str:
@@ -127,8 +127,14 @@ class DigestProducer:
             to_address=subscriber.email,
             message_id=message_id,
             unsubscribe_url=self.settings.url(unsubscribe_path(token)),
-            unsubscribe_mail=self.mailto_prefix + token,
+            unsubscribe_mail=None if self.mailto_prefix is None else self.mailto_prefix + token,
         )
+
+    def sender(self, subscriber: Subscriber, delivery: Delivery) -> str:
+        """The envelope sender: a VERP address naming this delivery when bounces are read."""
+        if not self.settings.smtp.bounce_address:
+            return envelope_sender(self.settings, None)
+        return envelope_sender(self.settings, self.tokens.bounce(subscriber.id, delivery.id))
 
     async def produce(
         self,
@@ -138,7 +144,6 @@ class DigestProducer:
         articles: dict[str, Article],
     ) -> AsyncIterator[Produced]:
         """The rows as messages, a page at a time (memory stays flat)."""
-        sender = sender_address(self.settings)
         cache: OrderedDict[tuple[Any, ...], PreparedDigest] = OrderedDict()
         found = CorrectionsFound()
         async for page in pages:
@@ -157,7 +162,11 @@ class DigestProducer:
                 )
                 data = self.message(prepared, subscriber, delivery.message_id)
                 outgoing = Outgoing(
-                    delivery.id, sender, subscriber.email, data, delivery.message_id
+                    delivery.id,
+                    self.sender(subscriber, delivery),
+                    subscriber.email,
+                    data,
+                    delivery.message_id,
                 )
                 yield Produced(outgoing, prepared)
             if gone:
