@@ -197,9 +197,9 @@ def _status_blocks(part: Message) -> list[Message]:
     if not isinstance(raw, bytes):
         raw = str(payload).encode("utf-8", "replace") if isinstance(payload, str) else b""
     body = raw.decode("utf-8", "replace").replace("\r\n", "\n")
-    blocks = [b for b in re.split(r"\n[ \t]*\n", body) if b.strip()]
+    texts = [b for b in re.split(r"\n[ \t]*\n", body) if b.strip()]
     parser = HeaderParser(policy=policy.compat32)
-    return [parser.parsestr(block.strip("\n") + "\n") for block in blocks[: MAX_RECIPIENTS + 1]]
+    return [parser.parsestr(text.strip("\n") + "\n") for text in texts[: MAX_RECIPIENTS + 1]]
 
 
 def _field(block: Message, name: str) -> str:
