@@ -26,6 +26,7 @@ __all__ = [
     "DedupSettings",
     "DigestSettings",
     "FeedSettings",
+    "InboundSettings",
     "ScheduleSettings",
     "ServerSettings",
     "Settings",
@@ -152,6 +153,15 @@ class WatchSettings:
     backend: WatchBackend = WatchBackend.AUTO
 
 
+@dataclass(frozen=True)
+class InboundSettings:
+    """What comes back (bounces, complaints, unsubscribe mail): the suppression policy."""
+
+    # this many soft (4.x.x) bounces of one address within soft_bounce_days: bounced
+    soft_bounce_limit: int = 3
+    soft_bounce_days: float = 7.0
+
+
 # -- scale-out workers --
 @dataclass(frozen=True)
 class WorkerSettings:
@@ -204,6 +214,7 @@ class Settings:
     digest: DigestSettings = field(default_factory=DigestSettings)
     workers: WorkerSettings = field(default_factory=WorkerSettings)
     watch: WatchSettings = field(default_factory=WatchSettings)
+    inbound: InboundSettings = field(default_factory=InboundSettings)
 
     # notes for the operator found while loading (a config file others
     # can read holds a secret); the CLI prints each once on stderr
@@ -268,6 +279,7 @@ _SECTIONS: Mapping[str, type] = {
     "digest": DigestSettings,
     "workers": WorkerSettings,
     "watch": WatchSettings,
+    "inbound": InboundSettings,
 }
 _PATHS = (
     "inbox",
@@ -579,6 +591,8 @@ _RANGES: Mapping[str, tuple[float, float | None]] = {
     "workers.concurrency": (0, 1000),
     "workers.poll_seconds": (0.001, None),
     "watch.settle_seconds": (0.1, 3600),
+    "inbound.soft_bounce_limit": (1, None),
+    "inbound.soft_bounce_days": (0.001, 3650),
 }
 
 

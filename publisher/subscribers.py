@@ -12,12 +12,13 @@ import logging
 import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TextIO
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from publisher.config import Settings
+from publisher.consent import record_consent
 from publisher.errors import PublisherError
 from publisher.messages import (
     InvalidSubscription,
@@ -25,11 +26,19 @@ from publisher.messages import (
     normalize_email,
     parse_frequency,
 )
-from publisher.model import Subscriber, SubscriberStatus
+from publisher.model import (
+    ConsentEvent,
+    ConsentKind,
+    ConsentSource,
+    Subscriber,
+    SubscriberStatus,
+)
+from publisher.secrecy import address_hash
 from publisher.store import Store
+from publisher.store.consent import ConsentEvents
 from publisher.store.subscribers import Subscribers
 
-__all__ = ["ImportReport", "SubscriberAdmin", "is_suppressed"]
+__all__ = ["ImportReport", "SubscriberAdmin", "is_suppressed", "stronger_status"]
 
 log = logging.getLogger("publisher.subscribers")
 
@@ -68,6 +77,26 @@ def from_spreadsheet(cell: str) -> str:
     """The inverse of to_spreadsheet."""
     escaped = cell.startswith("'") and cell.lstrip("'").startswith(_FORMULA_START)
     return cell[1:] if escaped else cell
+
+
+# how strong a suppression is: a complaint or a hard bounce is never downgraded to an
+# unsubscribe (their status is what keeps the address from being mailed or re-added)
+_STRENGTH = {
+    SubscriberStatus.UNSUBSCRIBED: 1,
+    SubscriberStatus.BOUNCED: 2,
+    SubscriberStatus.COMPLAINED: 3,
+}
+_SUPPRESSING = {
+    ConsentKind.UNSUBSCRIBED: SubscriberStatus.UNSUBSCRIBED,
+    ConsentKind.BOUNCED: SubscriberStatus.BOUNCED,
+    ConsentKind.COMPLAINED: SubscriberStatus.COMPLAINED,
+}
+
+
+def stronger_status(current: SubscriberStatus, wanted: SubscriberStatus) -> SubscriberStatus:
+    """`wanted` unless `current` is a stronger suppression (complained > bounced >
+    unsubscribed); pending and confirmed are no suppression at all."""
+    return current if _STRENGTH.get(current, 0) >= _STRENGTH.get(wanted, 0) else wanted
 
 
 def is_suppressed(status: SubscriberStatus) -> bool:
@@ -219,6 +248,110 @@ class SubscriberAdmin:
                 return people.get(found.id)
             people.remove(address)
             return None
+
+    # -- what comes back: unsubscribe requests, bounces, complaints ---------------------
+
+    def suppress(
+        self,
+        email: str,
+        kind: ConsentKind,
+        *,
+        source: ConsentSource,
+        detail: str,
+        client: str | None = None,
+    ) -> Subscriber | None:
+        """An unsubscribe, hard bounce or complaint of `email`: its status becomes the
+        matching suppression unless it already holds a stronger one, and the event is
+        recorded (again on a repeat, which changes nothing else). None, and nothing
+        stored, for an unknown address."""
+        if kind not in _SUPPRESSING:
+            raise ValueError(f"suppress() takes unsubscribed, bounced or complained, not {kind}")
+        try:
+            address = normalize_email(email.strip())
+        except InvalidSubscription:
+            return None
+        now = self.clock()
+        with self.store.begin() as connection:
+            people = Subscribers(connection)
+            found = people.by_email(address)
+            if found is None:
+                return None
+            status = stronger_status(found.status, _SUPPRESSING[kind])
+            if status is not found.status:
+                people.set_status(found.id, status, now)
+            record_consent(
+                ConsentEvents(connection),
+                self.settings,
+                email=address,
+                subscriber_id=found.id,
+                kind=kind,
+                source=source,
+                detail=detail,
+                at=now,
+                client=client,
+            )
+            return people.get(found.id)
+
+    def soft_bounced(self, email: str, *, source: ConsentSource, detail: str) -> Subscriber | None:
+        """A soft (4.x.x) bounce of `email`, recorded; the `inbound.soft_bounce_limit`-th
+        within `inbound.soft_bounce_days` suppresses it as bounced. None for an unknown
+        address (nothing stored)."""
+        try:
+            address = normalize_email(email.strip())
+        except InvalidSubscription:
+            return None
+        policy = self.settings.inbound
+        now = self.clock()
+        with self.store.begin() as connection:
+            people = Subscribers(connection)
+            found = people.by_email(address)
+            if found is None:
+                return None
+            events = ConsentEvents(connection)
+            record_consent(
+                events,
+                self.settings,
+                email=address,
+                subscriber_id=found.id,
+                kind=ConsentKind.SOFT_BOUNCED,
+                source=source,
+                detail=detail,
+                at=now,
+            )
+            since = now - timedelta(days=policy.soft_bounce_days)
+            recent = events.count(
+                address_hash(address, self.settings.secret_key),
+                (ConsentKind.SOFT_BOUNCED,),
+                since,
+            )
+            status = stronger_status(found.status, SubscriberStatus.BOUNCED)
+            if recent >= policy.soft_bounce_limit and status is not found.status:
+                people.set_status(found.id, status, now)
+                record_consent(
+                    events,
+                    self.settings,
+                    email=address,
+                    subscriber_id=found.id,
+                    kind=ConsentKind.BOUNCED,
+                    source=source,
+                    detail=f"{recent} soft bounces within {policy.soft_bounce_days:g} days",
+                    at=now,
+                )
+            return people.get(found.id)
+
+    def history(self, email: str) -> list[ConsentEvent]:
+        """Every consent event of the address, oldest first; also those recorded while it
+        was someone else's row and after its row was deleted (found by its keyed hash)."""
+        try:
+            address = normalize_email(email.strip())
+        except InvalidSubscription as exc:
+            raise PublisherError(str(exc)) from exc
+        with self.store.read() as connection:
+            found = Subscribers(connection).by_email(address)
+            return ConsentEvents(connection).history(
+                address_hash(address, self.settings.secret_key),
+                found.id if found is not None else None,
+            )
 
     def all(self) -> Iterator[Subscriber]:
         with self.store.read() as connection:

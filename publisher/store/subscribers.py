@@ -127,6 +127,10 @@ class Subscribers:
             values.update(confirmed=now, unsubscribed=None, hard_failures=0)
         elif status is SubscriberStatus.UNSUBSCRIBED:
             values["unsubscribed"] = now
+        elif status is SubscriberStatus.COMPLAINED:  # a complaint also unsubscribes
+            values["unsubscribed"] = func.coalesce(
+                subscribers.c.unsubscribed, literal(now, UTCDateTime())
+            )
         self.connection.execute(
             update(subscribers).where(subscribers.c.id == subscriber_id).values(**values)
         )
