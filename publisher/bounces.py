@@ -65,7 +65,8 @@ class Target:
     report names (only when no token was present), with the status for a bounce."""
 
     subscriber_id: int | None = None
-    email: str | None = None
+    email: str | None = None  # the address to act on: a token's, or a report's without one
+    reported: str | None = None  # the address the report itself names (may be forwarded)
     hard: bool = False
     status: str = ""  # RFC 3463 code, e.g. 5.1.1
     detail: str = ""  # the diagnostic, clipped
@@ -267,6 +268,7 @@ def _dsn(message: Message, text: str, tokens: Tokens, boxes: Mailboxes) -> Inbou
         failed.append(
             Target(
                 email=email,
+                reported=email,
                 hard=_hard(status),
                 status=status,
                 detail=_clip(" ".join(x for x in (status, diagnostic) if x)),
@@ -295,7 +297,7 @@ def _bounce_event(
         worst = max(failed, key=lambda t: (t.hard, t.status.startswith("5")))
         target = Target(
             subscriber_id=verp.target.subscriber_id,
-            email=worst.email,
+            reported=worst.reported,
             hard=worst.hard,
             status=worst.status,
             detail=worst.detail,
@@ -380,7 +382,11 @@ def _text_bounce(message: Message, tokens: Tokens, boxes: Mailboxes) -> InboundE
         next_address = _FAILED_LINE.search(after)
         reply = " ".join((after[: next_address.start()] if next_address else after).split())
         status = _status_of("", reply) or ("5.0.0" if permanent else "4.0.0")
-        failed.append(Target(email=email, hard=_hard(status), status=status, detail=_clip(reply)))
+        failed.append(
+            Target(
+                email=email, reported=email, hard=_hard(status), status=status, detail=_clip(reply)
+            )
+        )
         if len(failed) >= MAX_RECIPIENTS:
             break
     if not failed:

@@ -603,6 +603,29 @@ def subscribers_export(ctx: click.Context) -> None:
         _terminal(ctx).note(exc.message)
 
 
+@cli.command()
+@click.argument("file", default="-", type=click.File("rb"))
+@click.pass_context
+def inbound(ctx: click.Context, file: Any) -> None:
+    """Read one message that came back (FILE, or stdin) and act on it: a bounce (RFC 3464
+    DSN, or a plain-text one), a spam complaint (RFC 5965 ARF), or a mail to the
+    List-Unsubscribe mailto address. Exit 0 handled, 1 not matched: the message is then
+    kept in <data_dir>/inbound/unmatched/ with a reason file, never dropped.
+
+    For an MTA pipe transport, procmail or fetchmail.
+
+    Example: publisher inbound < bounce.eml
+    """
+    outcome = _app(ctx).inbound.receive_stream(file)
+    terminal = _terminal(ctx)
+    if outcome.handled:
+        for line in outcome.done or (f"{outcome.event.kind.value}: {outcome.reason}",):
+            terminal.say(line)
+        return
+    terminal.complain(f"not matched: {outcome.reason}; kept as {outcome.kept}")
+    sys.exit(1)
+
+
 # -- digests -----------------------------------------------------------------------
 
 

@@ -160,6 +160,13 @@ class InboundSettings:
     # this many soft (4.x.x) bounces of one address within soft_bounce_days: bounced
     soft_bounce_limit: int = 3
     soft_bounce_days: float = 7.0
+    # the SMTP (or LMTP) listener of `publisher run` that the MTA hands bounces and mailto
+    # unsubscribes to; 0: no listener. It answers 250 only once the event is committed
+    port: int = 0
+    host: str = "127.0.0.1"
+    lmtp: bool = False  # speak LMTP (RFC 2033) instead of SMTP: Postfix's lmtp transport
+    # a larger message is kept unread in <data_dir>/inbound/unmatched/ ("too large")
+    max_message_bytes: int = 10 * 1024 * 1024
 
 
 # -- scale-out workers --
@@ -593,6 +600,8 @@ _RANGES: Mapping[str, tuple[float, float | None]] = {
     "watch.settle_seconds": (0.1, 3600),
     "inbound.soft_bounce_limit": (1, None),
     "inbound.soft_bounce_days": (0.001, 3650),
+    "inbound.port": (0, 65535),
+    "inbound.max_message_bytes": (1024, None),
 }
 
 

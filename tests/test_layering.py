@@ -47,6 +47,7 @@ BANDS = {
     "messages": CORE,
     "tokens": CORE,
     "bounces": CORE,
+    "mailkeep": ADAPTER,
     # adapters: files, sockets, the database, the clock
     "inbox": ADAPTER,
     "inbox.moves": ADAPTER,
@@ -89,6 +90,7 @@ BANDS = {
     "site": USE_CASE,
     "subscribers": USE_CASE,
     "subscribing": USE_CASE,
+    "inbound": USE_CASE,
     "status": USE_CASE,
     "sending": USE_CASE,
     "sending.claiming": USE_CASE,

@@ -66,7 +66,7 @@ def test_a_dsn_hard_bounce_maps_to_the_subscriber_of_its_token(
     found = event(name)
     assert (found.kind, found.format) == (EventKind.BOUNCE, "dsn")
     target = only(found)
-    assert (target.subscriber_id, target.email, target.status) == (SUBSCRIBER, email, status)
+    assert (target.subscriber_id, target.reported, target.status) == (SUBSCRIBER, email, status)
     assert target.hard
     assert status in target.detail
 
@@ -75,7 +75,7 @@ def test_a_yahoo_text_bounce_without_a_dsn_is_a_hard_bounce() -> None:
     found = event("yahoo-text.eml")
     assert (found.kind, found.format) == (EventKind.BOUNCE, "text-bounce")
     target = only(found)
-    assert (target.subscriber_id, target.email, target.status) == (
+    assert (target.subscriber_id, target.reported, target.status) == (
         SUBSCRIBER,
         "grace@yahoo.com",
         "5.0.0",
