@@ -2,7 +2,8 @@
 
 Start: take the scheduler lock (one scheduler per database), seed an empty inbox from the
 seeds on a first run, ingest the inbox, build the feeds, then run the inbox watcher, the
-scheduler, the HTTP server and (with --smtp-debug) an SMTP sink side by side. Stop
+scheduler, the HTTP server, the `[inbound]` mail listener (when a port is set) and (with
+--smtp-debug) an SMTP sink side by side. Stop
 (SIGTERM / Ctrl-C): stop taking work, give a digest in flight a few seconds to finish its
 SMTP transaction, close the sink last, all within 5 s.
 """
@@ -18,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from publisher.config import Settings
 from publisher.errors import PublisherError
+from publisher.listener import InboundListener
 from publisher.schedule import DigestDue, DigestScheduler
 from publisher.smtpsink import SmtpSink
 from publisher.status import SCHEDULER_LOCK
@@ -33,6 +35,7 @@ log = logging.getLogger("publisher.run")
 # Stop budget (SIGTERM -> exit well inside 5 s): a digest in flight, then the SMTP sink.
 DIGEST_GRACE_SECONDS = 3.0
 SINK_GRACE_SECONDS = 1.0
+LISTENER_GRACE_SECONDS = 0.5  # an unanswered message stays with the MTA, which retries
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +72,7 @@ async def run(
             "or use `publisher run --no-send`",
         )
     sink: SmtpSink | None = None
+    listener: InboundListener | None = None
     scheduler: DigestScheduler | None = None
     tasks: list[asyncio.Task[None]] = []
     try:
@@ -78,6 +82,14 @@ async def run(
                 settings.mailbox_dir, settings.smtp.host, settings.smtp.port
             ).start()
         await asyncio.to_thread(_initial_ingest_and_build, app)
+        if settings.inbound.port:
+            listener = await InboundListener(
+                _inbound_receiver(app),
+                settings.inbound.host,
+                settings.inbound.port,
+                lmtp=settings.inbound.lmtp,
+                max_message_bytes=settings.inbound.max_message_bytes,
+            ).start()
 
         if options.send:
             scheduler = DigestScheduler(settings, _digest_handler(app), engine=app.store.engine)
@@ -111,6 +123,8 @@ async def run(
         log.info("stopping")
     finally:
         stop.set()
+        if listener is not None:
+            await listener.stop(grace=LISTENER_GRACE_SECONDS)
         if scheduler is not None:
             await scheduler.stop(timeout=DIGEST_GRACE_SECONDS)
         if tasks:
@@ -140,6 +154,16 @@ def _initial_ingest_and_build(app: App) -> None:
     counts = ", ".join(f"{k} {v}" for k, v in report.summary().items() if v)
     log.info("ingested inbox %s: %s", app.settings.inbox, counts or "empty")
     app.build_feeds()
+
+
+def _inbound_receiver(app: App) -> Callable[[bytes], bool]:
+    """The listener's handler: act on one message; True when acted on, False when kept."""
+    inbound = app.inbound  # built once, here, not in the listener's threads
+
+    def receive(data: bytes) -> bool:
+        return inbound.receive(data).handled
+
+    return receive
 
 
 def _digest_handler(app: App) -> Callable[[DigestDue], Awaitable[None]]:

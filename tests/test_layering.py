@@ -48,6 +48,7 @@ BANDS = {
     "tokens": CORE,
     "bounces": CORE,
     "mailkeep": ADAPTER,
+    "listener": ADAPTER,
     # adapters: files, sockets, the database, the clock
     "inbox": ADAPTER,
     "inbox.moves": ADAPTER,
@@ -113,7 +114,7 @@ OWNERS = {
     "sqlalchemy": {"store"},
     "psycopg": {"store"},
     "aiosmtplib": {"mailer"},
-    "aiosmtpd": {"smtpsink"},
+    "aiosmtpd": {"smtpsink", "listener"},
     "apscheduler": {"schedule"},
     "watchfiles": {"watch"},
     "inotify_simple": {"watch"},
