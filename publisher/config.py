@@ -26,6 +26,7 @@ __all__ = [
     "DedupSettings",
     "DigestSettings",
     "FeedSettings",
+    "ImapSettings",
     "InboundSettings",
     "ScheduleSettings",
     "ServerSettings",
@@ -154,6 +155,22 @@ class WatchSettings:
 
 
 @dataclass(frozen=True)
+class ImapSettings:
+    """`[inbound.imap]`: a hosted mailbox that `publisher run` polls for what comes back."""
+
+    host: str = ""  # empty: no poller
+    port: int = 993  # IMAP over TLS from the first byte (RFC 8314)
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    mailbox: str = "INBOX"
+    # where a message goes once acted on or kept on disk; empty: it is deleted
+    processed_mailbox: str = ""
+    poll_seconds: float = 60.0
+    # PEM file of the CA that signs the server's certificate (a private CA)
+    ca_file: str | None = None
+
+
+@dataclass(frozen=True)
 class InboundSettings:
     """What comes back (bounces, complaints, unsubscribe mail): the suppression policy."""
 
@@ -167,6 +184,7 @@ class InboundSettings:
     lmtp: bool = False  # speak LMTP (RFC 2033) instead of SMTP: Postfix's lmtp transport
     # a larger message is kept unread in <data_dir>/inbound/unmatched/ ("too large")
     max_message_bytes: int = 10 * 1024 * 1024
+    imap: ImapSettings = field(default_factory=ImapSettings)
 
 
 # -- scale-out workers --
@@ -274,6 +292,7 @@ ENVIRONMENT: Mapping[str, tuple[str, str]] = {
     "PUBLISHER_SMTP_PASSWORD": ("smtp", "password"),
     "PUBLISHER_SMTP_TLS": ("smtp", "tls"),
     "PUBLISHER_FROM": ("smtp", "from_address"),
+    "PUBLISHER_IMAP_PASSWORD": ("inbound.imap", "password"),
 }
 
 _SECTIONS: Mapping[str, type] = {
@@ -326,7 +345,10 @@ def load_settings(
             raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
     for variable, (section, key) in ENVIRONMENT.items():
         if variable in env and env[variable] != "":
-            (raw.setdefault(section, {}) if section else raw)[key] = env[variable]
+            table = raw
+            for part in section.split(".") if section else ():
+                table = table.setdefault(part, {})
+            table[key] = env[variable]
     base = path.parent.resolve() if path is not None else Path.cwd()
     settings = _build(raw, base, path)
     notices = _exposed_secrets(path, file_raw, settings)
@@ -377,6 +399,10 @@ def _build(raw: dict[str, Any], base: Path, path: Path | None) -> Settings:
     if settings.smtp.ca_file:  # relative to the config file, like other paths
         ca_file = str(_resolve(base, Path(settings.smtp.ca_file)))
         settings = replace(settings, smtp=replace(settings.smtp, ca_file=ca_file))
+    imap = settings.inbound.imap
+    if imap.ca_file:
+        imap = replace(imap, ca_file=str(_resolve(base, Path(imap.ca_file))))
+        settings = replace(settings, inbound=replace(settings.inbound, imap=imap))
     _validate(settings, where)
     return settings
 
@@ -399,7 +425,7 @@ def _secret_from_file(settings: Settings) -> Settings:
 
 # -- secrets -------------------------------------------------------------------------
 
-SECRET_SETTINGS = ("secret_key", "smtp.password")
+SECRET_SETTINGS = ("secret_key", "smtp.password", "inbound.imap.password")
 # the key signs every confirm, unsubscribe and preference link: 256 bits, like HMAC-SHA256's
 MIN_SECRET_KEY_BYTES = 32
 
@@ -474,9 +500,19 @@ def _section(cls: type, name: str, raw: dict[str, Any], where: str) -> Any:
             raise ConfigError(
                 f"unknown setting '{name}.{key}'{where}", f"known: {', '.join(sorted(known))}"
             )
-    return cls(
-        **{key: _coerce(cls, key, value, where, prefix=f"{name}.") for key, value in raw.items()}
-    )
+    values = {}
+    for key, value in raw.items():
+        kind = str(next(f for f in fields(cls) if f.name == key).type)
+        if kind in _NESTED:  # a sub-table such as [inbound.imap]
+            if not isinstance(value, dict):
+                raise ConfigError(f"[{name}.{key}] must be a table{where}")
+            values[key] = _section(_NESTED[kind], f"{name}.{key}", value, where)
+        else:
+            values[key] = _coerce(cls, key, value, where, prefix=f"{name}.")
+    return cls(**values)
+
+
+_NESTED: Mapping[str, type] = {"ImapSettings": ImapSettings}
 
 
 def _coerce(cls: type, key: str, value: Any, where: str, prefix: str = "") -> Any:
@@ -560,6 +596,12 @@ def _validate(settings: Settings, where: str) -> None:
     _validate_database_url(settings.database_url, where)
     _validate_digest(settings.digest, where)
     _validate_bounce_address(settings.smtp.bounce_address, where)
+    imap = settings.inbound.imap
+    if imap.host and not (imap.username and imap.password):
+        raise ConfigError(
+            f"[inbound.imap] host is set but username or password is not{where}",
+            "set inbound.imap.username, and the password in PUBLISHER_IMAP_PASSWORD",
+        )
     if settings.secret_key is not None:
         _check_secret_key(
             settings.secret_key, "the secret key (PUBLISHER_SECRET_KEY or secret_key)"
@@ -602,6 +644,8 @@ _RANGES: Mapping[str, tuple[float, float | None]] = {
     "inbound.soft_bounce_days": (0.001, 3650),
     "inbound.port": (0, 65535),
     "inbound.max_message_bytes": (1024, None),
+    "inbound.imap.port": (1, 65535),
+    "inbound.imap.poll_seconds": (0.05, None),
 }
 
 

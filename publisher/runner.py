@@ -11,6 +11,7 @@ SMTP transaction, close the sink last, all within 5 s.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from publisher.config import Settings
 from publisher.errors import PublisherError
+from publisher.imappoll import ImapPoller
 from publisher.listener import InboundListener
 from publisher.schedule import DigestDue, DigestScheduler
 from publisher.smtpsink import SmtpSink
@@ -112,6 +114,8 @@ async def run(
             )
         )
         tasks.append(asyncio.create_task(_guard("inbox watcher", app.watch(stop), stop)))
+        if settings.inbound.imap.host:
+            tasks.append(asyncio.create_task(_poll_imap(app, stop)))
         waiting = asyncio.create_task(listening.wait())
         await asyncio.wait([waiting, *tasks], return_when=asyncio.FIRST_COMPLETED)
         waiting.cancel()
@@ -164,6 +168,29 @@ def _inbound_receiver(app: App) -> Callable[[bytes], bool]:
         return inbound.receive(data).handled
 
     return receive
+
+
+async def _poll_imap(app: App, stop: asyncio.Event) -> None:
+    """Poll `[inbound.imap]` every poll_seconds until stopped; a failed poll is logged and
+    tried again at the next one (the messages stay in the mailbox meanwhile)."""
+    imap = app.settings.inbound.imap
+    poller = ImapPoller(imap)
+    receive = _inbound_receiver(app)
+    log.info(
+        "polling %s:%s mailbox %s every %gs", imap.host, imap.port, imap.mailbox, imap.poll_seconds
+    )
+    while not stop.is_set():
+        try:
+            count = await asyncio.to_thread(poller.poll_once, receive)
+        except Exception as exc:  # the server, the network or the database: retried
+            log.warning(
+                "imap poll of %s failed: %s; next try in %gs", imap.host, exc, imap.poll_seconds
+            )
+        else:
+            if count:
+                log.info("imap: %d messages handed over from %s", count, imap.mailbox)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), imap.poll_seconds)
 
 
 def _digest_handler(app: App) -> Callable[[DigestDue], Awaitable[None]]:

@@ -49,6 +49,7 @@ BANDS = {
     "bounces": CORE,
     "mailkeep": ADAPTER,
     "listener": ADAPTER,
+    "imappoll": ADAPTER,
     # adapters: files, sockets, the database, the clock
     "inbox": ADAPTER,
     "inbox.moves": ADAPTER,

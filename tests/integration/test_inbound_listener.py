@@ -136,6 +136,9 @@ def test_the_mailto_is_configurable_or_off_and_the_verp_sender_signed(tmp_path: 
         ('[digest]\nunsubscribe_mailto = "nobody"', "is not an address"),
         ('[digest]\nunsubscribe_mailto = "a@b.org\\r\\nBcc: x@y.org"', "is not an address"),
         ("[inbound]\nport = 70000", "inbound.port"),
+        ('[inbound.imap]\nhost = "imap.example.org"', "username or password is not"),
+        ("[inbound.imap]\nnope = 1", "unknown setting 'inbound.imap.nope'"),
+        ('[inbound]\nimap = "x"', "[inbound.imap] must be a table"),
     ],
 )
 def test_bad_inbound_settings_are_refused_at_load(tmp_path: Path, line: str, message: str) -> None:
