@@ -331,6 +331,13 @@ def load_settings(
             raw = tomllib.loads(path.read_bytes().decode("utf-8"))
             smtp = raw.get("smtp")
             file_raw = {**raw, "smtp": dict(smtp) if isinstance(smtp, dict) else {}}
+            inbound = raw.get("inbound")
+            if isinstance(inbound, dict):  # a copy: the environment may add imap.password
+                imap = inbound.get("imap")
+                file_raw["inbound"] = {
+                    **inbound,
+                    "imap": dict(imap) if isinstance(imap, dict) else {},
+                }
         except OSError as exc:
             raise ConfigError(
                 f"cannot read config file {path}: {exc.strerror}",
@@ -461,6 +468,7 @@ def _exposed_secrets(
             for name, present in (
                 ("secret_key", bool(file_raw.get("secret_key"))),
                 ("smtp.password", isinstance(smtp, dict) and bool(smtp.get("password"))),
+                ("inbound.imap.password", _nested(file_raw, "inbound", "imap", "password")),
                 (
                     "database_url password",
                     redact_url(str(file_raw.get("database_url", "")))
@@ -479,6 +487,16 @@ def _exposed_secrets(
     if key_file is not None and key_file.is_file() and _readable_by_others(key_file):
         notices.append(f"secret_key_file {key_file} is readable by other users; chmod 600 it")
     return tuple(notices)
+
+
+def _nested(raw: Mapping[str, Any], *keys: str) -> bool:
+    """Whether raw[k1][k2]... holds a non-empty value."""
+    value: Any = raw
+    for key in keys:
+        if not isinstance(value, Mapping):
+            return False
+        value = value.get(key)
+    return bool(value)
 
 
 def _readable_by_others(path: Path) -> bool:

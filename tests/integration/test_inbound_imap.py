@@ -117,3 +117,19 @@ def test_without_move_a_handled_message_is_deleted_and_a_failed_one_stays(
     assert poller.poll_once(keeps) == 1
     assert imap.held("INBOX") == []
     assert [b"second" in d for d in seen] == [False, True]
+
+
+def test_an_imap_password_in_a_readable_config_file_is_flagged(tmp_path: Path) -> None:
+    path = write_config(tmp_path, f"sqlite:///{tmp_path / 'data' / 'publisher.db'}")
+    with path.open("a", encoding="utf-8") as out:
+        out.write('\n[inbound.imap]\nhost = "imap.example.org"\nusername = "b"\npassword = "pw"\n')
+    path.chmod(0o644)
+    settings = load_settings(path, environ={})
+    assert any("inbound.imap.password" in notice for notice in settings.notices)
+    path.chmod(0o600)
+    with path.open("w", encoding="utf-8") as out:
+        out.write('[inbound.imap]\nhost = "imap.example.org"\nusername = "b"\n')
+    path.chmod(0o644)
+    from_environment = load_settings(path, environ={"PUBLISHER_IMAP_PASSWORD": "pw"})
+    assert from_environment.inbound.imap.password == "pw"
+    assert not any("password" in notice for notice in from_environment.notices)
