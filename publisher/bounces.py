@@ -16,7 +16,9 @@ What it reads:
 
 A bounce carrying a VERP token is mapped by the token alone (a forwarded or mangled
 recipient address cannot mislead it); a token that does not verify makes the message not
-ours. Everything is hostile: the message is size-bounded, its parts counted, its fields
+ours, and so does a bounce without a token once VERP is on (`bounce_address` set): the
+address a report names is believed only where no token can be expected. Everything is
+hostile: the message is size-bounded, its parts counted, its fields
 clipped, and any parse failure is "not ours" with the reason, never an exception.
 """
 
@@ -47,6 +49,7 @@ MAX_PARTS = 200  # MIME parts looked at in one message
 MAX_RECIPIENTS = 100  # per-recipient blocks read from one DSN
 DETAIL_CHARS = 300  # a diagnostic kept for the consent record
 SCAN_CHARS = 256 * 1024  # text searched for tokens and plain-text bounce lines
+MAX_TOKENS = 50  # token-like strings checked per message (each costs an HMAC)
 
 
 class EventKind(StrEnum):
@@ -149,7 +152,9 @@ def _verp(text: str, tokens: Tokens, boxes: Mailboxes) -> _Verp:
         re.escape(local) + r"\+([0-9A-Za-z.]{1,60})@" + re.escape(domain), re.IGNORECASE
     )
     found = False
-    for match in pattern.finditer(text):
+    for count, match in enumerate(pattern.finditer(text)):
+        if count >= MAX_TOKENS:
+            break
         found = True
         claim = tokens.check_bounce(match[1])
         if claim is not None:
@@ -162,7 +167,9 @@ _UNSUBSCRIBE_TOKEN = re.compile(r"[A-Za-z0-9_-]{2,200}\.[A-Za-z0-9_-]{4,12}\.[A-
 
 
 def _unsubscribe_claim(text: str, tokens: Tokens, boxes: Mailboxes) -> Target | None:
-    for match in _UNSUBSCRIBE_TOKEN.finditer(text):
+    for count, match in enumerate(_UNSUBSCRIBE_TOKEN.finditer(text)):
+        if count >= MAX_TOKENS:
+            break
         claim = tokens.check(UNSUBSCRIBE, match[0], boxes.unsubscribe_max_age)
         if claim is not None:
             return Target(subscriber_id=claim.subscriber_id, email=claim.email)
@@ -303,6 +310,13 @@ def _bounce_event(
             detail=worst.detail,
         )
         return InboundEvent(EventKind.BOUNCE, format, (target,), _summary(target))
+    if boxes.bounce_address:
+        # with VERP on, every digest's bounce carries a token; one without could name
+        # anyone, so it is kept for a person rather than believed
+        return _not_ours(
+            "a bounce without our bounce token (forged, or for a mail not sent with VERP)",
+            format,
+        )
     named = tuple(t for t in failed if t.email)
     if not named:
         return _not_ours("a bounce naming no recipient and carrying no bounce token", format)

@@ -159,9 +159,10 @@ def test_a_forged_or_foreign_message_is_kept_with_its_reason_and_changes_nothing
     assert "reason: the bounce token does not verify" in reason
     assert status(app, "ann@example.net") is SubscriberStatus.CONFIRMED
 
-    stranger = fill("exim-text.eml")  # names dave@example.com, no subscriber
-    code, _, err = inbound(path, stranger, tmp_path)
-    assert code == 1 and "no subscriber" in err
+    untokened = fill("exim-text.eml").replace(b"dave@example.com", b"ann@example.net")
+    code, _, err = inbound(path, untokened, tmp_path)  # could name anyone: not believed
+    assert code == 1 and "without our bounce token" in err
+    assert status(app, "ann@example.net") is SubscriberStatus.CONFIRMED
     assert len(list((tmp_path / "data" / "inbound" / "unmatched").glob("*.eml"))) == 2
 
 
@@ -180,3 +181,18 @@ def test_a_missing_file_is_bad_usage(sent: tuple[App, Path], tmp_path: Path) -> 
     _, path = sent
     result = CliRunner().invoke(cli, ["--config", str(path), "inbound", str(tmp_path / "nope.eml")])
     assert result.exit_code == 2
+
+
+def test_without_verp_a_bounce_is_matched_by_the_address_it_reports(
+    tmp_path: Path, sqlite_url: str, smtp_sink: SmtpSink
+) -> None:
+    path = send_config(tmp_path, sqlite_url, smtp_sink)
+    app = App(load_settings(path, environ={}))
+    try:
+        app.add_subscriber("dave@example.com")
+        code, out, err = inbound(path, fill("exim-text.eml"), tmp_path)
+        assert code == 0, err
+        assert "bounce -> bounced" in out
+        assert status(app, "dave@example.com") is SubscriberStatus.BOUNCED
+    finally:
+        app.close()

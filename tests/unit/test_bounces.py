@@ -84,7 +84,8 @@ def test_a_yahoo_text_bounce_without_a_dsn_is_a_hard_bounce() -> None:
 
 
 def test_a_classic_exim_text_bounce_without_a_token_names_the_failed_address() -> None:
-    found = event("exim-text.eml")
+    no_verp = Mailboxes(unsubscribe_address=BOXES.unsubscribe_address)
+    found = classify(fixture("exim-text.eml"), tokens=TOKENS, mailboxes=no_verp)
     assert found.kind is EventKind.BOUNCE
     target = only(found)
     assert (target.subscriber_id, target.email, target.status) == (
@@ -113,6 +114,11 @@ def test_a_mangled_dsn_still_maps_by_its_token() -> None:
     data = data.replace(b"ann@example.net", b"forwarded@elsewhere.example")
     target = only(classify(data, tokens=TOKENS, mailboxes=BOXES))
     assert (target.subscriber_id, target.hard) == (SUBSCRIBER, True)
+
+
+def test_with_verp_on_a_bounce_without_a_token_is_not_believed() -> None:
+    found = event("exim-text.eml")
+    assert found.kind is EventKind.NOT_OURS and "without our bounce token" in found.reason
 
 
 def test_a_forged_bounce_token_is_not_ours() -> None:
