@@ -196,3 +196,18 @@ def test_without_verp_a_bounce_is_matched_by_the_address_it_reports(
         assert status(app, "dave@example.com") is SubscriberStatus.BOUNCED
     finally:
         app.close()
+
+
+def test_a_message_that_cannot_be_kept_exits_75_so_the_mta_retries(
+    tmp_path: Path, sqlite_url: str, smtp_sink: SmtpSink
+) -> None:
+    path = send_config(tmp_path, sqlite_url, smtp_sink)
+    blocked = tmp_path / "not-a-folder"
+    blocked.write_text("a file where the data folder should be", encoding="utf-8")
+    with path.open("r+", encoding="utf-8") as out:
+        text = out.read()
+        out.seek(0)
+        out.write(f'data_dir = "{blocked}"\n' + text)
+    code, _, err = inbound(path, fill("vacation.eml"), tmp_path)
+    assert code == 75
+    assert err.startswith("error: message not stored, try again later")
