@@ -10,6 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from publisher.bounces import EventKind, InboundEvent, Mailboxes, Target, classify
 from publisher.tokens import UNSUBSCRIBE, Tokens
@@ -194,3 +196,20 @@ def test_a_reason_never_carries_a_line_break_into_a_log() -> None:
     )
     target = only(classify(data, tokens=TOKENS, mailboxes=BOXES))
     assert "\x1b" not in target.detail and "\u2028" not in target.detail
+
+
+FIXTURES = sorted(p.name for p in DATA.glob("*.eml"))
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    name=st.sampled_from(FIXTURES),
+    cut=st.integers(min_value=0, max_value=5000),
+    junk=st.binary(max_size=64),
+)
+def test_a_truncated_or_spliced_report_never_raises(name: str, cut: int, junk: bytes) -> None:
+    data = fixture(name)
+    spliced = data[:cut] + junk + data[cut + len(junk) :]
+    found = classify(spliced, tokens=TOKENS, mailboxes=BOXES)
+    assert isinstance(found, InboundEvent)
+    assert all("\n" not in t.detail for t in found.targets) and "\n" not in found.reason
