@@ -65,6 +65,13 @@ class SiteSettings:
     language: str = "en"
     icon: str | None = None
     logo: str | None = None
+    # categories subscribers may choose before any article of them is stored,
+    # comma-separated; the categories of stored articles are always known
+    categories: str = ""
+
+    @property
+    def category_names(self) -> tuple[str, ...]:
+        return tuple(c.strip() for c in self.categories.split(",") if c.strip())
 
 
 @dataclass(frozen=True)

@@ -9,14 +9,17 @@ the full address lives only in the database, and `subscribers history` shows it.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import datetime
+from typing import Any
 
 from publisher.config import Settings
-from publisher.model import ConsentEvent, ConsentKind, ConsentSource
+from publisher.model import ConsentEvent, ConsentKind, ConsentSource, SubscriberStatus
 from publisher.secrecy import address_hash, masked_address, printable
 from publisher.store.consent import ConsentEvents
+from publisher.store.ledger import FailedDelivery
 
-__all__ = ["record_consent"]
+__all__ = ["record_consent", "send_failure_recorder"]
 
 log = logging.getLogger("publisher.consent")
 
@@ -52,3 +55,38 @@ def record_consent(
         printable(event.detail),
     )
     return event
+
+
+def send_failure_recorder(
+    settings: Settings,
+) -> Callable[[Any, list[FailedDelivery], datetime], None]:
+    """The ledger's hook for failed deliveries: a hard 5xx is a `bounced` event (the
+    address is suppressed after smtp.bounce_after of them), any other final failure of a
+    4xx reply a `soft_bounced` one; recorded in the ledger's own transaction."""
+
+    def record(connection: Any, failures: list[FailedDelivery], now: datetime) -> None:
+        events = ConsentEvents(connection)
+        limit = settings.smtp.bounce_after
+        for failure in failures:
+            if failure.hard:
+                kind = ConsentKind.BOUNCED
+                outcome = "; suppressed" if failure.status is SubscriberStatus.BOUNCED else ""
+                detail = (
+                    f"hard failure {failure.hard_failures} of {limit}{outcome}: {failure.error}"
+                )
+            elif failure.code is not None and 400 <= failure.code < 500:
+                kind, detail = ConsentKind.SOFT_BOUNCED, f"retries used up: {failure.error}"
+            else:
+                continue  # not about the mailbox (a message too big, a broken connection)
+            record_consent(
+                events,
+                settings,
+                email=failure.email,
+                subscriber_id=failure.subscriber_id,
+                kind=kind,
+                source=ConsentSource.SEND,
+                detail=detail,
+                at=now,
+            )
+
+    return record

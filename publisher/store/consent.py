@@ -1,21 +1,24 @@
-"""Consent events over one Connection (the caller owns the transaction).
+"""Consent events and hash-only suppressions over one Connection (the caller owns the
+transaction).
 
 Rows are found by the keyed hash of the address, so the history of a deleted subscriber
-(its `subscriber_id` set to NULL by the foreign key) stays findable by the address.
+(its `subscriber_id` set to NULL by the foreign key) stays findable by the address, and a
+removed suppressed address stays suppressed without its address being kept.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, func, insert, or_, select
+from sqlalchemy import Connection, delete, func, insert, or_, select
 
-from publisher.model import ConsentEvent, ConsentKind, ConsentSource
-from publisher.store.schema import consent_events
+from publisher.model import ConsentEvent, ConsentKind, ConsentSource, SubscriberStatus
+from publisher.store.schema import consent_events, suppressions
 
-__all__ = ["DETAIL_LIMIT", "ConsentEvents"]
+__all__ = ["DETAIL_LIMIT", "ConsentEvents", "Suppression", "Suppressions"]
 
 DETAIL_LIMIT = 500  # characters of `detail` kept (the column's size)
 _CLIENT_LIMIT = 64
@@ -80,6 +83,53 @@ class ConsentEvents:
             )
         )
         return int(self.connection.execute(query).scalar_one())
+
+
+@dataclass(frozen=True, slots=True)
+class Suppression:
+    """A removed address that stays suppressed: its keyed hash and status only."""
+
+    email_hash: str
+    status: SubscriberStatus
+    since: datetime
+    removed: datetime
+
+
+class Suppressions:
+    """The hash-only suppression list (store.schema.suppressions)."""
+
+    def __init__(self, connection: Connection) -> None:
+        self.connection = connection
+
+    def get(self, email_hash: str) -> Suppression | None:
+        row = self.connection.execute(
+            select(suppressions).where(suppressions.c.email_hash == email_hash)
+        ).first()
+        if row is None:
+            return None
+        return Suppression(row.email_hash, SubscriberStatus(row.status), row.since, row.removed)
+
+    def keep(self, entry: Suppression) -> None:
+        """Add or replace the entry of its hash."""
+        self.lift(entry.email_hash)
+        self.connection.execute(
+            insert(suppressions).values(
+                email_hash=entry.email_hash,
+                status=entry.status.value,
+                since=entry.since,
+                removed=entry.removed,
+            )
+        )
+
+    def lift(self, email_hash: str) -> None:
+        """No entry for this hash any more (a subscriber row holds its status again)."""
+        self.connection.execute(delete(suppressions).where(suppressions.c.email_hash == email_hash))
+
+    def all(self) -> list[Suppression]:
+        rows = self.connection.execute(select(suppressions).order_by(suppressions.c.removed))
+        return [
+            Suppression(r.email_hash, SubscriberStatus(r.status), r.since, r.removed) for r in rows
+        ]
 
 
 def _event(row: Any) -> ConsentEvent:

@@ -259,6 +259,18 @@ consent_events = Table(
     Index("ix_consent_events_kind_at", "kind", "at"),
 )
 
+# Schema 11: an address that was suppressed (unsubscribed, bounced, complained) when the
+# operator removed it: its row is deleted, only this keyed hash and its status stay, so no
+# add, import or form subscribes it again unasked.
+suppressions = Table(
+    "suppressions",
+    metadata,
+    Column("email_hash", String(64), primary_key=True),
+    Column("status", String(16), nullable=False),  # SubscriberStatus, a suppressed one
+    Column("since", UTCDateTime, nullable=False),  # when it unsubscribed (or was removed)
+    Column("removed", UTCDateTime, nullable=False),
+)
+
 sent_articles = Table(
     "sent_articles",
     metadata,

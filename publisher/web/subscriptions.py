@@ -29,7 +29,12 @@ __all__ = ["InvalidSubscription", "SubscriptionService", "subscription_routes"]
 
 class SubscriptionService(Protocol):
     async def subscribe(
-        self, email: str, name: str | None, categories: Sequence[str], frequency: str
+        self,
+        email: str,
+        name: str | None,
+        categories: Sequence[str],
+        frequency: str,
+        client: str | None = None,
     ) -> None:
         """Register a pending subscriber and mail a confirmation (cool-down permitting).
 
@@ -41,7 +46,7 @@ class SubscriptionService(Protocol):
         """The address a valid confirm token names while it can confirm (nothing changes)."""
         ...
 
-    async def confirm(self, token: str) -> str | None:
+    async def confirm(self, token: str, client: str | None = None) -> str | None:
         """Confirm a pending subscriber; the address (also when already confirmed), or None
         for a forged or expired token or an address that left (unsubscribed, bounced)."""
         ...
@@ -50,8 +55,9 @@ class SubscriptionService(Protocol):
         """The address a valid unsubscribe token names (nothing changes), else None."""
         ...
 
-    async def unsubscribe(self, token: str) -> str | None:
-        """Unsubscribe; the address, or None for a forged or expired token."""
+    async def unsubscribe(self, token: str, client: str | None = None) -> str | None:
+        """Unsubscribe; the address, or None for a forged or expired token. `client`: the
+        address the request came from, for the consent history."""
         ...
 
 
@@ -77,6 +83,11 @@ class _PerMinute:
         while len(self.hits) > self.max_clients:
             self.hits.popitem(last=False)
         return allowed
+
+
+def _client(request: Request) -> str | None:
+    """The client's address as the server sees it (the proxy's, unless forwarded_allow_ips)."""
+    return request.client.host if request.client else None
 
 
 def subscription_routes(settings: Settings, service: SubscriptionService) -> list[BaseRoute]:
@@ -130,7 +141,7 @@ def subscription_routes(settings: Settings, service: SubscriptionService) -> lis
             if part.strip()
         ]
         try:
-            await service.subscribe(email, name, categories, frequency)
+            await service.subscribe(email, name, categories, frequency, client)
         except InvalidSubscription as exc:
             return form(str(exc), 400, email=email, name=name or "")
         # the same answer whether the address is new, pending or long confirmed
@@ -147,7 +158,7 @@ def subscription_routes(settings: Settings, service: SubscriptionService) -> lis
         return page("confirm_page.html.j2", email=address)
 
     async def confirm(request: Request) -> Response:
-        address = await service.confirm(request.path_params["token"])
+        address = await service.confirm(request.path_params["token"], _client(request))
         if address is None:
             return invalid_link()
         return result(
@@ -164,7 +175,7 @@ def subscription_routes(settings: Settings, service: SubscriptionService) -> lis
         )
 
     async def unsubscribe(request: Request) -> Response:
-        address = await service.unsubscribe(request.path_params["token"])
+        address = await service.unsubscribe(request.path_params["token"], _client(request))
         if address is None:
             return invalid_link()
         return result("Unsubscribed", f"{address} will get no more digests from us.")

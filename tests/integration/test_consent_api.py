@@ -40,7 +40,7 @@ def admin(store_app: App, clock: Clock) -> SubscriberAdmin:
 def test_suppress_sets_the_status_records_the_event_and_a_repeat_changes_nothing_else(
     admin: SubscriberAdmin, clock: Clock
 ) -> None:
-    admin.add("Ann@Example.org", name="Ann", categories=["Harbin Today"])
+    admin.add("Ann@Example.org", name="Ann")
     clock.now = T0 + timedelta(hours=1)
     first = admin.suppress(
         "ann@example.org",
