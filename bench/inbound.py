@@ -8,7 +8,8 @@ tests/data/inbound fixture, with a real VERP token) for each. Measured in one ru
 - `publisher inbound FILE`, one process per bounce (as an MTA pipe transport runs it), for
   --cli bounces;
 - the use case alone (`InboundMail.receive` in this process: no process start, no SMTP),
-  the baseline of both;
+  the baseline of both, and its two halves: the pure classifier and the consent API's
+  `suppress` (one transaction each);
 - the listener of a real `publisher run`: --connections SMTP sessions, each sending its
   share one message after another, timed until the last 250 (each 250 is a commit);
 - the same client against a bare aiosmtpd server that accepts and discards: the SMTP
@@ -133,6 +134,28 @@ def in_process(config: Path, items: list[tuple[str, bytes]]) -> float:
         app.close()
 
 
+def parts(config: Path, items: list[tuple[str, bytes]]) -> tuple[float, float]:
+    """Rates of the two halves of the use case: bounces.classify alone (pure), and the
+    consent API's suppress alone (one transaction each), on addresses not yet bounced."""
+    from publisher.bounces import classify
+    from publisher.model import ConsentKind, ConsentSource
+
+    app = App(load_settings(config, environ={}))
+    try:
+        inbound = app.inbound
+        started = time.perf_counter()
+        for _, data in items:
+            classify(data, tokens=inbound.tokens, mailboxes=inbound.mailboxes)
+        classify_rate = len(items) / (time.perf_counter() - started)
+        admin = app.subscriber_admin
+        started = time.perf_counter()
+        for email, _ in items:
+            admin.suppress(email, ConsentKind.BOUNCED, source=ConsentSource.INBOUND, detail="b")
+        return classify_rate, len(items) / (time.perf_counter() - started)
+    finally:
+        app.close()
+
+
 def smtp_storm(port: int, items: list[tuple[str, bytes]], connections: int) -> float:
     lanes = [items[n::connections] for n in range(connections)]
     failures: list[BaseException] = []
@@ -207,14 +230,16 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         port = free_port()
         config = project(Path(folder), port)
-        people = subscribers(config, args.bounces + args.cli + args.bounces)
+        people = subscribers(config, 3 * args.bounces + args.cli)
         items = bounces(people)
         storm = items[: args.bounces]
         alone = items[args.bounces : 2 * args.bounces]
-        cli_items = items[2 * args.bounces :]
+        halves = items[2 * args.bounces : 3 * args.bounces]
+        cli_items = items[3 * args.bounces :]
 
         cli_rate = through_cli(config, cli_items)
         alone_rate = in_process(config, alone)
+        classify_rate, suppress_rate = parts(config, halves)
 
         process = run_listener(config)
         try:
@@ -224,7 +249,7 @@ def main() -> None:
             process.kill()
             process.wait()
         acted = bounced(config)
-        expected = args.bounces * 2 + args.cli
+        expected = args.bounces * 3 + args.cli
         if acted != expected:
             raise SystemExit(f"{acted} bounced, {expected} expected")
 
@@ -241,6 +266,12 @@ def main() -> None:
         ("listener of `publisher run`, bounces/s", f"{listener_rate:.0f}", "target >= 500/s"),
         ("bare aiosmtpd sink (SMTP ceiling), msg/s", f"{sink_rate:.0f}", "baseline"),
         ("use case alone (InboundMail.receive), /s", f"{alone_rate:.0f}", "baseline"),
+        ("  of which bounces.classify alone, /s", f"{classify_rate:.0f}", "pure core"),
+        (
+            "  of which consent API suppress alone, /s",
+            f"{suppress_rate:.0f}",
+            "SubscriberAdmin.suppress, one transaction each",
+        ),
         ("`publisher inbound`, one process each, /s", f"{cli_rate:.1f}", f"{args.cli} runs"),
     ]
     table = "\n".join(
