@@ -211,3 +211,23 @@ def test_a_message_that_cannot_be_kept_exits_75_so_the_mta_retries(
     code, _, err = inbound(path, fill("vacation.eml"), tmp_path)
     assert code == 75
     assert err.startswith("error: message not stored, try again later")
+
+
+def test_with_the_mailto_off_a_digest_offers_only_the_one_click_url(
+    tmp_path: Path, sqlite_url: str, smtp_sink: SmtpSink
+) -> None:
+    path = send_config(tmp_path, sqlite_url, smtp_sink)
+    with path.open("a", encoding="utf-8") as out:
+        out.write('\n[digest]\nunsubscribe_mailto = "off"\n')
+    app = App(load_settings(path, environ={}))
+    try:
+        app.ingest([SEEDS], now=lambda: INGESTED)
+        app.add_subscriber("ann@example.net")
+        assert app.send_digests(now=NOW).sent == 1
+    finally:
+        app.close()
+    [digest] = smtp_sink.messages
+    header = str(digest.message["List-Unsubscribe"])
+    assert header.startswith("<http://127.0.0.1:8080/unsubscribe/") and header.endswith(">")
+    assert "mailto:" not in header and "," not in header
+    assert digest.message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
