@@ -23,6 +23,7 @@ from publisher.subscribing import Subscriptions
 from publisher.watch import finished_files
 
 if TYPE_CHECKING:  # typing only: these load when a command needs them
+    from publisher.inbound import InboundMail
     from publisher.sending.claiming import ClaimingSender
     from publisher.sending.reports import DigestReport
     from publisher.sending.runs import DigestSender
@@ -49,6 +50,7 @@ class App:
         self._subscriber_admin: SubscriberAdmin | None = None
         self._subscriptions: Subscriptions | None = None  # the web's
         self._sender: DigestSender | None = None  # digests
+        self._inbound: InboundMail | None = None  # bounces, complaints, mailto unsubscribes
 
     @property
     def store(self) -> Store:
@@ -229,6 +231,15 @@ class App:
             if _subscriber_matches(subscriber, wanted, needle):
                 found.append(subscriber)
         return found
+
+    @property
+    def inbound(self) -> InboundMail:
+        """Acts on mail that comes back: bounces, complaints, mailto unsubscribes."""
+        if self._inbound is None:
+            from publisher.inbound import InboundMail
+
+            self._inbound = InboundMail(self.settings, self.store, self.subscriber_admin)
+        return self._inbound
 
     def import_subscribers(self, path: Path, *, force: bool = False) -> ImportReport:
         return self.subscriber_admin.import_csv(path, force=force)

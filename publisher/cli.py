@@ -41,6 +41,7 @@ if TYPE_CHECKING:  # typing only: App and the services load inside the commands
 
 __all__ = ["main"]
 
+EX_TEMPFAIL = 75  # sysexits.h: an MTA's pipe transport defers the message and retries
 _NOTABLE = (FileOutcome.DUPLICATE, FileOutcome.QUARANTINED, FileOutcome.UPDATED)
 
 T = TypeVar("T")
@@ -768,6 +769,38 @@ def subscribers_export(ctx: click.Context) -> None:
         _app(ctx, read_only=True).export_subscribers(sys.stdout)
     except MissingDatabase as exc:
         _terminal(ctx).note(exc.message)
+
+
+@cli.command()
+@click.argument("file", default="-", type=click.File("rb"))
+@click.pass_context
+def inbound(ctx: click.Context, file: Any) -> None:
+    """Read one message that came back (FILE, or stdin) and act on it: a bounce (RFC 3464
+    DSN, or a plain-text one), a spam complaint (RFC 5965 ARF), or a mail to the
+    List-Unsubscribe mailto address. Exit 0 handled, 1 not matched: the message is then
+    kept in <data_dir>/inbound/unmatched/ with a reason file, never dropped.
+
+    For an MTA pipe transport, procmail or fetchmail. When the message could be neither
+    acted on nor kept (the database or the disk failed) the exit is 75 (EX_TEMPFAIL), so
+    the MTA keeps it and retries.
+
+    Example: publisher inbound < bounce.eml
+    """
+    inbound = _app(ctx).inbound
+    terminal = _terminal(ctx)
+    try:
+        outcome = inbound.receive_stream(file)
+    except ConfigError:
+        raise
+    except Exception as exc:  # not stored anywhere: the MTA must keep it
+        terminal.complain(f"error: message not stored, try again later: {exc}")
+        sys.exit(EX_TEMPFAIL)
+    if outcome.handled:
+        for line in outcome.done or (f"{outcome.event.kind.value}: {outcome.reason}",):
+            terminal.say(line)
+        return
+    terminal.complain(f"not matched: {outcome.reason}; kept as {outcome.kept}")
+    sys.exit(1)
 
 
 # -- digests -----------------------------------------------------------------------

@@ -27,6 +27,7 @@ __all__ = [
     "DedupSettings",
     "DigestSettings",
     "FeedSettings",
+    "ImapSettings",
     "InboundSettings",
     "ScheduleSettings",
     "ServerSettings",
@@ -101,6 +102,10 @@ class SmtpSettings:
     feedback_id: str | None = None
     # RFC 9477 complaint feedback address on every digest; unset: no header
     cfbl_address: str | None = None
+    # VERP: digests go out with envelope sender `<local>+<signed token>@<domain>` of this
+    # address, so each bounce names its delivery; route it to `publisher inbound`.
+    # Unset: the From address is the envelope sender, as before
+    bounce_address: str | None = None
 
 
 @dataclass(frozen=True)
@@ -156,6 +161,9 @@ class DigestSettings:
     list_id: str = "digest.publisher.localhost"
     max_items: int = 20  # articles listed in full; the rest is one link to the site
     include_corrections: bool = True  # list articles corrected since they were sent
+    # the List-Unsubscribe mailto address, routed by the operator to `publisher inbound`:
+    # "auto" = unsubscribe@<From domain>, "off" = no mailto (the one-click URL stays)
+    unsubscribe_mailto: str = "auto"
 
 
 @dataclass(frozen=True)
@@ -167,12 +175,36 @@ class WatchSettings:
 
 
 @dataclass(frozen=True)
+class ImapSettings:
+    """`[inbound.imap]`: a hosted mailbox that `publisher run` polls for what comes back."""
+
+    host: str = ""  # empty: no poller
+    port: int = 993  # IMAP over TLS from the first byte (RFC 8314)
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    mailbox: str = "INBOX"
+    # where a message goes once acted on or kept on disk; empty: it is deleted
+    processed_mailbox: str = ""
+    poll_seconds: float = 60.0
+    # PEM file of the CA that signs the server's certificate (a private CA)
+    ca_file: str | None = None
+
+
+@dataclass(frozen=True)
 class InboundSettings:
     """What comes back (bounces, complaints, unsubscribe mail): the suppression policy."""
 
     # this many soft (4.x.x) bounces of one address within soft_bounce_days: bounced
     soft_bounce_limit: int = 3
     soft_bounce_days: float = 7.0
+    # the SMTP (or LMTP) listener of `publisher run` that the MTA hands bounces and mailto
+    # unsubscribes to; 0: no listener. It answers 250 only once the event is committed
+    port: int = 0
+    host: str = "127.0.0.1"
+    lmtp: bool = False  # speak LMTP (RFC 2033) instead of SMTP: Postfix's lmtp transport
+    # a larger message is kept unread in <data_dir>/inbound/unmatched/ ("too large")
+    max_message_bytes: int = 10 * 1024 * 1024
+    imap: ImapSettings = field(default_factory=ImapSettings)
 
 
 @dataclass(frozen=True)
@@ -238,6 +270,9 @@ class Settings:
     seeds_dir: Path | None = None
     # where `publisher run --smtp-debug` saves received mail
     mailbox_dir: Path = Path("mailbox")
+    # where the publisher keeps its own files: inbound mail it could not match is kept in
+    # <data_dir>/inbound/unmatched/ with a reason file
+    data_dir: Path = Path("data")
     # read when secret_key is unset; the first `run` or `send` creates it (local setups)
     secret_key_file: Path | None = None
     base_url: str = "http://127.0.0.1:8080/"
@@ -299,6 +334,7 @@ ENVIRONMENT: Mapping[str, tuple[str, str]] = {
     "PUBLISHER_SECRET_KEY": ("", "secret_key"),
     "PUBLISHER_TIMEZONE": ("", "timezone"),
     "PUBLISHER_MAILBOX_DIR": ("", "mailbox_dir"),
+    "PUBLISHER_DATA_DIR": ("", "data_dir"),
     "PUBLISHER_SMTP_HOST": ("smtp", "host"),
     "PUBLISHER_SMTP_PORT": ("smtp", "port"),
     "PUBLISHER_SMTP_USERNAME": ("smtp", "username"),
@@ -310,6 +346,7 @@ ENVIRONMENT: Mapping[str, tuple[str, str]] = {
     "PUBLISHER_WEBHOOKS_POSTMARK_PASSWORD": ("webhooks", "postmark_password"),
     "PUBLISHER_WEBHOOKS_MAILGUN_SIGNING_KEY": ("webhooks", "mailgun_signing_key"),
     "PUBLISHER_WEBHOOKS_SENDGRID_PUBLIC_KEY": ("webhooks", "sendgrid_public_key"),
+    "PUBLISHER_IMAP_PASSWORD": ("inbound.imap", "password"),
 }
 
 _SECTIONS: Mapping[str, type] = {
@@ -325,7 +362,15 @@ _SECTIONS: Mapping[str, type] = {
     "inbound": InboundSettings,
     "webhooks": WebhookSettings,
 }
-_PATHS = ("inbox", "output_dir", "templates_dir", "seeds_dir", "mailbox_dir", "secret_key_file")
+_PATHS = (
+    "inbox",
+    "output_dir",
+    "templates_dir",
+    "seeds_dir",
+    "mailbox_dir",
+    "secret_key_file",
+    "data_dir",
+)
 
 
 def load_settings(
@@ -347,6 +392,13 @@ def load_settings(
                     for name in ("smtp", "webhooks")
                 },
             }
+            inbound = raw.get("inbound")
+            if isinstance(inbound, dict):  # a copy: the environment may add imap.password
+                imap = inbound.get("imap")
+                file_raw["inbound"] = {
+                    **inbound,
+                    "imap": dict(imap) if isinstance(imap, dict) else {},
+                }
         except OSError as exc:
             raise ConfigError(
                 f"cannot read config file {path}: {exc.strerror}",
@@ -361,7 +413,10 @@ def load_settings(
             raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
     for variable, (section, key) in ENVIRONMENT.items():
         if variable in env and env[variable] != "":
-            (raw.setdefault(section, {}) if section else raw)[key] = env[variable]
+            table = raw
+            for part in section.split(".") if section else ():
+                table = table.setdefault(part, {})
+            table[key] = env[variable]
     base = path.parent.resolve() if path is not None else Path.cwd()
     settings = _build(raw, base, path)
     notices = _exposed_secrets(path, file_raw, settings)
@@ -415,6 +470,10 @@ def _build(raw: dict[str, Any], base: Path, path: Path | None) -> Settings:
     if settings.webhooks.ses_trust_file:
         trust = str(_resolve(base, Path(settings.webhooks.ses_trust_file)))
         settings = replace(settings, webhooks=replace(settings.webhooks, ses_trust_file=trust))
+    imap = settings.inbound.imap
+    if imap.ca_file:
+        imap = replace(imap, ca_file=str(_resolve(base, Path(imap.ca_file))))
+        settings = replace(settings, inbound=replace(settings.inbound, imap=imap))
     _validate(settings, where)
     return settings
 
@@ -442,6 +501,7 @@ SECRET_SETTINGS = (
     "smtp.password",
     "webhooks.postmark_password",
     "webhooks.mailgun_signing_key",
+    "inbound.imap.password",
 )
 # the key signs every confirm, unsubscribe and preference link: 256 bits, like HMAC-SHA256's
 MIN_SECRET_KEY_BYTES = 32
@@ -483,6 +543,7 @@ def _exposed_secrets(
                     (f"webhooks.{key}", isinstance(hooks, dict) and bool(hooks.get(key)))
                     for key in ("postmark_password", "mailgun_signing_key")
                 ),
+                ("inbound.imap.password", _nested(file_raw, "inbound", "imap", "password")),
                 (
                     "database_url password",
                     redact_url(str(file_raw.get("database_url", "")))
@@ -501,6 +562,16 @@ def _exposed_secrets(
     if key_file is not None and key_file.is_file() and _readable_by_others(key_file):
         notices.append(f"secret_key_file {key_file} is readable by other users; chmod 600 it")
     return tuple(notices)
+
+
+def _nested(raw: Mapping[str, Any], *keys: str) -> bool:
+    """Whether raw[k1][k2]... holds a non-empty value."""
+    value: Any = raw
+    for key in keys:
+        if not isinstance(value, Mapping):
+            return False
+        value = value.get(key)
+    return bool(value)
 
 
 def _readable_by_others(path: Path) -> bool:
@@ -522,9 +593,19 @@ def _section(cls: type, name: str, raw: dict[str, Any], where: str) -> Any:
             raise ConfigError(
                 f"unknown setting '{name}.{key}'{where}", f"known: {', '.join(sorted(known))}"
             )
-    return cls(
-        **{key: _coerce(cls, key, value, where, prefix=f"{name}.") for key, value in raw.items()}
-    )
+    values = {}
+    for key, value in raw.items():
+        kind = str(next(f for f in fields(cls) if f.name == key).type)
+        if kind in _NESTED:  # a sub-table such as [inbound.imap]
+            if not isinstance(value, dict):
+                raise ConfigError(f"[{name}.{key}] must be a table{where}")
+            values[key] = _section(_NESTED[kind], f"{name}.{key}", value, where)
+        else:
+            values[key] = _coerce(cls, key, value, where, prefix=f"{name}.")
+    return cls(**values)
+
+
+_NESTED: Mapping[str, type] = {"ImapSettings": ImapSettings}
 
 
 def _coerce(cls: type, key: str, value: Any, where: str, prefix: str = "") -> Any:
@@ -609,6 +690,13 @@ def _validate(settings: Settings, where: str) -> None:
     _validate_digest(settings.digest, where)
     _validate_sender(settings.smtp, where)
     _validate_webhooks(settings.webhooks, where)
+    _validate_bounce_address(settings.smtp.bounce_address, where)
+    imap = settings.inbound.imap
+    if imap.host and not (imap.username and imap.password):
+        raise ConfigError(
+            f"[inbound.imap] host is set but username or password is not{where}",
+            "set inbound.imap.username, and the password in PUBLISHER_IMAP_PASSWORD",
+        )
     if settings.secret_key is not None:
         _check_secret_key(
             settings.secret_key, "the secret key (PUBLISHER_SECRET_KEY or secret_key)"
@@ -652,6 +740,10 @@ _RANGES: Mapping[str, tuple[float, float | None]] = {
     "webhooks.max_body_bytes": (1, None),
     "webhooks.replay_window_seconds": (1, 24 * 3600),
     "webhooks.ses_max_age_seconds": (1, None),
+    "inbound.port": (0, 65535),
+    "inbound.max_message_bytes": (1024, None),
+    "inbound.imap.port": (1, 65535),
+    "inbound.imap.poll_seconds": (0.05, None),
 }
 
 
@@ -693,6 +785,29 @@ def _validate_database_url(url: str, where: str) -> None:
 # RFC 2919: a list-id is a dot-atom (no spaces, no control characters, no angle brackets)
 _LIST_ID = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)+")
 _CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+# a bare ASCII address (it is written into a header and a mailto: URL unquoted)
+_MAILTO_ADDRESS = re.compile(r"[A-Za-z0-9._+-]{1,64}@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+")
+
+
+# the VERP token (tokens.py) and the "+" take up to 43 of a local part's 64 octets
+BOUNCE_LOCAL_PART_CHARS = 20
+
+
+def _validate_bounce_address(address: str | None, where: str) -> None:
+    if address is None or address == "":
+        return
+    local = address.rpartition("@")[0]
+    if not _MAILTO_ADDRESS.fullmatch(address) or "+" in local:
+        raise ConfigError(
+            f"smtp.bounce_address {address!r} is not a plain address{where}",
+            'write one without "+", e.g. "bounces@news.example.org"',
+        )
+    if len(local) > BOUNCE_LOCAL_PART_CHARS:
+        raise ConfigError(
+            f"smtp.bounce_address {address!r}: the part before @ is over "
+            f"{BOUNCE_LOCAL_PART_CHARS} characters{where}",
+            "the signed token must fit in the 64 characters of a local part",
+        )
 
 
 def _validate_digest(digest: DigestSettings, where: str) -> None:
@@ -700,6 +815,12 @@ def _validate_digest(digest: DigestSettings, where: str) -> None:
         raise ConfigError(
             f"digest.list_id {digest.list_id!r} is not a list id{where}",
             "use dotted words without spaces or line breaks, e.g. digest.news.example.org",
+        )
+    mailto = digest.unsubscribe_mailto
+    if mailto not in ("auto", "off") and not _MAILTO_ADDRESS.fullmatch(mailto):
+        raise ConfigError(
+            f"digest.unsubscribe_mailto {mailto!r} is not an address{where}",
+            'write auto, off or an address such as "unsubscribe@news.example.org"',
         )
     if _CONTROL_CHARACTERS.search(digest.subject):
         raise ConfigError(

@@ -44,12 +44,14 @@ __all__ = [
     "date_header",
     "digest_message_id",
     "display_name",
+    "envelope_sender",
     "mailbox",
     "normalize_email",
     "parse_frequency",
     "personalize",
     "prepare_digest",
     "sender_address",
+    "unsubscribe_address",
     "unsubscribe_mailto",
 ]
 
@@ -96,9 +98,33 @@ def sender_address(settings: Settings) -> str:
     return parseaddr(settings.smtp.from_address)[1] or f"news@{settings.host}"
 
 
-def unsubscribe_mailto(settings: Settings, token: str) -> str:
+def unsubscribe_address(settings: Settings) -> str | None:
+    """The List-Unsubscribe mailto address (`digest.unsubscribe_mailto`), None when off."""
+    configured = settings.digest.unsubscribe_mailto
+    if configured == "off":
+        return None
+    if configured != "auto":
+        return configured
     domain = sender_address(settings).rpartition("@")[2] or settings.host
-    return f"mailto:unsubscribe@{domain}?subject=unsubscribe%20{token}"
+    return f"unsubscribe@{domain}"
+
+
+def unsubscribe_mailto(settings: Settings, token: str) -> str | None:
+    """The List-Unsubscribe mailto URL for one token, None when the mailto is off."""
+    address = unsubscribe_address(settings)
+    if address is None:
+        return None
+    return f"mailto:{address}?subject=unsubscribe%20{token}"
+
+
+def envelope_sender(settings: Settings, bounce_token: str | None) -> str:
+    """The SMTP envelope sender (Return-Path) of a digest: the VERP address
+    `<local>+<token>@<domain>` of `smtp.bounce_address` when one is set, else From."""
+    bounce = settings.smtp.bounce_address
+    if not bounce or bounce_token is None:
+        return sender_address(settings)
+    local, _, domain = bounce.rpartition("@")
+    return f"{local}+{bounce_token}@{domain}"
 
 
 def date_header(when: datetime) -> bytes:
@@ -290,9 +316,10 @@ def personalize(
     to_address: str,
     message_id: str,
     unsubscribe_url: str,
-    unsubscribe_mail: str,
+    unsubscribe_mail: str | None,
 ) -> bytes:
-    """The complete message bytes (CRLF) for one recipient of a prepared digest."""
+    """The complete message bytes (CRLF) for one recipient of a prepared digest
+    (`unsubscribe_mail` None: the List-Unsubscribe header has the URL only)."""
     to_header = SMTP.fold_binary("To", mailbox(to_name, to_address))
     text_qp = _qp_fill(prepared.text_qp, unsubscribe_url)
     page_qp = _qp_fill(prepared.html_qp, html.escape(unsubscribe_url, quote=True))
@@ -304,8 +331,7 @@ def personalize(
             b"Message-ID: " + message_id.encode("ascii") + b"\r\n",
             b"List-Unsubscribe: <"
             + unsubscribe_url.encode("ascii")
-            + b">,\r\n <"
-            + unsubscribe_mail.encode("ascii")
+            + (b">,\r\n <" + unsubscribe_mail.encode("ascii") if unsubscribe_mail else b"")
             + b">\r\n\r\n",
             b"--" + b + b"\r\n",
             b'Content-Type: text/plain; charset="utf-8"\r\n',

@@ -2,7 +2,8 @@
 
 Start: take the scheduler lock (one scheduler per database), seed an empty inbox from the
 seeds on a first run, ingest the inbox, build the feeds, then run the inbox watcher, the
-scheduler, the HTTP server and (with --smtp-debug) an SMTP sink side by side. Stop
+scheduler, the HTTP server, the `[inbound]` mail listener (when a port is set) and (with
+--smtp-debug) an SMTP sink side by side. Stop
 (SIGTERM / Ctrl-C): stop taking work, give a digest in flight a few seconds to finish its
 SMTP transaction, close the sink last, all within 5 s.
 """
@@ -10,6 +11,7 @@ SMTP transaction, close the sink last, all within 5 s.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
@@ -18,6 +20,8 @@ from typing import TYPE_CHECKING, Any
 
 from publisher.config import Settings
 from publisher.errors import PublisherError
+from publisher.imappoll import ImapPoller
+from publisher.listener import InboundListener
 from publisher.schedule import DigestDue, DigestScheduler
 from publisher.smtpsink import SmtpSink
 from publisher.status import SCHEDULER_LOCK
@@ -33,6 +37,7 @@ log = logging.getLogger("publisher.run")
 # Stop budget (SIGTERM -> exit well inside 5 s): a digest in flight, then the SMTP sink.
 DIGEST_GRACE_SECONDS = 3.0
 SINK_GRACE_SECONDS = 1.0
+LISTENER_GRACE_SECONDS = 0.5  # an unanswered message stays with the MTA, which retries
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +74,7 @@ async def run(
             "or use `publisher run --no-send`",
         )
     sink: SmtpSink | None = None
+    listener: InboundListener | None = None
     scheduler: DigestScheduler | None = None
     tasks: list[asyncio.Task[None]] = []
     try:
@@ -78,6 +84,14 @@ async def run(
                 settings.mailbox_dir, settings.smtp.host, settings.smtp.port
             ).start()
         await asyncio.to_thread(_initial_ingest_and_build, app)
+        if settings.inbound.port:
+            listener = await InboundListener(
+                _inbound_receiver(app),
+                settings.inbound.host,
+                settings.inbound.port,
+                lmtp=settings.inbound.lmtp,
+                max_message_bytes=settings.inbound.max_message_bytes,
+            ).start()
 
         if options.send:
             scheduler = DigestScheduler(settings, _digest_handler(app), engine=app.store.engine)
@@ -100,6 +114,8 @@ async def run(
             )
         )
         tasks.append(asyncio.create_task(_guard("inbox watcher", app.watch(stop), stop)))
+        if settings.inbound.imap.host:
+            tasks.append(asyncio.create_task(_poll_imap(app, stop)))
         waiting = asyncio.create_task(listening.wait())
         await asyncio.wait([waiting, *tasks], return_when=asyncio.FIRST_COMPLETED)
         waiting.cancel()
@@ -111,6 +127,8 @@ async def run(
         log.info("stopping")
     finally:
         stop.set()
+        if listener is not None:
+            await listener.stop(grace=LISTENER_GRACE_SECONDS)
         if scheduler is not None:
             await scheduler.stop(timeout=DIGEST_GRACE_SECONDS)
         if tasks:
@@ -140,6 +158,39 @@ def _initial_ingest_and_build(app: App) -> None:
     counts = ", ".join(f"{k} {v}" for k, v in report.summary().items() if v)
     log.info("ingested inbox %s: %s", app.settings.inbox, counts or "empty")
     app.build_feeds()
+
+
+def _inbound_receiver(app: App) -> Callable[[bytes], bool]:
+    """The listener's handler: act on one message; True when acted on, False when kept."""
+    inbound = app.inbound  # built once, here, not in the listener's threads
+
+    def receive(data: bytes) -> bool:
+        return inbound.receive(data).handled
+
+    return receive
+
+
+async def _poll_imap(app: App, stop: asyncio.Event) -> None:
+    """Poll `[inbound.imap]` every poll_seconds until stopped; a failed poll is logged and
+    tried again at the next one (the messages stay in the mailbox meanwhile)."""
+    imap = app.settings.inbound.imap
+    poller = ImapPoller(imap)
+    receive = _inbound_receiver(app)
+    log.info(
+        "polling %s:%s mailbox %s every %gs", imap.host, imap.port, imap.mailbox, imap.poll_seconds
+    )
+    while not stop.is_set():
+        try:
+            count = await asyncio.to_thread(poller.poll_once, receive)
+        except Exception as exc:  # the server, the network or the database: retried
+            log.warning(
+                "imap poll of %s failed: %s; next try in %gs", imap.host, exc, imap.poll_seconds
+            )
+        else:
+            if count:
+                log.info("imap: %d messages handed over from %s", count, imap.mailbox)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), imap.poll_seconds)
 
 
 def _digest_handler(app: App) -> Callable[[DigestDue], Awaitable[None]]:

@@ -1,4 +1,5 @@
-"""Signed, expiring tokens for the confirm and unsubscribe links (itsdangerous).
+"""Signed, expiring tokens for the confirm and unsubscribe links (itsdangerous), and the
+signed bounce tokens of the VERP return path.
 
 A token names the subscriber (id and address) and its purpose; it carries no secret and
 needs no database row. A forged, altered or expired token is simply not valid.
@@ -6,10 +7,19 @@ needs no database row. A forged, altered or expired token is simply not valid.
 A PREVIEW token stands in any link of a `send --dry-run` preview: signed under its own
 salt, so it never checks as a confirm or unsubscribe token; the routes answer it with a
 "this is a preview" page and change nothing.
+
+A bounce token goes in the local part of the envelope sender (`bounces+<token>@domain`),
+so it must stay short (a local part is at most 64 octets) and survive an MTA that folds
+case: lower-case hex ids and a lower-case base32 HMAC, no timestamp (a DSN may come back
+days later, and an address that bounces is worth knowing whenever it does).
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -25,6 +35,7 @@ __all__ = [
     "PREFERENCES",
     "PREVIEW",
     "UNSUBSCRIBE",
+    "BounceClaim",
     "PreviewClaim",
     "TokenClaim",
     "Tokens",
@@ -53,6 +64,19 @@ class PreviewClaim:
     link: str
     subscriber_id: int
     email: str
+
+
+@dataclass(frozen=True, slots=True)
+class BounceClaim:
+    """Who one outgoing digest went to: the subscriber and the delivery (ledger row)."""
+
+    subscriber_id: int
+    delivery_id: int
+
+
+# 16 base32 characters: an 80-bit HMAC, more than enough against guessing
+_BOUNCE_MAC_CHARS = 16
+_BOUNCE_TOKEN = re.compile(r"([0-9a-f]{1,12})\.([0-9a-f]{1,12})\.([a-z2-7]{16})")
 
 
 def _kept(owner: object, slot: str, key: K, make: Callable[[K], V]) -> V:
@@ -96,6 +120,27 @@ class Tokens:
             purpose: _Uncompressed(secret_key, salt=f"publisher.{purpose}")
             for purpose in (CONFIRM, UNSUBSCRIBE, PREVIEW)
         }
+        self._bounce_key = hashlib.sha256(b"publisher.bounce\0" + secret_key.encode()).digest()
+
+    def _bounce_mac(self, ids: str) -> str:
+        digest = hmac.new(self._bounce_key, ids.encode("ascii"), hashlib.sha256).digest()
+        return base64.b32encode(digest[:10]).decode("ascii").lower()[:_BOUNCE_MAC_CHARS]
+
+    def bounce(self, subscriber_id: int, delivery_id: int) -> str:
+        """The VERP token of one delivery: `<subscriber hex>.<delivery hex>.<mac>`."""
+        ids = f"{subscriber_id:x}.{delivery_id:x}"
+        return f"{ids}.{self._bounce_mac(ids)}"
+
+    def check_bounce(self, token: str) -> BounceClaim | None:
+        """The delivery a bounce token names, or None for a forged or malformed one (case
+        is ignored: some MTAs fold the local part)."""
+        match = _BOUNCE_TOKEN.fullmatch(token.strip().lower())
+        if match is None:
+            return None
+        ids = f"{match[1]}.{match[2]}"
+        if not hmac.compare_digest(self._bounce_mac(ids), match[3]):
+            return None
+        return BounceClaim(int(match[1], 16), int(match[2], 16))
 
     def make(self, purpose: str, subscriber_id: int, email: str) -> str:
         if purpose == PREVIEW:

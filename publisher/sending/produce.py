@@ -26,9 +26,9 @@ from publisher.links import article_path, unsubscribe_path
 from publisher.mailer import Outgoing
 from publisher.messages import (
     PreparedDigest,
+    envelope_sender,
     personalize,
     prepare_digest,
-    sender_address,
     unsubscribe_mailto,
 )
 from publisher.model import Article, Delivery, Subscriber, SubscriberStatus
@@ -77,8 +77,8 @@ class DigestProducer:
         return Tokens(self.settings.secret_key)
 
     @functools.cached_property
-    def mailto_prefix(self) -> str:
-        """The List-Unsubscribe mailto before its token: the From address parsed once."""
+    def mailto_prefix(self) -> str | None:
+        """The List-Unsubscribe mailto before its token (None: off), the From parsed once."""
         return unsubscribe_mailto(self.settings, "")
 
     def article_url(self, article: Article) -> str:
@@ -141,8 +141,14 @@ class DigestProducer:
             to_address=subscriber.email,
             message_id=message_id,
             unsubscribe_url=self.settings.url(unsubscribe_path(token)),
-            unsubscribe_mail=self.mailto_prefix + token,
+            unsubscribe_mail=None if self.mailto_prefix is None else self.mailto_prefix + token,
         )
+
+    def sender(self, subscriber: Subscriber, delivery: Delivery) -> str:
+        """The envelope sender: a VERP address naming this delivery when bounces are read."""
+        if not self.settings.smtp.bounce_address:
+            return envelope_sender(self.settings, None)
+        return envelope_sender(self.settings, self.tokens.bounce(subscriber.id, delivery.id))
 
     async def produce(
         self,
@@ -155,7 +161,6 @@ class DigestProducer:
     ) -> AsyncIterator[Produced]:
         """The rows as messages, a page at a time (memory stays flat). A `preview`'s rows
         exist only in memory: its links are inert and no row is closed."""
-        sender = sender_address(self.settings)
         cache: OrderedDict[tuple[Any, ...], PreparedDigest] = OrderedDict()
         found = CorrectionsFound()
         async for page in pages:
@@ -175,7 +180,7 @@ class DigestProducer:
                 data = self.message(prepared, subscriber, delivery.message_id, preview=preview)
                 outgoing = Outgoing(
                     delivery.id,
-                    sender,
+                    self.sender(subscriber, delivery),
                     subscriber.email,
                     data,
                     delivery.message_id,
