@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 from rich.table import Table
+from rich.text import Text
 
 from publisher.config import Settings, load_settings
 from publisher.console import (
@@ -30,8 +31,8 @@ from publisher.console import (
     text,
     worker_progress,
 )
-from publisher.errors import ConfigError, MissingDatabase, PublisherError
-from publisher.model import FileOutcome
+from publisher.errors import BadReference, ConfigError, MissingDatabase, PublisherError
+from publisher.model import Article, FileOutcome
 from publisher.secrecy import ensure_secret_key
 
 if TYPE_CHECKING:  # typing only: App and the services load inside the commands
@@ -40,7 +41,12 @@ if TYPE_CHECKING:  # typing only: App and the services load inside the commands
 
 __all__ = ["main"]
 
-_NOTABLE = (FileOutcome.DUPLICATE, FileOutcome.QUARANTINED, FileOutcome.UPDATED)
+_NOTABLE = (
+    FileOutcome.DUPLICATE,
+    FileOutcome.QUARANTINED,
+    FileOutcome.UPDATED,
+    FileOutcome.DELETED,
+)
 
 T = TypeVar("T")
 
@@ -70,7 +76,7 @@ class PublisherGroup(click.Group):
             return super().invoke(ctx)
         except PublisherError as exc:
             terminal = _terminal(ctx)
-            if isinstance(exc, ConfigError):
+            if isinstance(exc, ConfigError | BadReference):
                 terminal.fail(exc.message, exc.hint, 2, one_line=True)
             terminal.fail(exc.message, exc.hint, 1)
         except OSError as exc:
@@ -303,7 +309,7 @@ def articles_list(
                     text(a.slug),
                     (
                         text(a.published.astimezone(zone).date().isoformat()),
-                        text(a.title),
+                        _listed_title(a, zone),
                         text(a.category),
                         text(a.author or ""),
                     ),
@@ -315,12 +321,20 @@ def articles_list(
     )
 
 
+def _listed_title(article: Article, zone: Any) -> Text:
+    if article.deleted is None:
+        return text(article.title)
+    shown = text(f"deleted {article.deleted.astimezone(zone).date().isoformat()}: ", "red")
+    return shown.append(text(article.title))
+
+
 @articles.command("show")
 @click.argument("article_id")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON object.")
 @click.pass_context
 def articles_show(ctx: click.Context, article_id: str, as_json: bool) -> None:
-    """Show one article (by id or slug) and the boilerplate removed from it.
+    """Show one article (by id, slug, or a unique prefix of either) and the boilerplate
+    removed from it.
 
     Example: publisher articles show 2020-09-01-harbin-regains-national-civilized-city-title
     """
@@ -349,6 +363,9 @@ def articles_show(ctx: click.Context, article_id: str, as_json: bool) -> None:
         ("file", article.source_file),
     ]:
         terminal.say(f"{label:>10}: {value}")
+    if article.deleted is not None:
+        when = article.deleted.astimezone(zone).isoformat()
+        terminal.show(text(f"{'deleted':>10}: deleted at {when} (`articles restore` undoes it)"))
     terminal.show("")
     for block in article.blocks:
         for line in block.text.split("\n"):  # a block's own lines stay lines
@@ -359,6 +376,55 @@ def articles_show(ctx: click.Context, article_id: str, as_json: bool) -> None:
         for r in article.removed:
             table.add_row(text(r.rule), text(r.text), text(r.reason))
         terminal.show(table)
+
+
+@articles.command("delete")
+@click.argument("references", metavar="ID...", nargs=-1, required=True)
+@click.option("--yes", is_flag=True, help="Do not ask (needed without a terminal).")
+@click.pass_context
+def articles_delete(ctx: click.Context, references: tuple[str, ...], yes: bool) -> None:
+    """Unpublish articles (by id, slug, or a unique prefix of either): out of every feed,
+    page and unsent digest, a tombstone in the Atom feeds, the page answers 410, the file
+    moves to <inbox>/deleted/. `articles restore` undoes it.
+
+    Example: publisher articles delete 2020-09-01-harbin-regains --yes
+    """
+    app, terminal = _app(ctx), _terminal(ctx)
+    chosen = [app.article(reference) for reference in references]
+    if not yes:
+        if not sys.stdin.isatty():
+            terminal.fail(
+                "not deleting without confirmation: no terminal to ask on",
+                "pass --yes to delete without a prompt",
+                2,
+                one_line=True,
+            )
+        for article in chosen:
+            terminal.say(f"{article.slug}: {article.title}")
+        if not click.confirm(f"Delete {len(chosen)} article(s)?", default=False):
+            terminal.fail("nothing deleted", None, 1)
+    for done in app.delete_articles(references):
+        if done.already:
+            terminal.say(f"already deleted: {done.article.slug}")
+            continue
+        where = f"; file moved to {done.moved_to}" if done.moved_to else f" ({done.note})"
+        terminal.say(f"deleted {done.article.slug}{where}")
+
+
+@articles.command("restore")
+@click.argument("reference", metavar="ID")
+@click.pass_context
+def articles_restore(ctx: click.Context, reference: str) -> None:
+    """Publish a deleted article again (its file goes back to the inbox if the name is free).
+
+    Example: publisher articles restore 2020-09-01-harbin-regains
+    """
+    app, terminal = _app(ctx), _terminal(ctx)
+    restored = app.restore_article(reference)
+    where = f"; file back at {restored.moved_back}" if restored.moved_back else ""
+    terminal.say(f"restored {restored.article.slug}{where}")
+    if restored.note:
+        terminal.warn(restored.note)
 
 
 # -- feeds and pages ---------------------------------------------------------------
@@ -769,7 +835,12 @@ def _show_status(terminal: Terminal, found: dict[str, Any]) -> None:
     )
     lines = [
         ("database", database),
-        ("articles", f"{articles['total']} (last ingest: {articles['last_ingest'] or 'never'})"),
+        (
+            "articles",
+            f"{articles['total']}"
+            + (f", {articles['deleted']} of them deleted" if articles.get("deleted") else "")
+            + f" (last ingest: {articles['last_ingest'] or 'never'})",
+        ),
         ("feeds", f"last built: {feeds['last_built'] or 'never'} ({feeds['output_dir']})"),
         (
             "scheduler",

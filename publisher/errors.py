@@ -2,6 +2,7 @@
 
     PublisherError(message, hint)
     ├── ConfigError   (ValueError)       bad settings: exit 2
+    ├── BadReference  (LookupError)      an article ID naming none, or several: exit 2
     ├── ParseError    (ValueError)       a file that is not an article: quarantined
     ├── StoreError    (RuntimeError)     database unreachable, locked, bad schema
     │   └── MissingDatabase                a read-only command found no database yet
@@ -16,6 +17,7 @@ from __future__ import annotations
 import re
 
 __all__ = [
+    "BadReference",
     "ConfigError",
     "MissingDatabase",
     "ParseError",
@@ -43,6 +45,10 @@ class PublisherError(Exception):
 
 class ConfigError(PublisherError, ValueError):
     """The configuration file or environment is wrong."""
+
+
+class BadReference(PublisherError, LookupError):
+    """An ID given on the command line names no article, or more than one (a prefix)."""
 
 
 class ParseError(PublisherError, ValueError):

@@ -17,6 +17,7 @@ from urllib.parse import quote
 
 __all__ = [
     "CONFIRM_ROUTE",
+    "GONE_PAGES",
     "UNSUBSCRIBE_ROUTE",
     "absolute",
     "archive_path",
@@ -30,6 +31,8 @@ __all__ = [
 
 CONFIRM_ROUTE = "/confirm/{token}"
 UNSUBSCRIBE_ROUTE = "/unsubscribe/{token}"
+# in the output folder, never served: the pages of deleted articles, answered 410 Gone
+GONE_PAGES = ".build/gone.json"
 
 
 _NOT_PRINTABLE_ASCII = re.compile(r"[^\x21-\x7e]+")

@@ -93,6 +93,7 @@ class Article:
     ingested: datetime
     removed: tuple[Removal, ...] = field(default=())
     language: str | None = None  # None: the site's site.language
+    deleted: datetime | None = None  # when the editor deleted it (`articles delete`)
 
     @property
     def category(self) -> str:
@@ -119,6 +120,7 @@ class Article:
             "content_hash": self.content_hash,
             "source_file": self.source_file,
             "language": self.language,
+            "deleted": when(self.deleted) if self.deleted else None,
         }
         if body:
             view["blocks"] = [block.text for block in self.blocks]
@@ -172,6 +174,7 @@ class FileOutcome(StrEnum):
     UNCHANGED = "unchanged"  # these bytes were ingested before
     QUARANTINED = "quarantined"
     VANISHED = "vanished"  # gone before it was read
+    DELETED = "deleted"  # a copy of a deleted article: not published again
 
 
 class RunStatus(StrEnum):

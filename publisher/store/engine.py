@@ -124,6 +124,11 @@ def _block_markup(connection: Connection) -> None:
         connection.exec_driver_sql("ALTER TABLE blocks ADD COLUMN markup TEXT")
 
 
+def _deletions(connection: Connection) -> None:
+    """Schema 8: the deletions table, made by create_all before migrations run; nothing was
+    deleted before it existed."""
+
+
 MIGRATIONS: dict[int, Callable[[Connection], None]] = {
     2: _blocks_by_article_seq,
     3: _drop_unused_article_indexes,
@@ -131,6 +136,7 @@ MIGRATIONS: dict[int, Callable[[Connection], None]] = {
     5: _article_language,
     6: _article_source_keys,
     7: _block_markup,
+    8: _deletions,
 }
 
 # Serializes writers on PostgreSQL the way BEGIN IMMEDIATE does on SQLite.

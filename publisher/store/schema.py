@@ -25,7 +25,7 @@ from sqlalchemy.engine import Dialect
 __all__ = ["SCHEMA_VERSION", "UTCDateTime", "metadata"]
 
 # Bump with a migration in store/engine.py; an upgrade never drops data.
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -132,6 +132,21 @@ boilerplate = Table(
     Column("text", Text, nullable=False),
     Column("advertises", Text),  # title_key of the headline before it, if a teaser
     Column("decided", UTCDateTime, nullable=False),
+)
+
+# Schema 8: an article the editor deleted (`publisher articles delete`). Its row stays in
+# `articles`, so archive pages (which count positions over every row) never shift and a
+# later copy of it is recognised; outputs leave it out while a row is here.
+deletions = Table(
+    "deletions",
+    metadata,
+    Column(
+        "article_id", String(400), ForeignKey("articles.id", ondelete="CASCADE"), primary_key=True
+    ),
+    Column("at", UTCDateTime, nullable=False),
+    # where its file went, relative to <inbox>/deleted/; NULL when none was moved
+    Column("moved_to", Text),
+    Column("moved_from", Text),  # that file's path relative to the inbox
 )
 
 ingest_log = Table(

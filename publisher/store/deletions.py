@@ -1,0 +1,108 @@
+"""Deleted articles (the deletions table): written by `articles delete`, read by every output.
+
+The article's row stays in `articles` (archive positions count every row, and a later copy
+of it must still be recognised); a row here takes it out of feeds, pages and digests.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import Connection, bindparam, delete, insert, select, update
+
+from publisher.model import DeliveryStatus
+from publisher.store.chunks import chunks
+from publisher.store.schema import articles, deletions, deliveries
+
+__all__ = ["Deleted", "Deletions"]
+
+
+@dataclass(frozen=True, slots=True)
+class Deleted:
+    """One deleted article: when, its category (for its feed's tombstone) and its file."""
+
+    article_id: str
+    at: datetime
+    category: str
+    moved_to: str | None = None  # its file's name in <inbox>/deleted/
+    moved_from: str | None = None  # where that file was, relative to the inbox
+
+
+class Deletions:
+    """The deletions table, bound to a connection (the caller owns the transaction)."""
+
+    def __init__(self, connection: Connection) -> None:
+        self.connection = connection
+
+    def ids(self) -> frozenset[str]:
+        """Every deleted article's id (a small table: read whole)."""
+        return frozenset(self.connection.execute(select(deletions.c.article_id)).scalars())
+
+    def all(self) -> dict[str, Deleted]:
+        rows = self.connection.execute(
+            select(
+                deletions.c.article_id,
+                deletions.c.at,
+                deletions.c.moved_to,
+                deletions.c.moved_from,
+                articles.c.category,
+            ).join(articles, articles.c.id == deletions.c.article_id)
+        )
+        return {
+            str(row.article_id): Deleted(
+                str(row.article_id), row.at, str(row.category), row.moved_to, row.moved_from
+            )
+            for row in rows
+        }
+
+    def get(self, article_id: str) -> Deleted | None:
+        return self.all_of([article_id]).get(article_id)
+
+    def all_of(self, ids: Sequence[str]) -> dict[str, Deleted]:
+        found = self.all()
+        return {i: found[i] for i in ids if i in found}
+
+    def since(self, cutoff: datetime) -> list[Deleted]:
+        """Deletions at or after `cutoff`, newest first (the feeds' tombstones)."""
+        return sorted(
+            (d for d in self.all().values() if d.at >= cutoff),
+            key=lambda d: (d.at, d.article_id),
+            reverse=True,
+        )
+
+    def add(
+        self, article_id: str, at: datetime, moved_to: str | None, moved_from: str | None
+    ) -> None:
+        self.connection.execute(
+            insert(deletions).values(
+                article_id=article_id, at=at, moved_to=moved_to, moved_from=moved_from
+            )
+        )
+
+    def remove(self, article_id: str) -> None:
+        self.connection.execute(delete(deletions).where(deletions.c.article_id == article_id))
+
+    def drop_from_pending(self, ids: Iterable[str]) -> int:
+        """Take these articles out of every delivery not handed to SMTP yet; the number of
+        rows changed. A row already `sending` is left: its message may be on the wire."""
+        gone = set(ids)
+        changed: list[dict[str, object]] = []
+        query = select(deliveries.c.id, deliveries.c.article_ids).where(
+            deliveries.c.status == DeliveryStatus.PENDING.value
+        )
+        for row in self.connection.execute(query):
+            held = json.loads(row.article_ids)
+            if gone & set(held):
+                kept = [i for i in held if i not in gone]
+                changed.append({"target": row.id, "new_ids": json.dumps(kept)})
+        for chunk in chunks(changed, 500):
+            self.connection.execute(
+                update(deliveries)
+                .where(deliveries.c.id == bindparam("target"))
+                .values(article_ids=bindparam("new_ids")),
+                chunk,
+            )
+        return len(changed)
