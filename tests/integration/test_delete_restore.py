@@ -10,11 +10,16 @@ file is in <inbox>/deleted/, and ingesting its content again does not bring it b
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
 import urllib.error
 import urllib.request
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email import message_from_bytes
@@ -32,6 +37,7 @@ from publisher.config import load_settings
 from publisher.model import DeliveryStatus
 from publisher.store.schema import deliveries
 from tests.conftest import SEEDS
+from tests.integration.test_watch import watches
 from tests.integration.test_web import run_server
 from tests.smtp_sink import SmtpSink, send_config
 
@@ -177,6 +183,11 @@ def test_delete_leaves_every_output_and_restore_brings_it_back(newsroom: Newsroo
 def test_ingesting_its_content_again_does_not_resurrect_it(newsroom: Newsroom) -> None:
     victim = newsroom.ids[VICTIM]
     assert newsroom.cli("articles", "delete", VICTIM, "--yes").exit_code == 0
+    # deleted/ is publisher's own folder: an ingest of the inbox never looks inside
+    untouched = newsroom.cli("ingest", "--json")
+    assert untouched.exit_code == 0, untouched.output
+    assert {r["outcome"] for r in json.loads(untouched.stdout)} == {"unchanged"}
+    assert len(json.loads(untouched.stdout)) == 4
     kept = newsroom.inbox / "deleted" / VICTIM_FILE
     original = kept.read_text(encoding="utf-8")
     # the same file back under its name, an exact copy elsewhere, and a corrected copy
@@ -303,3 +314,57 @@ def test_restore_never_overwrites_a_new_file_under_the_old_name(newsroom: Newsro
     assert (newsroom.inbox / VICTIM_FILE).read_text(encoding="utf-8") == newer
     assert (newsroom.inbox / "deleted" / VICTIM_FILE).is_file()
     assert newsroom.ids[VICTIM] in _feed_ids(newsroom.public / "atom.xml")
+
+
+def _wait_for(condition: Callable[[], bool], what: str, seconds: float = 30.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, f"waited {seconds} s for {what}"
+        time.sleep(0.05)
+
+
+STORY = "Home>Harbin Today\n\n{0}\n\nUpdated : 2026-11-21\n\nBy ( Harbin Daily )\n\n{1}\n"
+
+
+def test_the_watcher_ignores_the_deleted_folder_and_keeps_it_deleted(
+    newsroom: Newsroom, tmp_path: Path
+) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PUBLISHER_")}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "publisher", "--config", str(newsroom.config), "watch"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        _wait_for(
+            lambda: watches(process.pid, newsroom.inbox) or process.poll() is not None,
+            "the inbox watch",
+        )
+        assert process.poll() is None
+        assert newsroom.cli("articles", "delete", VICTIM, "--yes").exit_code == 0
+        # a file saved inside deleted/ is never an article, whatever it holds
+        (newsroom.inbox / "deleted" / "new-in-deleted.txt").write_text(
+            STORY.format("Written into deleted", "Nobody should see this."), encoding="utf-8"
+        )
+        # the positive signal: a later file in the inbox is ingested and built
+        (newsroom.inbox / "later.txt").write_text(
+            STORY.format("Ice festival opens", "The ice festival opened on Friday."),
+            encoding="utf-8",
+        )
+        _wait_for(
+            lambda: "Ice festival opens" in (newsroom.public / "index.html").read_text("utf-8"),
+            "the later article in the index",
+        )
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=10)
+        finally:
+            process.kill()
+    titles = {a.title: a for a in newsroom.app.articles()}
+    assert "Written into deleted" not in titles
+    assert titles["Harbin regains ‘National Civilized City’ title"].deleted is not None
+    assert newsroom.ids[VICTIM] not in _feed_ids(newsroom.public / "atom.xml")
+    assert (newsroom.inbox / "deleted" / VICTIM_FILE).is_file()
