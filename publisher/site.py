@@ -43,7 +43,7 @@ from publisher.output import OutputDir
 from publisher.render import builtin_templates, render, template_environment
 from publisher.store import Store
 from publisher.store.builds import SiteBuilds
-from publisher.store.deletions import Deleted, Deletions
+from publisher.store.deletions import Deletion, Deletions
 from publisher.store.pages import ArticleStamp, SiteQueries
 
 __all__ = ["BuildResult", "ChangeReport", "ChangedArticle", "SiteBuilder", "category_slugs"]
@@ -298,7 +298,7 @@ class SiteBuilder:
             return list(latest)
         return sorted([*latest, *extra], key=lambda a: a.published, reverse=True)
 
-    def _tombstones(self, deleted: Iterable[Deleted]) -> tuple[Tombstone, ...]:
+    def _tombstones(self, deleted: Iterable[Deletion]) -> tuple[Tombstone, ...]:
         """RFC 6721 deleted entries for the articles deleted within feeds.tombstone_days,
         newest first."""
         cutoff = self.clock() - timedelta(days=self.settings.feeds.tombstone_days)
@@ -435,7 +435,7 @@ class SiteBuilder:
         queries: SiteQueries,
         stamps: Sequence[ArticleStamp],
         slugs: dict[str, str],
-        deleted: dict[str, Deleted],
+        deleted: dict[str, Deletion],
     ) -> int:
         known = self._load_json(out, PAGES_STATE) or {}
         fingerprints = {s.id: s.key.hex() for s in stamps}

@@ -7,7 +7,7 @@ of it must still be recognised); a row here takes it out of feeds, pages and dig
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -17,11 +17,11 @@ from publisher.model import DeliveryStatus
 from publisher.store.chunks import chunks
 from publisher.store.schema import articles, deletions, deliveries
 
-__all__ = ["Deleted", "Deletions"]
+__all__ = ["Deletion", "Deletions"]
 
 
 @dataclass(frozen=True, slots=True)
-class Deleted:
+class Deletion:
     """One deleted article: when, its category (for its feed's tombstone) and its file."""
 
     article_id: str
@@ -41,7 +41,7 @@ class Deletions:
         """Every deleted article's id (a small table: read whole)."""
         return frozenset(self.connection.execute(select(deletions.c.article_id)).scalars())
 
-    def all(self) -> dict[str, Deleted]:
+    def all(self) -> dict[str, Deletion]:
         rows = self.connection.execute(
             select(
                 deletions.c.article_id,
@@ -52,26 +52,14 @@ class Deletions:
             ).join(articles, articles.c.id == deletions.c.article_id)
         )
         return {
-            str(row.article_id): Deleted(
+            str(row.article_id): Deletion(
                 str(row.article_id), row.at, str(row.category), row.moved_to, row.moved_from
             )
             for row in rows
         }
 
-    def get(self, article_id: str) -> Deleted | None:
-        return self.all_of([article_id]).get(article_id)
-
-    def all_of(self, ids: Sequence[str]) -> dict[str, Deleted]:
-        found = self.all()
-        return {i: found[i] for i in ids if i in found}
-
-    def since(self, cutoff: datetime) -> list[Deleted]:
-        """Deletions at or after `cutoff`, newest first (the feeds' tombstones)."""
-        return sorted(
-            (d for d in self.all().values() if d.at >= cutoff),
-            key=lambda d: (d.at, d.article_id),
-            reverse=True,
-        )
+    def get(self, article_id: str) -> Deletion | None:
+        return self.all().get(article_id)
 
     def add(
         self, article_id: str, at: datetime, moved_to: str | None, moved_from: str | None

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import os
+import pty
+import select as waiting
 import shutil
 import signal
 import subprocess
@@ -368,3 +370,44 @@ def test_the_watcher_ignores_the_deleted_folder_and_keeps_it_deleted(
     assert titles["Harbin regains ‘National Civilized City’ title"].deleted is not None
     assert newsroom.ids[VICTIM] not in _feed_ids(newsroom.public / "atom.xml")
     assert (newsroom.inbox / "deleted" / VICTIM_FILE).is_file()
+
+
+def _answer_prompt(command: list[str], cwd: Path, answer: bytes) -> tuple[int, str]:
+    """Run `command` on a pseudo-terminal; type `answer` once it asks. (exit code, output)"""
+    controller, terminal = pty.openpty()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PUBLISHER_")}
+    process = subprocess.Popen(
+        command, cwd=cwd, env=env, stdin=terminal, stdout=terminal, stderr=terminal
+    )
+    os.close(terminal)
+    output = b""
+    answered = False
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        ready, _, _ = waiting.select([controller], [], [], 0.1)
+        if ready:
+            try:
+                chunk = os.read(controller, 4096)
+            except OSError:  # the other end closed: the process is done
+                break
+            if not chunk:
+                break
+            output += chunk
+        if not answered and b"[y/N]" in output:
+            os.write(controller, answer)
+            answered = True
+    os.close(controller)
+    return process.wait(timeout=30), output.decode("utf-8", "replace")
+
+
+def test_on_a_terminal_it_asks_first(newsroom: Newsroom, tmp_path: Path) -> None:
+    command = [sys.executable, "-m", "publisher", "--config", str(newsroom.config)]
+    command += ["articles", "delete", VICTIM]
+
+    code, output = _answer_prompt(command, tmp_path, b"n\n")
+    assert code == 1 and "Delete 1 article(s)?" in output and VICTIM in output, output
+    assert all(a.deleted is None for a in newsroom.app.articles())
+
+    code, output = _answer_prompt(command, tmp_path, b"y\n")
+    assert code == 0 and f"deleted {VICTIM}" in output, output
+    assert newsroom.app.article(VICTIM).deleted is not None
