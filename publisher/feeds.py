@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, tzinfo
 from typing import Any
+from xml.sax.saxutils import escape
 
 from feedgen.ext.base import BaseEntryExtension, BaseExtension
 from feedgen.feed import FeedGenerator
@@ -36,6 +37,7 @@ __all__ = [
     "feed_language",
     "json_feed",
     "rss",
+    "sitemap",
 ]
 
 ATOM_TYPE = "application/atom+xml"
@@ -324,3 +326,25 @@ def _json_item(entry: Entry, channel: Channel, feed_level: str | None) -> dict[s
 
 def _fields(channel: Channel) -> dict[str, Any]:
     return {name: getattr(channel, name) for name in Channel.__slots__}
+
+
+SITEMAP_URLS = 50_000  # the most one sitemap file may list (sitemaps.org)
+
+
+def sitemap(pages: Sequence[tuple[str, datetime | None]], zone: tzinfo) -> bytes:
+    """A sitemaps.org urlset: (absolute URL, last modified) of each page, at most
+    SITEMAP_URLS of them (the caller puts the ones that matter most first); dates are
+    W3C datetimes in `zone`."""
+    lines = [
+        '<?xml version="1.0" encoding="UTF-8"?>',
+        '<urlset xmlns="http://www.sitemaps.org/schemas/sitemap/0.9">',
+    ]
+    for url, modified in pages[:SITEMAP_URLS]:
+        lastmod = (
+            f"<lastmod>{modified.astimezone(zone).isoformat(timespec='seconds')}</lastmod>"
+            if modified
+            else ""
+        )
+        lines.append(f"  <url><loc>{escape(url)}</loc>{lastmod}</url>")
+    lines.append("</urlset>")
+    return ("\n".join(lines) + "\n").encode("utf-8")

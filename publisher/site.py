@@ -198,6 +198,7 @@ class SiteBuilder:
             archives = self._full_archives(out, queries, stamps, state.get("archives", {}))
             result.rendered += self._full_pages(out, queries, stamps, slugs, deleted)
             self._index(out, latest, queries.categories(include_deleted=False), slugs)
+            self._sitemap(out, queries)
         self._static(out)
         self._save_state(
             out,
@@ -253,6 +254,8 @@ class SiteBuilder:
                 self._article_page(out, article, slugs)
                 result.rendered += 1
             self._index(out, latest, queries.categories(include_deleted=False), slugs)
+            if found:
+                self._sitemap(out, queries)
         state.update(
             categories=held,
             category_names=names,
@@ -503,6 +506,15 @@ class SiteBuilder:
             root="",
         )
         out.write("index.html", html.encode("utf-8"))
+
+    def _sitemap(self, out: OutputDir, queries: SiteQueries) -> None:
+        """sitemap.xml: the index and every published article page, newest first."""
+        url = self.settings.url
+        found = queries.page_dates(feeds.SITEMAP_URLS - 1)
+        pages = [(url(article_path(slug)), updated) for slug, updated in found]
+        newest = max((updated for _, updated in found), default=None)
+        listed = [(url("index.html"), newest), *pages]
+        out.write("sitemap.xml", feeds.sitemap(listed, self.settings.zone))
 
     def _static(self, out: OutputDir) -> None:
         for folder in [self.settings.templates_dir, builtin_templates()]:

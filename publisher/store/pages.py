@@ -122,6 +122,16 @@ class SiteQueries(Articles):
             result[article_id] = total - int(newer_or_same)
         return result
 
+    def page_dates(self, limit: int) -> list[tuple[str, datetime]]:
+        """(slug, updated) of the `limit` newest articles not deleted (the sitemap)."""
+        rows = self.connection.execute(
+            select(articles.c.slug, articles.c.updated)
+            .where(LIVE)
+            .order_by(articles.c.published.desc(), articles.c.seq.desc())
+            .limit(limit)
+        )
+        return [(str(row.slug), row.updated) for row in rows]
+
     def removals_since(self, since: datetime | None) -> tuple[set[str], datetime | None]:
         """Articles that had blocks removed at or after `since`, and the newest decision time."""
         query = select(removals.c.article_id, removals.c.decided)

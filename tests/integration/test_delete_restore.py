@@ -106,6 +106,14 @@ def _reachable(public: Path) -> set[str]:
     return found
 
 
+def _sitemap_pages(public: Path) -> set[str]:
+    """The pages sitemap.xml lists, relative to the site root."""
+    root = ET.fromstring((public / "sitemap.xml").read_bytes())
+    space = "{http://www.sitemaps.org/schemas/sitemap/0.9}"
+    base = "http://127.0.0.1:8080/"
+    return {loc.text.removeprefix(base) for loc in root.iter(f"{space}loc") if loc.text}
+
+
 def _status(url: str) -> int:
     try:
         with urllib.request.urlopen(url, timeout=10) as response:
@@ -132,6 +140,9 @@ def test_delete_leaves_every_output_and_restore_brings_it_back(newsroom: Newsroo
     assert victim not in _json_feed_ids(public / "feed.json")
     assert victim not in _json_feed_ids(category / "feed.json")
     assert VICTIM not in (public / "index.html").read_text(encoding="utf-8")
+    assert _sitemap_pages(public) == {
+        f"articles/{slug}.html" for slug in newsroom.ids if slug != VICTIM
+    } | {"index.html"}
     # RFC 6721 tombstones in the site feed and its category's, nowhere else
     site_stones = _tombstones(public / "atom.xml")
     assert list(site_stones) == [victim]
@@ -174,6 +185,7 @@ def test_delete_leaves_every_output_and_restore_brings_it_back(newsroom: Newsroo
     assert _archive_pages(public) == archives_before
     assert _reachable(public) == others | {victim}
     assert VICTIM in (public / "index.html").read_text(encoding="utf-8")
+    assert f"articles/{VICTIM}.html" in _sitemap_pages(public)
     for url, _ in run_server(newsroom.app):
         assert _status(f"{url}articles/{VICTIM}.html") == 200
     # restored and ingested again: its own file again, nothing changes
