@@ -380,7 +380,10 @@ def test_the_watcher_ignores_the_deleted_folder_and_keeps_it_deleted(
     titles = {a.title: a for a in newsroom.app.articles()}
     assert "Written into deleted" not in titles
     assert titles["Harbin regains ‘National Civilized City’ title"].deleted is not None
+    # the watcher's own (incremental) build after the later file left it out too
     assert newsroom.ids[VICTIM] not in _feed_ids(newsroom.public / "atom.xml")
+    assert not (newsroom.public / "articles" / f"{VICTIM}.html").exists()
+    assert f"articles/{VICTIM}.html" not in _sitemap_pages(newsroom.public)
     assert (newsroom.inbox / "deleted" / VICTIM_FILE).is_file()
 
 
