@@ -38,6 +38,7 @@ __all__ = [
     "json_feed",
     "rss",
     "sitemap",
+    "sitemap_index",
 ]
 
 ATOM_TYPE = "application/atom+xml"
@@ -328,23 +329,21 @@ def _fields(channel: Channel) -> dict[str, Any]:
     return {name: getattr(channel, name) for name in Channel.__slots__}
 
 
-SITEMAP_URLS = 50_000  # the most one sitemap file may list (sitemaps.org)
+_SITEMAP_NS = "http://www.sitemaps.org/schemas/sitemap/0.9"
 
 
-def sitemap(pages: Sequence[tuple[str, datetime | None]], zone: tzinfo) -> bytes:
-    """A sitemaps.org urlset: (absolute URL, last modified) of each page, at most
-    SITEMAP_URLS of them (the caller puts the ones that matter most first); dates are
-    W3C datetimes in `zone`."""
-    lines = [
-        '<?xml version="1.0" encoding="UTF-8"?>',
-        '<urlset xmlns="http://www.sitemaps.org/schemas/sitemap/0.9">',
-    ]
-    for url, modified in pages[:SITEMAP_URLS]:
-        lastmod = (
-            f"<lastmod>{modified.astimezone(zone).isoformat(timespec='seconds')}</lastmod>"
-            if modified
-            else ""
-        )
-        lines.append(f"  <url><loc>{escape(url)}</loc>{lastmod}</url>")
-    lines.append("</urlset>")
-    return ("\n".join(lines) + "\n").encode("utf-8")
+def sitemap(urls: Sequence[str]) -> bytes:
+    """A sitemaps.org urlset of these absolute URLs (at most 50,000, the protocol's limit)."""
+    lines = [f"  <url><loc>{escape(url)}</loc></url>" for url in urls]
+    return _sitemap_document("urlset", lines)
+
+
+def sitemap_index(urls: Sequence[str]) -> bytes:
+    """A sitemaps.org sitemap index naming these sitemap files."""
+    lines = [f"  <sitemap><loc>{escape(url)}</loc></sitemap>" for url in urls]
+    return _sitemap_document("sitemapindex", lines)
+
+
+def _sitemap_document(root: str, lines: Sequence[str]) -> bytes:
+    head = ['<?xml version="1.0" encoding="UTF-8"?>', f'<{root} xmlns="{_SITEMAP_NS}">']
+    return ("\n".join([*head, *lines, f"</{root}>"]) + "\n").encode("utf-8")

@@ -25,6 +25,7 @@ __all__ = [
     "category_path",
     "confirm_path",
     "href",
+    "sitemap_path",
     "slug_words",
     "unsubscribe_path",
 ]
@@ -91,6 +92,11 @@ def category_path(slug: str) -> str:
 def archive_path(number: int) -> str:
     """An RFC 5005 archive document."""
     return f"archive/{number}.xml"
+
+
+def sitemap_path(number: int) -> str:
+    """One page of the sitemap (sitemap.xml is their index)."""
+    return f"sitemap/{number}.xml"
 
 
 def confirm_path(token: str) -> str:

@@ -37,7 +37,14 @@ from publisher.body import body_html
 from publisher.config import Settings
 from publisher.errors import StoreError
 from publisher.feeds import Archive, Channel, Entry, Tombstone, category_slug
-from publisher.links import GONE_PAGES, archive_path, article_path, category_path, href
+from publisher.links import (
+    GONE_PAGES,
+    archive_path,
+    article_path,
+    category_path,
+    href,
+    sitemap_path,
+)
 from publisher.model import Article
 from publisher.output import OutputDir
 from publisher.render import builtin_templates, render, template_environment
@@ -56,6 +63,7 @@ STATE_VERSION = 2
 # removals recorded by a writer that committed after our last build may carry a
 # slightly older timestamp; look back this far so none is missed
 REMOVAL_LOOKBACK = timedelta(minutes=5)
+SITEMAP_PAGE = 1000  # article pages per sitemap/<n>.xml (the protocol allows 50,000)
 _TEMPLATES = ("base.html.j2", "index.html.j2", "article.html.j2", "static/style.css")
 
 
@@ -198,7 +206,7 @@ class SiteBuilder:
             archives = self._full_archives(out, queries, stamps, state.get("archives", {}))
             result.rendered += self._full_pages(out, queries, stamps, slugs, deleted)
             self._index(out, latest, queries.categories(include_deleted=False), slugs)
-            self._sitemap(out, queries)
+            self._full_sitemap(out, stamps)
         self._static(out)
         self._save_state(
             out,
@@ -243,7 +251,7 @@ class SiteBuilder:
                 held[slug] = [a.id for a in in_category]
             names = self._emptied_categories(out, state, slugs, held)
             # archives holding a changed article, and the pages that filled up since
-            ranks = queries.ranks(changed, total).values()
+            ranks = list(queries.ranks(changed, total).values())
             numbers = {rank // self.size + 1 for rank in ranks}
             numbers |= set(range(int(state.get("archived", 0)) + 1, archived + 1))
             archives: dict[str, str] = state.get("archives", {})
@@ -254,8 +262,7 @@ class SiteBuilder:
                 self._article_page(out, article, slugs)
                 result.rendered += 1
             self._index(out, latest, queries.categories(include_deleted=False), slugs)
-            if found:
-                self._sitemap(out, queries)
+            self._changed_sitemap(out, queries, ranks, total)
         state.update(
             categories=held,
             category_names=names,
@@ -507,14 +514,43 @@ class SiteBuilder:
         )
         out.write("index.html", html.encode("utf-8"))
 
-    def _sitemap(self, out: OutputDir, queries: SiteQueries) -> None:
-        """sitemap.xml: the index and every published article page, newest first."""
+    # -- sitemap -------------------------------------------------------------------
+    # sitemap/<n>.xml pages hold SITEMAP_PAGE articles each in ingest order, as archives
+    # do, so a build rewrites only the pages whose articles changed; sitemap.xml indexes them
+
+    def _sitemap_pages(self, total: int) -> int:
+        return max(1, -(-total // SITEMAP_PAGE))
+
+    def _full_sitemap(self, out: OutputDir, stamps: Sequence[ArticleStamp]) -> None:
+        count = self._sitemap_pages(len(stamps))
+        for number in range(1, count + 1):
+            members = stamps[(number - 1) * SITEMAP_PAGE : number * SITEMAP_PAGE]
+            self._sitemap_page(out, number, [s.slug for s in members if not s.deleted])
+        for name in out.names("sitemap"):
+            number_text = name.removesuffix(".xml")
+            if number_text.isdigit() and int(number_text) > count:
+                out.remove(sitemap_path(int(number_text)))
+        self._sitemap_index(out, count)
+
+    def _changed_sitemap(
+        self, out: OutputDir, queries: SiteQueries, ranks: Iterable[int], total: int
+    ) -> None:
+        count = self._sitemap_pages(total)
+        for number in sorted({rank // SITEMAP_PAGE + 1 for rank in ranks} | {count}):
+            offset = (number - 1) * SITEMAP_PAGE
+            self._sitemap_page(out, number, queries.live_slugs(offset, SITEMAP_PAGE, total))
+        self._sitemap_index(out, count)
+
+    def _sitemap_page(self, out: OutputDir, number: int, slugs: Sequence[str]) -> None:
         url = self.settings.url
-        found = queries.page_dates(feeds.SITEMAP_URLS - 1)
-        pages = [(url(article_path(slug)), updated) for slug, updated in found]
-        newest = max((updated for _, updated in found), default=None)
-        listed = [(url("index.html"), newest), *pages]
-        out.write("sitemap.xml", feeds.sitemap(listed, self.settings.zone))
+        pages = [url(article_path(slug)) for slug in slugs]
+        if number == 1:
+            pages.insert(0, url("index.html"))
+        out.write(sitemap_path(number), feeds.sitemap(pages))
+
+    def _sitemap_index(self, out: OutputDir, count: int) -> None:
+        urls = [self.settings.url(sitemap_path(n)) for n in range(1, count + 1)]
+        out.write("sitemap.xml", feeds.sitemap_index(urls))
 
     def _static(self, out: OutputDir) -> None:
         for folder in [self.settings.templates_dir, builtin_templates()]:

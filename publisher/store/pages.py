@@ -122,15 +122,29 @@ class SiteQueries(Articles):
             result[article_id] = total - int(newer_or_same)
         return result
 
-    def page_dates(self, limit: int) -> list[tuple[str, datetime]]:
-        """(slug, updated) of the `limit` newest articles not deleted (the sitemap)."""
-        rows = self.connection.execute(
-            select(articles.c.slug, articles.c.updated)
-            .where(LIVE)
-            .order_by(articles.c.published.desc(), articles.c.seq.desc())
-            .limit(limit)
-        )
-        return [(str(row.slug), row.updated) for row in rows]
+    def live_slugs(self, offset: int, limit: int, total: int) -> list[str]:
+        """Slugs of the articles at positions [offset, offset + limit) in ingest order that
+        are not deleted (a sitemap page); read from the nearer end, as in_ingest_order."""
+        query = select(articles.c.slug, LIVE.label("live"))
+        if offset > total // 2:
+            skip = max(0, total - offset - limit)
+            take = min(limit, total - offset)
+            if take <= 0:
+                return []
+            rows = list(
+                reversed(
+                    self.connection.execute(
+                        query.order_by(articles.c.seq.desc()).offset(skip).limit(take)
+                    ).all()
+                )
+            )
+        else:
+            rows = list(
+                self.connection.execute(
+                    query.order_by(articles.c.seq).offset(offset).limit(limit)
+                ).all()
+            )
+        return [str(row.slug) for row in rows if row.live]
 
     def removals_since(self, since: datetime | None) -> tuple[set[str], datetime | None]:
         """Articles that had blocks removed at or after `since`, and the newest decision time."""

@@ -107,11 +107,16 @@ def _reachable(public: Path) -> set[str]:
 
 
 def _sitemap_pages(public: Path) -> set[str]:
-    """The pages sitemap.xml lists, relative to the site root."""
-    root = ET.fromstring((public / "sitemap.xml").read_bytes())
+    """The pages the sitemap lists (sitemap.xml indexes sitemap/<n>.xml), from the site root."""
     space = "{http://www.sitemaps.org/schemas/sitemap/0.9}"
     base = "http://127.0.0.1:8080/"
-    return {loc.text.removeprefix(base) for loc in root.iter(f"{space}loc") if loc.text}
+    index = ET.fromstring((public / "sitemap.xml").read_bytes())
+    found: set[str] = set()
+    for page in index.iter(f"{space}loc"):
+        assert page.text is not None and page.text.startswith(base)
+        urlset = ET.fromstring((public / page.text.removeprefix(base)).read_bytes())
+        found |= {loc.text.removeprefix(base) for loc in urlset.iter(f"{space}loc") if loc.text}
+    return found
 
 
 def _status(url: str) -> int:
