@@ -64,14 +64,38 @@ class Deletions:
     def add(
         self, article_id: str, at: datetime, moved_to: str | None, moved_from: str | None
     ) -> None:
+        """Mark it deleted, and release its source key (kept here for a restore)."""
+        key = self.connection.execute(
+            select(articles.c.source_key).where(articles.c.id == article_id)
+        ).scalar()
         self.connection.execute(
             insert(deletions).values(
-                article_id=article_id, at=at, moved_to=moved_to, moved_from=moved_from
+                article_id=article_id,
+                at=at,
+                moved_to=moved_to,
+                moved_from=moved_from,
+                source_key=key,
             )
+        )
+        self.connection.execute(
+            update(articles).where(articles.c.id == article_id).values(source_key=None)
         )
 
     def remove(self, article_id: str) -> None:
+        """Publish it again; its source key comes back unless another article took it."""
+        key = self.connection.execute(
+            select(deletions.c.source_key).where(deletions.c.article_id == article_id)
+        ).scalar()
         self.connection.execute(delete(deletions).where(deletions.c.article_id == article_id))
+        if key is None:
+            return
+        taken = self.connection.execute(
+            select(articles.c.id).where(articles.c.source_key == key)
+        ).first()
+        if taken is None:
+            self.connection.execute(
+                update(articles).where(articles.c.id == article_id).values(source_key=key)
+            )
 
     def drop_from_pending(self, ids: Iterable[str]) -> int:
         """Take these articles out of every delivery not handed to SMTP yet; the number of

@@ -147,6 +147,9 @@ deletions = Table(
     # where its file went, relative to <inbox>/deleted/; NULL when none was moved
     Column("moved_to", Text),
     Column("moved_from", Text),  # that file's path relative to the inbox
+    # its articles.source_key, released while it is deleted so that a new story saved under
+    # its old path is a new article (a copy of it is still found by content)
+    Column("source_key", Text),
 )
 
 ingest_log = Table(

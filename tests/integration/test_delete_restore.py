@@ -431,3 +431,26 @@ def test_on_a_terminal_it_asks_first(newsroom: Newsroom, tmp_path: Path) -> None
     code, output = _answer_prompt(command, tmp_path, b"y\n")
     assert code == 0 and f"deleted {VICTIM}" in output, output
     assert newsroom.app.article(VICTIM).deleted is not None
+
+
+def test_a_new_story_saved_under_the_deleted_ones_path_is_a_new_article(
+    newsroom: Newsroom,
+) -> None:
+    assert newsroom.cli("articles", "delete", VICTIM, "--yes").exit_code == 0
+    (newsroom.inbox / VICTIM_FILE).write_text(
+        STORY.format("Bridge closed for repairs", "Repairs close the Songhua bridge for a week."),
+        encoding="utf-8",
+    )
+
+    added = newsroom.cli("ingest", "--json")
+
+    assert added.exit_code == 0, added.output
+    [result] = [r for r in json.loads(added.stdout) if r["file"] == VICTIM_FILE]
+    assert result["outcome"] == "added" and result["article_id"] != newsroom.ids[VICTIM]
+    assert result["article_id"] in _feed_ids(newsroom.public / "atom.xml")
+    # the deleted article comes back beside it; the new story keeps the path
+    restored = newsroom.cli("articles", "restore", VICTIM)
+    assert restored.exit_code == 0 and "taken" in restored.stderr
+    assert {newsroom.ids[VICTIM], result["article_id"]} <= _feed_ids(newsroom.public / "atom.xml")
+    again = newsroom.cli("ingest", "--json")
+    assert {r["outcome"] for r in json.loads(again.stdout)} == {"unchanged"}
