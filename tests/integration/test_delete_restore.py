@@ -454,3 +454,37 @@ def test_a_new_story_saved_under_the_deleted_ones_path_is_a_new_article(
     assert {newsroom.ids[VICTIM], result["article_id"]} <= _feed_ids(newsroom.public / "atom.xml")
     again = newsroom.cli("ingest", "--json")
     assert {r["outcome"] for r in json.loads(again.stdout)} == {"unchanged"}
+
+
+def test_the_tombstone_stays_for_tombstone_days_then_goes(newsroom: Newsroom) -> None:
+    from publisher.site import SiteBuilder
+
+    [done] = newsroom.app.delete_articles([VICTIM])
+    victim, public = done.article.id, newsroom.public
+    assert victim in _tombstones(public / "atom.xml")
+    deleted_at = newsroom.app.article(VICTIM).deleted
+    assert deleted_at is not None
+    settings, store = newsroom.app.settings, newsroom.app.store
+
+    SiteBuilder(settings, store, clock=lambda: deleted_at + timedelta(days=29)).build()
+    assert victim in _tombstones(public / "atom.xml")
+
+    SiteBuilder(settings, store, clock=lambda: deleted_at + timedelta(days=30, seconds=1)).build()
+    assert _tombstones(public / "atom.xml") == {}
+    assert victim not in _feed_ids(public / "atom.xml")  # still deleted, only not announced
+
+
+def test_tombstone_days_is_a_setting(tmp_path: Path, sqlite_url: str) -> None:
+    from tests.conftest import write_config
+
+    config = write_config(tmp_path, sqlite_url, feeds="{ tombstone_days = 0 }")
+    shutil.copytree(SEEDS, tmp_path / "inbox")
+    assert CliRunner().invoke(cli, ["--config", str(config), "ingest"]).exit_code == 0
+    deleted = CliRunner().invoke(
+        cli, ["--config", str(config), "articles", "delete", VICTIM, "--yes"]
+    )
+    assert deleted.exit_code == 0, deleted.output
+    assert _tombstones(tmp_path / "public" / "atom.xml") == {}
+    bad = write_config(tmp_path, sqlite_url, feeds="{ tombstone_days = -1 }")
+    refused = CliRunner().invoke(cli, ["--config", str(bad), "build"])
+    assert refused.exit_code == 2 and "feeds.tombstone_days" in refused.stderr
