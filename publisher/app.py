@@ -6,16 +6,17 @@ import asyncio
 import logging
 import signal
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO, TypeVar
 
+from publisher.boilerplate import BoilerplateEditor, Kept
 from publisher.config import Settings
 from publisher.errors import PublisherError
 from publisher.inbox import Inbox, safe_name
 from publisher.ingest import Ingestor, IngestReport
-from publisher.model import Article, FileOutcome, Subscriber
-from publisher.site import BuildResult, SiteBuilder
+from publisher.model import Article, FileOutcome, RemovedBlock, Subscriber
+from publisher.site import BuildResult, ChangeReport, SiteBuilder
 from publisher.store import Articles, Store
 from publisher.subscribers import ImportReport, SubscriberAdmin
 from publisher.subscribing import Subscriptions
@@ -152,6 +153,18 @@ class App:
         self.build_feeds()
         return restored
 
+    # -- boilerplate -------------------------------------------------------------
+
+    def removed_boilerplate(self) -> list[RemovedBlock]:
+        """Every block removed as boilerplate, with its rule and articles."""
+        return BoilerplateEditor(self.store).removed()
+
+    def keep_boilerplate(self, wanted: str) -> tuple[Kept, BuildResult]:
+        """Put a block (its text, or a unique prefix of its key) back into every article
+        it was removed from, never to be removed again; rebuild what shows them."""
+        kept = BoilerplateEditor(self.store).keep(wanted, datetime.now(UTC))
+        return kept, self.build_feeds(kept)
+
     # -- feeds and pages ---------------------------------------------------------
 
     @property
@@ -160,7 +173,7 @@ class App:
             self._site = SiteBuilder(self.settings, self.store)
         return self._site
 
-    def build_feeds(self, report: IngestReport | None = None) -> BuildResult:
+    def build_feeds(self, report: ChangeReport | None = None) -> BuildResult:
         """Write feeds, archives and pages; None: a full build, else only what changed."""
         try:
             return self.site.build(report)

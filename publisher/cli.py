@@ -202,6 +202,10 @@ def _show_ingest_report(terminal: Terminal, report: IngestReport) -> None:
             style = "red" if r.outcome is FileOutcome.QUARANTINED else "yellow"
             table.add_row(text(r.file), text(r.outcome, style), text(r.detail))
         terminal.show(table)
+    for w in report.withheld:
+        terminal.say(
+            f"not removed from {w.article_id}: '{_short(w.text)}' ({w.rule}) would leave it empty"
+        )
     terminal.show(counts_table("Ingest summary", report.summary()))
 
 
@@ -372,8 +376,17 @@ def articles_show(ctx: click.Context, article_id: str, as_json: bool) -> None:
             terminal.say(line)
         terminal.show("")
     if article.removed:
-        table = Table("rule", "text", "reason", title="Removed boilerplate")
+        table = Table("rule", "text", "reason", "articles", title="Removed boilerplate")
         for r in article.removed:
+            table.add_row(text(r.rule), text(r.text), text(r.reason), text(len(r.holders)))
+        terminal.show(table)
+        for r in article.removed:  # one line each: ids are never cut by a table's width
+            terminal.say(f"'{_short(r.text)}' is in {_some_ids(r.holders)}")
+    if article.withheld:
+        table = Table(
+            "rule", "text", "reason", title="Not removed: it would leave the article empty"
+        )
+        for r in article.withheld:
             table.add_row(text(r.rule), text(r.text), text(r.reason))
         terminal.show(table)
 
@@ -425,6 +438,90 @@ def articles_restore(ctx: click.Context, reference: str) -> None:
     terminal.say(f"restored {restored.article.slug}{where}")
     if restored.note:
         terminal.warn(restored.note)
+
+
+SHOWN_IDS = 20  # `--json` lists them all
+
+
+def _some_ids(ids: tuple[str, ...] | list[str]) -> str:
+    """'N articles: a, b, … and M more': the first SHOWN_IDS of a block's articles."""
+    shown = ", ".join(ids[:SHOWN_IDS])
+    more = f" and {len(ids) - SHOWN_IDS} more" if len(ids) > SHOWN_IDS else ""
+    return f"{len(ids)} article{'s' if len(ids) != 1 else ''}: {shown}{more}"
+
+
+def _short(value: str, width: int = 60) -> str:
+    """One line of at most `width` characters (a block may be long or hold newlines)."""
+    flat = " ".join(value.split())
+    return flat if len(flat) <= width else flat[: width - 1] + "…"
+
+
+# -- boilerplate -------------------------------------------------------------------
+
+
+@cli.group(cls=PublisherGroup)
+def boilerplate() -> None:
+    """Blocks removed as boilerplate: list them, put one back."""
+
+
+@boilerplate.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON array, every article id.")
+@click.pass_context
+def boilerplate_list(ctx: click.Context, as_json: bool) -> None:
+    """Every block removed as boilerplate: its key, text, rule and the articles it left.
+
+    Example: publisher boilerplate list --json
+    """
+    terminal = _terminal(ctx)
+    found = _stored(ctx, lambda app: app.removed_boilerplate())
+    if as_json:
+        terminal.print_json([block.as_dict() for block in found])
+        return
+    terminal.show(
+        keyed_listing(
+            f"{len(found)} blocks removed as boilerplate",
+            "key",
+            ("rule", "count", "text", "articles"),
+            [
+                (
+                    text(block.key),
+                    (
+                        text(", ".join(block.rules)),
+                        text(len(block.articles)),
+                        text(_short(block.text)),
+                        text(_some_ids([slug for _, slug in block.articles])),
+                    ),
+                )
+                for block in found
+            ],
+            droppable=("articles", "rule"),
+        )
+    )
+
+
+@boilerplate.command("keep")
+@click.argument("block")
+@click.pass_context
+def boilerplate_keep(ctx: click.Context, block: str) -> None:
+    """Put BLOCK back into every article it was removed from, and never remove it again.
+
+    BLOCK is the block's text (any case and spacing) or a unique prefix of its key, as
+    `publisher boilerplate list` shows them. The feeds and pages that show those articles
+    are rebuilt.
+
+    Example: publisher boilerplate keep "Police said the investigation is ongoing."
+    """
+    from publisher.boilerplate import UnknownBlock
+
+    app, terminal = _app(ctx), _terminal(ctx)
+    try:
+        kept, built = app.keep_boilerplate(block)
+    except UnknownBlock as exc:
+        terminal.fail(exc.message, exc.hint, 2, one_line=True)
+    terminal.say(
+        f"kept {kept.block.key} '{_short(kept.block.text)}': back in "
+        f"{len(kept.changed)} articles; {len(built.written)} files written"
+    )
 
 
 # -- feeds and pages ---------------------------------------------------------------

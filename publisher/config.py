@@ -13,6 +13,7 @@ import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
+from email.utils import parseaddr
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -34,7 +35,9 @@ __all__ = [
     "TlsMode",
     "WatchBackend",
     "WatchSettings",
+    "ehlo_name",
     "forwarded_ips",
+    "is_loopback_host",
     "load_settings",
 ]
 
@@ -83,12 +86,20 @@ class SmtpSettings:
     bounce_after: int = 3
     # PEM file of the CA that signs the server's certificate (a private CA)
     ca_file: str | None = None
+    # the name said in EHLO; unset: the From address's domain (see `ehlo_name`)
+    helo_name: str | None = None
+    # Gmail's feedback loop: "a:b:c:SenderId" on every digest; unset: no header
+    feedback_id: str | None = None
+    # RFC 9477 complaint feedback address on every digest; unset: no header
+    cfbl_address: str | None = None
 
 
 @dataclass(frozen=True)
 class DedupSettings:
     near_duplicate_threshold: float = 0.8
-    boilerplate_min_articles: int = 2
+    # a single repeated block is boilerplate once this many articles hold it (a run of two
+    # or more consecutive blocks already at its second copy): see config/publisher.toml
+    boilerplate_min_articles: int = 5
     num_perm: int = 128  # MinHash permutations: estimate sd 0.027 at Jaccard 0.9
     shingle_size: int = 3
 
@@ -105,7 +116,8 @@ class ServerSettings:
     host: str = "127.0.0.1"
     port: int = 8080
     subscribe_per_minute: int = 5
-    subscribe_cooldown_seconds: int = 3600
+    # a repeated request for the same address within this gets no second mail
+    subscribe_cooldown_seconds: int = 600
     token_max_age_seconds: int = 7 * 24 * 3600
     # one-click unsubscribe links in old digests must keep working (RFC 8058)
     unsubscribe_token_max_age_seconds: int = 400 * 24 * 3600
@@ -522,6 +534,7 @@ def _validate(settings: Settings, where: str) -> None:
     _validate_server(settings.server, where)
     _validate_database_url(settings.database_url, where)
     _validate_digest(settings.digest, where)
+    _validate_sender(settings.smtp, where)
     if settings.secret_key is not None:
         _check_secret_key(
             settings.secret_key, "the secret key (PUBLISHER_SECRET_KEY or secret_key)"
@@ -625,6 +638,74 @@ def _validate_digest(digest: DigestSettings, where: str) -> None:
             "use only {site}, {frequency}, {count}, {date}, {lead} and {more}; "
             "write {{ and }} for braces",
         ) from exc
+
+
+# RFC 5321 EHLO: a domain (letters, digits, hyphens, dots) or an address literal
+_DOMAIN = re.compile(
+    r"(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*"
+)
+_ADDRESS_LITERAL = re.compile(r"\[(?:IPv6:)?[0-9A-Fa-f:.]+\]")
+# Gmail: up to four colon-separated fields, the last the sender's own id
+_FEEDBACK_ID = re.compile(r"[A-Za-z0-9._+=/-]{1,64}(?::[A-Za-z0-9._+=/-]{1,64}){0,3}")
+_PLAIN_ADDRESS = re.compile(r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]{1,64}@[A-Za-z0-9.-]{1,253}")
+_LOOPBACK_NAMES = ("localhost", "localhost.localdomain")
+
+
+def _validate_sender(smtp: SmtpSettings, where: str) -> None:
+    if smtp.helo_name and not (
+        _DOMAIN.fullmatch(smtp.helo_name) or _ADDRESS_LITERAL.fullmatch(smtp.helo_name)
+    ):
+        raise ConfigError(
+            f"smtp.helo_name {smtp.helo_name!r} is not a host name{where}",
+            "use this host's public name, e.g. mail.example.org",
+        )
+    if smtp.feedback_id and not _FEEDBACK_ID.fullmatch(smtp.feedback_id):
+        raise ConfigError(
+            f"smtp.feedback_id {smtp.feedback_id!r} is not a Feedback-ID{where}",
+            "use one to four colon-separated words, the last your sender id, e.g. "
+            '"digest:publisher:harbin"',
+        )
+    if smtp.cfbl_address and not _PLAIN_ADDRESS.fullmatch(smtp.cfbl_address):
+        raise ConfigError(
+            f"smtp.cfbl_address {smtp.cfbl_address!r} is not a plain email address{where}",
+            "use an address on your From domain that receives ARF reports, e.g. fbl@example.org",
+        )
+
+
+def is_loopback_host(host: str) -> bool:
+    """True for a name or address of this machine (no DNS is asked)."""
+    name = host.strip().strip("[]").lower().rstrip(".")
+    if name in _LOOPBACK_NAMES or name.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+def ehlo_name(smtp: SmtpSettings) -> str:
+    """The name to say in EHLO: smtp.helo_name, else the From address's domain.
+
+    A relay elsewhere scores or refuses a client calling itself localhost (or a bare word),
+    so that is allowed only towards a server on this machine.
+    """
+    name = smtp.helo_name
+    if not name:
+        domain = parseaddr(smtp.from_address)[1].rpartition("@")[2].strip().rstrip(".")
+        try:
+            name = domain.encode("idna").decode("ascii").lower() if domain else ""
+        except UnicodeError:
+            name = ""
+    if is_loopback_host(smtp.host):
+        return name or "localhost"
+    if not name or is_loopback_host(name) or "." not in name.strip("[]"):
+        raise ConfigError(
+            f"the EHLO name would be {name or 'empty'!r} while the SMTP server "
+            f"{smtp.host} is not on this machine",
+            "set smtp.helo_name to this host's public name (or a From address on your domain)",
+        )
+    return name
 
 
 def _validate_server(server: ServerSettings, where: str) -> None:

@@ -56,7 +56,7 @@ def find_article(store: Store, reference: str) -> Article:
         repo = Articles(connection)
         matches = repo.resolve(reference)
         if len(matches) == 1:
-            found = repo.get(matches[0][0])
+            found = repo.detail(matches[0][0])
             if found is not None:
                 return found
     if not matches:

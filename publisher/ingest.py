@@ -27,7 +27,7 @@ from publisher.store.builds import SiteBuilds
 from publisher.store.deletions import Deletions
 from publisher.store.ingest_batch import IngestBatch
 
-__all__ = ["FileResult", "IngestReport", "Ingestor"]
+__all__ = ["FileResult", "IngestReport", "Ingestor", "Withheld"]
 
 log = logging.getLogger("publisher.ingest")
 
@@ -41,9 +41,21 @@ class FileResult:
     category: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Withheld:
+    """A removal a dedup rule planned but that was not applied: it would have left the
+    article with an empty body (kept, and shown by `articles show`)."""
+
+    article_id: str
+    text: str
+    rule: str
+    reason: str
+
+
 @dataclass
 class IngestReport:
     results: list[FileResult] = field(default_factory=list)
+    withheld: list[Withheld] = field(default_factory=list)
     # the site build each transaction that changed articles asked for (store/builds.py)
     build_requests: list[int] = field(default_factory=list)
 
@@ -110,8 +122,9 @@ class Ingestor:
             self.settings.max_file_bytes,
         )
         for batch in batches:
-            results, build_request = self._stored_batch(batch, now())
+            results, build_request, withheld = self._stored_batch(batch, now())
             report.results.extend(results)
+            report.withheld.extend(withheld)
             if build_request is not None:
                 report.build_requests.append(build_request)
             if progress is not None:
@@ -125,7 +138,7 @@ class Ingestor:
 
     def _stored_batch(
         self, batch: Sequence[Prepared], now: datetime
-    ) -> tuple[list[FileResult], int | None]:
+    ) -> tuple[list[FileResult], int | None, list[Withheld]]:
         try:
             return self._ingest_batch(batch, now)
         except StoreError:
@@ -134,7 +147,7 @@ class Ingestor:
 
     def _ingest_batch(
         self, batch: Sequence[Prepared], now: datetime
-    ) -> tuple[list[FileResult], int | None]:
+    ) -> tuple[list[FileResult], int | None, list[Withheld]]:
         results: dict[Path, FileResult] = {}
         parsed: list[tuple[Prepared, Incoming]] = []
         for item in batch:
@@ -174,6 +187,14 @@ class Ingestor:
                     continue
                 results[item.path] = self._decide(writes, item, incoming, now, deleted)
             writes.flush()
+            withheld = [
+                Withheld(str(r["article_id"]), str(r["text"]), str(r["rule"]), str(r["reason"]))
+                for r in writes.withheld
+            ]
+            for w in withheld:
+                log.info(
+                    "not removed from %s, as it would leave it empty: %r", w.article_id, w.text
+                )
             # asked for in the same transaction: a process killed before it builds leaves
             # the build owed, and the next command that builds does it (site.py)
             changed = any(r.outcome in ("added", "updated") for r in results.values())
@@ -197,7 +218,7 @@ class Ingestor:
                 results[item.path] = FileResult(
                     result.file, result.outcome, f"{result.detail} (not moved: {exc.message})"
                 )
-        return [results[item.path] for item in batch], build_request
+        return [results[item.path] for item in batch], build_request, withheld
 
     def _with_source(self, prepared: Prepared, item: Incoming) -> Incoming:
         """The incoming article with its source key: its Id: header, else its path below

@@ -20,12 +20,14 @@ import random
 import time
 from collections.abc import AsyncIterable, Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Protocol
 
 import aiosmtplib
 
-from publisher.config import SmtpSettings, TlsMode
+from publisher.config import SmtpSettings, TlsMode, ehlo_name
 from publisher.errors import SendError
+from publisher.messages import date_header
 
 __all__ = ["Ledger", "Mailer", "Outgoing", "SendReport", "ServerUnreachable"]
 
@@ -59,6 +61,9 @@ class Outgoing:
     recipient: str
     message: bytes
     message_id: str
+    # `message` has no Date: one is written at each hand-off (a retry or a resumed run
+    # says when it really went out; the Message-ID stays the same)
+    stamp_date: bool = False
 
 
 class Ledger(Protocol):
@@ -119,8 +124,21 @@ class Mailer:
 
     def __init__(self, settings: SmtpSettings) -> None:
         self.settings = settings
+        self.helo_name = ehlo_name(settings)  # ConfigError before anything is sent
         self._rate = _RateLimit(settings.rate_per_second)
         self.unreachable: ServerUnreachable | None = None  # set once: the pool stops
+        self._date_line: tuple[int, bytes] = (0, b"")
+
+    def dated(self, item: Outgoing) -> bytes:
+        """The bytes to hand over now: a `stamp_date` item gets its Date header here
+        (formatted once per second, not per message)."""
+        if not item.stamp_date:
+            return item.message
+        now = datetime.now(UTC)
+        second = int(now.timestamp())
+        if self._date_line[0] != second:
+            self._date_line = (second, date_header(now.replace(microsecond=0)))
+        return self._date_line[1] + item.message
 
     # -- one-off mail (confirmation) ------------------------------------------------
 
@@ -226,6 +244,7 @@ class _Worker:
             validate_certs=s.verify_certificate,
             cert_bundle=s.ca_file or None,  # a private CA
             timeout=s.timeout_seconds,
+            local_hostname=self.mailer.helo_name,  # not socket.getfqdn(): often "localhost"
         )
         await smtp.connect()
         self.smtp, self.on_connection = smtp, 0
@@ -272,7 +291,7 @@ class _Worker:
         await self.mailer._rate.wait()
         smtp = self.smtp or await self._connect_or_raise(item)
         try:
-            await _sendmail(smtp, item)
+            await _sendmail(smtp, item, self.mailer.dated(item))
             self.on_connection += 1
         except aiosmtplib.SMTPRecipientsRefused as exc:
             refused = exc.recipients[0] if exc.recipients else None
@@ -328,7 +347,7 @@ class _Worker:
             await self.close(polite=False)
 
 
-async def _sendmail(smtp: aiosmtplib.SMTP, item: Outgoing) -> None:
+async def _sendmail(smtp: aiosmtplib.SMTP, item: Outgoing, message: bytes) -> None:
     """`smtp.sendmail(sender, [recipient], message)` for one recipient, without its extra
     passes over the message and the addresses: sendmail() rewrites the whole message once
     only to measure it for SIZE (then data() rewrites it again) and parses each address
@@ -336,7 +355,6 @@ async def _sendmail(smtp: aiosmtplib.SMTP, item: Outgoing) -> None:
     Same commands, same errors: EHLO (or HELO) first, SMTPRecipientsRefused for a refused
     recipient, RSET after a refusal or a malformed recipient (the envelope is not left open).
     """
-    message = item.message
     if not _is_crlf(message):
         await smtp.sendmail(item.sender, [item.recipient], message)
         return

@@ -4,7 +4,8 @@ A digest is rendered and CSS-inlined ONCE per distinct content (`prepare_digest`
 and serializing an `EmailMessage` costs milliseconds, which would cap sending near
 200 messages/s. The common headers are serialized once by the stdlib (`email.policy.SMTP`,
 CRLF); `personalize` then only writes what differs per recipient — To, Message-ID, the
-unsubscribe links — and quoted-printable-encodes the two bodies (binascii, C speed).
+unsubscribe links — and quoted-printable-encodes the two bodies (binascii, C speed); the
+mailer prepends `Date` at hand-off (`date_header`).
 `build_message` is the plain EmailMessage equivalent, used for one-off mails and to check
 the fast path against the stdlib.
 """
@@ -40,6 +41,7 @@ __all__ = [
     "build_message",
     "clip",
     "confirmation_message",
+    "date_header",
     "digest_message_id",
     "display_name",
     "mailbox",
@@ -99,6 +101,11 @@ def unsubscribe_mailto(settings: Settings, token: str) -> str:
     return f"mailto:unsubscribe@{domain}?subject=unsubscribe%20{token}"
 
 
+def date_header(when: datetime) -> bytes:
+    """A `Date:` header line (CRLF) for a message handed over at `when`."""
+    return b"Date: " + format_datetime(when).encode("ascii") + b"\r\n"
+
+
 def digest_message_id(run_id: int | str, subscriber_id: int, host: str) -> str:
     """Derived from (run, subscriber): a repeat of the same delivery carries the same id."""
     digest = hashlib.sha256(f"{run_id}:{subscriber_id}".encode()).hexdigest()[:12]
@@ -111,7 +118,8 @@ class PreparedDigest:
 
     subject: str
     count: int
-    head: bytes  # common headers, CRLF-terminated, without To/Message-ID/List-Unsubscribe
+    # common headers, CRLF-terminated, without To/Message-ID/List-Unsubscribe/Date
+    head: bytes
     boundary: str
     # the text and HTML bodies (CRLF, PLACEHOLDER where the unsubscribe URL goes),
     # quoted-printable-encoded once except the lines holding the PLACEHOLDER
@@ -228,10 +236,15 @@ def prepare_digest(
     skeleton = EmailMessage(policy=SMTP)
     skeleton["From"] = settings.smtp.from_address
     skeleton["Subject"] = subject
-    skeleton["Date"] = format_datetime(as_of)
+    # no Date: the mailer writes it when the message is handed over (date_header), so a
+    # run resumed a day later does not send a day-old date
     skeleton["MIME-Version"] = "1.0"
     skeleton["List-Id"] = f"{settings.site.title} digest <{settings.digest.list_id}>"
     skeleton["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+    if settings.smtp.feedback_id:
+        skeleton["Feedback-ID"] = settings.smtp.feedback_id
+    if settings.smtp.cfbl_address:
+        skeleton["CFBL-Address"] = f"{settings.smtp.cfbl_address}; report=arf"
     skeleton["Content-Type"] = f'multipart/alternative; boundary="{boundary}"'
     head = b"".join(SMTP.fold_binary(name, value) for name, value in skeleton.items())
     return PreparedDigest(

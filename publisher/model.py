@@ -17,6 +17,7 @@ __all__ = [
     "ParsedArticle",
     "Removal",
     "RemovalRule",
+    "RemovedBlock",
     "RunStatus",
     "Subscriber",
     "SubscriberStatus",
@@ -72,6 +73,39 @@ class Removal:
     text: str
     rule: RemovalRule
     reason: str
+    key: str = ""  # dedup.rules.block_key of the text
+    # every article holding the block now, removed or not, oldest first (`articles show`)
+    holders: tuple[str, ...] = ()
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "key": self.key,
+            "text": self.text,
+            "rule": self.rule,
+            "reason": self.reason,
+            "count": len(self.holders),
+            "articles": list(self.holders),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class RemovedBlock:
+    """One block removed as boilerplate, with every article it was removed from
+    (`publisher boilerplate list`)."""
+
+    key: str
+    text: str
+    rules: tuple[RemovalRule, ...]
+    articles: tuple[tuple[str, str], ...]  # (id, slug), oldest first
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "key": self.key,
+            "text": self.text,
+            "rule": ", ".join(self.rules),
+            "count": len(self.articles),
+            "articles": [{"id": i, "slug": slug} for i, slug in self.articles],
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +127,8 @@ class Article:
     ingested: datetime
     removed: tuple[Removal, ...] = field(default=())
     language: str | None = None  # None: the site's site.language
+    # removals a rule planned but not applied: they would have left the body empty
+    withheld: tuple[Removal, ...] = field(default=())
     deleted: datetime | None = None  # when the editor deleted it (`articles delete`)
 
     @property
@@ -124,8 +160,10 @@ class Article:
         }
         if body:
             view["blocks"] = [block.text for block in self.blocks]
-            view["removed_boilerplate"] = [
-                {"text": r.text, "rule": r.rule, "reason": r.reason} for r in self.removed
+            view["removed_boilerplate"] = [r.as_dict() for r in self.removed]
+            view["not_removed"] = [
+                {"key": r.key, "text": r.text, "rule": r.rule, "reason": r.reason}
+                for r in self.withheld
             ]
         return view
 

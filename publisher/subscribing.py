@@ -26,7 +26,7 @@ from publisher.model import Frequency, SubscriberStatus
 from publisher.render import template_environment
 from publisher.store import Store
 from publisher.store.subscribers import Registration, Subscribers
-from publisher.tokens import CONFIRM, UNSUBSCRIBE, Tokens
+from publisher.tokens import CONFIRM, UNSUBSCRIBE, PreviewClaim, Tokens
 
 __all__ = ["Subscriptions"]
 
@@ -60,27 +60,31 @@ class Subscriptions:
 
     async def subscribe(
         self, email: str, name: str | None, categories: Sequence[str], frequency: str
-    ) -> None:
+    ) -> datetime | None:
+        """None, or when the last confirmation went to this waiting address if that was
+        within the cool-down (no new mail is sent; the form says so)."""
         address = normalize_email(email)
         chosen = parse_frequency(frequency)
         clean = [c.strip()[:200] for c in categories if c.strip()][:50]
-        registered = await asyncio.to_thread(
+        registered, cooling = await asyncio.to_thread(
             self._register_pending, address, display_name(name)[:200] or None, clean, chosen
         )
         # rendering and SMTP happen in the background, so a new address answers as fast
         # as a known one; the transaction above ran the same statements for both
         self._enqueue_confirmation(registered)
+        return cooling
 
     def _register_pending(
         self, address: str, name: str | None, categories: list[str], frequency: Frequency
-    ) -> Registration | None:
-        """The confirmation to mail, or None (confirmed, bounced, or in cool-down)."""
+    ) -> tuple[Registration | None, datetime | None]:
+        """The confirmation to mail, or None (confirmed, bounced, or in cool-down); and,
+        in cool-down, when the last one was sent."""
         now = self.clock()
         cooldown = timedelta(seconds=self.settings.server.subscribe_cooldown_seconds)
         with self.store.begin() as connection:
             people = Subscribers(connection)
             self._expire_pending(people, now)
-            return people.register_pending(
+            registered = people.register_pending(
                 email=address,
                 name=name,
                 categories=categories,
@@ -89,6 +93,9 @@ class Subscriptions:
                 now=now,
                 cooldown_since=now - cooldown,
             )
+            sent = people.pending_confirmation_sent(address)  # run for every address
+        cooling = registered is None and sent is not None and sent > now - cooldown
+        return registered, sent if cooling else None
 
     def _expire_pending(self, people: Subscribers, now: datetime) -> None:
         """Unconfirmed for server.pending_expiry_days: runs at every subscribe and confirm."""
@@ -166,6 +173,12 @@ class Subscriptions:
         """Wait for confirmation mails still being sent (tests, shutdown)."""
         while self._background:
             await asyncio.gather(*list(self._background), return_exceptions=True)
+
+    def preview(self, token: str) -> PreviewClaim | None:
+        """What a preview link stands in for, if `token` is one; nothing changes."""
+        return self.tokens.check_preview(
+            token, self.settings.server.unsubscribe_token_max_age_seconds
+        )
 
     async def confirm_target(self, token: str) -> str | None:
         """The address a valid confirm token names while it may confirm; nothing changes."""

@@ -2,6 +2,10 @@
 
 A token names the subscriber (id and address) and its purpose; it carries no secret and
 needs no database row. A forged, altered or expired token is simply not valid.
+
+A PREVIEW token stands in any link of a `send --dry-run` preview: signed under its own
+salt, so it never checks as a confirm or unsubscribe token; the routes answer it with a
+"this is a preview" page and change nothing.
 """
 
 from __future__ import annotations
@@ -16,10 +20,21 @@ from itsdangerous.serializer import Serializer
 
 from publisher.errors import ConfigError
 
-__all__ = ["CONFIRM", "UNSUBSCRIBE", "TokenClaim", "Tokens"]
+__all__ = [
+    "CONFIRM",
+    "PREFERENCES",
+    "PREVIEW",
+    "UNSUBSCRIBE",
+    "PreviewClaim",
+    "TokenClaim",
+    "Tokens",
+]
 
 CONFIRM = "confirm"
 UNSUBSCRIBE = "unsubscribe"
+PREFERENCES = "preferences"
+PREVIEW = "preview"
+_LINKS = (CONFIRM, UNSUBSCRIBE, PREFERENCES)  # what a preview link may stand in for
 
 K = TypeVar("K")
 V = TypeVar("V")
@@ -27,6 +42,15 @@ V = TypeVar("V")
 
 @dataclass(frozen=True, slots=True)
 class TokenClaim:
+    subscriber_id: int
+    email: str
+
+
+@dataclass(frozen=True, slots=True)
+class PreviewClaim:
+    """What a preview link stands in for: `link` (confirm, unsubscribe...) of `email`."""
+
+    link: str
     subscriber_id: int
     email: str
 
@@ -70,15 +94,42 @@ class Tokens:
             )
         self._serializers = {
             purpose: _Uncompressed(secret_key, salt=f"publisher.{purpose}")
-            for purpose in (CONFIRM, UNSUBSCRIBE)
+            for purpose in (CONFIRM, UNSUBSCRIBE, PREVIEW)
         }
 
     def make(self, purpose: str, subscriber_id: int, email: str) -> str:
+        if purpose == PREVIEW:
+            raise ValueError("a preview token is made with make_preview")
         token: str = self._serializers[purpose].dumps([subscriber_id, email])
         return token
 
+    def make_preview(self, link: str, subscriber_id: int, email: str) -> str:
+        """An inert token for the `link` of a preview (it can never confirm or unsubscribe)."""
+        if link not in _LINKS:
+            raise ValueError(f"no preview for {link!r} links")
+        token: str = self._serializers[PREVIEW].dumps([link, subscriber_id, email])
+        return token
+
+    def check_preview(self, token: str, max_age: int) -> PreviewClaim | None:
+        """The claim inside a valid preview token, else None."""
+        try:
+            value = self._serializers[PREVIEW].loads(token, max_age=max_age)
+        except BadData:
+            return None
+        if (
+            not isinstance(value, list)
+            or len(value) != 3
+            or value[0] not in _LINKS
+            or not isinstance(value[1], int)
+            or not isinstance(value[2], str)
+        ):
+            return None
+        return PreviewClaim(value[0], value[1], value[2])
+
     def check(self, purpose: str, token: str, max_age: int) -> TokenClaim | None:
         """The claim inside a valid token, or None for a forged, malformed or expired one."""
+        if purpose == PREVIEW:
+            return None
         try:
             value = self._serializers[purpose].loads(token, max_age=max_age)
         except (BadData, KeyError):

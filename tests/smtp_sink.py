@@ -50,6 +50,7 @@ class SmtpSink:
     on_mail: Callable[[], None] | None = None
     attempts: Counter[str] = field(default_factory=Counter)
     connections: int = 0
+    helo_names: list[str] = field(default_factory=list)  # what each MAIL's session said
 
     # -- aiosmtpd handler hooks ---------------------------------------------------
 
@@ -58,6 +59,7 @@ class SmtpSink:
     ) -> str:
         if self.on_mail is not None:
             self.on_mail()
+        self.helo_names.append(str(session.host_name))
         envelope.mail_from = address
         return "250 OK"
 

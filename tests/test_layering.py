@@ -62,6 +62,7 @@ BANDS = {
     "schedule": ADAPTER,
     "store": ADAPTER,
     "store.articles": ADAPTER,
+    "store.boilerplate": ADAPTER,
     "store.builds": ADAPTER,
     "store.chunks": ADAPTER,
     "store.claims": ADAPTER,
@@ -82,6 +83,7 @@ BANDS = {
     "web.static": ADAPTER,
     "web.subscriptions": ADAPTER,
     # use cases: the only modules that open transactions
+    "boilerplate": USE_CASE,
     "deleting": USE_CASE,
     "ingest": USE_CASE,
     "prepare": USE_CASE,

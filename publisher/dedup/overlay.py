@@ -82,6 +82,7 @@ class BatchOverlay:
         self._batch_updated: dict[str, datetime] = {}  # added or updated in this batch
         self._stored_updated: dict[str, datetime] = {}
         self._slugs: set[str] = set()
+        self._kept: frozenset[str] = frozenset()  # block keys the editor kept
 
     # -- what the store held (plain rows, in the order they are read) ------------
 
@@ -130,6 +131,10 @@ class BatchOverlay:
             self._advertisers[teaser].append((advertiser, teaser_tail(bodies[advertiser])))
             self._advertises[advertiser].add(teaser)
 
+    def load_kept(self, keys: Iterable[str]) -> None:
+        """Block keys the editor kept (`publisher boilerplate keep`): no rule removes them."""
+        self._kept = self._kept | frozenset(keys)
+
     def load_slugs(self, slugs: Iterable[str]) -> None:
         self._slugs.update(slugs)
 
@@ -161,6 +166,7 @@ class BatchOverlay:
             },
             titles=titles,
             advertisers=list(self._advertisers.get(title_key(item.article.title), ())),
+            kept=self._kept,
         )
 
     def batch_updated(self, ids: Iterable[str]) -> dict[str, datetime]:

@@ -4,8 +4,10 @@
                    the inbox), saved again with any change     -> update it in place
 1. exact copy      same content hash as an article already ingested  -> ignored
 2. re-publication  MinHash Jaccard >= threshold with a stored article -> update it in place
-3. boilerplate     a block in >= N articles, or a trailing teaser advertising
-                   another known article -> removed (except from the advertised article)
+3. boilerplate     a run of two or more consecutive blocks repeated in another article,
+                   a single block in >= N articles, or a trailing teaser advertising
+                   another known article -> removed (except from the advertised article,
+                   from none that it would leave empty, and never a block the editor kept)
 
 `publisher.ingest` asks the store for `StoredFacts` about one incoming file (what the
 files before it in the batch changed included: dedup/overlay.py), calls `decide`, and
@@ -34,6 +36,7 @@ __all__ = [
     "Teaser",
     "block_key",
     "decide",
+    "leaves_empty",
     "plan_boilerplate",
     "source_key",
     "title_key",
@@ -163,6 +166,8 @@ class StoredFacts:
     titles: Mapping[str, str] = field(default_factory=dict)
     # stored articles whose trailing teaser advertises this article's title
     advertisers: Sequence[tuple[str, Sequence[tuple[str, str]]]] = ()
+    # block keys the editor kept (`publisher boilerplate keep`): no rule removes them
+    kept: frozenset[str] = frozenset()
 
 
 Declaration = tuple[str, str, str | None]  # a block declared boilerplate: key, text, headline
@@ -235,21 +240,48 @@ def plan_boilerplate(
     removals, declared = _shared_blocks(item, facts, self_id, min_articles)
     removals += _own_teaser(item, facts, self_id)
     removals += _teasers_for(item.article.title, facts, self_id)
-    return tuple(_unique(removals)), tuple(declared)
+    kept = [r for r in _unique(removals) if r.key not in facts.kept]
+    return tuple(kept), tuple(d for d in declared if d[0] not in facts.kept)
+
+
+def leaves_empty(body: Iterable[str], removed: Iterable[str]) -> bool:
+    """Whether removing the blocks keyed `removed` leaves nothing of an article whose
+    blocks are keyed `body`: such a removal is not applied (no rule may empty a story)."""
+    gone = set(removed)
+    return all(key in gone for key in body)
+
+
+def _in_run(item: Incoming, index: int, holder: Holder, facts: StoredFacts) -> bool:
+    """Whether `holder` has block `index` of the incoming article next to the same block
+    before or after it: a repeated run (a teaser's headline and blurb), not one sentence
+    two stories happen to share."""
+    keys = item.block_keys
+    if index > 0 and holder.previous is not None and block_key(holder.previous) == keys[index - 1]:
+        return True
+    if index + 1 < len(keys) and keys[index + 1] != keys[index]:
+        return any(
+            h.article_id == holder.article_id
+            and h.previous is not None
+            and block_key(h.previous) == keys[index]
+            for h in facts.holders.get(keys[index + 1], ())
+        )
+    return False
 
 
 def _shared_blocks(
     item: Incoming, facts: StoredFacts, self_id: str | None, min_articles: int
 ) -> tuple[list[PlannedRemoval], list[Declaration]]:
-    """Blocks found in >= min_articles articles (this one included): removed from each,
-    except where the text is the article's own (it advertises that article's title)."""
+    """Blocks repeated in other articles: a block that is part of a run of two or more
+    consecutive blocks found in another article as well, or a single block found in
+    >= min_articles articles (this one included). Removed from each, except where the text
+    is the article's own (it advertises that article's title)."""
     own_title = title_key(item.article.title)
     removals: list[PlannedRemoval] = []
     declared: list[Declaration] = []
     seen: set[str] = set()
     blocks = item.article.blocks
     for index, (block, key) in enumerate(zip(blocks, item.block_keys, strict=True)):
-        if key in seen:
+        if key in seen or key in facts.kept:
             continue
         seen.add(key)
         if key in facts.boilerplate:
@@ -265,8 +297,13 @@ def _shared_blocks(
                 )
             continue
         others = [h for h in facts.holders.get(key, ()) if h.article_id != self_id]
-        holding = len({h.article_id for h in others}) + 1
-        if holding < min_articles:
+        if not others:
+            continue
+        if any(_in_run(item, index, h, facts) for h in others):
+            reason = "part of a run of blocks repeated in other articles (boilerplate)"
+        elif len({h.article_id for h in others}) + 1 >= min_articles:
+            reason = f"appears in {min_articles} or more articles (boilerplate)"
+        else:
             continue
         previous = blocks[index - 1].text if index else None
         preceding = [p for p in (*(h.previous for h in others), previous) if p]
@@ -274,7 +311,6 @@ def _shared_blocks(
         advertised = {title_key(p) for p in preceding} | {title_key(block.text)}
         headline = next((p for p in preceding if len(p.split()) <= HEADLINE_MAX_WORDS), None)
         declared.append((key, block.text, headline))
-        reason = f"appears in {holding} articles (boilerplate)"
         if own_title not in advertised:
             removals.append(PlannedRemoval(None, key, block.text, RemovalRule.SHARED, reason))
         for holder in others:

@@ -1,7 +1,8 @@
 """The dry run: the same due selection and the same producer as a send, written to files.
 
 Every due digest becomes DIR/<email>.eml, with DIR/index.html listing them; nothing is
-sent and nothing is recorded (the rows are made up in memory, never written).
+sent and nothing is recorded (the rows are made up in memory, never written). The files'
+links are inert preview links (tokens.PREVIEW): opening one changes nothing.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
 from pathlib import Path
 
-from publisher.messages import digest_message_id
+from publisher.messages import date_header, digest_message_id
 from publisher.model import Article, Delivery, DeliveryStatus, Frequency
 from publisher.render import render
 from publisher.sending.due import candidates, due_pages
@@ -38,12 +39,14 @@ class DigestPreview:
         articles = await asyncio.to_thread(candidates, store, frequency, as_of)
         pages = self._pages(frequency, as_of, articles, report)
         by_id = {a.id: a for a in articles}
-        async for produced in self.producer.produce(pages, as_of, report, by_id):
+        produced_all = self.producer.produce(pages, as_of, report, by_id, preview=True)
+        async for produced in produced_all:
             item, prepared = produced.outgoing, produced.prepared
             path = out_dir / f"{file_name(item.recipient)}.eml"
-            await asyncio.to_thread(path.write_bytes, item.message)
+            data = date_header(as_of) + item.message  # as a send at `as_of` would date it
+            await asyncio.to_thread(path.write_bytes, data)
             report.previews.append(
-                Preview(item.recipient, prepared.count, prepared.subject, len(item.message), path)
+                Preview(item.recipient, prepared.count, prepared.subject, len(data), path)
             )
         index = render(
             self.producer.environment,

@@ -120,8 +120,22 @@ class DigestProducer:
                 cache.popitem(last=False)
         return prepared
 
-    def message(self, prepared: PreparedDigest, subscriber: Subscriber, message_id: str) -> bytes:
-        token = self.tokens.make(UNSUBSCRIBE, subscriber.id, subscriber.email)
+    def message(
+        self,
+        prepared: PreparedDigest,
+        subscriber: Subscriber,
+        message_id: str,
+        *,
+        preview: bool = False,
+    ) -> bytes:
+        """The recipient's message, without Date (the mailer stamps it at hand-off). In a
+        `preview` every link carries an inert preview token: clicking around in a dry run's
+        .eml files, or a mail client's one-click POST to its List-Unsubscribe, unsubscribes
+        nobody."""
+        if preview:
+            token = self.tokens.make_preview(UNSUBSCRIBE, subscriber.id, subscriber.email)
+        else:
+            token = self.tokens.make(UNSUBSCRIBE, subscriber.id, subscriber.email)
         return personalize(
             prepared,
             to_name=subscriber.name,
@@ -137,8 +151,11 @@ class DigestProducer:
         as_of: datetime,
         report: DigestReport,
         articles: dict[str, Article],
+        *,
+        preview: bool = False,
     ) -> AsyncIterator[Produced]:
-        """The rows as messages, a page at a time (memory stays flat)."""
+        """The rows as messages, a page at a time (memory stays flat). A `preview`'s rows
+        exist only in memory: its links are inert and no row is closed."""
         sender = sender_address(self.settings)
         cache: OrderedDict[tuple[Any, ...], PreparedDigest] = OrderedDict()
         found = CorrectionsFound()
@@ -159,17 +176,22 @@ class DigestProducer:
                     articles[i] for i in delivery.article_ids if i in articles and i not in deleted
                 ]
                 if not chosen:
-                    if delivery.run_id:  # a ledger row (the dry run's rows have run 0)
+                    if not preview:
                         emptied.append(delivery.id)
                     continue
                 corrected = [a for a in corrections.get(delivery.id, ()) if a.id not in deleted]
                 prepared = self.render(cache, subscriber, chosen, as_of, report, corrected)
-                data = self.message(prepared, subscriber, delivery.message_id)
+                data = self.message(prepared, subscriber, delivery.message_id, preview=preview)
                 outgoing = Outgoing(
-                    delivery.id, sender, subscriber.email, data, delivery.message_id
+                    delivery.id,
+                    sender,
+                    subscriber.email,
+                    data,
+                    delivery.message_id,
+                    stamp_date=True,
                 )
                 yield Produced(outgoing, prepared)
-            if gone:
+            if gone and not preview:
                 await asyncio.to_thread(self._abandon, gone)
             if emptied:
                 await asyncio.to_thread(

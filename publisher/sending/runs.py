@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TypeVar
 
-from publisher.config import Settings
+from publisher.config import Settings, ehlo_name
 from publisher.errors import PublisherError
 from publisher.mailer import Mailer, SendReport
 from publisher.messages import digest_message_id, parse_frequency
@@ -113,6 +113,8 @@ class DigestSender:
         started = time.monotonic()
         key = chosen.value if chosen else "all"
         deliver_now = self.settings.workers.deliver_locally if deliver is None else deliver
+        if deliver_now:
+            ehlo_name(self.settings.smtp)  # a sender unfit to greet its relay opens no run
         report = DigestReport(dry_run=False, as_of=as_of)
         unfinished = await asyncio.to_thread(self._read, lambda runs: runs.unfinished_runs())
         for run in unfinished:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from datetime import datetime
 
 from sqlalchemy import Connection, Row, bindparam, func, or_, select, update
@@ -19,6 +20,7 @@ from publisher.store.schema import (
     deletions,
     ingest_log,
     removals,
+    withheld_removals,
 )
 
 __all__ = ["Articles"]
@@ -132,6 +134,39 @@ class Articles:
         ).all()
         found = self._load(rows, with_removals=True)
         return found[0] if found else None
+
+    def detail(self, id_or_slug: str) -> Article | None:
+        """`get`, plus every article holding each removed block and the removals withheld
+        (`articles show`; a footer's holders can be every article, so only here)."""
+        article = self.get(id_or_slug)
+        if article is None:
+            return None
+        held = self.holders(sorted({r.key for r in article.removed}))
+        withheld = tuple(
+            Removal(r.text, RemovalRule(r.rule), r.reason, key=r.key)
+            for r in self.connection.execute(
+                select(withheld_removals)
+                .where(withheld_removals.c.article_id == article.id)
+                .order_by(withheld_removals.c.decided, withheld_removals.c.key)
+            )
+        )
+        removed = tuple(replace(r, holders=tuple(held.get(r.key, ()))) for r in article.removed)
+        return replace(article, removed=removed, withheld=withheld)
+
+    def holders(self, keys: Sequence[str]) -> dict[str, list[str]]:
+        """The ids of every article holding each block key (removed there or not), oldest
+        first: the true count, however many articles arrived after the decision."""
+        found: dict[str, list[str]] = defaultdict(list)
+        for chunk in chunks(list(keys), 500):
+            for row in self.connection.execute(
+                select(blocks.c.key, articles.c.seq, articles.c.id)
+                .join(articles, articles.c.seq == blocks.c.article_seq)
+                .where(blocks.c.key.in_(chunk))
+                .distinct()
+                .order_by(blocks.c.key, articles.c.seq)
+            ):
+                found[str(row.key)].append(str(row.id))
+        return dict(found)
 
     def by_ids(self, ids: Sequence[str], *, include_deleted: bool = False) -> list[Article]:
         """The stored articles among these ids (a page of rows at a time, not one query each);
@@ -257,7 +292,7 @@ class Articles:
                 .order_by(removals.c.decided)
             ):
                 removed[r.article_id].append(
-                    (r.key, Removal(r.text, RemovalRule(r.rule), r.reason))
+                    (r.key, Removal(r.text, RemovalRule(r.rule), r.reason, key=r.key))
                 )
         deleted: dict[str, datetime] = {}
         for chunk in chunks(ids, 500):

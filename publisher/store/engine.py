@@ -117,6 +117,11 @@ def _article_source_keys(connection: Connection) -> None:
         )
 
 
+def _kept_and_withheld(connection: Connection) -> None:
+    """Schema 9: the kept_blocks and withheld_removals tables, made by create_all before
+    migrations run; nothing was kept or withheld before they existed."""
+
+
 # version -> migration from the version before it; each must keep every row.
 def _block_markup(connection: Connection) -> None:
     """Schema 7: blocks.markup, NULL (plain text) for every stored block."""
@@ -137,6 +142,7 @@ MIGRATIONS: dict[int, Callable[[Connection], None]] = {
     6: _article_source_keys,
     7: _block_markup,
     8: _deletions,
+    9: _kept_and_withheld,
 }
 
 # Serializes writers on PostgreSQL the way BEGIN IMMEDIATE does on SQLite.

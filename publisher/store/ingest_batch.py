@@ -20,10 +20,18 @@ from sqlalchemy import Connection, Table, and_, bindparam, delete, insert, or_, 
 from sqlalchemy.orm import aliased
 
 from publisher.dedup.overlay import BatchOverlay, BatchQuestions, updated_on_republication
-from publisher.dedup.rules import Decision, Incoming, StoredFacts, title_key
+from publisher.dedup.rules import Decision, Incoming, StoredFacts, leaves_empty, title_key
 from publisher.model import FileOutcome
 from publisher.store.chunks import chunks
-from publisher.store.schema import articles, blocks, boilerplate, ingest_log, removals
+from publisher.store.schema import (
+    articles,
+    blocks,
+    boilerplate,
+    ingest_log,
+    kept_blocks,
+    removals,
+    withheld_removals,
+)
 
 __all__ = ["IngestBatch"]
 
@@ -46,6 +54,9 @@ class IngestBatch:
         # stored articles that now come from another file, in the order they moved
         self._moved_sources: dict[str, str] = {}
         self._seen_articles: dict[str, str | None] = {}  # file -> article of its newest log row
+        # after flush(): the removals withheld (not applied: they would have left an article
+        # empty) that were not recorded before
+        self.withheld: list[dict[str, object]] = []
         self._fetch(BatchQuestions.of(incoming))
 
     # -- reading ---------------------------------------------------------------
@@ -182,6 +193,7 @@ class IngestBatch:
             replaced_seqs = [seq_of[article_id] for article_id in chunk]
             conn.execute(delete(blocks).where(blocks.c.article_seq.in_(replaced_seqs)))
             conn.execute(delete(removals).where(removals.c.article_id.in_(chunk)))
+            conn.execute(delete(withheld_removals).where(withheld_removals.c.article_id.in_(chunk)))
         if self._updates:
             conn.execute(
                 update(articles)
@@ -202,7 +214,10 @@ class IngestBatch:
                     for target, key in self._moved_sources.items()
                 ],
             )
-        removal_rows = self._new_removals([row for rows in self._removals.values() for row in rows])
+        removal_rows, withheld = self._new_removals(
+            [row for rows in self._removals.values() for row in rows]
+        )
+        self.withheld = self._new_withheld(withheld)
         if self._new_articles:
             _insert_many(conn, articles, list(self._new_articles.values()))
             seq_of |= self._seqs(sorted(self._new_articles))  # given by the insert
@@ -222,6 +237,7 @@ class IngestBatch:
             (boilerplate, self._rows.pop("boilerplate", [])),
             (ingest_log, self._rows.pop("ingest_log", [])),
             (removals, removal_rows),
+            (withheld_removals, self.withheld),
         ):
             if rows:
                 _insert_many(conn, table, rows)
@@ -298,6 +314,8 @@ class IngestBatch:
                 .where(articles.c.id.in_(chunk))
             )
         overlay.load_advertisers(teasers, tails)
+        # every kept block, not only the batch's: a stored teaser's may be one (a small table)
+        overlay.load_kept(conn.execute(select(kept_blocks.c.key)).scalars())
         for chunk in chunks(sorted(asked.slugs)):
             overlay.load_slugs(
                 conn.execute(select(articles.c.slug).where(articles.c.slug.in_(chunk))).scalars()
@@ -350,10 +368,14 @@ class IngestBatch:
             ).scalars()
         )
 
-    def _new_removals(self, rows: list[dict[str, object]]) -> list[dict[str, object]]:
-        """Drop removals already recorded (in the database or earlier in this buffer)."""
+    def _new_removals(
+        self, rows: list[dict[str, object]]
+    ) -> tuple[list[dict[str, object]], list[dict[str, object]]]:
+        """The removals to record, new ones only (not already in the database or earlier in
+        this buffer), and those withheld: the new removals of an article they would leave
+        with no block at all, none of which is applied."""
         if not rows:
-            return []
+            return [], []
         ids = sorted({str(r["article_id"]) for r in rows})
         existing: set[tuple[str, str]] = set()
         # by article id, the leading column of the unique index: a (id, key) row-value IN
@@ -367,14 +389,58 @@ class IngestBatch:
                     )
                 )
             }
-        kept = []
+        new: dict[str, list[dict[str, object]]] = defaultdict(list)
         for row in rows:
             pair = (str(row["article_id"]), str(row["key"]))
             if pair not in existing:
                 existing.add(pair)
-                kept.append(row)
+                new[pair[0]].append(row)
+        gone: dict[str, set[str]] = defaultdict(set)  # recorded before, and planned now
+        for article_id, key in existing:
+            gone[article_id].add(key)
+        body = self._body_keys(sorted(new))
+        kept: list[dict[str, object]] = []
+        withheld: list[dict[str, object]] = []
+        for article_id, planned in new.items():
+            emptied = leaves_empty(body.get(article_id, ()), gone[article_id])
+            (withheld if emptied else kept).extend(planned)
         # in the order of the unique (article_id, key) index: one sweep of it, not random pages
-        return sorted(kept, key=lambda row: (str(row["article_id"]), str(row["key"])))
+        return sorted(kept, key=lambda row: (str(row["article_id"]), str(row["key"]))), withheld
+
+    def _body_keys(self, ids: Sequence[str]) -> dict[str, list[str]]:
+        """The block keys of these articles: buffered in this batch, else stored."""
+        found = {i: [str(row["key"]) for row in self._bodies[i]] for i in ids if i in self._bodies}
+        stored = [i for i in ids if i not in found]
+        for chunk in chunks(stored):
+            for row in self.connection.execute(
+                select(articles.c.id, blocks.c.key)
+                .join(articles, articles.c.seq == blocks.c.article_seq)
+                .where(articles.c.id.in_(chunk))
+            ):
+                found.setdefault(str(row.id), []).append(str(row.key))
+        return found
+
+    def _new_withheld(self, rows: list[dict[str, object]]) -> list[dict[str, object]]:
+        """The withheld removals not recorded yet (a later batch may plan one again)."""
+        if not rows:
+            return []
+        existing: set[tuple[str, str]] = set()
+        for chunk in chunks(sorted({str(r["article_id"]) for r in rows})):
+            existing |= {
+                (row.article_id, row.key)
+                for row in self.connection.execute(
+                    select(withheld_removals.c.article_id, withheld_removals.c.key).where(
+                        withheld_removals.c.article_id.in_(chunk)
+                    )
+                )
+            }
+        fresh = []
+        for row in rows:
+            pair = (str(row["article_id"]), str(row["key"]))
+            if pair not in existing:
+                existing.add(pair)
+                fresh.append(row)
+        return fresh
 
 
 def _insert_many(conn: Connection, table: Table, rows: list[dict[str, object]]) -> None:

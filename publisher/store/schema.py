@@ -25,7 +25,7 @@ from sqlalchemy.engine import Dialect
 __all__ = ["SCHEMA_VERSION", "UTCDateTime", "metadata"]
 
 # Bump with a migration in store/engine.py; an upgrade never drops data.
-SCHEMA_VERSION = 8
+SCHEMA_VERSION = 9
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -150,6 +150,32 @@ deletions = Table(
     # its articles.source_key, released while it is deleted so that a new story saved under
     # its old path is a new article (a copy of it is still found by content)
     Column("source_key", Text),
+)
+
+# -- schema 9 --: a block the editor kept (`publisher boilerplate keep`): no rule removes
+# it again, whatever later articles hold it.
+kept_blocks = Table(
+    "kept_blocks",
+    metadata,
+    Column("key", String(32), primary_key=True),
+    Column("text", Text, nullable=False),
+    Column("kept", UTCDateTime, nullable=False),
+)
+
+# -- schema 9 --: a removal a rule planned but that was not applied, as it would have left
+# the article with an empty body; shown by `articles show`.
+withheld_removals = Table(
+    "withheld_removals",
+    metadata,
+    Column(
+        "article_id", String(400), ForeignKey("articles.id", ondelete="CASCADE"), nullable=False
+    ),
+    Column("key", String(32), nullable=False),
+    Column("text", Text, nullable=False),
+    Column("rule", String(20), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("decided", UTCDateTime, nullable=False),
+    UniqueConstraint("article_id", "key"),
 )
 
 ingest_log = Table(

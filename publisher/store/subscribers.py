@@ -264,6 +264,17 @@ class Subscribers:
         ).scalar()
         return value
 
+    def pending_confirmation_sent(self, email: str) -> datetime | None:
+        """When the last confirmation mail went to this address while it waits to confirm
+        (None for any other status): one statement whatever the address."""
+        value: datetime | None = self.connection.execute(
+            select(subscribers.c.confirmation_sent).where(
+                subscribers.c.email == email,
+                subscribers.c.status == SubscriberStatus.PENDING.value,
+            )
+        ).scalar()
+        return value
+
     def remove(self, email: str) -> bool:
         return bool(
             self.connection.execute(

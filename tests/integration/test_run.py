@@ -347,6 +347,7 @@ def test_a_fresh_checkout_can_preview_digests_before_any_run(tmp_path: Path) -> 
     message = eml.read_text(encoding="utf-8")
     [token] = re.findall(r"/unsubscribe/([\w.\-]+)", message)[:1]
     secret = key_file.read_text(encoding="utf-8").strip()
-    claim = Tokens(secret).check("unsubscribe", token, max_age=3600)
+    # (a preview's links are inert preview tokens: tests/integration/test_preview_links.py)
+    claim = Tokens(secret).check_preview(token, max_age=3600)
     assert claim is not None and claim.email == "ann@example.com"
-    assert Tokens("another-key").check("unsubscribe", token, max_age=3600) is None
+    assert Tokens("another-key").check_preview(token, max_age=3600) is None

@@ -3,6 +3,7 @@ request framing, redirects. Raw sockets where httpx would tidy the request up.""
 
 from __future__ import annotations
 
+import logging
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -61,31 +62,57 @@ def _raw(url: str, request: bytes) -> bytes:
     return received
 
 
-def _post(url: str, email: str, forwarded_for: str) -> int:
-    answer = httpx.post(
-        url + "subscribe",
-        data={"email": email},
-        headers={"X-Forwarded-For": forwarded_for},
-        timeout=10,
-    )
-    return answer.status_code
+def _post(url: str, email: str, forwarded_for: str | None = None, local: str | None = None) -> int:
+    """POST /subscribe from 127.0.0.1 (or `local`), optionally naming a forwarded client."""
+    headers = {"X-Forwarded-For": forwarded_for} if forwarded_for else {}
+    transport = httpx.HTTPTransport(local_address=local) if local else None
+    with httpx.Client(transport=transport, timeout=10) as client:
+        return client.post(url + "subscribe", data={"email": email}, headers=headers).status_code
+
+
+BAD = "not an address"  # a failed attempt: only those count toward the limit
+
+
+# -- the limit: failed attempts, per client ------------------------------------------------
+
+
+def test_sign_ups_never_lock_a_client_out_only_its_failed_attempts_do(serve_with: object) -> None:
+    url = serve_with()  # type: ignore[operator]
+    # an office behind one address signs up a dozen people: none refused
+    assert [_post(url, f"r{n}@example.com") for n in range(12)] == [200] * 12
+    # five malformed forms from that address (subscribe_per_minute = 5), then it waits
+    assert [_post(url, BAD) for _ in range(5)] == [400] * 5
+    assert _post(url, "late@example.com") == 429
+    # another client (all of 127/8 is loopback on Linux) is not affected
+    assert _post(url, "other@example.com", local="127.0.0.2") == 200
+    assert _post(url, BAD, local="127.0.0.2") == 400
 
 
 # -- X-Forwarded-For -----------------------------------------------------------------------
 
 
-def test_made_up_forwarded_for_addresses_do_not_dodge_the_rate_limit(serve_with: object) -> None:
+def test_made_up_forwarded_for_addresses_do_not_dodge_the_rate_limit(
+    serve_with: object, caplog: pytest.LogCaptureFixture
+) -> None:
     url = serve_with()  # type: ignore[operator]
-    codes = [_post(url, f"r{n}@example.com", f"203.0.113.{n}") for n in range(12)]
-    assert codes == [200] * 5 + [429] * 7  # subscribe_per_minute = 5, all from 127.0.0.1
+    with caplog.at_level(logging.WARNING, logger="publisher.web"):
+        codes = [_post(url, BAD, f"203.0.113.{n}") for n in range(12)]
+    assert codes == [400] * 5 + [429] * 7  # all from 127.0.0.1
+    # the operator is told once that a proxy's header is being ignored
+    told = [r for r in caplog.records if "forwarded_allow_ips" in r.getMessage()]
+    assert len(told) == 1 and "127.0.0.1" in told[0].getMessage()
 
 
-def test_forwarded_for_is_believed_from_the_named_proxy(serve_with: object) -> None:
-    url = serve_with(forwarded_allow_ips='"127.0.0.1"')  # type: ignore[operator]
-    codes = [_post(url, f"r{n}@example.com", f"203.0.113.{n}") for n in range(12)]
-    assert codes == [200] * 12  # twelve clients behind the proxy, one request each
-    same = [_post(url, f"s{n}@example.com", "198.51.100.7") for n in range(6)]
-    assert same == [200] * 5 + [429]  # one client behind the proxy is limited as itself
+def test_forwarded_for_is_believed_only_from_the_named_proxy(serve_with: object) -> None:
+    url = serve_with(forwarded_allow_ips='"127.0.0.2"')  # type: ignore[operator]
+    # 127.0.0.1 is not the proxy: what it claims is ignored, it is limited as itself
+    codes = [_post(url, BAD, f"203.0.113.{n}") for n in range(7)]
+    assert codes == [400] * 5 + [429] * 2
+    # through the proxy, each reader is limited as itself
+    proxy = "127.0.0.2"
+    assert [_post(url, BAD, "198.51.100.7", proxy) for _ in range(6)] == [400] * 5 + [429]
+    assert _post(url, "b@example.com", "198.51.100.8", proxy) == 200
+    assert [_post(url, BAD, f"192.0.2.{n}", proxy) for n in range(8)] == [400] * 8
 
 
 def test_forwarded_allow_ips_must_name_addresses(tmp_path: Path, smtp_sink: SmtpSink) -> None:

@@ -28,7 +28,9 @@ from publisher.model import Block, ParsedArticle
 LEDE = "The city opened its first smart library on Monday."
 HEADLINE = "Harbin ramps up childcare services"
 BLURB = "A new comprehensive service center opened in Daoli district."
-SHARED = "appears in 3 articles (boilerplate)"
+SHARED = "part of a run of blocks repeated in other articles (boilerplate)"
+# a block before a shared one in another article that is not this article's: no run
+UNSHARED = " ".join(["word"] * 15)
 
 
 def decide(
@@ -168,7 +170,7 @@ def test_a_block_held_by_enough_other_articles_becomes_boilerplate_everywhere() 
 
 
 def test_below_the_threshold_nothing_is_boilerplate() -> None:
-    facts = StoredFacts(holders={block_key(BLURB): holders("x1")})
+    facts = StoredFacts(holders={block_key(BLURB): holders("x1", previous=UNSHARED)})
     decision = decide(parsed("Own", LEDE, BLURB), facts, [], 3)
     assert (decision.removals, decision.new_boilerplate) == ((), ())
     assert decide(parsed("Own", LEDE, BLURB), facts, [], 2).new_boilerplate == (
@@ -203,7 +205,7 @@ def test_a_long_preceding_block_is_not_a_headline() -> None:
 
 
 def test_its_own_earlier_version_does_not_count_as_another_holder() -> None:
-    facts = StoredFacts(holders={block_key(BLURB): holders("self", "x1")})
+    facts = StoredFacts(holders={block_key(BLURB): holders("self", "x1", previous=UNSHARED)})
     near = [NearMatch("self", 0.9, "2021-01-01")]
     decision = decide(parsed("Own", LEDE, BLURB), facts, near, 3)
     assert decision.outcome is Outcome.UPDATED

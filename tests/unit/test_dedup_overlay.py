@@ -16,6 +16,7 @@ import pytest
 from hypothesis import Phase, given, settings
 from hypothesis import strategies as st
 
+from publisher.config import DedupSettings
 from publisher.dedup.minhash import NearDuplicateIndex, Signer
 from publisher.dedup.overlay import (
     BatchOverlay,
@@ -487,3 +488,27 @@ def test_the_stories_generated_for_the_order_property_are_what_they_claim() -> N
     }
     removed = {r.text for r in batch.removals[batch.by_file("Story 1.txt")].values()}
     assert removed == {"Shared notice number 0.", "Story 2", "Read about story 2 today."}
+
+
+@settings(max_examples=300, deadline=None)
+@given(order=st.permutations([*seeds(), CHILDCARE_ARTICLE, XIANGFANG_ARTICLE]))
+def test_at_the_default_min_articles_the_seeds_lose_the_childcare_run_in_any_order(
+    order: list[Incoming],
+) -> None:
+    batch = Batch(min_articles=DedupSettings().boilerplate_min_articles)
+    for item in order:
+        batch.ingest(item)
+    lost = {
+        batch.bodies[article_id].article.title: {r.text for r in planned.values()}
+        for article_id, planned in batch.removals.items()
+        if planned
+    }
+    # the run (headline + blurb) ends four seeds: gone from each; the childcare article
+    # keeps its lede, and 001's teaser goes once the Xiangfang article is known
+    assert {title for title, texts in lost.items() if CHILDCARE_SENTENCE in texts} == {
+        seed.article.title
+        for seed in seeds()
+        if seed.block_keys[-1] == block_key(CHILDCARE_SENTENCE)
+    }
+    assert CHILDCARE not in lost
+    assert lost[seeds()[1].article.title] == {XIANGFANG, seeds()[1].article.blocks[-1].text}

@@ -18,6 +18,7 @@ from publisher.dedup.rules import (
     Teaser,
     block_key,
     decide,
+    leaves_empty,
     plan_boilerplate,
     title_key,
     trailing_teaser,
@@ -165,7 +166,7 @@ def test_a_block_held_by_enough_articles_is_declared_and_removed_from_all() -> N
     # the headline it may advertise: the first short block found before it
     assert declared == ((block_key("Subscribe now."), "Subscribe now.", "Their lede."),)
     assert removed(removals) == {(None, "Subscribe now."), ("a", "Subscribe now.")}
-    assert {r.reason for r in removals} == {"appears in 2 articles (boilerplate)"}
+    assert {r.reason for r in removals} == {"appears in 2 or more articles (boilerplate)"}
     assert {r.rule for r in removals} == {"shared"}
 
 
@@ -276,3 +277,80 @@ def test_a_block_both_shared_and_a_teaser_is_removed_once_as_shared() -> None:
     removals, _ = plan_boilerplate(item, facts, None, 2)
     own = {r.text: r.rule for r in removals if r.article_id is None}
     assert own == {"Sentence.": "shared", "Known headline": "teaser"}
+
+
+# -- a single sentence, a run, a kept block, an empty body -----------------------------
+
+POLICE = "Police said the investigation is ongoing."
+
+
+def test_one_sentence_two_unrelated_stories_share_is_not_boilerplate() -> None:
+    item = article("Fire in a warehouse", "A warehouse burned on Tuesday.", POLICE)
+    facts = StoredFacts(holders={block_key(POLICE): [Holder("a", "A barge hit a pier.", "A")]})
+    assert plan_boilerplate(item, facts, None, 3) == ((), ())
+    # a third story with it makes it boilerplate (min_articles 3)
+    two = [Holder("a", "A barge hit a pier.", "A"), Holder("b", "Bikes were found.", "B")]
+    removals, declared = plan_boilerplate(
+        item, StoredFacts(holders={block_key(POLICE): two}), None, 3
+    )
+    assert removed(removals) == {(None, POLICE), ("a", POLICE), ("b", POLICE)}
+    assert [key for key, _, _ in declared] == [block_key(POLICE)]
+
+
+def test_a_run_of_two_blocks_goes_at_its_second_copy_whatever_min_articles() -> None:
+    item = article("Mine", "My lede.", CHILDCARE, CHILDCARE_SENTENCE)
+    facts = StoredFacts(
+        holders={
+            block_key(CHILDCARE): [Holder("a", "Their lede.", "A")],
+            block_key(CHILDCARE_SENTENCE): [Holder("a", CHILDCARE, "A")],
+        }
+    )
+    removals, declared = plan_boilerplate(item, facts, None, 5)
+    assert removed(removals) == {
+        (None, CHILDCARE),
+        (None, CHILDCARE_SENTENCE),
+        ("a", CHILDCARE),
+        ("a", CHILDCARE_SENTENCE),
+    }
+    assert {r.reason for r in removals} == {
+        "part of a run of blocks repeated in other articles (boilerplate)"
+    }
+    assert len(declared) == 2
+
+
+def test_the_same_two_blocks_apart_in_another_article_are_no_run() -> None:
+    item = article("Mine", "My lede.", CHILDCARE, CHILDCARE_SENTENCE)
+    facts = StoredFacts(
+        holders={
+            block_key(CHILDCARE): [Holder("a", "Their lede.", "A")],
+            block_key(CHILDCARE_SENTENCE): [Holder("a", "Something between.", "A")],
+        }
+    )
+    assert plan_boilerplate(item, facts, None, 3) == ((), ())
+
+
+def test_a_kept_block_is_never_removed_by_any_rule() -> None:
+    keys = frozenset({block_key(CHILDCARE), block_key(CHILDCARE_SENTENCE)})
+    item = article("Mine", "My lede.", CHILDCARE, CHILDCARE_SENTENCE)
+    run = StoredFacts(
+        holders={
+            block_key(CHILDCARE): [Holder("a", "Their lede.", "A")],
+            block_key(CHILDCARE_SENTENCE): [Holder("a", CHILDCARE, "A")],
+        },
+        kept=keys,
+    )
+    assert plan_boilerplate(item, run, None, 2) == ((), ())
+    declared = StoredFacts(boilerplate={block_key(CHILDCARE_SENTENCE): frozenset()}, kept=keys)
+    assert plan_boilerplate(item, declared, None, 2) == ((), ())
+    teaser = StoredFacts(titles={title_key(CHILDCARE): "adv"}, kept=keys)
+    assert plan_boilerplate(item, teaser, None, 2) == ((), ())
+    tails = [("x", [(block_key(CHILDCARE), CHILDCARE)])]
+    advertised = article(CHILDCARE, CHILDCARE_SENTENCE, "More.")
+    facts = StoredFacts(advertisers=tails, kept=keys)
+    assert plan_boilerplate(advertised, facts, None, 2) == ((), ())
+
+
+def test_a_removal_that_takes_every_block_leaves_the_article_empty() -> None:
+    assert leaves_empty(["a", "b"], ["b", "a"])
+    assert not leaves_empty(["a", "b"], ["b"])
+    assert leaves_empty(["a", "a"], ["a"])
