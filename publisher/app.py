@@ -23,6 +23,7 @@ from publisher.subscribing import Subscriptions
 from publisher.watch import finished_files
 
 if TYPE_CHECKING:  # typing only: these load when a command needs them
+    from publisher.deleting import ArticleDeleter, Deleted, Restored
     from publisher.inbound import InboundMail
     from publisher.sending.claiming import ClaimingSender
     from publisher.sending.reports import DigestReport
@@ -129,14 +130,30 @@ class App:
         with self.store.read() as connection:
             return Articles(connection).matching(category=category, search=search, limit=limit)
 
-    def article(self, id_or_slug: str) -> Article:
-        with self.store.read() as connection:
-            found = Articles(connection).detail(id_or_slug)
-        if found is None:
-            raise PublisherError(
-                f"no article with id or slug '{id_or_slug}'", "see `publisher articles list`"
-            )
-        return found
+    def article(self, reference: str) -> Article:
+        """By id or slug, or a unique prefix of either (BadReference otherwise)."""
+        from publisher.deleting import find_article
+
+        return find_article(self.store, reference)
+
+    @property
+    def deleter(self) -> ArticleDeleter:
+        from publisher.deleting import ArticleDeleter
+
+        return ArticleDeleter(self.settings, self.store)
+
+    def delete_articles(self, references: Sequence[str]) -> list[Deleted]:
+        """Unpublish articles (see deleting.py), then rebuild what showed them."""
+        done = self.deleter.delete(references)
+        if any(not d.already for d in done) or self.site.build_owed():
+            self.build_feeds()
+        return done
+
+    def restore_article(self, reference: str) -> Restored:
+        """Publish a deleted article again, then rebuild."""
+        restored = self.deleter.restore(reference)
+        self.build_feeds()
+        return restored
 
     # -- boilerplate -------------------------------------------------------------
 

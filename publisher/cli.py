@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 from rich.table import Table
+from rich.text import Text
 
 from publisher.config import Settings, load_settings
 from publisher.console import (
@@ -32,7 +33,7 @@ from publisher.console import (
     worker_progress,
 )
 from publisher.errors import ConfigError, MissingDatabase, PublisherError, UsageError
-from publisher.model import FileOutcome
+from publisher.model import Article, FileOutcome
 from publisher.secrecy import ensure_secret_key
 
 if TYPE_CHECKING:  # typing only: App and the services load inside the commands
@@ -42,7 +43,12 @@ if TYPE_CHECKING:  # typing only: App and the services load inside the commands
 __all__ = ["main"]
 
 EX_TEMPFAIL = 75  # sysexits.h: an MTA's pipe transport defers the message and retries
-_NOTABLE = (FileOutcome.DUPLICATE, FileOutcome.QUARANTINED, FileOutcome.UPDATED)
+_NOTABLE = (
+    FileOutcome.DUPLICATE,
+    FileOutcome.QUARANTINED,
+    FileOutcome.UPDATED,
+    FileOutcome.DELETED,
+)
 
 T = TypeVar("T")
 
@@ -316,7 +322,7 @@ def articles_list(
                     text(a.slug),
                     (
                         text(a.published.astimezone(zone).date().isoformat()),
-                        text(a.title),
+                        _listed_title(a, zone),
                         text(a.category),
                         text(a.author or ""),
                     ),
@@ -328,12 +334,20 @@ def articles_list(
     )
 
 
+def _listed_title(article: Article, zone: Any) -> Text:
+    if article.deleted is None:
+        return text(article.title)
+    shown = text(f"deleted {article.deleted.astimezone(zone).date().isoformat()}: ", "red")
+    return shown.append(text(article.title))
+
+
 @articles.command("show")
 @click.argument("article_id")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON object.")
 @click.pass_context
 def articles_show(ctx: click.Context, article_id: str, as_json: bool) -> None:
-    """Show one article (by id or slug) and the boilerplate removed from it.
+    """Show one article (by id, slug, or a unique prefix of either) and the boilerplate
+    removed from it.
 
     Example: publisher articles show 2020-09-01-harbin-regains-national-civilized-city-title
     """
@@ -362,6 +376,9 @@ def articles_show(ctx: click.Context, article_id: str, as_json: bool) -> None:
         ("file", article.source_file),
     ]:
         terminal.say(f"{label:>10}: {value}")
+    if article.deleted is not None:
+        when = article.deleted.astimezone(zone).isoformat()
+        terminal.show(text(f"{'deleted':>10}: deleted at {when} (`articles restore` undoes it)"))
     terminal.show("")
     for block in article.blocks:
         for line in block.text.split("\n"):  # a block's own lines stay lines
@@ -381,6 +398,55 @@ def articles_show(ctx: click.Context, article_id: str, as_json: bool) -> None:
         for r in article.withheld:
             table.add_row(text(r.rule), text(r.text), text(r.reason))
         terminal.show(table)
+
+
+@articles.command("delete")
+@click.argument("references", metavar="ID...", nargs=-1, required=True)
+@click.option("--yes", is_flag=True, help="Do not ask (needed without a terminal).")
+@click.pass_context
+def articles_delete(ctx: click.Context, references: tuple[str, ...], yes: bool) -> None:
+    """Unpublish articles (by id, slug, or a unique prefix of either): out of every feed,
+    page and unsent digest, a tombstone in the Atom feeds, the page answers 410, the file
+    moves to <inbox>/deleted/. `articles restore` undoes it.
+
+    Example: publisher articles delete 2020-09-01-harbin-regains --yes
+    """
+    app, terminal = _app(ctx), _terminal(ctx)
+    chosen = [app.article(reference) for reference in references]
+    if not yes:
+        if not sys.stdin.isatty():
+            terminal.fail(
+                "not deleting without confirmation: no terminal to ask on",
+                "pass --yes to delete without a prompt",
+                2,
+                one_line=True,
+            )
+        for article in chosen:
+            terminal.say(f"{article.slug}: {article.title}")
+        if not click.confirm(f"Delete {len(chosen)} article(s)?", default=False):
+            terminal.fail("nothing deleted", None, 1)
+    for done in app.delete_articles(references):
+        if done.already:
+            terminal.say(f"already deleted: {done.article.slug}")
+            continue
+        where = f"; file moved to {done.moved_to}" if done.moved_to else f" ({done.note})"
+        terminal.say(f"deleted {done.article.slug}{where}")
+
+
+@articles.command("restore")
+@click.argument("reference", metavar="ID")
+@click.pass_context
+def articles_restore(ctx: click.Context, reference: str) -> None:
+    """Publish a deleted article again (its file goes back to the inbox if the name is free).
+
+    Example: publisher articles restore 2020-09-01-harbin-regains
+    """
+    app, terminal = _app(ctx), _terminal(ctx)
+    restored = app.restore_article(reference)
+    where = f"; file back at {restored.moved_back}" if restored.moved_back else ""
+    terminal.say(f"restored {restored.article.slug}{where}")
+    if restored.note:
+        terminal.warn(restored.note)
 
 
 SHOWN_IDS = 20  # `--json` lists them all
@@ -999,7 +1065,12 @@ def _show_status(terminal: Terminal, found: dict[str, Any]) -> None:
     )
     lines = [
         ("database", database),
-        ("articles", f"{articles['total']} (last ingest: {articles['last_ingest'] or 'never'})"),
+        (
+            "articles",
+            f"{articles['total']}"
+            + (f", {articles['deleted']} of them deleted" if articles.get("deleted") else "")
+            + f" (last ingest: {articles['last_ingest'] or 'never'})",
+        ),
         ("feeds", f"last built: {feeds['last_built'] or 'never'} ({feeds['output_dir']})"),
         (
             "scheduler",

@@ -122,6 +122,7 @@ class DedupSettings:
 class FeedSettings:
     max_entries: int = 50
     archive_page_size: int = 50
+    tombstone_days: int = 30  # how long Atom feeds list a deleted article (RFC 6721)
 
 
 @dataclass(frozen=True)
@@ -724,6 +725,7 @@ _RANGES: Mapping[str, tuple[float, float | None]] = {
     "feeds.max_entries": (1, None),
     "digest.max_items": (1, None),
     "feeds.archive_page_size": (1, None),
+    "feeds.tombstone_days": (0, None),
     "server.subscribe_per_minute": (1, None),
     "server.subscribe_cooldown_seconds": (0, None),
     "server.token_max_age_seconds": (1, None),

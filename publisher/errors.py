@@ -3,6 +3,7 @@
     PublisherError(message, hint)
     ├── ConfigError   (ValueError)       bad settings: exit 2
     ├── UsageError    (ValueError)       a bad argument (an unknown category): exit 2
+    │   └── BadReference (LookupError)   an article ID naming none, or several
     ├── ParseError    (ValueError)       a file that is not an article: quarantined
     ├── StoreError    (RuntimeError)     database unreachable, locked, bad schema
     │   └── MissingDatabase                a read-only command found no database yet
@@ -17,6 +18,7 @@ from __future__ import annotations
 import re
 
 __all__ = [
+    "BadReference",
     "ConfigError",
     "MissingDatabase",
     "ParseError",
@@ -49,6 +51,10 @@ class ConfigError(PublisherError, ValueError):
 
 class UsageError(PublisherError, ValueError):
     """An argument the command cannot take (an unknown category name)."""
+
+
+class BadReference(UsageError, LookupError):
+    """An ID given on the command line names no article, or more than one (a prefix)."""
 
 
 class ParseError(PublisherError, ValueError):

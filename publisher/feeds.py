@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, tzinfo
 from typing import Any
+from xml.sax.saxutils import escape
 
 from feedgen.ext.base import BaseEntryExtension, BaseExtension
 from feedgen.feed import FeedGenerator
@@ -29,12 +30,15 @@ __all__ = [
     "Archive",
     "Channel",
     "Entry",
+    "Tombstone",
     "atom",
     "category_slug",
     "content_html",
     "feed_language",
     "json_feed",
     "rss",
+    "sitemap",
+    "sitemap_index",
 ]
 
 ATOM_TYPE = "application/atom+xml"
@@ -44,6 +48,15 @@ GENERATOR = "publisher"
 # an empty feed still needs `updated`; a fixed instant keeps its bytes (and ETag) stable
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _HISTORY_NS = "http://purl.org/syndication/history/1.0"
+TOMBSTONES_NS = "http://purl.org/atompub/tombstones/1.0"
+
+
+@dataclass(frozen=True, slots=True)
+class Tombstone:
+    """An entry this feed no longer carries (RFC 6721 at:deleted-entry): its id, and when."""
+
+    ref: str
+    when: datetime
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +86,7 @@ class Channel:
     prev_archive: str | None = None  # subscription document -> newest archive page
     archive: Archive | None = None  # set when this document *is* an archive page
     empty_updated: datetime = EPOCH
+    tombstones: tuple[Tombstone, ...] = ()  # Atom only; newest first
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,7 +123,9 @@ def content_html(blocks: Sequence[Block], limit: int = ENTRY_TEXT_LIMIT) -> str:
 
 
 def _updated(channel: Channel, entries: Sequence[Entry]) -> datetime:
-    newest = max((e.article.updated for e in entries), default=channel.empty_updated)
+    # a deletion changes the feed as much as a new entry does
+    times = [e.article.updated for e in entries] + [t.when for t in channel.tombstones]
+    newest = max(times, default=channel.empty_updated)
     return newest.astimezone(channel.zone)
 
 
@@ -161,10 +177,36 @@ class _History(BaseExtension):  # type: ignore[misc]
         return feed
 
 
-def _generator(channel: Channel, entries: Sequence[Entry], *, archive: bool) -> FeedGenerator:
+class _Tombstones(BaseExtension):  # type: ignore[misc]
+    """Adds one <at:deleted-entry ref=… when=…/> per deleted entry (RFC 6721 section 2),
+    after the entries: feedgen has no such element."""
+
+    tombstones: tuple[Tombstone, ...] = ()
+    zone: tzinfo = UTC
+
+    def extend_ns(self) -> dict[str, str]:
+        return {"at": TOMBSTONES_NS}
+
+    def extend_atom(self, feed: Any) -> Any:
+        from lxml import etree  # feedgen's own XML library; only needed here
+
+        for tombstone in self.tombstones:
+            element = etree.SubElement(feed, f"{{{TOMBSTONES_NS}}}deleted-entry")
+            element.set("ref", tombstone.ref)
+            element.set("when", tombstone.when.astimezone(self.zone).isoformat())
+        return feed
+
+
+def _generator(
+    channel: Channel, entries: Sequence[Entry], *, archive: bool, tombstones: bool = False
+) -> FeedGenerator:
     fg = FeedGenerator()
     if archive:
         fg.register_extension("fh", _History, None, atom=True, rss=False)
+    if tombstones and channel.tombstones:
+        fg.register_extension("at", _Tombstones, None, atom=True, rss=False)
+        fg.at.tombstones = channel.tombstones
+        fg.at.zone = channel.zone
     fg.id(channel.atom_url)
     fg.title(channel.title)
     fg.subtitle(channel.subtitle or channel.title)
@@ -216,8 +258,9 @@ def _add_entry(fg: FeedGenerator, entry: Entry, channel: Channel) -> None:
 
 
 def atom(channel: Channel, entries: Sequence[Entry]) -> bytes:
-    """An Atom 1.0 document: the subscription feed, or an RFC 5005 archive page."""
-    fg = _generator(channel, entries, archive=channel.archive is not None)
+    """An Atom 1.0 document: the subscription feed, or an RFC 5005 archive page; the
+    channel's tombstones as RFC 6721 deleted entries."""
+    fg = _generator(channel, entries, archive=channel.archive is not None, tombstones=True)
     data: bytes = fg.atom_str(pretty=True)
     return data
 
@@ -284,3 +327,23 @@ def _json_item(entry: Entry, channel: Channel, feed_level: str | None) -> dict[s
 
 def _fields(channel: Channel) -> dict[str, Any]:
     return {name: getattr(channel, name) for name in Channel.__slots__}
+
+
+_SITEMAP_NS = "http://www.sitemaps.org/schemas/sitemap/0.9"
+
+
+def sitemap(urls: Sequence[str]) -> bytes:
+    """A sitemaps.org urlset of these absolute URLs (at most 50,000, the protocol's limit)."""
+    lines = [f"  <url><loc>{escape(url)}</loc></url>" for url in urls]
+    return _sitemap_document("urlset", lines)
+
+
+def sitemap_index(urls: Sequence[str]) -> bytes:
+    """A sitemaps.org sitemap index naming these sitemap files."""
+    lines = [f"  <sitemap><loc>{escape(url)}</loc></sitemap>" for url in urls]
+    return _sitemap_document("sitemapindex", lines)
+
+
+def _sitemap_document(root: str, lines: Sequence[str]) -> bytes:
+    head = ['<?xml version="1.0" encoding="UTF-8"?>', f'<{root} xmlns="{_SITEMAP_NS}">']
+    return ("\n".join([*head, *lines, f"</{root}>"]) + "\n").encode("utf-8")

@@ -24,6 +24,7 @@ from publisher.model import FileOutcome
 from publisher.prepare import Prepared, prepared_batches, worker_processes
 from publisher.store import Articles, Store
 from publisher.store.builds import SiteBuilds
+from publisher.store.deletions import Deletions
 from publisher.store.ingest_batch import IngestBatch
 
 __all__ = ["FileResult", "IngestReport", "Ingestor", "Withheld"]
@@ -70,7 +71,11 @@ class IngestReport:
         return any(r.outcome is FileOutcome.QUARANTINED for r in self.results)
 
     def summary(self) -> dict[str, int]:
-        shown = [o for o in FileOutcome if o is not FileOutcome.VANISHED]
+        shown = [
+            o
+            for o in FileOutcome
+            if o is not FileOutcome.VANISHED and (o is not FileOutcome.DELETED or self.count(o))
+        ]
         return {o.value: self.count(o) for o in shown}
 
 
@@ -169,13 +174,18 @@ class Ingestor:
                     now=now,
                 )
             seen = writes.seen_files((item.name, item.raw_hash) for item, _ in parsed)
+            deleted = Deletions(connection).ids()
             for item, incoming in parsed:
                 if (item.name, item.raw_hash) in seen:
+                    target = writes.seen_article(item.name)
+                    if target is not None and target in deleted:
+                        results[item.path] = _of_deleted(item.name, target, "the same file")
+                        continue
                     results[item.path] = FileResult(
                         item.name, FileOutcome.UNCHANGED, "already ingested"
                     )
                     continue
-                results[item.path] = self._decide(writes, item, incoming, now)
+                results[item.path] = self._decide(writes, item, incoming, now, deleted)
             writes.flush()
             withheld = [
                 Withheld(str(r["article_id"]), str(r["text"]), str(r["rule"]), str(r["reason"]))
@@ -220,7 +230,12 @@ class Ingestor:
         return replace(item, source_key=key)
 
     def _decide(
-        self, batch: IngestBatch, prepared: Prepared, item: Incoming, now: datetime
+        self,
+        batch: IngestBatch,
+        prepared: Prepared,
+        item: Incoming,
+        now: datetime,
+        deleted: frozenset[str] = frozenset(),
     ) -> FileResult:
         article, name, raw_hash = item.article, prepared.name, prepared.raw_hash
         facts = batch.facts(item)
@@ -241,6 +256,20 @@ class Ingestor:
                     if aid in updated
                 ]
         decision = decide(item, facts, near, self.settings.dedup.boilerplate_min_articles)
+        if decision.target_id is not None and decision.target_id in deleted:
+            # its copy, correction or own file again: a deleted article stays deleted
+            how = "a copy" if decision.outcome is Outcome.DUPLICATE else "a version"
+            result = _of_deleted(name, decision.target_id, how)
+            batch.log(
+                file=name,
+                raw_hash=raw_hash,
+                outcome=FileOutcome.DELETED,
+                now=now,
+                content_hash=article.content_hash,
+                article_id=decision.target_id,
+                reason=result.detail,
+            )
+            return result
         if decision.outcome is Outcome.DUPLICATE:
             batch.log(
                 file=name,
@@ -298,6 +327,14 @@ class Ingestor:
         """After a rollback the index may hold articles that were never stored: rebuild it."""
         self.index = NearDuplicateIndex(self.signer, self.settings.dedup.near_duplicate_threshold)
         self._synced_seq = 0
+
+
+def _of_deleted(name: str, article_id: str, how: str) -> FileResult:
+    detail = (
+        f"{how} of deleted article {article_id}: not published again "
+        "(`publisher articles restore` brings it back)"
+    )
+    return FileResult(name, FileOutcome.DELETED, detail, article_id)
 
 
 def _kept_rows(rows: np.ndarray, item: Incoming, boilerplate: Mapping[str, object]) -> np.ndarray:

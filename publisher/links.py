@@ -17,6 +17,7 @@ from urllib.parse import quote
 
 __all__ = [
     "CONFIRM_ROUTE",
+    "GONE_PAGES",
     "UNSUBSCRIBE_ROUTE",
     "absolute",
     "archive_path",
@@ -24,12 +25,15 @@ __all__ = [
     "category_path",
     "confirm_path",
     "href",
+    "sitemap_path",
     "slug_words",
     "unsubscribe_path",
 ]
 
 CONFIRM_ROUTE = "/confirm/{token}"
 UNSUBSCRIBE_ROUTE = "/unsubscribe/{token}"
+# in the output folder, never served: the pages of deleted articles, answered 410 Gone
+GONE_PAGES = ".build/gone.json"
 
 
 _NOT_PRINTABLE_ASCII = re.compile(r"[^\x21-\x7e]+")
@@ -88,6 +92,11 @@ def category_path(slug: str) -> str:
 def archive_path(number: int) -> str:
     """An RFC 5005 archive document."""
     return f"archive/{number}.xml"
+
+
+def sitemap_path(number: int) -> str:
+    """One page of the sitemap (sitemap.xml is their index)."""
+    return f"sitemap/{number}.xml"
 
 
 def confirm_path(token: str) -> str:

@@ -132,6 +132,7 @@ class Article:
     language: str | None = None  # None: the site's site.language
     # removals a rule planned but not applied: they would have left the body empty
     withheld: tuple[Removal, ...] = field(default=())
+    deleted: datetime | None = None  # when the editor deleted it (`articles delete`)
 
     @property
     def category(self) -> str:
@@ -158,6 +159,7 @@ class Article:
             "content_hash": self.content_hash,
             "source_file": self.source_file,
             "language": self.language,
+            "deleted": when(self.deleted) if self.deleted else None,
         }
         if body:
             view["blocks"] = [block.text for block in self.blocks]
@@ -252,6 +254,7 @@ class FileOutcome(StrEnum):
     UNCHANGED = "unchanged"  # these bytes were ingested before
     QUARANTINED = "quarantined"
     VANISHED = "vanished"  # gone before it was read
+    DELETED = "deleted"  # a copy of a deleted article: not published again
 
 
 class RunStatus(StrEnum):

@@ -21,6 +21,7 @@ class WriteLog:
 
     written: list[str] = field(default_factory=list)
     unchanged: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
 
 
 class OutputDir:
@@ -74,4 +75,14 @@ class OutputDir:
             Path(temporary).unlink(missing_ok=True)
             raise
         self.log.written.append(relative)
+        return True
+
+    def remove(self, relative: str) -> bool:
+        """Remove a file the site no longer has (a deleted article's page); True if it was
+        there."""
+        try:
+            self.path(relative).unlink()
+        except FileNotFoundError:
+            return False
+        self.log.removed.append(relative)
         return True

@@ -11,6 +11,11 @@ its bytes change only if one of its own entries is corrected. Pages count positi
 every stored row, so a deleted article must keep its row and only be left out of its
 page's entries, or every later page would shift.
 
+A deleted article (store/deletions.py) is in no feed, page or listing; its page file is
+removed and named in GONE_PAGES, which the web server answers 410 Gone; the Atom feeds
+(the site's and its category's) carry an RFC 6721 tombstone for it for
+`feeds.tombstone_days`.
+
 A small state file (`.build/state.json`, never served) remembers fingerprints so a full
 build re-renders only what changed and an incremental build knows which category feeds
 held a changed article.
@@ -22,22 +27,30 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from publisher import __version__, feeds
 from publisher.body import body_html
 from publisher.config import Settings
 from publisher.errors import StoreError
-from publisher.feeds import Archive, Channel, Entry, category_slug
-from publisher.links import archive_path, article_path, category_path, href
+from publisher.feeds import Archive, Channel, Entry, Tombstone, category_slug
+from publisher.links import (
+    GONE_PAGES,
+    archive_path,
+    article_path,
+    category_path,
+    href,
+    sitemap_path,
+)
 from publisher.model import Article
 from publisher.output import OutputDir
 from publisher.render import builtin_templates, render, template_environment
 from publisher.store import Store
 from publisher.store.builds import SiteBuilds
+from publisher.store.deletions import Deletion, Deletions
 from publisher.store.pages import ArticleStamp, SiteQueries
 
 __all__ = ["BuildResult", "ChangeReport", "ChangedArticle", "SiteBuilder", "category_slugs"]
@@ -50,6 +63,7 @@ STATE_VERSION = 2
 # removals recorded by a writer that committed after our last build may carry a
 # slightly older timestamp; look back this far so none is missed
 REMOVAL_LOOKBACK = timedelta(minutes=5)
+SITEMAP_PAGE = 1000  # article pages per sitemap/<n>.xml (the protocol allows 50,000)
 _TEMPLATES = ("base.html.j2", "index.html.j2", "article.html.j2", "static/style.css")
 
 
@@ -115,9 +129,15 @@ def category_slugs(names: Iterable[str]) -> dict[str, str]:
 class SiteBuilder:
     """Builds the output folder of one Settings from one Store."""
 
-    def __init__(self, settings: Settings, store: Store) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
         self.settings = settings
         self.store = store
+        self.clock = clock  # when tombstones expire
         self.environment = template_environment(settings)
         self.size = max(1, settings.feeds.archive_page_size)
         self.limit = max(1, settings.feeds.max_entries)
@@ -169,20 +189,24 @@ class SiteBuilder:
         with self.store.read() as connection:
             queries = SiteQueries(connection)
             stamps = queries.stamps()
+            deleted = Deletions(connection).all()
             _, newest_removal = queries.removals_since(None)
             slugs = category_slugs(s.category for s in stamps)
             latest = queries.latest(self.limit)
             archived = self._archived(len(stamps))
-            self._site_feeds(out, self._current(queries, latest, len(stamps)), archived)
+            current = self._current(queries, latest, len(stamps))
+            self._site_feeds(out, current, archived, self._tombstones(deleted.values()))
             held: dict[str, list[str]] = {}
             for name, slug in slugs.items():
                 found = queries.latest(self.limit, category=name)
-                self._category_feeds(out, name, slug, found)
+                gone = self._tombstones(d for d in deleted.values() if d.category == name)
+                self._category_feeds(out, name, slug, found, gone)
                 held[slug] = [a.id for a in found]
             names = self._emptied_categories(out, state, slugs, held)
             archives = self._full_archives(out, queries, stamps, state.get("archives", {}))
-            result.rendered += self._full_pages(out, queries, stamps, slugs)
-            self._index(out, latest, queries.categories(), slugs)
+            result.rendered += self._full_pages(out, queries, stamps, slugs, deleted)
+            self._index(out, latest, queries.categories(include_deleted=False), slugs)
+            self._full_sitemap(out, stamps)
         self._static(out)
         self._save_state(
             out,
@@ -208,23 +232,26 @@ class SiteBuilder:
             touched, newest_removal = queries.removals_since(since)
             changed |= touched
             found = queries.by_ids(changed)
-            categories = queries.categories()
+            deleted = Deletions(connection).all()
+            categories = queries.categories()  # every row: archive positions count them all
             slugs = category_slugs(name for name, _ in categories)
             total = sum(n for _, n in categories)
             archived = self._archived(total)
             latest = queries.latest(self.limit)
-            self._site_feeds(out, self._current(queries, latest, total), archived)
+            current = self._current(queries, latest, total)
+            self._site_feeds(out, current, archived, self._tombstones(deleted.values()))
             held: dict[str, list[str]] = state.get("categories", {})
             wanted = {a.category for a in found}
             wanted |= {name for name, slug in slugs.items() if changed & set(held.get(slug, ()))}
             for name in sorted(wanted):
                 slug = slugs.get(name, category_slug(name))
                 in_category = queries.latest(self.limit, category=name)
-                self._category_feeds(out, name, slug, in_category)
+                gone = self._tombstones(d for d in deleted.values() if d.category == name)
+                self._category_feeds(out, name, slug, in_category, gone)
                 held[slug] = [a.id for a in in_category]
             names = self._emptied_categories(out, state, slugs, held)
             # archives holding a changed article, and the pages that filled up since
-            ranks = queries.ranks(changed, total).values()
+            ranks = list(queries.ranks(changed, total).values())
             numbers = {rank // self.size + 1 for rank in ranks}
             numbers |= set(range(int(state.get("archived", 0)) + 1, archived + 1))
             archives: dict[str, str] = state.get("archives", {})
@@ -234,7 +261,8 @@ class SiteBuilder:
             for article in found:
                 self._article_page(out, article, slugs)
                 result.rendered += 1
-            self._index(out, latest, categories, slugs)
+            self._index(out, latest, queries.categories(include_deleted=False), slugs)
+            self._changed_sitemap(out, queries, ranks, total)
         state.update(
             categories=held,
             category_names=names,
@@ -280,18 +308,43 @@ class SiteBuilder:
             return list(latest)
         return sorted([*latest, *extra], key=lambda a: a.published, reverse=True)
 
-    def _site_feeds(self, out: OutputDir, current: Sequence[Article], archived: int) -> None:
+    def _tombstones(self, deleted: Iterable[Deletion]) -> tuple[Tombstone, ...]:
+        """RFC 6721 deleted entries for the articles deleted within feeds.tombstone_days,
+        newest first."""
+        cutoff = self.clock() - timedelta(days=self.settings.feeds.tombstone_days)
+        recent = sorted(
+            (d for d in deleted if d.at > cutoff), key=lambda d: (d.at, d.article_id), reverse=True
+        )
+        return tuple(Tombstone(d.article_id, d.at) for d in recent)
+
+    def _site_feeds(
+        self,
+        out: OutputDir,
+        current: Sequence[Article],
+        archived: int,
+        tombstones: tuple[Tombstone, ...] = (),
+    ) -> None:
         site = self.settings.site
         newest_archive = self.settings.url(archive_path(archived)) if archived else None
-        channel = self._channel(site.title, site.subtitle, "", prev_archive=newest_archive)
+        channel = self._channel(
+            site.title, site.subtitle, "", prev_archive=newest_archive, tombstones=tombstones
+        )
         self._write_feeds(out, "", channel, self._entries(current))
 
     def _category_feeds(
-        self, out: OutputDir, name: str, slug: str, found: Sequence[Article]
+        self,
+        out: OutputDir,
+        name: str,
+        slug: str,
+        found: Sequence[Article],
+        tombstones: tuple[Tombstone, ...] = (),
     ) -> None:
         site = self.settings.site
         channel = self._channel(
-            f"{site.title}: {name}", f"{name} — {site.subtitle}", category_path(slug)
+            f"{site.title}: {name}",
+            f"{name} — {site.subtitle}",
+            category_path(slug),
+            tombstones=tombstones,
         )
         self._write_feeds(out, category_path(slug), channel, self._entries(found))
 
@@ -392,6 +445,7 @@ class SiteBuilder:
         queries: SiteQueries,
         stamps: Sequence[ArticleStamp],
         slugs: dict[str, str],
+        deleted: dict[str, Deletion],
     ) -> int:
         known = self._load_json(out, PAGES_STATE) or {}
         fingerprints = {s.id: s.key.hex() for s in stamps}
@@ -399,11 +453,20 @@ class SiteBuilder:
         stale = [
             s.id
             for s in stamps
-            if known.get(s.id) != fingerprints[s.id] or f"{s.slug}.html" not in present
+            if not s.deleted
+            and (known.get(s.id) != fingerprints[s.id] or f"{s.slug}.html" not in present)
         ]
         for start in range(0, len(stale), 500):
             for article in queries.by_ids(stale[start : start + 500]):
                 self._article_page(out, article, slugs)
+        gone: dict[str, str] = {}
+        for stamp in stamps:
+            if stamp.deleted:
+                # removed, not rewritten: a plain static server then says 404, never the text
+                out.remove(article_path(stamp.slug))
+                found = deleted.get(stamp.id)
+                gone[article_path(stamp.slug)] = found.at.isoformat() if found else ""
+        out.write(GONE_PAGES, _json_bytes(gone))
         out.write(PAGES_STATE, _json_bytes(fingerprints))
         return len(stale)
 
@@ -450,6 +513,44 @@ class SiteBuilder:
             root="",
         )
         out.write("index.html", html.encode("utf-8"))
+
+    # -- sitemap -------------------------------------------------------------------
+    # sitemap/<n>.xml pages hold SITEMAP_PAGE articles each in ingest order, as archives
+    # do, so a build rewrites only the pages whose articles changed; sitemap.xml indexes them
+
+    def _sitemap_pages(self, total: int) -> int:
+        return max(1, -(-total // SITEMAP_PAGE))
+
+    def _full_sitemap(self, out: OutputDir, stamps: Sequence[ArticleStamp]) -> None:
+        count = self._sitemap_pages(len(stamps))
+        for number in range(1, count + 1):
+            members = stamps[(number - 1) * SITEMAP_PAGE : number * SITEMAP_PAGE]
+            self._sitemap_page(out, number, [s.slug for s in members if not s.deleted])
+        for name in out.names("sitemap"):
+            number_text = name.removesuffix(".xml")
+            if number_text.isdigit() and int(number_text) > count:
+                out.remove(sitemap_path(int(number_text)))
+        self._sitemap_index(out, count)
+
+    def _changed_sitemap(
+        self, out: OutputDir, queries: SiteQueries, ranks: Iterable[int], total: int
+    ) -> None:
+        count = self._sitemap_pages(total)
+        for number in sorted({rank // SITEMAP_PAGE + 1 for rank in ranks} | {count}):
+            offset = (number - 1) * SITEMAP_PAGE
+            self._sitemap_page(out, number, queries.live_slugs(offset, SITEMAP_PAGE, total))
+        self._sitemap_index(out, count)
+
+    def _sitemap_page(self, out: OutputDir, number: int, slugs: Sequence[str]) -> None:
+        url = self.settings.url
+        pages = [url(article_path(slug)) for slug in slugs]
+        if number == 1:
+            pages.insert(0, url("index.html"))
+        out.write(sitemap_path(number), feeds.sitemap(pages))
+
+    def _sitemap_index(self, out: OutputDir, count: int) -> None:
+        urls = [self.settings.url(sitemap_path(n)) for n in range(1, count + 1)]
+        out.write("sitemap.xml", feeds.sitemap_index(urls))
 
     def _static(self, out: OutputDir) -> None:
         for folder in [self.settings.templates_dir, builtin_templates()]:

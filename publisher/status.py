@@ -41,10 +41,14 @@ def gather_status(settings: Settings, open_store: Callable[[], Store]) -> dict[s
     with store.read() as connection:
         repo = Articles(connection)
         total, last_ingest = repo.count(), repo.last_ingest()
+        deleted = repo.count_deleted()
+    shown: dict[str, Any] = {"total": total, "last_ingest": _local(last_ingest, settings)}
+    if deleted:  # of the total: kept, shown nowhere (`articles delete`)
+        shown["deleted"] = deleted
     status: dict[str, Any] = {
         "database": redact_url(store.url),
         "database_exists": True,
-        "articles": {"total": total, "last_ingest": _local(last_ingest, settings)},
+        "articles": shown,
         "feeds": feeds,
         "scheduler": _scheduler_state(store),
         "jobs": _jobs(settings, _stored_jobs(store)),

@@ -176,6 +176,41 @@ class Inbox:
             raise InboxError(f"cannot move {shown} into {folder}: {exc.strerror or exc}") from exc
         return root / folder / name
 
+    def move_back(self, folder: str, name: str, relative: Path) -> Path:
+        """Move <inbox>/<folder>/<name> back to <inbox>/<relative> (a restored article's
+        file), never over another file: InboxError, and it stays where it is, if that name
+        is taken, its folder is gone, or either end is not a plain file and a real folder."""
+        root = self.root
+        shown = safe_name(relative.as_posix())
+        if not relative.parts or relative.parts[0] in RESERVED or ".." in relative.parts:
+            raise InboxError(f"{shown} is not a place in the inbox: the file stays in {folder}/")
+        parent = relative.parent
+        if parent.parts and self._kind(parent) != "folder":
+            raise InboxError(f"the folder of {shown} is gone: the file stays in {folder}/")
+        descriptor = open_subfolder(root, folder)
+        try:
+            try:
+                found = os.stat(name, dir_fd=descriptor, follow_symlinks=False)
+            except FileNotFoundError:
+                raise InboxError(f"{safe_name(name)} is no longer in {folder}/") from None
+            if not stat.S_ISREG(found.st_mode):
+                raise InboxError(f"{folder}/{safe_name(name)} is not a file: left where it is")
+            target = root / relative
+            try:
+                # a hard link never replaces a file that appeared there meanwhile
+                os.link(name, target, src_dir_fd=descriptor, follow_symlinks=False)
+            except FileExistsError:
+                raise InboxError(
+                    f"{shown} is taken by another file: the restored article's file stays "
+                    f"in {folder}/{safe_name(name)}"
+                ) from None
+            except OSError as exc:
+                raise InboxError(f"cannot move {safe_name(name)} back: {exc.strerror}") from exc
+            os.unlink(name, dir_fd=descriptor)
+        finally:
+            os.close(descriptor)
+        return target
+
     def release_finished(self) -> list[Path]:
         """Quarantined files written to after they were quarantined (a stalled upload that
         completed there) go back to the inbox, under the same name, for another look; their

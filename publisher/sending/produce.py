@@ -35,6 +35,7 @@ from publisher.model import Article, Delivery, Subscriber, SubscriberStatus
 from publisher.render import template_environment
 from publisher.sending.reports import DigestReport
 from publisher.store import Articles, Store
+from publisher.store.deletions import Deletions
 from publisher.store.ledger import LedgerRows
 from publisher.store.runs import DigestRuns
 from publisher.tokens import UNSUBSCRIBE, Tokens
@@ -165,7 +166,10 @@ class DigestProducer:
         found = CorrectionsFound()
         async for page in pages:
             gone: list[int] = []
+            emptied: list[int] = []
             corrections = await asyncio.to_thread(self._corrections, page, as_of, found, articles)
+            # an article deleted after the fan-out (or while this page waited) is not sent
+            deleted = await asyncio.to_thread(self._deleted)
             for delivery, subscriber in page:
                 if subscriber.status is not SubscriberStatus.CONFIRMED:
                     gone.append(delivery.id)
@@ -173,10 +177,15 @@ class DigestProducer:
                 missing = [i for i in delivery.article_ids if i not in articles]
                 if missing:
                     articles.update(await asyncio.to_thread(self._load_articles, missing))
-                chosen = [articles[i] for i in delivery.article_ids if i in articles]
-                prepared = self.render(
-                    cache, subscriber, chosen, as_of, report, corrections.get(delivery.id, ())
-                )
+                chosen = [
+                    articles[i] for i in delivery.article_ids if i in articles and i not in deleted
+                ]
+                if not chosen:
+                    if not preview:
+                        emptied.append(delivery.id)
+                    continue
+                corrected = [a for a in corrections.get(delivery.id, ()) if a.id not in deleted]
+                prepared = self.render(cache, subscriber, chosen, as_of, report, corrected)
                 data = self.message(prepared, subscriber, delivery.message_id, preview=preview)
                 outgoing = Outgoing(
                     delivery.id,
@@ -189,6 +198,10 @@ class DigestProducer:
                 yield Produced(outgoing, prepared)
             if gone and not preview:
                 await asyncio.to_thread(self._abandon, gone)
+            if emptied:
+                await asyncio.to_thread(
+                    self._abandon, emptied, "nothing left to send: its articles were deleted"
+                )
 
     async def messages(
         self,
@@ -245,6 +258,10 @@ class DigestProducer:
         with self.store.read() as connection:
             return {article.id: article for article in Articles(connection).by_ids(list(ids))}
 
-    def _abandon(self, ids: list[int]) -> None:
+    def _deleted(self) -> frozenset[str]:
+        with self.store.read() as connection:
+            return Deletions(connection).ids()
+
+    def _abandon(self, ids: list[int], reason: str = "subscriber no longer confirmed") -> None:
         with self.store.begin() as connection:
-            LedgerRows(connection).abandon(ids, "subscriber no longer confirmed", self.clock())
+            LedgerRows(connection).abandon(ids, reason, self.clock())

@@ -17,6 +17,7 @@ from publisher.store.schema import (
     articles,
     blocks,
     boilerplate,
+    deletions,
     ingest_log,
     removals,
     withheld_removals,
@@ -25,6 +26,9 @@ from publisher.store.schema import (
 __all__ = ["Articles"]
 
 _INGESTED = ("added", "updated")
+# not deleted (store/deletions.py): what feeds, pages and digests may show
+LIVE = ~select(deletions.c.article_id).where(deletions.c.article_id == articles.c.id).exists()
+RESOLVE_SHOWN = 10  # matches of an ambiguous prefix listed
 
 
 class Articles:
@@ -85,6 +89,45 @@ class Articles:
 
     # -- reading ---------------------------------------------------------------
 
+    def resolve(self, reference: str) -> list[tuple[str, str]]:
+        """(id, slug) of the article `reference` names: its id or slug, else every article
+        whose id or slug starts with it (at most RESOLVE_SHOWN + 1: enough to say it is
+        ambiguous). Deleted articles are found too."""
+        exact = self.connection.execute(
+            select(articles.c.id, articles.c.slug).where(
+                or_(articles.c.id == reference, articles.c.slug == reference)
+            )
+        ).all()
+        if exact or not reference:
+            return [(str(row.id), str(row.slug)) for row in exact]
+        rows = self.connection.execute(
+            select(articles.c.id, articles.c.slug)
+            .where(
+                or_(
+                    articles.c.id.startswith(reference, autoescape=True),
+                    articles.c.slug.startswith(reference, autoescape=True),
+                )
+            )
+            .order_by(articles.c.seq)
+            .limit(RESOLVE_SHOWN + 1)
+        ).all()
+        return [(str(row.id), str(row.slug)) for row in rows]
+
+    def source_key_of(self, article_id: str) -> str | None:
+        key: str | None = self.connection.execute(
+            select(articles.c.source_key).where(articles.c.id == article_id)
+        ).scalar()
+        return key
+
+    def logged_files(self, article_id: str) -> set[str]:
+        """The file names ingest_log records as ingested into this article."""
+        rows = self.connection.execute(
+            select(ingest_log.c.file).where(
+                ingest_log.c.article_id == article_id, ingest_log.c.outcome.in_(_INGESTED)
+            )
+        )
+        return {str(row.file) for row in rows}
+
     def get(self, id_or_slug: str) -> Article | None:
         rows = self.connection.execute(
             select(articles).where(or_(articles.c.id == id_or_slug, articles.c.slug == id_or_slug))
@@ -125,19 +168,31 @@ class Articles:
                 found[str(row.key)].append(str(row.id))
         return dict(found)
 
-    def by_ids(self, ids: Sequence[str]) -> list[Article]:
-        """The stored articles among these ids (a page of rows at a time, not one query each)."""
+    def by_ids(self, ids: Sequence[str], *, include_deleted: bool = False) -> list[Article]:
+        """The stored articles among these ids (a page of rows at a time, not one query each);
+        deleted ones only with `include_deleted`."""
         found: list[Article] = []
         for chunk in chunks(list(ids), 500):
-            rows = self.connection.execute(select(articles).where(articles.c.id.in_(chunk)))
+            query = select(articles).where(articles.c.id.in_(chunk))
+            if not include_deleted:
+                query = query.where(LIVE)
+            rows = self.connection.execute(query)
             found += self._load(rows.all())
         return found
 
     def latest(
-        self, limit: int | None = None, *, category: str | None = None, offset: int = 0
+        self,
+        limit: int | None = None,
+        *,
+        category: str | None = None,
+        offset: int = 0,
+        include_deleted: bool = False,
     ) -> list[Article]:
-        """Newest first by publication date (ties: most recently ingested first)."""
+        """Newest first by publication date (ties: most recently ingested first); deleted
+        articles only with `include_deleted`."""
         query = select(articles).order_by(articles.c.published.desc(), articles.c.seq.desc())
+        if not include_deleted:
+            query = query.where(LIVE)
         if category is not None:
             query = query.where(articles.c.category == category)
         return self._load(self.connection.execute(query.offset(offset).limit(limit)).all())
@@ -145,11 +200,12 @@ class Articles:
     def matching(
         self, *, category: str | None = None, search: str | None = None, limit: int | None = None
     ) -> list[Article]:
-        """Newest first, like `latest`: those of `category` and with `search` in their title,
-        slug or id, both ignoring case. Matched in Python with casefold on a scan of four short
-        columns (SQLite's lower() folds ASCII only), so only the matches are loaded whole."""
+        """Newest first, like `latest`, deleted ones included (marked): those of `category`
+        and with `search` in their title, slug or id, both ignoring case. Matched in Python
+        with casefold on a scan of four short columns (SQLite's lower() folds ASCII only),
+        so only the matches are loaded whole."""
         if category is None and search is None:
-            return self.latest(limit)
+            return self.latest(limit, include_deleted=True)
         wanted_category = category.casefold() if category is not None else None
         needle = search.casefold() if search is not None else None
         query = select(
@@ -180,7 +236,8 @@ class Articles:
     def ingested_between(
         self, since: datetime | None, until: datetime, categories: Sequence[str] = ()
     ) -> list[Article]:
-        query = select(articles).where(articles.c.ingested <= until)
+        """Articles first seen in (since, until], newest first; never a deleted one."""
+        query = select(articles).where(articles.c.ingested <= until, LIVE)
         if since is not None:
             query = query.where(articles.c.ingested > since)
         if categories:
@@ -191,11 +248,19 @@ class Articles:
     def count(self) -> int:
         return int(self.connection.execute(select(func.count()).select_from(articles)).scalar_one())
 
-    def categories(self) -> list[tuple[str, int]]:
+    def count_deleted(self) -> int:
+        return int(
+            self.connection.execute(select(func.count()).select_from(deletions)).scalar_one()
+        )
+
+    def categories(self, *, include_deleted: bool = True) -> list[tuple[str, int]]:
+        """(category, articles in it) by name; every row counts unless `include_deleted` is
+        False (archive positions count every row; what a page lists does not)."""
+        query = select(articles.c.category, func.count())
+        if not include_deleted:
+            query = query.where(LIVE)
         rows = self.connection.execute(
-            select(articles.c.category, func.count())
-            .group_by(articles.c.category)
-            .order_by(articles.c.category)
+            query.group_by(articles.c.category).order_by(articles.c.category)
         )
         return [(str(name), int(n)) for name, n in rows]
 
@@ -229,6 +294,14 @@ class Articles:
                 removed[r.article_id].append(
                     (r.key, Removal(r.text, RemovalRule(r.rule), r.reason, key=r.key))
                 )
+        deleted: dict[str, datetime] = {}
+        for chunk in chunks(ids, 500):
+            for d in self.connection.execute(
+                select(deletions.c.article_id, deletions.c.at).where(
+                    deletions.c.article_id.in_(chunk)
+                )
+            ):
+                deleted[d.article_id] = d.at
         result = []
         for row in rows:
             gone = {key for key, _ in removed[row.id]}
@@ -250,6 +323,7 @@ class Articles:
                     ingested=row.ingested,
                     removed=tuple(r for _, r in removed[row.id]) if with_removals else (),
                     language=row.language,
+                    deleted=deleted.get(row.id),
                 )
             )
         return result

@@ -133,6 +133,11 @@ def _no_op(connection: Connection) -> None:
     """A version whose change is a new table: create_all has made it already."""
 
 
+def _deletions(connection: Connection) -> None:
+    """Schema 8: the deletions table, made by create_all before migrations run; nothing was
+    deleted before it existed."""
+
+
 MIGRATIONS: dict[int, Callable[[Connection], None]] = {
     2: _blocks_by_article_seq,
     3: _drop_unused_article_indexes,
@@ -140,7 +145,7 @@ MIGRATIONS: dict[int, Callable[[Connection], None]] = {
     5: _article_language,
     6: _article_source_keys,
     7: _block_markup,
-    8: _no_op,  # placeholder: merged from another branch
+    8: _deletions,
     9: _kept_and_withheld,
     10: _no_op,  # placeholder: merged from another branch
     11: _no_op,  # consent_events

@@ -36,6 +36,7 @@ from publisher.store.schema import (
 __all__ = ["IngestBatch"]
 
 _INGESTED = (FileOutcome.ADDED.value, FileOutcome.UPDATED.value)
+_NOT_SEEN = (FileOutcome.QUARANTINED.value, FileOutcome.DELETED.value)
 
 
 class IngestBatch:
@@ -52,6 +53,7 @@ class IngestBatch:
         self._removals: dict[str, list[dict[str, object]]] = defaultdict(list)
         # stored articles that now come from another file, in the order they moved
         self._moved_sources: dict[str, str] = {}
+        self._seen_articles: dict[str, str | None] = {}  # file -> article of its newest log row
         # after flush(): the removals withheld (not applied: they would have left an article
         # empty) that were not recorded before
         self.withheld: list[dict[str, object]] = []
@@ -65,19 +67,31 @@ class IngestBatch:
         wanted = list(pairs)
         if not wanted:
             return set()
-        newest: dict[str, tuple[int, str]] = {}  # file -> (log seq, raw hash)
+        newest: dict[str, tuple[int, str, str | None]] = {}  # file -> (log seq, raw hash, id)
         for chunk in chunks(sorted({name for name, _ in wanted})):
             rows = self.connection.execute(
-                select(ingest_log.c.file, ingest_log.c.raw_hash, ingest_log.c.seq).where(
+                select(
+                    ingest_log.c.file,
+                    ingest_log.c.raw_hash,
+                    ingest_log.c.seq,
+                    ingest_log.c.article_id,
+                ).where(
                     ingest_log.c.file.in_(chunk),  # the leading column of the index
-                    ingest_log.c.outcome != FileOutcome.QUARANTINED.value,
+                    # a copy of a deleted article is looked at again: after a restore it
+                    # is a duplicate or a correction like any other
+                    ingest_log.c.outcome.not_in(_NOT_SEEN),
                 )
             )
             for row in rows:
                 if row.file not in newest or newest[row.file][0] < row.seq:
-                    newest[row.file] = (row.seq, row.raw_hash)
-        found = {(file, raw_hash) for file, (_, raw_hash) in newest.items()}
+                    newest[row.file] = (row.seq, row.raw_hash, row.article_id)
+        self._seen_articles.update({file: found[2] for file, found in newest.items()})
+        found = {(file, raw_hash) for file, (_, raw_hash, _) in newest.items()}
         return found & set(wanted)
+
+    def seen_article(self, file: str) -> str | None:
+        """The article a file named by `seen_files` was last ingested into, if any."""
+        return self._seen_articles.get(file)
 
     def facts(self, item: Incoming) -> StoredFacts:
         return self.overlay.facts(item)

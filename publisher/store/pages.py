@@ -11,8 +11,8 @@ from datetime import datetime
 from sqlalchemy import String, cast, func, select
 
 from publisher.model import Article
-from publisher.store.articles import Articles
-from publisher.store.schema import articles, removals
+from publisher.store.articles import LIVE, Articles
+from publisher.store.schema import articles, deletions, removals
 
 __all__ = ["ArticleStamp", "SiteQueries"]
 
@@ -25,7 +25,8 @@ class ArticleStamp:
     id: str
     slug: str
     category: str
-    key: bytes  # digest of everything that shows: dates, content, removed blocks
+    key: bytes  # digest of everything that shows: dates, content, removed blocks, deletion
+    deleted: bool = False
 
 
 class SiteQueries(Articles):
@@ -40,6 +41,10 @@ class SiteQueries(Articles):
             )
         ):
             removed[row.article_id].append(row.key)
+        deleted = {
+            str(row.article_id): str(row.at)
+            for row in self.connection.execute(select(deletions.c.article_id, deletions.c.at))
+        }
         rows = self.connection.execute(
             select(
                 articles.c.seq,
@@ -56,25 +61,31 @@ class SiteQueries(Articles):
         stamps = []
         for seq, article_id, slug, category, published, updated, content_hash, lang in rows:
             parts = [article_id, slug, category, published, updated, content_hash, lang or ""]
+            gone = deleted.get(article_id)
+            if gone is not None:
+                parts.append(f"deleted {gone}")
             text = "\x1f".join([*parts, *removed.get(article_id, [])])
             key = hashlib.blake2b(text.encode(), digest_size=12).digest()
-            stamps.append(ArticleStamp(int(seq), article_id, slug, category, key))
+            stamps.append(ArticleStamp(int(seq), article_id, slug, category, key, gone is not None))
         return stamps
 
-    def by_ids(self, ids: Iterable[str]) -> list[Article]:
-        """Articles with these ids (missing ones skipped), in ingest order."""
+    def by_ids(self, ids: Iterable[str], *, include_deleted: bool = False) -> list[Article]:
+        """Articles with these ids (missing ones skipped, deleted ones unless
+        `include_deleted`), in ingest order."""
         wanted = list(dict.fromkeys(ids))
         found: list[Article] = []
         for start in range(0, len(wanted), 500):
             chunk = wanted[start : start + 500]
-            rows = self.connection.execute(
-                select(articles).where(articles.c.id.in_(chunk)).order_by(articles.c.seq)
-            ).all()
+            query = select(articles).where(articles.c.id.in_(chunk)).order_by(articles.c.seq)
+            if not include_deleted:
+                query = query.where(LIVE)
+            rows = self.connection.execute(query).all()
             found.extend(self._load(rows, with_removals=False))
         return found
 
     def in_ingest_order(self, offset: int, limit: int, total: int | None = None) -> list[Article]:
-        """One archive page: articles by ingest order (oldest first).
+        """One archive page: articles by ingest order (oldest first). Positions count every
+        row, deleted ones too, so no page shifts; the deleted ones are then left out.
 
         Pages near the end (the ones that change) are read backwards from the newest
         row, so the database does not walk past every older article to get there.
@@ -87,11 +98,11 @@ class SiteQueries(Articles):
             rows = self.connection.execute(
                 select(articles).order_by(articles.c.seq.desc()).offset(skip).limit(take)
             ).all()
-            return list(reversed(self._load(rows, with_removals=False)))
+            return _live(list(reversed(self._load(rows, with_removals=False))))
         rows = self.connection.execute(
             select(articles).order_by(articles.c.seq).offset(offset).limit(limit)
         ).all()
-        return self._load(rows, with_removals=False)
+        return _live(self._load(rows, with_removals=False))
 
     def ranks(self, ids: Iterable[str], total: int) -> dict[str, int]:
         """0-based position of each article in ingest order (what archive page it is on).
@@ -111,6 +122,30 @@ class SiteQueries(Articles):
             result[article_id] = total - int(newer_or_same)
         return result
 
+    def live_slugs(self, offset: int, limit: int, total: int) -> list[str]:
+        """Slugs of the articles at positions [offset, offset + limit) in ingest order that
+        are not deleted (a sitemap page); read from the nearer end, as in_ingest_order."""
+        query = select(articles.c.slug, LIVE.label("live"))
+        if offset > total // 2:
+            skip = max(0, total - offset - limit)
+            take = min(limit, total - offset)
+            if take <= 0:
+                return []
+            rows = list(
+                reversed(
+                    self.connection.execute(
+                        query.order_by(articles.c.seq.desc()).offset(skip).limit(take)
+                    ).all()
+                )
+            )
+        else:
+            rows = list(
+                self.connection.execute(
+                    query.order_by(articles.c.seq).offset(offset).limit(limit)
+                ).all()
+            )
+        return [str(row.slug) for row in rows if row.live]
+
     def removals_since(self, since: datetime | None) -> tuple[set[str], datetime | None]:
         """Articles that had blocks removed at or after `since`, and the newest decision time."""
         query = select(removals.c.article_id, removals.c.decided)
@@ -123,3 +158,7 @@ class SiteQueries(Articles):
             if newest is None or row.decided > newest:
                 newest = row.decided
         return ids, newest
+
+
+def _live(found: list[Article]) -> list[Article]:
+    return [article for article in found if article.deleted is None]

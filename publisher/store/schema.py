@@ -134,6 +134,24 @@ boilerplate = Table(
     Column("decided", UTCDateTime, nullable=False),
 )
 
+# Schema 8: an article the editor deleted (`publisher articles delete`). Its row stays in
+# `articles`, so archive pages (which count positions over every row) never shift and a
+# later copy of it is recognised; outputs leave it out while a row is here.
+deletions = Table(
+    "deletions",
+    metadata,
+    Column(
+        "article_id", String(400), ForeignKey("articles.id", ondelete="CASCADE"), primary_key=True
+    ),
+    Column("at", UTCDateTime, nullable=False),
+    # where its file went, relative to <inbox>/deleted/; NULL when none was moved
+    Column("moved_to", Text),
+    Column("moved_from", Text),  # that file's path relative to the inbox
+    # its articles.source_key, released while it is deleted so that a new story saved under
+    # its old path is a new article (a copy of it is still found by content)
+    Column("source_key", Text),
+)
+
 # -- schema 9 --: a block the editor kept (`publisher boilerplate keep`): no rule removes
 # it again, whatever later articles hold it.
 kept_blocks = Table(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import json
 import logging
 import mimetypes
 from collections import OrderedDict
@@ -24,6 +25,7 @@ from starlette.responses import HTMLResponse, PlainTextResponse, RedirectRespons
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from publisher.config import Settings
+from publisher.links import GONE_PAGES
 from publisher.render import render, template_environment
 
 try:  # br only when a Brotli library happens to be installed; gzip always
@@ -103,6 +105,7 @@ class StaticSite:
         self.root = settings.output_dir
         self.environment = template_environment(settings)
         self._files: OrderedDict[Path, _File] = OrderedDict()
+        self._gone: tuple[tuple[int, int, int], frozenset[str]] | None = None
 
     async def endpoint(self, request: Request) -> Response:
         relative = _safe_relative(str(request.path_params.get("path", "")))
@@ -117,8 +120,36 @@ class StaticSite:
             target = target / "index.html"
         found = self._load(target)
         if found is None:
+            if relative in self._gone_pages():
+                return self._gone_page(request)
             raise HTTPException(404)
         return _respond(request, relative, found)
+
+    def _gone_pages(self) -> frozenset[str]:
+        """The pages of deleted articles (site.py writes the list), re-read when it changes."""
+        path = self.root.joinpath(*GONE_PAGES.split("/"))
+        try:
+            status = path.stat()
+            key = (status.st_ino, status.st_size, status.st_mtime_ns)
+            if self._gone is not None and self._gone[0] == key:
+                return self._gone[1]
+            listed = json.loads(path.read_bytes())
+        except (OSError, ValueError):
+            return frozenset()
+        pages = frozenset(str(p) for p in listed) if isinstance(listed, dict) else frozenset()
+        self._gone = (key, pages)
+        return pages
+
+    def _gone_page(self, request: Request) -> Response:
+        """410 Gone: the article was deleted on purpose, and readers and crawlers should
+        forget it (a 404 says nothing about coming back)."""
+        headers = {"Cache-Control": "no-cache"}
+        try:
+            page = render(self.environment, "410.html.j2", path=request.url.path)
+        except Exception:  # a broken override template must not turn 410 into 500
+            log.exception("rendering 410.html.j2 failed")
+            return PlainTextResponse("Gone\n", status_code=410, headers=headers)
+        return HTMLResponse(page, status_code=410, headers=headers)
 
     def _load(self, target: Path) -> _File | None:
         try:
