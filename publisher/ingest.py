@@ -17,6 +17,7 @@ import numpy as np
 
 from publisher.config import Settings
 from publisher.dedup.minhash import NearDuplicateIndex, Signer
+from publisher.dedup.near import ContainmentRule, contained_matches
 from publisher.dedup.rules import Incoming, NearMatch, Outcome, decide, source_key
 from publisher.errors import StoreError
 from publisher.inbox import Inbox, InboxError, safe_name
@@ -75,6 +76,13 @@ class Ingestor:
         self.store = store
         self.signer = Signer(settings.dedup.num_perm, settings.dedup.shingle_size)
         self.index = NearDuplicateIndex(self.signer, settings.dedup.near_duplicate_threshold)
+        dedup = settings.dedup
+        self.containment = ContainmentRule(
+            dedup.containment_threshold,
+            dedup.republication_days,
+            dedup.short_text_words,
+            dedup.shingle_size,
+        )
         self._synced_seq = 0
         self.inbox = Inbox(settings.inbox)
 
@@ -219,6 +227,12 @@ class Ingestor:
                     for aid, similarity in matches
                     if aid in updated
                 ]
+            if own is None and not near:
+                # what the estimate misses: a short story corrected, paragraphs appended
+                zone = self.settings.zone
+                near = contained_matches(
+                    item, facts, lambda ids: batch.versions(ids, zone), self.containment
+                )
         decision = decide(item, facts, near, self.settings.dedup.boilerplate_min_articles)
         if decision.outcome is Outcome.DUPLICATE:
             batch.log(

@@ -14,11 +14,12 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from datetime import datetime
+from datetime import datetime, tzinfo
 
 from sqlalchemy import Connection, Table, and_, bindparam, delete, insert, or_, select, update
 from sqlalchemy.orm import aliased
 
+from publisher.dedup.near import Version
 from publisher.dedup.overlay import BatchOverlay, BatchQuestions, updated_on_republication
 from publisher.dedup.rules import Decision, Incoming, StoredFacts, title_key
 from publisher.model import FileOutcome
@@ -82,6 +83,47 @@ class IngestBatch:
             stored = {str(row.id): row.updated for row in rows}
             self.overlay.load_updated(stored)
             found.update(stored)
+        return found
+
+    def versions(self, ids: Sequence[str], zone: tzinfo) -> dict[str, Version]:
+        """The current versions of those of `ids` that exist (written earlier in this
+        batch, else stored), without the blocks removed from them, dated by `updated`."""
+        updated = self.updated_dates(ids)
+        found: dict[str, Version] = {}
+        stored = []
+        for article_id in ids:
+            if article_id not in updated:
+                continue
+            day = updated[article_id].astimezone(zone).date()
+            buffered = self._new_articles.get(article_id) or self._updates.get(article_id)
+            if buffered is None:
+                stored.append(article_id)
+                continue
+            gone = {str(r["key"]) for r in self._removals.get(article_id, ())}
+            texts = [str(r["text"]) for r in self._bodies[article_id] if r["key"] not in gone]
+            found[article_id] = Version(str(buffered["title"]), day, texts)
+        if stored:
+            titles = {
+                str(row.id): str(row.title)
+                for row in self.connection.execute(
+                    select(articles.c.id, articles.c.title).where(articles.c.id.in_(stored))
+                )
+            }
+            kept: dict[str, list[str]] = defaultdict(list)
+            removed = and_(removals.c.article_id == articles.c.id, removals.c.key == blocks.c.key)
+            for article_id, key, text in self.connection.execute(
+                select(articles.c.id, blocks.c.key, blocks.c.text)
+                .join(articles, articles.c.seq == blocks.c.article_seq)
+                .outerjoin(removals, removed)
+                .where(articles.c.id.in_(stored), removals.c.key.is_(None))
+                .order_by(blocks.c.article_seq, blocks.c.position)
+            ):
+                # removals this batch planned on stored articles are not written yet
+                if not any(r["key"] == key for r in self._removals.get(article_id, ())):
+                    kept[article_id].append(text)
+            for article_id in stored:
+                day = updated[article_id].astimezone(zone).date()
+                found[article_id] = Version(titles[article_id], day, kept[article_id])
         return found
 
     # -- writing ---------------------------------------------------------------
@@ -284,6 +326,14 @@ class IngestBatch:
                 .where(articles.c.id.in_(chunk))
             )
         overlay.load_advertisers(teasers, tails)
+        for chunk in chunks(sorted(asked.titles)):
+            overlay.load_same_titles(
+                conn.execute(
+                    select(articles.c.title_key, articles.c.id)
+                    .where(articles.c.title_key.in_(chunk))
+                    .order_by(articles.c.seq)
+                )
+            )
         for chunk in chunks(sorted(asked.slugs)):
             overlay.load_slugs(
                 conn.execute(select(articles.c.slug).where(articles.c.slug.in_(chunk))).scalars()
