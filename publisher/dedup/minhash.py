@@ -28,8 +28,10 @@ __all__ = [
     "SHINGLE_MIX",
     "WORD_PATTERN",
     "NearDuplicateIndex",
+    "ShortTextIndex",
     "Signer",
     "affine32_permutations",
+    "estimated_shingles",
     "lsh_bands",
     "murmur_finalize",
 ]
@@ -204,13 +206,15 @@ class NearDuplicateIndex:
     can only cost a comparison.
     """
 
-    def __init__(self, signer: Signer, threshold: float) -> None:
+    def __init__(
+        self, signer: Signer, threshold: float, layout: tuple[int, int] | None = None
+    ) -> None:
         self.signer = signer
         self.threshold = threshold
         # a missed re-publication becomes a second article and its paragraphs "boilerplate"
         # removed from both: the bands make a pair at the threshold itself a candidate with
         # probability >= 0.999, and query() checks each candidate's estimate against it
-        self.bands, self.rows = lsh_bands(threshold, signer.num_perm)
+        self.bands, self.rows = layout or lsh_bands(threshold, signer.num_perm)
         rng = np.random.default_rng(PERMUTATION_SEED + 1)
         self._band_mix = rng.integers(1, 2**63, size=self.rows, dtype=np.uint64) | np.uint64(1)
         self._band_salt = rng.integers(0, 2**63, size=self.bands, dtype=np.uint64)
@@ -286,6 +290,18 @@ class NearDuplicateIndex:
     def query(self, signature: bytes) -> list[tuple[str, float]]:
         """Stored articles whose estimated Jaccard similarity reaches the threshold."""
         values = self.signer.values(signature)
+        rows = self._candidate_rows(signature)
+        if not rows:
+            return []
+        similarity = np.count_nonzero(self._values[rows] == values, axis=1) / len(values)
+        return [
+            (self._ids[row], float(s))
+            for row, s in zip(rows, similarity.tolist(), strict=True)
+            if s >= self.threshold
+        ]
+
+    def _candidate_rows(self, signature: bytes) -> list[int]:
+        """The rows of stored articles sharing a band with the signature, in order."""
         keys = self._band_keys(signature)
         candidates: set[int] = set()
         starts = np.searchsorted(self._keys, keys, side="left").tolist()
@@ -299,12 +315,69 @@ class NearDuplicateIndex:
                 candidates.add(held)
             elif held is not None:
                 candidates.update(held)
-        if not candidates:
+        return sorted(candidates)
+
+
+def estimated_shingles(values: np.ndarray) -> np.ndarray:
+    """How many distinct shingles each row of MinHash values was made of (the last axis):
+    the minimum of n uniform values is 1 / (n + 1) on average."""
+    scaled = (values.astype(np.float64) + 1.0) / 2.0**32
+    estimate: np.ndarray = np.maximum(values.shape[-1] / scaled.sum(axis=-1) - 1.0, 0.0)
+    return estimate
+
+
+# a short story's re-publication holds at most a few paragraphs more than it
+_GROWTH = 4
+# the estimated containment under which a short text is not worth a word-by-word look: a
+# re-publication's is near 1, two stories sharing a closing sentence near 0.1
+_CONTAINED_FLOOR = 0.5
+
+
+class ShortTextIndex(NearDuplicateIndex):
+    """A second band set, for short texts only: one MinHash value a band, so a stored
+    short story that a re-publication holds most of (paragraphs appended, words
+    corrected, the title edited) is a candidate although their Jaccard is far under the
+    threshold. A text's size is estimated from its signature, so nothing more is stored.
+    """
+
+    def __init__(self, signer: Signer, max_shingles: int, bands: int = 24) -> None:
+        super().__init__(signer, 0.0, (min(bands, signer.num_perm), 1))
+        self.max_shingles = max_shingles
+
+    def is_short(self, signature: bytes) -> bool:
+        values = self.signer.values(signature)
+        return bool(estimated_shingles(values) <= self.max_shingles)
+
+    def add(self, article_id: str, signature: bytes) -> None:
+        """Index the article if it is short (a stored one that grew keeps its old keys:
+        its candidates are checked against its current values)."""
+        if self.signer.is_current(signature) and self.is_short(signature):
+            super().add(article_id, signature)
+
+    def holding(self, signature: bytes, limit: int) -> list[str]:
+        """Up to `limit` stored short texts this one is estimated to hold most of, or to
+        be most of, the likeliest first (a text far longer than a short story is no
+        re-publication of one)."""
+        if estimated_shingles(self.signer.values(signature)) > _GROWTH * self.max_shingles:
             return []
-        rows = sorted(candidates)
-        similarity = np.count_nonzero(self._values[rows] == values, axis=1) / len(values)
-        return [
-            (self._ids[row], float(s))
-            for row, s in zip(rows, similarity.tolist(), strict=True)
-            if s >= self.threshold
+        found = self.contained(signature, _CONTAINED_FLOOR)
+        return [article_id for article_id, _ in found[:limit]]
+
+    def contained(self, signature: bytes, floor: float) -> list[tuple[str, float]]:
+        """Stored short texts whose estimated containment (the share of the shorter's
+        shingles the other holds) reaches `floor`, the highest first."""
+        rows = self._candidate_rows(signature) if len(self) else []
+        if not rows:
+            return []
+        values = self.signer.values(signature)
+        stored = self._values[rows]
+        jaccard = np.count_nonzero(stored == values, axis=1) / len(values)
+        mine, theirs = estimated_shingles(values), estimated_shingles(stored)
+        shared = jaccard * (mine + theirs) / (1.0 + jaccard)
+        contained = shared / np.maximum(np.minimum(mine, theirs), 1.0)
+        found = [
+            (self._ids[row], float(c))
+            for row, c in zip(rows, contained.tolist(), strict=True)
+            if c >= floor
         ]
+        return sorted(found, key=lambda match: -match[1])

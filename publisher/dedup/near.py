@@ -4,7 +4,8 @@ The Jaccard estimate of minhash.py finds a long article re-published with a few 
 changed. It cannot find a short one: one changed word takes 3 of a 40-word story's ~40
 shingles from each side, and appended paragraphs lower the Jaccard whatever the length.
 So when the LSH finds nothing, the few stored articles that share a block or the title
-with the incoming one (`candidates`) are compared with it word by word: the share of the
+with the incoming one, or that a second band set for short texts (minhash.ShortTextIndex)
+estimates it holds most of (`candidates`), are compared with it word by word: the share of the
 shorter text's words that the longer holds in the same order, in runs of at least two
 words for a short text (k for a long one), which a correction, or paragraphs appended,
 barely move. Containment alone would merge a brief into the round-up quoting it whole,
@@ -61,15 +62,18 @@ class ContainmentRule:
     shingle_size: int
 
 
-def candidates(facts: StoredFacts, limit: int = MAX_CANDIDATES) -> list[str]:
+def candidates(
+    facts: StoredFacts, also: Sequence[str] = (), limit: int = MAX_CANDIDATES
+) -> list[str]:
     """Stored articles worth a word-by-word look: those of the same title (newest first),
-    then those sharing the most of its blocks (each held by few articles)."""
+    those `also` names (the short-text index's, best first), then those sharing the most
+    of its blocks (each held by few articles)."""
     shared: Counter[str] = Counter()
     for holders in facts.holders.values():
         ids = {h.article_id for h in holders}
         if len(ids) <= MAX_BLOCK_HOLDERS:
             shared.update(ids)
-    picked = list(dict.fromkeys(reversed(facts.same_title)))
+    picked = list(dict.fromkeys([*reversed(facts.same_title), *also]))
     ranked = sorted(shared, key=lambda article_id: (-shared[article_id], article_id))
     picked += [article_id for article_id in ranked if article_id not in picked]
     return picked[:limit]
@@ -122,13 +126,17 @@ StoredVersions = Callable[[Sequence[str]], Mapping[str, Version]]
 
 
 def contained_matches(
-    item: Incoming, facts: StoredFacts, stored: StoredVersions, rule: ContainmentRule
+    item: Incoming,
+    facts: StoredFacts,
+    stored: StoredVersions,
+    rule: ContainmentRule,
+    also: Sequence[str] = (),
 ) -> list[NearMatch]:
     """The candidates `item` is a re-publication of by containment; `stored` gives the
     current versions of those of the ids the store still has."""
     if rule.threshold <= 0:
         return []
-    ids = candidates(facts)
+    ids = candidates(facts, also)
     if not ids:
         return []
     kept = [

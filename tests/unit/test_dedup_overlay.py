@@ -17,7 +17,7 @@ import pytest
 from hypothesis import Phase, given, settings
 from hypothesis import strategies as st
 
-from publisher.dedup.minhash import NearDuplicateIndex, Signer
+from publisher.dedup.minhash import NearDuplicateIndex, ShortTextIndex, Signer
 from publisher.dedup.near import ContainmentRule, Version, contained_matches
 from publisher.dedup.overlay import (
     BatchOverlay,
@@ -53,6 +53,7 @@ class Batch:
     min_articles: int = 2
     overlay: BatchOverlay = field(default_factory=lambda: BatchOverlay("example.org"))
     index: NearDuplicateIndex = field(default_factory=lambda: NearDuplicateIndex(SIGNER, 0.8))
+    short: ShortTextIndex = field(default_factory=lambda: ShortTextIndex(SIGNER, 200))
     bodies: dict[str, Incoming] = field(default_factory=dict)  # article id -> its version
     removals: dict[str, dict[str, PlannedRemoval]] = field(
         default_factory=lambda: defaultdict(dict)
@@ -77,7 +78,8 @@ class Batch:
                 if aid in updated
             ]
             if not near:
-                near = contained_matches(item, facts, self.versions, CONTAINMENT)
+                also = self.short.holding(signature, 8)
+                near = contained_matches(item, facts, self.versions, CONTAINMENT, also)
         decision = decide(item, facts, near, self.min_articles)
         name = item.article.source_file
         self.outcomes[name] = decision.outcome
@@ -103,6 +105,7 @@ class Batch:
             self.overlay.replaced(decision, item, article_id, updated_at)
         self.overlay.ingested(item.article.content_hash, article_id)
         self.index.add(article_id, signature)
+        self.short.add(article_id, signature)
         self.went_into[name] = article_id
         return decision
 
