@@ -49,6 +49,9 @@ class Version:
     title: str
     day: date  # the incoming file's date; a stored article's `updated` date
     texts: Sequence[str]  # its blocks, boilerplate left out
+    # a stored article's first date: a correction saved the day of its original moves
+    # `updated` to the time of ingest, which says nothing of the story's own dates
+    published: date | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,7 +115,10 @@ def similar_titles(a: str, b: str) -> bool:
 def republication(incoming: Version, stored: Version, rule: ContainmentRule) -> float | None:
     """The containment of the shorter text in the longer when it makes `incoming` a
     re-publication of `stored`, else None."""
-    if rule.threshold <= 0 or abs((incoming.day - stored.day).days) > rule.days:
+    if rule.threshold <= 0:
+        return None
+    days = (stored.day, stored.published or stored.day)
+    if all(abs((incoming.day - day).days) > rule.days for day in days):
         return None
     if not similar_titles(incoming.title, stored.title):
         return None

@@ -87,43 +87,55 @@ class IngestBatch:
 
     def versions(self, ids: Sequence[str], zone: tzinfo) -> dict[str, Version]:
         """The current versions of those of `ids` that exist (written earlier in this
-        batch, else stored), without the blocks removed from them, dated by `updated`."""
+        batch, else stored), without the blocks removed from them, dated by `updated` and
+        by `published`."""
         updated = self.updated_dates(ids)
-        found: dict[str, Version] = {}
-        stored = []
-        for article_id in ids:
-            if article_id not in updated:
-                continue
-            day = updated[article_id].astimezone(zone).date()
-            buffered = self._new_articles.get(article_id) or self._updates.get(article_id)
-            if buffered is None:
-                stored.append(article_id)
-                continue
-            gone = {str(r["key"]) for r in self._removals.get(article_id, ())}
-            texts = [str(r["text"]) for r in self._bodies[article_id] if r["key"] not in gone]
-            found[article_id] = Version(str(buffered["title"]), day, texts)
+        wanted = [article_id for article_id in ids if article_id in updated]
+        new = {i: self._new_articles[i] for i in wanted if i in self._new_articles}
+        heads: dict[str, tuple[str, datetime]] = {}
+        for article_id, values in new.items():
+            published = values["published"]
+            assert isinstance(published, datetime)
+            heads[article_id] = (str(values["title"]), published)
+        stored = [i for i in wanted if i not in new]
         if stored:
-            titles = {
-                str(row.id): str(row.title)
-                for row in self.connection.execute(
-                    select(articles.c.id, articles.c.title).where(articles.c.id.in_(stored))
+            for row in self.connection.execute(
+                select(articles.c.id, articles.c.title, articles.c.published).where(
+                    articles.c.id.in_(stored)
                 )
-            }
-            kept: dict[str, list[str]] = defaultdict(list)
+            ):
+                heads[str(row.id)] = (str(row.title), row.published)
+        texts: dict[str, list[str]] = defaultdict(list)
+        unread = [i for i in stored if i not in self._updates]
+        if unread:
             removed = and_(removals.c.article_id == articles.c.id, removals.c.key == blocks.c.key)
             for article_id, key, text in self.connection.execute(
                 select(articles.c.id, blocks.c.key, blocks.c.text)
                 .join(articles, articles.c.seq == blocks.c.article_seq)
                 .outerjoin(removals, removed)
-                .where(articles.c.id.in_(stored), removals.c.key.is_(None))
+                .where(articles.c.id.in_(unread), removals.c.key.is_(None))
                 .order_by(blocks.c.article_seq, blocks.c.position)
             ):
                 # removals this batch planned on stored articles are not written yet
                 if not any(r["key"] == key for r in self._removals.get(article_id, ())):
-                    kept[article_id].append(text)
-            for article_id in stored:
-                day = updated[article_id].astimezone(zone).date()
-                found[article_id] = Version(titles[article_id], day, kept[article_id])
+                    texts[article_id].append(text)
+        for article_id in wanted:
+            if article_id in unread:
+                continue
+            gone = {str(r["key"]) for r in self._removals.get(article_id, ())}
+            texts[article_id] = [
+                str(r["text"]) for r in self._bodies[article_id] if r["key"] not in gone
+            ]
+        found: dict[str, Version] = {}
+        for article_id in wanted:
+            if article_id in heads:
+                title, published = heads[article_id]
+                found[article_id] = Version(
+                    title,
+                    updated[article_id].astimezone(zone).date(),
+                    texts[article_id],
+                    published.astimezone(zone).date(),
+                )
         return found
 
     # -- writing ---------------------------------------------------------------

@@ -116,7 +116,8 @@ class Batch:
             updated = self.overlay.updated_of(article_id)
             if updated is not None:
                 title = self.bodies[article_id].article.title
-                found[article_id] = Version(title, updated.date(), self.body(article_id))
+                published = self.bodies[article_id].article.published.date()
+                found[article_id] = Version(title, updated.date(), self.body(article_id), published)
         return found
 
     def body(self, article_id: str) -> list[str]:
