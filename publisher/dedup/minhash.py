@@ -326,8 +326,12 @@ def estimated_shingles(values: np.ndarray) -> np.ndarray:
     return estimate
 
 
-# a short story's re-publication holds at most a few paragraphs more than it
+# a text this many times over the short-text size is no re-publication of a short story
 _GROWTH = 4
+# nor is one this many times longer or shorter than the story (paragraphs appended to a
+# two-sentence story make it five times as long); between texts of sizes that unequal a
+# Jaccard estimate of 1 / num_perm would pass for a large containment
+_SIZE_RATIO = 8
 # the estimated containment under which a short text is not worth a word-by-word look: a
 # re-publication's is near 1, two stories sharing a closing sentence near 0.1
 _CONTAINED_FLOOR = 0.5
@@ -349,9 +353,10 @@ class ShortTextIndex(NearDuplicateIndex):
         return bool(estimated_shingles(values) <= self.max_shingles)
 
     def add(self, article_id: str, signature: bytes) -> None:
-        """Index the article if it is short (a stored one that grew keeps its old keys:
-        its candidates are checked against its current values)."""
-        if self.signer.is_current(signature) and self.is_short(signature):
+        """Index the article if it is short; one indexed before keeps its row current
+        (and its old keys: a candidate is checked against its current values)."""
+        held = article_id in self._row_of
+        if self.signer.is_current(signature) and (held or self.is_short(signature)):
             super().add(article_id, signature)
 
     def holding(self, signature: bytes, limit: int) -> list[str]:
@@ -374,7 +379,9 @@ class ShortTextIndex(NearDuplicateIndex):
         jaccard = np.count_nonzero(stored == values, axis=1) / len(values)
         mine, theirs = estimated_shingles(values), estimated_shingles(stored)
         shared = jaccard * (mine + theirs) / (1.0 + jaccard)
-        contained = shared / np.maximum(np.minimum(mine, theirs), 1.0)
+        smaller = np.maximum(np.minimum(mine, theirs), 1.0)
+        alike = np.maximum(mine, theirs) <= _SIZE_RATIO * smaller
+        contained = np.where(alike, shared / smaller, 0.0)
         found = [
             (self._ids[row], float(c))
             for row, c in zip(rows, contained.tolist(), strict=True)

@@ -97,3 +97,10 @@ def test_the_short_text_index_finds_a_short_story_its_longer_retitled_version_ho
     assert index.holding(grown, 8) == ["crane"]
     other = SIGNER.sign_text("Fire in Nangang", ("A noodle shop burned down late on Monday.",))
     assert index.holding(other, 8) == []
+
+
+def test_a_short_story_grown_long_is_compared_by_what_it_holds_now() -> None:
+    index = ShortTextIndex(SIGNER, max_shingles=200)
+    index.add("crane", SIGNER.sign_text(TITLE, (LEDE, SECOND)))
+    index.add("crane", SIGNER.sign_text(TITLE, [" ".join(f"w{i}" for i in range(2000))]))
+    assert index.holding(SIGNER.sign_text(TITLE, (CORRECTED, SECOND)), 8) == []
