@@ -5,10 +5,10 @@ changed. It cannot find a short one: one changed word takes 3 of a 40-word story
 shingles from each side, and appended paragraphs lower the Jaccard whatever the length.
 So when the LSH finds nothing, the few stored articles that share a block or the title
 with the incoming one, or that a second band set for short texts (minhash.ShortTextIndex)
-estimates it holds most of (`candidates`), are compared with it word by word: the share of the
-shorter text's words that the longer holds in the same order, in runs of at least two
-words for a short text (k for a long one), which a correction, or paragraphs appended,
-barely move. Containment alone would merge a brief into the round-up quoting it whole,
+estimates it holds most of (`candidates`), are compared with it word by word: the share
+of the shorter text's words that the longer holds in the same order, in runs of at least
+two words for a short text (k for a long one), which a correction, or paragraphs
+appended, barely move. Containment alone would merge a brief into the round-up quoting it whole,
 so the titles must be alike and the dates close as well (`republication`).
 """
 
