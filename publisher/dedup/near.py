@@ -123,9 +123,28 @@ def republication(incoming: Version, stored: Version, rule: ContainmentRule) -> 
     if not similar_titles(incoming.title, stored.title):
         return None
     a, b = _words(incoming.texts), _words(stored.texts)
+    if title_key(incoming.title) != title_key(stored.title) and _template_siblings(
+        incoming.title, stored.title, a, b
+    ):
+        return None
     run = 2 if min(len(a), len(b)) < rule.short_words else rule.shingle_size
     score = containment(a, b, run)
     return score if score >= rule.threshold else None
+
+
+def _template_siblings(title_a: str, title_b: str, a: Sequence[str], b: Sequence[str]) -> bool:
+    """Whether two texts differ only where their titles do ("Road closed in Daoli" and
+    "Road closed in Nangang", each naming its district in the same notice): two articles
+    made from one template, not a correction. A number corrected in the title and the text
+    alike looks the same and stays a second article: a visible duplicate the editor can
+    delete, where a false merge would hide an article."""
+    words_a = set(WORD_PATTERN.findall(title_a.casefold()))
+    words_b = set(WORD_PATTERN.findall(title_b.casefold()))
+    if not (words_a - words_b and words_b - words_a):
+        return False  # words added to a title ("Update: ...") replace nothing
+    body_a, body_b = set(a), set(b)
+    only_a, only_b = body_a - body_b, body_b - body_a
+    return bool(only_a or only_b) and only_a <= words_a - words_b and only_b <= words_b - words_a
 
 
 StoredVersions = Callable[[Sequence[str]], Mapping[str, Version]]

@@ -104,3 +104,13 @@ def test_a_short_story_grown_long_is_compared_by_what_it_holds_now() -> None:
     index.add("crane", SIGNER.sign_text(TITLE, (LEDE, SECOND)))
     index.add("crane", SIGNER.sign_text(TITLE, [" ".join(f"w{i}" for i in range(2000))]))
     assert index.holding(SIGNER.sign_text(TITLE, (CORRECTED, SECOND)), 8) == []
+
+
+def test_two_notices_from_one_template_differing_where_their_titles_do_stay_apart() -> None:
+    def notice(district: str) -> Version:
+        text = f"The road through {district} will be closed from Monday for repairs."
+        return Version(f"Road closed in {district}", DAY, (text, "Buses will take a detour."))
+
+    assert republication(notice("Daoli"), notice("Nangang"), RULE) is None
+    retitled = Version("Crane collapse injures builders", DAY, (CORRECTED, SECOND))
+    assert republication(retitled, Version(TITLE, DAY, (LEDE, SECOND)), RULE) is not None
