@@ -116,6 +116,11 @@ class DedupSettings:
     boilerplate_min_articles: int = 5
     num_perm: int = 128  # MinHash permutations: estimate sd 0.027 at Jaccard 0.9
     shingle_size: int = 3
+    # what the MinHash estimate misses (dedup/near.py): a stored article of a similar title,
+    # dated within republication_days, holding this share of the shorter text (0: off)
+    containment_threshold: float = 0.8
+    republication_days: int = 7
+    short_text_words: int = 200  # below: runs of 2 words count as shared, else shingle_size
 
 
 @dataclass(frozen=True)
@@ -722,6 +727,9 @@ _RANGES: Mapping[str, tuple[float, float | None]] = {
     "smtp.bounce_after": (1, None),
     "dedup.num_perm": (1, 1024),
     "dedup.shingle_size": (1, 64),
+    "dedup.containment_threshold": (0, 1),
+    "dedup.republication_days": (0, 3650),
+    "dedup.short_text_words": (0, None),
     "feeds.max_entries": (1, None),
     "digest.max_items": (1, None),
     "feeds.archive_page_size": (1, None),

@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from publisher.config import Settings
-from publisher.dedup.minhash import NearDuplicateIndex, Signer
+from publisher.dedup.minhash import NearDuplicateIndex, ShortTextIndex, Signer
+from publisher.dedup.near import MAX_CANDIDATES, ContainmentRule, contained_matches
 from publisher.dedup.rules import Incoming, NearMatch, Outcome, decide, source_key
 from publisher.errors import StoreError
 from publisher.inbox import Inbox, InboxError, safe_name
@@ -92,6 +93,14 @@ class Ingestor:
         self.store = store
         self.signer = Signer(settings.dedup.num_perm, settings.dedup.shingle_size)
         self.index = NearDuplicateIndex(self.signer, settings.dedup.near_duplicate_threshold)
+        self.short_index = ShortTextIndex(self.signer, settings.dedup.short_text_words)
+        dedup = settings.dedup
+        self.containment = ContainmentRule(
+            dedup.containment_threshold,
+            dedup.republication_days,
+            dedup.short_text_words,
+            dedup.shingle_size,
+        )
         self._synced_seq = 0
         self.inbox = Inbox(settings.inbox)
 
@@ -255,6 +264,16 @@ class Ingestor:
                     for aid, similarity in matches
                     if aid in updated
                 ]
+            if own is None and not near and self.containment.threshold:
+                # what the estimate misses: a short story corrected, paragraphs appended
+                zone = self.settings.zone
+                near = contained_matches(
+                    item,
+                    facts,
+                    lambda ids: batch.versions(ids, zone),
+                    self.containment,
+                    self.short_index.holding(signature, MAX_CANDIDATES),
+                )
         decision = decide(item, facts, near, self.settings.dedup.boilerplate_min_articles)
         if decision.target_id is not None and decision.target_id in deleted:
             # its copy, correction or own file again: a deleted article stays deleted
@@ -296,6 +315,7 @@ class Ingestor:
         )
         # later files of this batch must find this one as a near-duplicate candidate
         self.index.add(article_id, signature)
+        self.short_index.add(article_id, signature)
         return FileResult(
             name, FileOutcome(decision.outcome.value), decision.reason, article_id, article.category
         )
@@ -310,6 +330,7 @@ class Ingestor:
         for seq, article_id, signature in repo.signatures(self._synced_seq):
             if self.signer.is_current(signature):
                 self.index.add(article_id, signature)
+                self.short_index.add(article_id, signature)
             else:
                 stale.append(article_id)
             self._synced_seq = seq
@@ -318,6 +339,7 @@ class Ingestor:
         for article_id, title, body in repo.bodies(stale):
             signature = self.signer.sign_text(title, [t for k, t in body if k not in skip])
             self.index.add(article_id, signature)
+            self.short_index.add(article_id, signature)
             resigned.append((article_id, signature))
         if resigned:
             repo.set_signatures(resigned)
@@ -326,6 +348,7 @@ class Ingestor:
     def _reset_index(self) -> None:
         """After a rollback the index may hold articles that were never stored: rebuild it."""
         self.index = NearDuplicateIndex(self.signer, self.settings.dedup.near_duplicate_threshold)
+        self.short_index = ShortTextIndex(self.signer, self.settings.dedup.short_text_words)
         self._synced_seq = 0
 
 

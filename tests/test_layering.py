@@ -39,6 +39,7 @@ BANDS = {
     "body": CORE,
     "dedup": CORE,
     "dedup.minhash": CORE,
+    "dedup.near": CORE,
     "dedup.overlay": CORE,
     "dedup.rules": CORE,
     "digest": CORE,

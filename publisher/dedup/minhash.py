@@ -28,8 +28,10 @@ __all__ = [
     "SHINGLE_MIX",
     "WORD_PATTERN",
     "NearDuplicateIndex",
+    "ShortTextIndex",
     "Signer",
     "affine32_permutations",
+    "estimated_shingles",
     "lsh_bands",
     "murmur_finalize",
 ]
@@ -204,13 +206,15 @@ class NearDuplicateIndex:
     can only cost a comparison.
     """
 
-    def __init__(self, signer: Signer, threshold: float) -> None:
+    def __init__(
+        self, signer: Signer, threshold: float, layout: tuple[int, int] | None = None
+    ) -> None:
         self.signer = signer
         self.threshold = threshold
         # a missed re-publication becomes a second article and its paragraphs "boilerplate"
         # removed from both: the bands make a pair at the threshold itself a candidate with
         # probability >= 0.999, and query() checks each candidate's estimate against it
-        self.bands, self.rows = lsh_bands(threshold, signer.num_perm)
+        self.bands, self.rows = layout or lsh_bands(threshold, signer.num_perm)
         rng = np.random.default_rng(PERMUTATION_SEED + 1)
         self._band_mix = rng.integers(1, 2**63, size=self.rows, dtype=np.uint64) | np.uint64(1)
         self._band_salt = rng.integers(0, 2**63, size=self.bands, dtype=np.uint64)
@@ -286,6 +290,18 @@ class NearDuplicateIndex:
     def query(self, signature: bytes) -> list[tuple[str, float]]:
         """Stored articles whose estimated Jaccard similarity reaches the threshold."""
         values = self.signer.values(signature)
+        rows = self._candidate_rows(signature)
+        if not rows:
+            return []
+        similarity = np.count_nonzero(self._values[rows] == values, axis=1) / len(values)
+        return [
+            (self._ids[row], float(s))
+            for row, s in zip(rows, similarity.tolist(), strict=True)
+            if s >= self.threshold
+        ]
+
+    def _candidate_rows(self, signature: bytes) -> list[int]:
+        """The rows of stored articles sharing a band with the signature, in order."""
         keys = self._band_keys(signature)
         candidates: set[int] = set()
         starts = np.searchsorted(self._keys, keys, side="left").tolist()
@@ -299,12 +315,80 @@ class NearDuplicateIndex:
                 candidates.add(held)
             elif held is not None:
                 candidates.update(held)
-        if not candidates:
+        return sorted(candidates)
+
+
+def estimated_shingles(values: np.ndarray) -> np.ndarray:
+    """How many distinct shingles each row of MinHash values was made of (the last axis):
+    the minimum of n uniform values is 1 / (n + 1) on average."""
+    count = values.shape[-1]
+    total = values.sum(axis=-1, dtype=np.uint64).astype(np.float64) + count
+    estimate: np.ndarray = np.maximum(count * 2.0**32 / total - 1.0, 0.0)
+    return estimate
+
+
+# a text this many times over the short-text size is no re-publication of a short story
+_GROWTH = 2
+# nor is one this many times longer or shorter than the story (paragraphs appended to a
+# two-sentence story make it five times as long); between texts of sizes that unequal a
+# Jaccard estimate of 1 / num_perm would pass for a large containment
+_SIZE_RATIO = 8
+# the estimated containment under which a short text is not worth a word-by-word look: a
+# re-publication's is near 1, two stories sharing a closing sentence near 0.1
+_CONTAINED_FLOOR = 0.5
+
+
+class ShortTextIndex(NearDuplicateIndex):
+    """A second band set, for short texts only: bands of two MinHash values, so a stored
+    short story that a re-publication holds most of (paragraphs appended, words
+    corrected, the title edited) is a candidate although their Jaccard is far under the
+    threshold (a pair at Jaccard 0.3 shares one of 24 bands with probability 0.9). A
+    text's size is estimated from its signature, so nothing more is stored.
+    """
+
+    def __init__(self, signer: Signer, max_shingles: int, bands: int = 24) -> None:
+        rows = 2 if signer.num_perm >= 2 else 1
+        super().__init__(signer, 0.0, (min(bands, signer.num_perm // rows), rows))
+        self.max_shingles = max_shingles
+        self._sizes: list[float] = []  # estimated shingles of each row's text
+
+    def add(self, article_id: str, signature: bytes) -> None:
+        """Index the article if it is short; one indexed before keeps its row current
+        (and its old keys: a candidate is checked against its current values)."""
+        if not self.signer.is_current(signature):
+            return
+        size = float(estimated_shingles(self.signer.values(signature)))
+        if article_id not in self._row_of and size > self.max_shingles:
+            return
+        super().add(article_id, signature)
+        row = self._row_of[article_id]
+        if row == len(self._sizes):
+            self._sizes.append(size)
+        else:
+            self._sizes[row] = size
+
+    def holding(self, signature: bytes, limit: int) -> list[str]:
+        """Up to `limit` stored short texts this one is estimated to hold most of, or to
+        be most of, the likeliest first (a text far longer than a short story is no
+        re-publication of one)."""
+        if not self._ids:
             return []
-        rows = sorted(candidates)
-        similarity = np.count_nonzero(self._values[rows] == values, axis=1) / len(values)
-        return [
-            (self._ids[row], float(s))
-            for row, s in zip(rows, similarity.tolist(), strict=True)
-            if s >= self.threshold
-        ]
+        values = self.signer.values(signature)
+        size = float(estimated_shingles(values))
+        if size > _GROWTH * self.max_shingles:
+            return []
+        rows = self._candidate_rows(signature)
+        if not rows:
+            return []
+        jaccard = np.count_nonzero(self._values[rows] == values, axis=1) / len(values)
+        found = []
+        for row, j in zip(rows, jaccard.tolist(), strict=True):
+            theirs = self._sizes[row]
+            smaller = max(min(size, theirs), 1.0)
+            if max(size, theirs) > _SIZE_RATIO * smaller:
+                continue
+            contained = j * (size + theirs) / (1.0 + j) / smaller
+            if contained >= _CONTAINED_FLOOR:
+                found.append((contained, self._ids[row]))
+        found.sort(key=lambda match: -match[0])
+        return [article_id for _, article_id in found[:limit]]

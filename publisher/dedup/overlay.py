@@ -72,12 +72,14 @@ class BatchOverlay:
         self._declared: dict[str, frozenset[str]] = {}  # boilerplate key -> titles it keeps
         self._holders: dict[str, list[Holder]] = defaultdict(list)
         self._titles: dict[str, str] = {}  # title key -> the first article of that title
+        self._titled: dict[str, list[str]] = defaultdict(list)  # title key -> every article
         # teaser headline's title key -> the articles ending in that teaser, and their tails
         self._advertisers: dict[str, list[tuple[str, list[TailBlock]]]] = defaultdict(list)
         # what each article holds in the maps above, so that forgetting one costs its own
         # entries, not a pass over the whole batch's
         self._keys_of: dict[str, set[str]] = defaultdict(set)
         self._titles_of: dict[str, set[str]] = defaultdict(set)
+        self._titled_of: dict[str, str] = {}
         self._advertises: dict[str, set[str]] = defaultdict(set)
         self._batch_updated: dict[str, datetime] = {}  # added or updated in this batch
         self._stored_updated: dict[str, datetime] = {}
@@ -117,6 +119,12 @@ class BatchOverlay:
         """(title key, article id) of stored articles."""
         for key, article_id in rows:
             self._own_title(key, article_id)
+
+    def load_same_titles(self, rows: Iterable[tuple[str, str]]) -> None:
+        """(title key, article id) of stored articles of the batch's titles, oldest first."""
+        for key, article_id in rows:
+            self._titled[key].append(article_id)
+            self._titled_of[article_id] = key
 
     def load_advertisers(
         self, teasers: Mapping[str, str], blocks: Iterable[tuple[str, int, str, str]]
@@ -167,6 +175,7 @@ class BatchOverlay:
             titles=titles,
             advertisers=list(self._advertisers.get(title_key(item.article.title), ())),
             kept=self._kept,
+            same_title=tuple(self._titled.get(title_key(item.article.title), ())),
         )
 
     def batch_updated(self, ids: Iterable[str]) -> dict[str, datetime]:
@@ -241,6 +250,8 @@ class BatchOverlay:
                 self._keys_of[article_id].add(key)
             previous = block.text
         self._own_title(title_key(article.title), article_id)
+        self._titled[title_key(article.title)].append(article_id)
+        self._titled_of[article_id] = title_key(article.title)
         if item.teaser is not None:
             tail = _own_tail(item)
             teaser = title_key(item.teaser.headline)
@@ -258,6 +269,9 @@ class BatchOverlay:
             self._holders[key] = [h for h in self._holders[key] if h.article_id != article_id]
         for title in self._titles_of.pop(article_id, set()):
             del self._titles[title]
+        titled = self._titled_of.pop(article_id, None)
+        if titled is not None:
+            self._titled[titled].remove(article_id)
         for teaser in self._advertises.pop(article_id, set()):
             held = self._advertisers[teaser]
             held[:] = [a for a in held if a[0] != article_id]

@@ -3,7 +3,10 @@
 0. same source     the file an article came from (its Id: header, else its path inside
                    the inbox), saved again with any change     -> update it in place
 1. exact copy      same content hash as an article already ingested  -> ignored
-2. re-publication  MinHash Jaccard >= threshold with a stored article -> update it in place
+2. re-publication  MinHash Jaccard >= threshold with a stored article, or for what that
+                   misses (short stories, appended paragraphs) containment of the shorter
+                   text in the longer, a similar title and close dates (dedup/near.py)
+                                                                  -> update it in place
 3. boilerplate     a run of two or more consecutive blocks repeated in another article,
                    a single block in >= N articles, or a trailing teaser advertising
                    another known article -> removed (except from the advertised article,
@@ -138,6 +141,7 @@ class NearMatch:
     article_id: str
     similarity: float
     updated_date: str  # ISO date of the stored version, to spot stale re-sends
+    evidence: str = ""  # how it was found, when not by the MinHash estimate (dedup/near.py)
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,6 +172,9 @@ class StoredFacts:
     advertisers: Sequence[tuple[str, Sequence[tuple[str, str]]]] = ()
     # block keys the editor kept (`publisher boilerplate keep`): no rule removes them
     kept: frozenset[str] = frozenset()
+    # stored articles of this article's title (title_key), oldest first: re-publication
+    # candidates the LSH may miss (dedup/near.py)
+    same_title: Sequence[str] = ()
 
 
 Declaration = tuple[str, str, str | None]  # a block declared boilerplate: key, text, headline
@@ -215,19 +222,16 @@ def decide(
                 best.article_id,
                 (),
                 (),
-                f"older version of {best.article_id} (similarity {best.similarity:.2f})",
+                f"older version of {best.article_id} "
+                f"({best.evidence or f'similarity {best.similarity:.2f}'})",
             )
         target = best.article_id
     removals, new_boilerplate = plan_boilerplate(item, facts, target, min_articles)
     if target is not None:
-        similarity = max(match.similarity for match in near)
-        return Decision(
-            Outcome.UPDATED,
-            target,
-            removals,
-            new_boilerplate,
-            f"re-publication of {target} (similarity {similarity:.2f})",
-        )
+        best = max(near, key=lambda match: match.similarity)
+        found = best.evidence or f"similarity {best.similarity:.2f}"
+        reason = f"re-publication of {target} ({found})"
+        return Decision(Outcome.UPDATED, target, removals, new_boilerplate, reason)
     return Decision(Outcome.ADDED, None, removals, new_boilerplate, "new article")
 
 

@@ -14,11 +14,12 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from datetime import datetime
+from datetime import datetime, tzinfo
 
 from sqlalchemy import Connection, Table, and_, bindparam, delete, insert, or_, select, update
 from sqlalchemy.orm import aliased
 
+from publisher.dedup.near import Version
 from publisher.dedup.overlay import BatchOverlay, BatchQuestions, updated_on_republication
 from publisher.dedup.rules import Decision, Incoming, StoredFacts, leaves_empty, title_key
 from publisher.model import FileOutcome
@@ -107,6 +108,59 @@ class IngestBatch:
             stored = {str(row.id): row.updated for row in rows}
             self.overlay.load_updated(stored)
             found.update(stored)
+        return found
+
+    def versions(self, ids: Sequence[str], zone: tzinfo) -> dict[str, Version]:
+        """The current versions of those of `ids` that exist (written earlier in this
+        batch, else stored), without the blocks removed from them, dated by `updated` and
+        by `published`."""
+        updated = self.updated_dates(ids)
+        wanted = [article_id for article_id in ids if article_id in updated]
+        new = {i: self._new_articles[i] for i in wanted if i in self._new_articles}
+        heads: dict[str, tuple[str, datetime]] = {}
+        for article_id, values in new.items():
+            published = values["published"]
+            assert isinstance(published, datetime)
+            heads[article_id] = (str(values["title"]), published)
+        stored = [i for i in wanted if i not in new]
+        if stored:
+            for row in self.connection.execute(
+                select(articles.c.id, articles.c.title, articles.c.published).where(
+                    articles.c.id.in_(stored)
+                )
+            ):
+                heads[str(row.id)] = (str(row.title), row.published)
+        texts: dict[str, list[str]] = defaultdict(list)
+        unread = [i for i in stored if i not in self._updates]
+        if unread:
+            removed = and_(removals.c.article_id == articles.c.id, removals.c.key == blocks.c.key)
+            for article_id, key, text in self.connection.execute(
+                select(articles.c.id, blocks.c.key, blocks.c.text)
+                .join(articles, articles.c.seq == blocks.c.article_seq)
+                .outerjoin(removals, removed)
+                .where(articles.c.id.in_(unread), removals.c.key.is_(None))
+                .order_by(blocks.c.article_seq, blocks.c.position)
+            ):
+                # removals this batch planned on stored articles are not written yet
+                if not any(r["key"] == key for r in self._removals.get(article_id, ())):
+                    texts[article_id].append(text)
+        for article_id in wanted:
+            if article_id in unread:
+                continue
+            gone = {str(r["key"]) for r in self._removals.get(article_id, ())}
+            texts[article_id] = [
+                str(r["text"]) for r in self._bodies[article_id] if r["key"] not in gone
+            ]
+        found: dict[str, Version] = {}
+        for article_id in wanted:
+            if article_id in heads:
+                title, published = heads[article_id]
+                found[article_id] = Version(
+                    title,
+                    updated[article_id].astimezone(zone).date(),
+                    texts[article_id],
+                    published.astimezone(zone).date(),
+                )
         return found
 
     # -- writing ---------------------------------------------------------------
@@ -316,6 +370,14 @@ class IngestBatch:
         overlay.load_advertisers(teasers, tails)
         # every kept block, not only the batch's: a stored teaser's may be one (a small table)
         overlay.load_kept(conn.execute(select(kept_blocks.c.key)).scalars())
+        for chunk in chunks(sorted(asked.titles)):
+            overlay.load_same_titles(
+                conn.execute(
+                    select(articles.c.title_key, articles.c.id)
+                    .where(articles.c.title_key.in_(chunk))
+                    .order_by(articles.c.seq)
+                )
+            )
         for chunk in chunks(sorted(asked.slugs)):
             overlay.load_slugs(
                 conn.execute(select(articles.c.slug).where(articles.c.slug.in_(chunk))).scalars()

@@ -91,6 +91,16 @@ CASES: dict[str, tuple[Callable[[Path], Path], str, dict[str, str]]] = {
     "timeout = nan": (_setting(smtp__timeout_seconds="nan"), "smtp.timeout_seconds", {}),
     "num_perm = 0": (_setting(dedup__num_perm="0"), "dedup.num_perm", {}),
     "shingle_size = 0": (_setting(dedup__shingle_size="0"), "dedup.shingle_size", {}),
+    "containment_threshold = 1.5": (
+        _setting(dedup__containment_threshold="1.5"),
+        "dedup.containment_threshold",
+        {},
+    ),
+    "republication_days = -1": (
+        _setting(dedup__republication_days="-1"),
+        "dedup.republication_days",
+        {},
+    ),
     "subject placeholder": (
         _setting(digest__subject='"{nonexistent} news"'),
         "digest.subject",
