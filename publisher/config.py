@@ -66,6 +66,8 @@ class SiteSettings:
     language: str = "en"
     icon: str | None = None
     logo: str | None = None
+    # the sender's postal address, printed in the footer of every mail (CAN-SPAM asks for it)
+    postal_address: str = ""
 
 
 @dataclass(frozen=True)

@@ -46,6 +46,7 @@ BANDS = {
     "render": CORE,
     "messages": CORE,
     "tokens": CORE,
+    "webcopies": CORE,
     # adapters: files, sockets, the database, the clock
     "inbox": ADAPTER,
     "inbox.moves": ADAPTER,
@@ -88,6 +89,7 @@ BANDS = {
     "subscribing": USE_CASE,
     "status": USE_CASE,
     "sending": USE_CASE,
+    "sending.archive": USE_CASE,
     "sending.claiming": USE_CASE,
     "sending.due": USE_CASE,
     "sending.preview": USE_CASE,
