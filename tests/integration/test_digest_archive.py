@@ -65,11 +65,14 @@ def _headlines(page: Links) -> list[str]:
 
 
 @pytest.fixture
-def served_site(tmp_path: Path, smtp_sink: SmtpSink) -> Iterator[tuple[Path, str]]:
-    """Seeds ingested and built, two subscribers, a real `publisher serve` on base_url."""
+def served_site(
+    tmp_path: Path, database_url: str, smtp_sink: SmtpSink
+) -> Iterator[tuple[Path, str]]:
+    """Seeds ingested and built, two subscribers, a real `publisher serve` on base_url;
+    on SQLite and on PostgreSQL (where `send` claims its rows like a worker)."""
     port = free_port()
     base = f"http://127.0.0.1:{port}/"
-    config = send_config(tmp_path, f"sqlite:///{tmp_path}/db.sqlite", smtp_sink)
+    config = send_config(tmp_path, database_url, smtp_sink)
     text = config.read_text(encoding="utf-8").replace("http://127.0.0.1:8080/", base)
     config.write_text(text, encoding="utf-8")
     shutil.copytree(SEEDS, tmp_path / "inbox")
@@ -148,3 +151,15 @@ def test_a_dry_run_writes_no_web_copy(served_site: tuple[Path, str], tmp_path: P
     assert done.returncode == 0, done.stderr
     assert sorted(p.name for p in out.glob("*.eml")) == [f"{ANN}.eml", f"{BOB}.eml"]
     assert not (tmp_path / "public" / "digests").exists()
+
+
+def test_a_run_whose_every_message_was_refused_leaves_no_web_copy(
+    served_site: tuple[Path, str], smtp_sink: SmtpSink, tmp_path: Path
+) -> None:
+    config, base = served_site
+    smtp_sink.reject.update({ANN, BOB})
+    done = publisher_cli("--config", str(config), "send", cwd=config.parent)
+    assert done.returncode == 1, done.stderr  # both recipients failed
+    assert smtp_sink.attempts[ANN] and smtp_sink.attempts[BOB]
+    assert not (tmp_path / "public" / "digests").exists()
+    assert httpx.get(base + "digests/", timeout=10).status_code == 404
