@@ -68,6 +68,13 @@ class WebArchive:
     def index_url(self) -> str:
         return absolute(self.settings.base_url, f"{ARCHIVE_FOLDER}/")
 
+    def waiting(self, name: str) -> WebCopy | None:
+        """The copy rendered here and not written yet."""
+        return self._waiting.get(name)
+
+    def written(self, name: str) -> bool:
+        return name in self._written
+
     def expect(self, delivery_id: int, copy: WebCopy) -> None:
         """Row `delivery_id` carries `copy`: its acceptance publishes the copy."""
         name = copy.record.id

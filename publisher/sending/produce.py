@@ -119,8 +119,12 @@ class DigestProducer:
             web: WebCopy | None = None
             view_url = self.archive.index_url
             if run_id is not None:
-                web = self._web_copy(run_id, key, articles, corrected, as_of, subscriber)
-                view_url = self.archive.url(web.record.id)
+                # the copy names nobody's categories: equal articles, one copy
+                name = self._copy_name(run_id, (key[0], key[2], key[3]))
+                view_url = self.archive.url(name)
+                web = self.archive.waiting(name)
+                if web is None and not self.archive.written(name):
+                    web = self._web_copy(name, run_id, articles, corrected, as_of, subscriber)
             prepared = prepare_digest(
                 self.environment,
                 self.settings,
@@ -139,17 +143,19 @@ class DigestProducer:
                 cache.popitem(last=False)
         return found
 
+    def _copy_name(self, run_id: int, content: tuple[Any, ...]) -> str:
+        self.tokens  # noqa: B018 - refuses an unset secret_key, as every signed link does
+        return copy_id(self.settings.secret_key or "", run_id, content)
+
     def _web_copy(
         self,
+        name: str,
         run_id: int,
-        key: tuple[Any, ...],
         articles: Sequence[Article],
         corrected: Sequence[Article],
         as_of: datetime,
         subscriber: Subscriber,
     ) -> WebCopy:
-        self.tokens  # noqa: B018 - refuses an unset secret_key, as every signed link does
-        name = copy_id(self.settings.secret_key or "", run_id, key)
         frequency = subscriber.frequency.value
         page = render_web_copy(
             self.environment,

@@ -21,6 +21,8 @@ from tests.smtp_sink import Received, SmtpSink, send_config
 
 ANN = "ann.reader@example.com"
 BOB = "bob.reader@example.com"
+CAT = "cat.reader@example.com"
+CATEGORIES = ("Civilization progress", "Government bulletin", "Harbin Today")
 
 
 class Links(HTMLParser):
@@ -99,12 +101,17 @@ def test_view_in_browser_link_serves_the_digest_without_anything_personal(
     served_site: tuple[Path, str], smtp_sink: SmtpSink
 ) -> None:
     config, base = served_site
+    # every category named: the same articles as Ann's "everything", so the same copy
+    every = [arg for name in CATEGORIES for arg in ("--category", name)]
+    done = publisher_cli("--config", str(config), "subscribers", "add", CAT, *every)
+    assert done.returncode == 0, done.stderr
     done = publisher_cli("--config", str(config), "send", cwd=config.parent)
     assert done.returncode == 0, done.stderr
-    assert sorted(smtp_sink.per_recipient()) == [ANN, BOB]
+    assert sorted(smtp_sink.per_recipient()) == [ANN, BOB, CAT]
 
     links = {}
-    for address, other in ((ANN, BOB), (BOB, ANN)):
+    others = (ANN, BOB, CAT)
+    for address in (ANN, BOB):
         (received,) = smtp_sink.to(address)
         page = _html(received)
         link = _view_link(page)
@@ -119,11 +126,18 @@ def test_view_in_browser_link_serves_the_digest_without_anything_personal(
         headlines = _headlines(page)
         assert headlines
         assert _headlines(Links(body)) == headlines
-        for secret in (address, other, token, "Ann Reader", "/unsubscribe/", "Unsubscribe"):
+        for secret in (*others, token, "Ann Reader", "/unsubscribe/", "Unsubscribe"):
             assert secret.lower() not in body.lower(), secret
 
-    # two contents (everything vs one category): two copies, with ids nobody can count up
+    # one copy per distinct content (everything vs one category), ids nobody can count up
     assert links[ANN] != links[BOB]
+    (cat,) = smtp_sink.to(CAT)
+    assert _view_link(_html(cat)) == links[ANN]
+    copies = sorted(p.name for p in (config.parent / "public" / "digests").glob("*.html"))
+    assert len(copies) == 3 and "index.html" in copies
+    hidden = links[ANN].rsplit("/", 1)[1].removesuffix(".html")
+    assert (config.parent / "public" / "digests" / ".records" / f"{hidden}.json").is_file()
+    assert httpx.get(f"{base}digests/.records/{hidden}.json", timeout=10).status_code == 404
     for link in links.values():
         name = link.rsplit("/", 1)[1].removesuffix(".html")
         assert re.fullmatch(r"[a-z2-7]{26}", name), name
