@@ -1,5 +1,6 @@
 """Screenshots of what subscribers see, for the README: the digest as mailed (600 and 375 px
-wide), its web copy and the digest archive (1280 and 390 px), in docs/screenshots/.
+wide, and 600 px in dark mode), its web copy and the digest archive (1280 and 390 px), in
+docs/screenshots/.
 
     python bench/screenshots.py            # needs chromium at /usr/bin/chromium
 
@@ -86,6 +87,7 @@ def main() -> int:
         (copy,) = [p for p in archive.glob("*.html") if p.name != "index.html"]
         shots = [
             ("digest-mail-600.png", 600, None, mail),
+            ("digest-mail-600-dark.png", 600, None, mail),
             ("digest-mail-375.png", 375, None, mail),
             ("digest-web-copy-1280.png", 1280, copy, None),
             ("digest-web-copy-390.png", 390, copy, None),
@@ -98,7 +100,10 @@ def main() -> int:
             )
             try:
                 for name, width, path, html in shots:
-                    page = browser.new_page(viewport={"width": width, "height": 800})
+                    scheme = "dark" if "-dark" in name else "light"
+                    page = browser.new_page(
+                        viewport={"width": width, "height": 800}, color_scheme=scheme
+                    )
                     if path is not None:
                         page.goto(path.as_uri())
                     else:

@@ -53,7 +53,6 @@ RENDERED_KEPT = 512  # distinct digest contents kept rendered
 class Produced:
     outgoing: Outgoing
     prepared: PreparedDigest
-    web: WebCopy | None = None
 
 
 @dataclass(slots=True)
@@ -251,7 +250,7 @@ class DigestProducer:
                     delivery.message_id,
                     stamp_date=True,
                 )
-                yield Produced(outgoing, prepared, web)
+                yield Produced(outgoing, prepared)
             if gone and not preview:
                 await asyncio.to_thread(self._abandon, gone)
 
