@@ -72,6 +72,8 @@ class SiteSettings:
     # categories subscribers may choose before any article of them is stored,
     # comma-separated; the categories of stored articles are always known
     categories: str = ""
+    # the sender's postal address, printed in the footer of every mail (CAN-SPAM asks for it)
+    postal_address: str = ""
 
     @property
     def category_names(self) -> tuple[str, ...]:

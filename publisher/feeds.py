@@ -30,11 +30,13 @@ __all__ = [
     "Archive",
     "Channel",
     "Entry",
+    "Issue",
     "Tombstone",
     "atom",
     "category_slug",
     "content_html",
     "feed_language",
+    "issues_atom",
     "json_feed",
     "rss",
     "sitemap",
@@ -95,6 +97,17 @@ class Entry:
 
     article: Article
     url: str
+
+
+@dataclass(frozen=True, slots=True)
+class Issue:
+    """One past digest of the web archive: its web copy's id and URL, what it was."""
+
+    id: str
+    url: str
+    title: str
+    sent: datetime
+    summary: str
 
 
 SLUG_BYTES = 180  # a folder name is at most 255 bytes
@@ -347,3 +360,32 @@ def sitemap_index(urls: Sequence[str]) -> bytes:
 def _sitemap_document(root: str, lines: Sequence[str]) -> bytes:
     head = ['<?xml version="1.0" encoding="UTF-8"?>', f'<{root} xmlns="{_SITEMAP_NS}">']
     return ("\n".join([*head, *lines, f"</{root}>"]) + "\n").encode("utf-8")
+
+
+def issues_atom(
+    *, title: str, atom_url: str, home: str, language: str | None, issues: Sequence[Issue]
+) -> bytes:
+    """The Atom feed of the digest archive: one entry per web copy, newest first."""
+    fg = FeedGenerator()
+    fg.id(atom_url)
+    fg.title(title)
+    fg.subtitle(title)
+    newest = max((issue.sent for issue in issues), default=EPOCH)
+    fg.updated(newest)
+    fg.lastBuildDate(newest)
+    fg.generator(GENERATOR, version=__version__)
+    fg.author({"name": title})
+    if language:
+        fg.language(language)
+    fg.link(href=atom_url, rel="self", type=ATOM_TYPE)
+    fg.link(href=home, rel="alternate", type="text/html")
+    for issue in issues:
+        fe = fg.add_entry(order="append")
+        fe.id(issue.url)
+        fe.title(issue.title)
+        fe.link(href=issue.url, rel="alternate", type="text/html")
+        fe.published(issue.sent)
+        fe.updated(issue.sent)
+        fe.summary(issue.summary or issue.title)
+    data: bytes = fg.atom_str(pretty=True)
+    return data

@@ -49,8 +49,11 @@ __all__ = [
     "normalize_email",
     "parse_frequency",
     "personalize",
+    "preheader",
     "prepare_digest",
+    "render_web_copy",
     "sender_address",
+    "subject_line",
     "unsubscribe_address",
     "unsubscribe_mailto",
 ]
@@ -60,7 +63,10 @@ __all__ = [
 PLACEHOLDER = "https://unsubscribe.invalid/PUBLISHERUNSUBSCRIBEPLACEHOLDER"
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f\u0085\u2028\u2029]+")
-_INLINER = css_inline.CSSInliner(load_remote_stylesheets=False, keep_style_tags=False)
+# @media rules (dark mode, narrow screens) cannot be inlined: they stay in a <style>
+_INLINER = css_inline.CSSInliner(
+    load_remote_stylesheets=False, keep_style_tags=False, keep_at_rules=True
+)
 
 
 class InvalidSubscription(PublisherError, ValueError):
@@ -165,6 +171,8 @@ SUMMARY_CHARS = 300
 CATEGORY_CHARS = 80
 CATEGORIES_CHARS = 300  # the footer's list of the subscriber's categories
 LEAD_CHARS = 80  # the lead headline in the subject
+PREHEADER_CHARS = 140  # what an inbox list shows after the subject
+PREHEADER_HEADLINES = 3
 
 
 def subject_line(
@@ -194,6 +202,12 @@ def clip(text: str, limit: int) -> str:
     return cut.rstrip(" ,;:") + "…"
 
 
+def preheader(articles: Sequence[Article]) -> str:
+    """The inbox preview line: the lead headlines, not the masthead's words."""
+    titles = [display_name(a.title) for a in articles[:PREHEADER_HEADLINES]]
+    return clip(" · ".join(t for t in titles if t), PREHEADER_CHARS)
+
+
 def _fitted_names(names: Sequence[str], limit: int) -> list[str]:
     """As many of `names` as fit in about `limit` characters, "…" standing for the rest."""
     kept: list[str] = []
@@ -217,12 +231,14 @@ def prepare_digest(
     as_of: datetime,
     article_url: Callable[[Article], str],
     corrected: Sequence[Article] = (),
+    view_url: str = "",
 ) -> PreparedDigest:
     """Render text + HTML once, inline the CSS, serialize the shared headers.
 
     At most `digest.max_items` new articles are listed, and as many corrected ones; the
     rest of each is one link to the site. Fewer are listed when the HTML part would pass
     HTML_PART_BUDGET, so the footer with its unsubscribe link always arrives unclipped.
+    `view_url` is the "View in browser" link (the web copy; none when empty).
     """
     started = time.perf_counter()
     zone = settings.zone
@@ -241,6 +257,9 @@ def prepare_digest(
         "unsubscribe_url": PLACEHOLDER,
         "as_of": as_of.astimezone(zone),
         "more_url": settings.base_url.rstrip("/") + "/",
+        "preheader": preheader(articles),
+        "view_url": view_url,
+        "web": False,
     }
     shown, fixed = len(items), len(fixes)
     while True:
@@ -281,6 +300,46 @@ def prepare_digest(
         text_qp=_qp_template(text),
         html_qp=html_qp,
         render_seconds=time.perf_counter() - started,
+    )
+
+
+def render_web_copy(
+    environment: Any,
+    settings: Settings,
+    *,
+    articles: Sequence[Article],
+    frequency: str,
+    as_of: datetime,
+    article_url: Callable[[Article], str],
+    corrected: Sequence[Article] = (),
+    archive_url: str,
+) -> str:
+    """The digest's web copy: the same template, for nobody in particular (no name, no
+    address, no token, no unsubscribe link, not the reader's categories), and every item
+    up to `digest.max_items`, as a web page has no clipping to fear."""
+    zone = settings.zone
+    limit = settings.digest.max_items
+    lead = articles[0].title if articles else ""
+    items = [_item(a, article_url, zone) for a in articles[:limit]]
+    fixes = [{"title": clip(a.title, TITLE_CHARS), "url": article_url(a)} for a in corrected]
+    return render(
+        environment,
+        "digest.html.j2",
+        subject=subject_line(settings, frequency, len(articles), as_of, lead),
+        count=len(articles),
+        frequency=frequency,
+        categories=[],
+        unsubscribe_url="",
+        as_of=as_of.astimezone(zone),
+        more_url=settings.base_url.rstrip("/") + "/",
+        preheader=preheader(articles),
+        view_url="",
+        web=True,
+        archive_url=archive_url,
+        items=items,
+        more=len(articles) - len(items),
+        corrected=fixes[:limit],
+        corrected_more=len(corrected) - len(fixes[:limit]),
     )
 
 

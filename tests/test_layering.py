@@ -56,6 +56,7 @@ BANDS = {
     "mailkeep": ADAPTER,
     "listener": ADAPTER,
     "imappoll": ADAPTER,
+    "webcopies": CORE,
     # adapters: files, sockets, the database, the clock
     "inbox": ADAPTER,
     "inbox.moves": ADAPTER,
@@ -108,6 +109,7 @@ BANDS = {
     "inbound": USE_CASE,
     "status": USE_CASE,
     "sending": USE_CASE,
+    "sending.archive": USE_CASE,
     "sending.claiming": USE_CASE,
     "sending.due": USE_CASE,
     "sending.preview": USE_CASE,

@@ -32,6 +32,7 @@ from publisher.consent import send_failure_recorder
 from publisher.errors import ConfigError
 from publisher.mailer import Mailer, SendReport
 from publisher.model import Article, Delivery, DigestRun, RunStatus, Subscriber
+from publisher.sending.archive import ArchivingLedger
 from publisher.sending.produce import DigestProducer, Page
 from publisher.sending.reports import DigestReport
 from publisher.store import Store
@@ -209,8 +210,9 @@ class ClaimingSender:
         mailer = Mailer(replace(settings.smtp, pool_size=self.concurrency))
         pages = self._claimed_pages(run, until_done)
         items = self.producer.messages(pages, run.as_of, report, dict(articles or {}))
+        archiving = ArchivingLedger(ledger, self.producer.archive)
         async with ledger:
-            smtp = await mailer.send_all(items, ledger, progress=count)
+            smtp = await mailer.send_all(items, archiving, progress=count)
         # the pool has returned: nothing of ours is in flight, so rows still open here
         # (skipped at SIGTERM, or never handed over) go back to the others at once
         await asyncio.to_thread(

@@ -29,16 +29,20 @@ from publisher.messages import (
     envelope_sender,
     personalize,
     prepare_digest,
+    render_web_copy,
+    subject_line,
     unsubscribe_mailto,
 )
 from publisher.model import Article, Delivery, Subscriber, SubscriberStatus
 from publisher.render import template_environment
+from publisher.sending.archive import WebArchive, WebCopy
 from publisher.sending.reports import DigestReport
 from publisher.store import Articles, Store
 from publisher.store.deletions import Deletions
 from publisher.store.ledger import LedgerRows
 from publisher.store.runs import DigestRuns
 from publisher.tokens import UNSUBSCRIBE, Tokens
+from publisher.webcopies import ArchivedDigest, copy_id
 
 __all__ = ["DigestProducer", "Page", "Produced"]
 
@@ -74,6 +78,11 @@ class DigestProducer:
         return template_environment(self.settings)
 
     @functools.cached_property
+    def archive(self) -> WebArchive:
+        """The web copies of what this process sends (the senders' ledgers publish them)."""
+        return WebArchive(self.settings, self.environment)
+
+    @functools.cached_property
     def tokens(self) -> Tokens:
         return Tokens(self.settings.secret_key)
 
@@ -87,22 +96,35 @@ class DigestProducer:
 
     def render(
         self,
-        cache: OrderedDict[tuple[Any, ...], PreparedDigest],
+        cache: OrderedDict[tuple[Any, ...], tuple[PreparedDigest, WebCopy | None]],
         subscriber: Subscriber,
         articles: Sequence[Article],
         as_of: datetime,
         report: DigestReport,
         corrected: Sequence[Article] = (),
-    ) -> PreparedDigest:
-        """Rendered once per distinct content (frequency, categories, articles, corrections)."""
+        *,
+        run_id: int | None = None,
+    ) -> tuple[PreparedDigest, WebCopy | None]:
+        """Rendered once per distinct content (frequency, categories, articles, corrections),
+        with its web copy when it belongs to run `run_id` (a preview has none: its
+        "View in browser" link shows the archive)."""
         key = (
-            subscriber.frequency,
+            subscriber.frequency.value,
             subscriber.categories,
             tuple(a.id for a in articles),
             tuple(a.id for a in corrected),
         )
-        prepared = cache.get(key)
-        if prepared is None:
+        found = cache.get(key)
+        if found is None:
+            web: WebCopy | None = None
+            view_url = self.archive.index_url
+            if run_id is not None:
+                # the copy names nobody's categories: equal articles, one copy
+                name = self._copy_name(run_id, (key[0], key[2], key[3]))
+                view_url = self.archive.url(name)
+                web = self.archive.waiting(name)
+                if web is None and not self.archive.written(name):
+                    web = self._web_copy(name, run_id, articles, corrected, as_of, subscriber)
             prepared = prepare_digest(
                 self.environment,
                 self.settings,
@@ -112,13 +134,52 @@ class DigestProducer:
                 categories=subscriber.categories,
                 as_of=as_of,
                 article_url=self.article_url,
+                view_url=view_url,
             )
             report.digests_rendered += 1
             report.render_seconds += prepared.render_seconds
-            cache[key] = prepared
+            found = cache[key] = (prepared, web)
             if len(cache) > RENDERED_KEPT:
                 cache.popitem(last=False)
-        return prepared
+        return found
+
+    def _copy_name(self, run_id: int, content: tuple[Any, ...]) -> str:
+        self.tokens  # noqa: B018 - refuses an unset secret_key, as every signed link does
+        return copy_id(self.settings.secret_key or "", run_id, content)
+
+    def _web_copy(
+        self,
+        name: str,
+        run_id: int,
+        articles: Sequence[Article],
+        corrected: Sequence[Article],
+        as_of: datetime,
+        subscriber: Subscriber,
+    ) -> WebCopy:
+        frequency = subscriber.frequency.value
+        page = render_web_copy(
+            self.environment,
+            self.settings,
+            articles=articles,
+            corrected=corrected,
+            frequency=frequency,
+            as_of=as_of,
+            article_url=self.article_url,
+            archive_url=self.archive.index_url,
+        )
+        lead = [a.title for a in articles[:3]]
+        record = ArchivedDigest(
+            id=name,
+            run_id=run_id,
+            subject=subject_line(
+                self.settings, frequency, len(articles), as_of, lead[0] if lead else ""
+            ),
+            frequency=frequency,
+            as_of=as_of,
+            count=len(articles),
+            headlines=tuple(lead),
+        )
+        return WebCopy(record, page)
 
     def message(
         self,
@@ -162,7 +223,7 @@ class DigestProducer:
     ) -> AsyncIterator[Produced]:
         """The rows as messages, a page at a time (memory stays flat). A `preview`'s rows
         exist only in memory: its links are inert and no row is closed."""
-        cache: OrderedDict[tuple[Any, ...], PreparedDigest] = OrderedDict()
+        cache: OrderedDict[tuple[Any, ...], tuple[PreparedDigest, WebCopy | None]] = OrderedDict()
         found = CorrectionsFound()
         async for page in pages:
             gone: list[int] = []
@@ -185,7 +246,17 @@ class DigestProducer:
                         emptied.append(delivery.id)
                     continue
                 corrected = [a for a in corrections.get(delivery.id, ()) if a.id not in deleted]
-                prepared = self.render(cache, subscriber, chosen, as_of, report, corrected)
+                prepared, web = self.render(
+                    cache,
+                    subscriber,
+                    chosen,
+                    as_of,
+                    report,
+                    corrected,
+                    run_id=None if preview else delivery.run_id,
+                )
+                if web is not None:
+                    self.archive.expect(delivery.id, web)
                 data = self.message(prepared, subscriber, delivery.message_id, preview=preview)
                 outgoing = Outgoing(
                     delivery.id,

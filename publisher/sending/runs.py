@@ -28,6 +28,7 @@ from publisher.errors import PublisherError
 from publisher.mailer import Mailer, SendReport
 from publisher.messages import digest_message_id, parse_frequency
 from publisher.model import Article, DeliveryStatus, DigestRun, Frequency, RunStatus
+from publisher.sending.archive import ArchivingLedger
 from publisher.sending.claiming import ClaimingSender, worker_name
 from publisher.sending.due import PAGE, candidates, due_pages
 from publisher.sending.preview import DigestPreview
@@ -169,8 +170,11 @@ class DigestSender:
                 on_failed=send_failure_recorder(self.settings),
             )
             messages = self.producer.messages(self._open_pages(run), run.as_of, report, by_id)
+            archiving = ArchivingLedger(ledger, self.producer.archive)
             async with ledger:
-                smtp = await Mailer(self.settings.smtp).send_all(messages, ledger, progress=count)
+                smtp = await Mailer(self.settings.smtp).send_all(
+                    messages, archiving, progress=count
+                )
         report.delivery.add(smtp)
         await asyncio.to_thread(self._finish_run, run.id)
 
