@@ -14,7 +14,7 @@ from publisher.config import Settings
 from publisher.errors import PublisherError
 from publisher.inbox import Inbox, safe_name
 from publisher.ingest import Ingestor, IngestReport
-from publisher.model import Article, FileOutcome, Subscriber
+from publisher.model import Article, ConsentEvent, FileOutcome, Subscriber
 from publisher.site import BuildResult, SiteBuilder
 from publisher.store import Articles, Store
 from publisher.subscribers import ImportReport, SubscriberAdmin
@@ -186,6 +186,10 @@ class App:
         return self.subscriber_admin.add(
             email, name=name, categories=categories, frequency=frequency, force=force
         )
+
+    def subscriber_history(self, email: str) -> list[ConsentEvent]:
+        """Every consent event of the address, oldest first."""
+        return self.subscriber_admin.history(email)
 
     def remove_subscriber(self, email: str) -> Subscriber | None:
         """Delete a subscriber; a suppressed one's record is kept and returned."""

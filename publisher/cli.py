@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import sys
+from collections import Counter
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
@@ -30,7 +31,7 @@ from publisher.console import (
     text,
     worker_progress,
 )
-from publisher.errors import ConfigError, MissingDatabase, PublisherError
+from publisher.errors import ConfigError, MissingDatabase, PublisherError, UsageError
 from publisher.model import FileOutcome
 from publisher.secrecy import ensure_secret_key
 
@@ -70,7 +71,7 @@ class PublisherGroup(click.Group):
             return super().invoke(ctx)
         except PublisherError as exc:
             terminal = _terminal(ctx)
-            if isinstance(exc, ConfigError):
+            if isinstance(exc, ConfigError | UsageError):
                 terminal.fail(exc.message, exc.hint, 2, one_line=True)
             terminal.fail(exc.message, exc.hint, 1)
         except OSError as exc:
@@ -421,17 +422,31 @@ def serve(ctx: click.Context, host: str | None, port: int | None, insecure_dev: 
 @cli.group(cls=PublisherGroup)
 def subscribers() -> None:
     """Who gets the digest."""
+    # each command prints what it did (an error in one line); the consent log line that
+    # `run`, `serve` and `inbound` write would repeat it: shown with --verbose only
+    if not logging.getLogger("publisher").isEnabledFor(logging.DEBUG):
+        logging.getLogger("publisher.consent").setLevel(logging.WARNING)
 
 
 @subscribers.command("add")
 @click.argument("email")
 @click.option("--name", help="Display name for the To: header.")
-@click.option("--category", "categories", multiple=True, help="Only this category (repeatable).")
 @click.option(
-    "--frequency", type=click.Choice(["weekly", "daily"]), default="weekly", show_default=True
+    "--category",
+    "categories",
+    multiple=True,
+    help="Only this category (repeatable; any case; must be a known one unless --force).",
 )
 @click.option(
-    "--force", is_flag=True, help="Also subscribe an address that unsubscribed or bounced."
+    "--frequency",
+    type=click.Choice(["weekly", "daily"]),
+    help="weekly (the default for a new subscriber) or daily.",
+)
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Also subscribe an address that unsubscribed, bounced or complained; accept an "
+    "unknown category.",
 )
 @click.pass_context
 def subscribers_add(
@@ -439,12 +454,15 @@ def subscribers_add(
     email: str,
     name: str | None,
     categories: tuple[str, ...],
-    frequency: str,
+    frequency: str | None,
     force: bool,
 ) -> None:
-    """Add a confirmed subscriber (the operator vouches for the address); updates an existing one.
+    """Add a confirmed subscriber (the operator vouches for the address); updates an existing one,
+    changing only what is given (--name, --category, --frequency).
 
-    An address that unsubscribed or bounced is refused (exit 1) unless --force.
+    An address that unsubscribed, bounced or complained is refused (exit 1) unless --force.
+    Categories match ignoring case and are stored as the site spells them; an unknown one is
+    refused with the known ones (exit 2) unless --force.
 
     Example: publisher subscribers add ann@example.com --name Ann --category "Harbin Today"
     """
@@ -459,10 +477,11 @@ def subscribers_add(
 @click.argument("email")
 @click.pass_context
 def subscribers_remove(ctx: click.Context, email: str) -> None:
-    """Delete a subscriber and their delivery history.
+    """Delete a subscriber, their personal data and delivery history.
 
-    An address that unsubscribed or bounced keeps its record (address, status, times;
-    name and categories are erased), so no import or add subscribes it again.
+    An address that unsubscribed, bounced or complained stays suppressed as a keyed hash
+    of the address with its status (no address, no name), so no import, add or form
+    subscribes it again unasked. Its consent history stays (`subscribers history EMAIL`).
 
     Example: publisher subscribers remove ann@example.com
     """
@@ -471,9 +490,53 @@ def subscribers_remove(ctx: click.Context, email: str) -> None:
         _terminal(ctx).say(f"removed {email}")
     else:
         _terminal(ctx).say(
-            f"{kept.email} is {kept.status.value}: kept as suppressed (name and categories "
-            "erased), so no import or add subscribes it again"
+            f"removed {kept.email}; it is {kept.status.value}: kept as suppressed (a keyed "
+            "hash of the address only), so no import or add subscribes it again"
         )
+
+
+@subscribers.command("history")
+@click.argument("email")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON array.")
+@click.pass_context
+def subscribers_history(ctx: click.Context, email: str, as_json: bool) -> None:
+    """Every consent event of one address, oldest first: subscribed, confirmation sent,
+    confirmed, preferences changed, unsubscribed, bounced, complained, suppressed, forced,
+    removed; with time, source (web, cli, import, inbound, webhook, send), the web client's
+    address and a detail. Found by the address also after `remove`. Exit 1 if none.
+
+    Example: publisher subscribers history ann@example.com --json
+    """
+    app = _app(ctx, read_only=True)
+    found = app.subscriber_history(email)
+    if not found:
+        raise PublisherError(f"no consent history for {email}")
+    zone = app.settings.zone
+    terminal = _terminal(ctx)
+    if as_json:
+        terminal.print_json(
+            [
+                {
+                    "at": e.at.astimezone(zone).isoformat(),
+                    "kind": e.kind.value,
+                    "source": e.source.value,
+                    "client": e.client,
+                    "detail": e.detail,
+                }
+                for e in found
+            ]
+        )
+        return
+    table = Table("time", "event", "source", "client", "detail", title=text(f"History of {email}"))
+    for e in found:
+        table.add_row(
+            e.at.astimezone(zone).strftime("%Y-%m-%d %H:%M:%S"),
+            e.kind.value,
+            e.source.value,
+            text(e.client or ""),
+            text(e.detail),
+        )
+    terminal.show(table)
 
 
 @subscribers.command("list")
@@ -657,6 +720,7 @@ def send(
         for p in report.previews:
             table.add_row(text(p.recipient), str(p.items), text(p.subject), f"{p.size:,}")
         terminal.show(table)
+        _show_skipped(terminal, report.skipped)
         terminal.say(f"skipped (nothing new): {report.skipped_empty}")
         return
     progress = send_progress()
@@ -689,6 +753,24 @@ def send(
         )
     if report.failed:
         sys.exit(1)
+
+
+# a dry run lists this many skipped subscribers; the rest are counted by reason
+SKIPPED_SHOWN = 50
+
+
+def _show_skipped(terminal: Terminal, skipped: list[tuple[str, str]]) -> None:
+    """Who gets no message, and why (no matching category, nothing new, suppressed)."""
+    if not skipped:
+        return
+    table = Table("recipient", "reason", title=text(f"Skipped: {len(skipped)} subscribers"))
+    for recipient, reason in skipped[:SKIPPED_SHOWN]:
+        table.add_row(text(recipient), text(reason))
+    terminal.show(table)
+    if len(skipped) > SKIPPED_SHOWN:
+        by_reason = Counter(reason for _, reason in skipped[SKIPPED_SHOWN:])
+        more = ", ".join(f"{n} {reason}" for reason, n in sorted(by_reason.items()))
+        terminal.say(f"… and {len(skipped) - SKIPPED_SHOWN} more: {more}")
 
 
 def _parse_now(value: str, zone: Any) -> datetime:
@@ -760,6 +842,17 @@ def status(ctx: click.Context, as_json: bool) -> None:
     _show_status(_terminal(ctx), found)
 
 
+def _mail_figures(figures: dict[str, Any]) -> str:
+    rate = figures["complaint_rate"]
+    shown = f"{rate * 100:.2f} %" if rate is not None else "—"
+    return (
+        f"sent {figures['sent']}, hard bounces {figures['hard_bounces']}, soft bounces "
+        f"{figures['soft_bounces']}, complaints {figures['complaints']}, unsubscribes "
+        f"{figures['unsubscribes']}; complaint rate {shown}: {figures['complaint_flag']}"
+        f" (since {figures['since']})"
+    )
+
+
 def _show_status(terminal: Terminal, found: dict[str, Any]) -> None:
     articles = found["articles"]
     feeds = found["feeds"]
@@ -801,6 +894,9 @@ def _show_status(terminal: Terminal, found: dict[str, Any]) -> None:
         lines.append(
             ("deliveries", f"{deliveries['pending']} pending, {deliveries['failed']} failed")
         )
+        for label, key in (("mail, last run", "last_run"), ("mail, 30 days", "last_30_days")):
+            if (figures := found.get("mail", {}).get(key)) is not None:
+                lines.append((label, _mail_figures(figures)))
     for open_run in found.get("open_runs", []):
         by_worker = ", ".join(f"{name} {n}" for name, n in sorted(open_run["sent_by"].items()))
         lines.append(

@@ -27,6 +27,7 @@ __all__ = [
     "DedupSettings",
     "DigestSettings",
     "FeedSettings",
+    "InboundSettings",
     "ScheduleSettings",
     "ServerSettings",
     "Settings",
@@ -66,6 +67,13 @@ class SiteSettings:
     language: str = "en"
     icon: str | None = None
     logo: str | None = None
+    # categories subscribers may choose before any article of them is stored,
+    # comma-separated; the categories of stored articles are always known
+    categories: str = ""
+
+    @property
+    def category_names(self) -> tuple[str, ...]:
+        return tuple(c.strip() for c in self.categories.split(",") if c.strip())
 
 
 @dataclass(frozen=True)
@@ -155,6 +163,15 @@ class WatchSettings:
     backend: WatchBackend = WatchBackend.AUTO
 
 
+@dataclass(frozen=True)
+class InboundSettings:
+    """What comes back (bounces, complaints, unsubscribe mail): the suppression policy."""
+
+    # this many soft (4.x.x) bounces of one address within soft_bounce_days: bounced
+    soft_bounce_limit: int = 3
+    soft_bounce_days: float = 7.0
+
+
 # -- scale-out workers --
 @dataclass(frozen=True)
 class WorkerSettings:
@@ -204,6 +221,7 @@ class Settings:
     digest: DigestSettings = field(default_factory=DigestSettings)
     workers: WorkerSettings = field(default_factory=WorkerSettings)
     watch: WatchSettings = field(default_factory=WatchSettings)
+    inbound: InboundSettings = field(default_factory=InboundSettings)
 
     # notes for the operator found while loading (a config file others
     # can read holds a secret); the CLI prints each once on stderr
@@ -267,6 +285,7 @@ _SECTIONS: Mapping[str, type] = {
     "digest": DigestSettings,
     "workers": WorkerSettings,
     "watch": WatchSettings,
+    "inbound": InboundSettings,
 }
 _PATHS = ("inbox", "output_dir", "templates_dir", "seeds_dir", "mailbox_dir", "secret_key_file")
 
@@ -570,6 +589,8 @@ _RANGES: Mapping[str, tuple[float, float | None]] = {
     "workers.concurrency": (0, 1000),
     "workers.poll_seconds": (0.001, None),
     "watch.settle_seconds": (0.1, 3600),
+    "inbound.soft_bounce_limit": (1, None),
+    "inbound.soft_bounce_days": (0.001, 3650),
 }
 
 

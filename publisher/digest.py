@@ -63,12 +63,13 @@ def select(
     re-publication keeps its id, so it is never sent twice.
     """
     since = window_start(subscriber, now)
-    wanted = set(subscriber.categories)
+    # stored in the site's spelling; a row kept from before that still matches ignoring case
+    wanted = {c.casefold() for c in subscriber.categories}
     chosen = [
         a
         for a in articles
         if since < a.ingested <= now
-        and (not wanted or a.category in wanted)
+        and (not wanted or a.category.casefold() in wanted)
         and a.id not in already_sent
     ]
     chosen.sort(key=lambda a: (a.ingested, a.published, a.id), reverse=True)

@@ -2,6 +2,7 @@
 
     PublisherError(message, hint)
     ├── ConfigError   (ValueError)       bad settings: exit 2
+    ├── UsageError    (ValueError)       a bad argument (an unknown category): exit 2
     ├── ParseError    (ValueError)       a file that is not an article: quarantined
     ├── StoreError    (RuntimeError)     database unreachable, locked, bad schema
     │   └── MissingDatabase                a read-only command found no database yet
@@ -22,6 +23,7 @@ __all__ = [
     "PublisherError",
     "SendError",
     "StoreError",
+    "UsageError",
 ]
 
 # RFC 3463 enhanced codes for "message length exceeds administrative limit" and
@@ -43,6 +45,10 @@ class PublisherError(Exception):
 
 class ConfigError(PublisherError, ValueError):
     """The configuration file or environment is wrong."""
+
+
+class UsageError(PublisherError, ValueError):
+    """An argument the command cannot take (an unknown category name)."""
 
 
 class ParseError(PublisherError, ValueError):

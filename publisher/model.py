@@ -9,6 +9,9 @@ from enum import StrEnum
 __all__ = [
     "Article",
     "Block",
+    "ConsentEvent",
+    "ConsentKind",
+    "ConsentSource",
     "Delivery",
     "DeliveryStatus",
     "DigestRun",
@@ -133,6 +136,45 @@ class SubscriberStatus(StrEnum):
     CONFIRMED = "confirmed"
     UNSUBSCRIBED = "unsubscribed"
     BOUNCED = "bounced"
+    COMPLAINED = "complained"  # marked the mail as spam: suppressed like the two above
+
+
+class ConsentKind(StrEnum):
+    """What happened to one address's consent (`subscribers history`)."""
+
+    SUBSCRIBED = "subscribed"
+    CONFIRMATION_SENT = "confirmation_sent"
+    CONFIRMED = "confirmed"
+    PREFERENCES_CHANGED = "preferences_changed"
+    UNSUBSCRIBED = "unsubscribed"
+    BOUNCED = "bounced"
+    SOFT_BOUNCED = "soft_bounced"
+    COMPLAINED = "complained"
+    SUPPRESSED = "suppressed"  # an add or import refused because the address is suppressed
+    FORCED = "forced"  # the operator lifted a suppression with --force
+    REMOVED = "removed"
+
+
+class ConsentSource(StrEnum):
+    """Where a consent event came from."""
+
+    WEB = "web"
+    CLI = "cli"
+    IMPORT = "import"
+    INBOUND = "inbound"
+    WEBHOOK = "webhook"
+    SEND = "send"
+
+
+@dataclass(frozen=True, slots=True)
+class ConsentEvent:
+    """One stored consent event; `client` is the web client's address, None elsewhere."""
+
+    at: datetime
+    kind: ConsentKind
+    source: ConsentSource
+    detail: str
+    client: str | None = None
 
 
 class Frequency(StrEnum):

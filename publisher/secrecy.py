@@ -10,11 +10,17 @@ Control characters: file names, titles, subscriber names and SMTP replies come f
 outside. A newline in one would forge a log line, an ESC sequence would drive the
 terminal (clear it, set its title). `printable` shows them as visible escapes instead.
 
+Addresses: `address_hash` is a keyed hash of a normalized address, what the store keeps
+once the address itself is erased (a suppression, the consent history), and what log lines
+carry with `masked_address` instead of the address: logs are kept and shipped elsewhere.
+
 `ensure_secret_key` writes the random key file a fresh checkout signs its links with.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import logging
 import os
 import re
@@ -27,7 +33,9 @@ from publisher.config import Settings
 
 __all__ = [
     "MIN_SECRET_LENGTH",
+    "address_hash",
     "ensure_secret_key",
+    "masked_address",
     "printable",
     "redact",
     "secret_values",
@@ -79,6 +87,25 @@ def _escape(match: re.Match[str]) -> str:
 def printable(text: str) -> str:
     """`text` on one line with every control character shown as an escape (\\n, \\x1b)."""
     return _UNSAFE.sub(_escape, text)
+
+
+def address_hash(email: str, secret_key: str | None) -> str:
+    """HMAC-SHA256 (hex) of a normalized address under a key derived from the secret key.
+
+    Keyed, so a copy of the database does not reveal an erased address by hashing a list
+    of guesses. Without a secret key the hash is unkeyed (still never the address).
+    Changing the secret key orphans hashes made before: the history of a deleted
+    subscriber is then no longer found by the address."""
+    key = hashlib.sha256(b"publisher.address:" + (secret_key or "").encode("utf-8")).digest()
+    return hmac.new(key, email.encode("utf-8"), hashlib.sha256).hexdigest()
+
+
+def masked_address(email: str, secret_key: str | None) -> str:
+    """An address as log lines show it: first letter, domain, and a hash prefix that
+    `subscribers history` output and other log lines of the same address share."""
+    local, _, domain = email.rpartition("@")
+    shown = f"{local[:1]}***@{domain}" if local else "***"
+    return printable(f"{shown} #{address_hash(email, secret_key)[:8]}")
 
 
 def ensure_secret_key(settings: Settings) -> Settings:

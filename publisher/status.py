@@ -7,19 +7,19 @@ senders (open runs and live workers).
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any
 
 from publisher.config import Settings, redact_url
 from publisher.errors import MissingDatabase
-from publisher.model import SubscriberStatus
+from publisher.model import ConsentKind, SubscriberStatus
 from publisher.schedule import JOBS_TABLE, JobInfo, job_specs, stored_jobs
 from publisher.store import Articles, Store
 from publisher.store.claims import Claims
 from publisher.store.locks import DatabaseLock
 from publisher.store.status import DigestStatus
 
-__all__ = ["SCHEDULER_LOCK", "gather_status", "run_progress"]
+__all__ = ["SCHEDULER_LOCK", "complaint_flag", "gather_status", "mail_health", "run_progress"]
 
 # the database lock `publisher run` holds while it schedules digests (one per database)
 SCHEDULER_LOCK = "scheduler"
@@ -50,8 +50,67 @@ def gather_status(settings: Settings, open_store: Callable[[], Store]) -> dict[s
         "jobs": _jobs(settings, _stored_jobs(store)),
     }
     status.update(_digest_status(settings, store))
+    status["mail"] = mail_health(store, datetime.now(UTC), settings.zone)
     status.update(run_progress(store))
     return status
+
+
+# Gmail's bulk-sender lines for the spam (complaint) rate: keep it under 0.1 %, never
+# reach 0.3 % (Yahoo and Microsoft use the same)
+COMPLAINT_RATE_WARN = 0.001
+COMPLAINT_RATE_LIMIT = 0.003
+MAIL_WINDOW = timedelta(days=30)
+_COUNTED = {
+    "hard_bounces": ConsentKind.BOUNCED,
+    "soft_bounces": ConsentKind.SOFT_BOUNCED,
+    "complaints": ConsentKind.COMPLAINED,
+    "unsubscribes": ConsentKind.UNSUBSCRIBED,
+}
+
+
+def mail_health(store: Store, now: datetime, zone: tzinfo = UTC) -> dict[str, Any]:
+    """Sent, bounces, complaints and unsubscribes for the last run (from its start on)
+    and the last 30 days, with the complaint rate against Gmail's 0.1 % / 0.3 % lines.
+    Addresses are counted once per kind; the rate is complaints per message sent."""
+    with store.read() as connection:
+        reader = DigestStatus(connection)
+        last = reader.last_run()
+        windows: dict[str, Any] = {}
+        if last is not None:
+            windows["last_run"] = {
+                "run": last["id"],
+                "since": last["started"].astimezone(zone).isoformat(),
+                **_figures(reader, last["started"], reader.sent(run_id=last["id"])),
+            }
+        else:
+            windows["last_run"] = None
+        since = now - MAIL_WINDOW
+        windows["last_30_days"] = {
+            "since": since.astimezone(zone).isoformat(),
+            **_figures(reader, since, reader.sent(since=since)),
+        }
+    return windows
+
+
+def _figures(reader: DigestStatus, since: datetime, sent: int) -> dict[str, Any]:
+    counts = reader.addresses_by_event([k.value for k in _COUNTED.values()], since)
+    figures: dict[str, Any] = {"sent": sent}
+    figures.update({name: counts[kind.value] for name, kind in _COUNTED.items()})
+    rate = figures["complaints"] / sent if sent else None
+    figures["complaint_rate"] = rate
+    figures["complaint_flag"] = complaint_flag(rate)
+    return figures
+
+
+def complaint_flag(rate: float | None) -> str:
+    """ok, or which of Gmail's lines the complaint rate is over."""
+    if rate is None:
+        return "nothing sent"
+    if rate >= COMPLAINT_RATE_LIMIT:
+        return "over 0.3 % (Gmail rejects bulk mail at this rate)"
+    if rate >= COMPLAINT_RATE_WARN:
+        return "over 0.1 % (Gmail's recommended ceiling)"
+    return "ok"
 
 
 def _scheduler_state(store: Store) -> dict[str, Any]:
@@ -73,6 +132,7 @@ def _before_the_first_ingest(settings: Settings, feeds: dict[str, Any]) -> dict[
         "subscribers": {s.value: 0 for s in SubscriberStatus},
         "last_digest_run": None,
         "deliveries": {"pending": 0, "failed": 0},
+        "mail": {"last_run": None, "last_30_days": None},
         "open_runs": [],
         "workers": [],
     }

@@ -10,26 +10,42 @@ import csv
 import io
 import logging
 import re
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from publisher.config import Settings
-from publisher.errors import PublisherError
+from publisher.consent import record_consent
+from publisher.errors import PublisherError, UsageError
 from publisher.messages import (
     InvalidSubscription,
     display_name,
     normalize_email,
     parse_frequency,
 )
-from publisher.model import Subscriber, SubscriberStatus
-from publisher.store import Store
+from publisher.model import (
+    ConsentEvent,
+    ConsentKind,
+    ConsentSource,
+    Frequency,
+    Subscriber,
+    SubscriberStatus,
+)
+from publisher.secrecy import address_hash, printable
+from publisher.store import Articles, Store
+from publisher.store.consent import ConsentEvents, Suppression, Suppressions
 from publisher.store.subscribers import Subscribers
 
-__all__ = ["ImportReport", "SubscriberAdmin", "is_suppressed"]
+__all__ = [
+    "ImportReport",
+    "SubscriberAdmin",
+    "canonical_categories",
+    "is_suppressed",
+    "stronger_status",
+]
 
 log = logging.getLogger("publisher.subscribers")
 
@@ -70,9 +86,39 @@ def from_spreadsheet(cell: str) -> str:
     return cell[1:] if escaped else cell
 
 
+# how strong a suppression is: a complaint or a hard bounce is never downgraded to an
+# unsubscribe (their status is what keeps the address from being mailed or re-added)
+_STRENGTH = {
+    SubscriberStatus.UNSUBSCRIBED: 1,
+    SubscriberStatus.BOUNCED: 2,
+    SubscriberStatus.COMPLAINED: 3,
+}
+_SUPPRESSING = {
+    ConsentKind.UNSUBSCRIBED: SubscriberStatus.UNSUBSCRIBED,
+    ConsentKind.BOUNCED: SubscriberStatus.BOUNCED,
+    ConsentKind.COMPLAINED: SubscriberStatus.COMPLAINED,
+}
+
+
+def stronger_status(current: SubscriberStatus, wanted: SubscriberStatus) -> SubscriberStatus:
+    """`wanted` unless `current` is a stronger suppression (complained > bounced >
+    unsubscribed); pending and confirmed are no suppression at all."""
+    return current if _STRENGTH.get(current, 0) >= _STRENGTH.get(wanted, 0) else wanted
+
+
 def is_suppressed(status: SubscriberStatus) -> bool:
     """Unsubscribed, bounced (or complained): never mailed, never confirmed again unasked."""
     return status not in (SubscriberStatus.PENDING, SubscriberStatus.CONFIRMED)
+
+
+def _held(s: Subscriber) -> SubscriberStatus | None:
+    """The suppression a row holds: its status, or unsubscribed for one the form made
+    pending again that has not confirmed; None for none."""
+    if is_suppressed(s.status):
+        return s.status
+    if s.status is SubscriberStatus.PENDING and s.unsubscribed is not None:
+        return SubscriberStatus.UNSUBSCRIBED
+    return None
 
 
 def _lifts_suppression(existing: Subscriber, status: SubscriberStatus) -> bool:
@@ -83,6 +129,65 @@ def _lifts_suppression(existing: Subscriber, status: SubscriberStatus) -> bool:
         existing.status is SubscriberStatus.PENDING and existing.unsubscribed is not None
     )
     return held and status is not existing.status and not is_suppressed(status)
+
+
+# the event a status reached by the operator's tools is recorded as
+_STATUS_EVENT = {
+    SubscriberStatus.PENDING: ConsentKind.SUBSCRIBED,
+    SubscriberStatus.CONFIRMED: ConsentKind.CONFIRMED,
+    SubscriberStatus.UNSUBSCRIBED: ConsentKind.UNSUBSCRIBED,
+    SubscriberStatus.BOUNCED: ConsentKind.BOUNCED,
+    SubscriberStatus.COMPLAINED: ConsentKind.COMPLAINED,
+}
+
+
+def _unique(names: Iterable[str]) -> list[str]:
+    """First spelling of each name, compared case-insensitively."""
+    seen: dict[str, str] = {}
+    for name in names:
+        seen.setdefault(name.casefold(), name)
+    return list(seen.values())
+
+
+def canonical_categories(
+    given: Iterable[str], known: Iterable[str], *, force: bool = False
+) -> list[str]:
+    """`given` in the site's spelling (matched ignoring case); an unknown name is a
+    UsageError listing the known ones, unless `force` (then kept as given)."""
+    spelling = {name.casefold(): name for name in reversed(_unique(known))}
+    chosen: list[str] = []
+    for name in (c.strip() for c in given):
+        if not name:
+            continue
+        found = spelling.get(name.casefold())
+        if found is None and not force:
+            listed = ", ".join(sorted(spelling.values(), key=str.casefold)) or "none yet"
+            raise UsageError(
+                f"unknown category {name!r}; known: {listed}",
+                "check the spelling, or pass --force to use it anyway",
+            )
+        chosen.append(found or name)
+    return _unique(chosen)
+
+
+def _choices(s: Subscriber) -> str:
+    """Categories and frequency as an event's detail shows them (never the name)."""
+    return f"categories: {', '.join(s.categories) or 'all'}; frequency: {s.frequency.value}"
+
+
+def _changes(before: Subscriber, after: Subscriber) -> str | None:
+    """What the operator changed, for the history; None when nothing did."""
+    moved = []
+    if before.name != after.name:
+        moved.append("name changed")
+    if set(before.categories) != set(after.categories):
+        moved.append(
+            f"categories: {', '.join(before.categories) or 'all'} -> "
+            f"{', '.join(after.categories) or 'all'}"
+        )
+    if before.frequency is not after.frequency:
+        moved.append(f"frequency: {before.frequency.value} -> {after.frequency.value}")
+    return "; ".join(moved) or None
 
 
 def _exported(s: Subscriber) -> list[str]:
@@ -102,6 +207,44 @@ def _exported(s: Subscriber) -> list[str]:
         moment(s.last_digest),
         str(s.hard_failures),
     ]
+
+
+# the `email` cell of a removed, suppressed address: its keyed hash, never the address
+HASH_PREFIX = "#hash:"
+
+
+def _exported_suppression(entry: Suppression) -> list[str]:
+    cells = dict.fromkeys(EXPORT_COLUMNS, "")
+    cells.update(
+        email=HASH_PREFIX + entry.email_hash,
+        status=entry.status.value,
+        created=entry.removed.isoformat(),
+        unsubscribed=entry.since.isoformat(),
+    )
+    return [cells[column] for column in EXPORT_COLUMNS]
+
+
+def _imported_suppression(cells: dict[str, str], now: datetime) -> Suppression:
+    """A `#hash:` row of an export: the suppression of a removed address (ValueError if bad)."""
+    hashed = cells["email"].removeprefix(HASH_PREFIX).strip()
+    if not re.fullmatch(r"[0-9a-f]{64}", hashed):
+        raise ValueError(f"{HASH_PREFIX} must be followed by 64 hex digits")
+    try:
+        status = SubscriberStatus(cells.get("status", "").strip().lower())
+    except ValueError:
+        status = SubscriberStatus.PENDING
+    if not is_suppressed(status):
+        raise ValueError(f"a {HASH_PREFIX} row must be unsubscribed, bounced or complained")
+
+    def moment(key: str) -> datetime:
+        text = cells.get(key, "").strip()
+        try:
+            value = datetime.fromisoformat(text) if text else now
+        except ValueError:
+            raise ValueError(f"{key} is not an ISO 8601 time: {text!r}") from None
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+    return Suppression(hashed, status, moment("unsubscribed"), moment("created"))
 
 
 def _imported(cells: dict[str, str], timezone: str, now: datetime) -> tuple[Subscriber, bool]:
@@ -176,49 +319,272 @@ class SubscriberAdmin:
         status: SubscriberStatus = SubscriberStatus.CONFIRMED,
         force: bool = False,
     ) -> tuple[Subscriber, bool]:
-        """Add (or update) a subscriber; the operator vouches, so confirmed by default.
+        """Add a subscriber, or update one: only the fields given change (no name, no
+        categories, no frequency: those stay). The operator vouches, so confirmed by default.
 
-        An address that unsubscribed, bounced or complained stays so unless `force`."""
+        Categories are matched case-insensitively and stored as the site spells them; an
+        unknown one is a UsageError unless `force`. An address that unsubscribed, bounced or
+        complained stays so unless `force` (the refusal is recorded in its history)."""
         try:
-            address = normalize_email(email)
-            chosen = parse_frequency(frequency)
+            address = normalize_email(email.strip())
+            chosen = parse_frequency(frequency) if frequency else None
         except InvalidSubscription as exc:
             raise PublisherError(str(exc)) from exc
+        now = self.clock()
         with self.store.begin() as connection:
             people = Subscribers(connection)
-            existing = people.by_email(address)
-            if existing is not None and not force and _lifts_suppression(existing, status):
-                raise PublisherError(
-                    f"{address} is {existing.status.value}: not subscribing it again",
-                    "pass --force if they asked to be subscribed again",
-                )
-            return people.upsert(
-                email=address,
-                name=display_name(name) or None,
-                categories=[c.strip() for c in categories if c.strip()],
-                frequency=chosen,
-                timezone=self.settings.timezone,
-                status=status,
-                now=self.clock(),
+            events = ConsentEvents(connection)
+            wanted = canonical_categories(
+                categories, self._known_categories(connection), force=force
             )
+            existing = people.by_email(address)
+
+            def record(kind: ConsentKind, detail: str, subscriber_id: int | None) -> None:
+                record_consent(
+                    events,
+                    self.settings,
+                    email=address,
+                    subscriber_id=subscriber_id,
+                    kind=kind,
+                    source=ConsentSource.CLI,
+                    detail=detail,
+                    at=now,
+                )
+
+            hashed = address_hash(address, self.settings.secret_key)
+            entries = Suppressions(connection)
+            entry = entries.get(hashed) if existing is None else None
+            changed: Subscriber | None = None
+            refused_status: SubscriberStatus | None = None
+            if entry is not None and not is_suppressed(status) and not force:
+                record(
+                    ConsentKind.SUPPRESSED,
+                    f"add refused: the address was removed while {entry.status.value}",
+                    None,
+                )
+                refused_status = entry.status
+            elif existing is None:
+                stored = stronger_status(entry.status, status) if entry is not None else status
+                created, _ = people.upsert(
+                    email=address,
+                    name=display_name(name) or None,
+                    categories=wanted,
+                    frequency=chosen or Frequency.WEEKLY,
+                    timezone=self.settings.timezone,
+                    status=stored,
+                    now=now,
+                )
+                if entry is not None:
+                    entries.lift(hashed)  # the row holds the status now
+                record(
+                    ConsentKind.SUBSCRIBED,
+                    f"added by the operator as {stored.value}; {_choices(created)}",
+                    created.id,
+                )
+                if entry is not None and not is_suppressed(stored):
+                    record(
+                        ConsentKind.FORCED,
+                        f"removed while {entry.status.value}; added again by the operator "
+                        "(--force)",
+                        created.id,
+                    )
+                return created, True
+            if existing is not None:
+                lifted = _lifts_suppression(existing, status)
+                if lifted and not force:
+                    record(
+                        ConsentKind.SUPPRESSED,
+                        f"add refused: the address is {existing.status.value}",
+                        existing.id,
+                    )
+                    refused_status = existing.status
+                else:
+                    people.update_details(
+                        existing.id,
+                        name=(display_name(name) or None) if name is not None else existing.name,
+                        categories=wanted if categories else existing.categories,
+                        frequency=chosen or existing.frequency,
+                    )
+                    if status is not existing.status:
+                        people.set_status(existing.id, status, now)
+                    changed = people.get(existing.id)
+                    assert changed is not None
+                    if lifted:
+                        record(
+                            ConsentKind.FORCED,
+                            f"{existing.status.value} -> {status.value} by the operator (--force)",
+                            existing.id,
+                        )
+                    elif status is not existing.status:
+                        record(
+                            _STATUS_EVENT[status],
+                            f"{existing.status.value} -> {status.value} by the operator",
+                            existing.id,
+                        )
+                    if (moved := _changes(existing, changed)) is not None:
+                        record(ConsentKind.PREFERENCES_CHANGED, moved, existing.id)
+        if refused_status is not None:
+            raise PublisherError(
+                f"{address} is {refused_status.value}: not subscribing it again",
+                "pass --force if they asked to be subscribed again",
+            )
+        assert changed is not None
+        return changed, False
+
+    def _known_categories(self, connection: Any) -> list[str]:
+        stored = [name for name, _ in Articles(connection).categories()]
+        return [*self.settings.site.category_names, *stored]
+
+    def known_categories(self) -> list[str]:
+        """Every category a subscriber may choose: configured ones, then stored ones."""
+        with self.store.read() as connection:
+            return _unique(self._known_categories(connection))
 
     def remove(self, email: str) -> Subscriber | None:
-        """Delete a subscriber; None. A suppressed one (unsubscribed, bounced) keeps its
-        address and status, so no import or add brings it back; that record is returned."""
+        """Delete a subscriber (its row, deliveries and personal data); None. One that is
+        suppressed (unsubscribed, bounced, complained) stays suppressed as a keyed hash of
+        its address with its status, so no add, import or form subscribes it again unasked;
+        its record as it was (name and choices erased) is returned. Either way its consent
+        history stays, found by the address."""
         try:
-            address = normalize_email(email)
+            address = normalize_email(email.strip())
         except InvalidSubscription as exc:
             raise PublisherError(str(exc)) from exc
+        now = self.clock()
+        hashed = address_hash(address, self.settings.secret_key)
         with self.store.begin() as connection:
             people = Subscribers(connection)
             found = people.by_email(address)
             if found is None:
                 raise PublisherError(f"no subscriber {address}", "see `publisher subscribers list`")
-            if is_suppressed(found.status):
-                people.forget_details(found.id)
-                return people.get(found.id)
+            held = _held(found)
+            record_consent(
+                ConsentEvents(connection),
+                self.settings,
+                email=address,
+                subscriber_id=found.id,
+                kind=ConsentKind.REMOVED,
+                source=ConsentSource.CLI,
+                detail=(
+                    f"personal data erased; kept as {held.value} (a keyed hash of the address)"
+                    if held is not None
+                    else f"removed by the operator (was {found.status.value})"
+                ),
+                at=now,
+            )
+            entries = Suppressions(connection)
+            if held is not None:
+                entries.keep(Suppression(hashed, held, found.unsubscribed or now, now))
+            else:
+                entries.lift(hashed)
             people.remove(address)
+        if held is None:
             return None
+        return replace(found, name=None, categories=(), status=held)
+
+    # -- what comes back: unsubscribe requests, bounces, complaints ---------------------
+
+    def suppress(
+        self,
+        email: str,
+        kind: ConsentKind,
+        *,
+        source: ConsentSource,
+        detail: str,
+        client: str | None = None,
+    ) -> Subscriber | None:
+        """An unsubscribe, hard bounce or complaint of `email`: its status becomes the
+        matching suppression unless it already holds a stronger one, and the event is
+        recorded (again on a repeat, which changes nothing else). None, and nothing
+        stored, for an unknown address."""
+        if kind not in _SUPPRESSING:
+            raise ValueError(f"suppress() takes unsubscribed, bounced or complained, not {kind}")
+        try:
+            address = normalize_email(email.strip())
+        except InvalidSubscription:
+            return None
+        now = self.clock()
+        with self.store.begin() as connection:
+            people = Subscribers(connection)
+            found = people.by_email(address)
+            if found is None:
+                return None
+            status = stronger_status(found.status, _SUPPRESSING[kind])
+            if status is not found.status:
+                people.set_status(found.id, status, now)
+            record_consent(
+                ConsentEvents(connection),
+                self.settings,
+                email=address,
+                subscriber_id=found.id,
+                kind=kind,
+                source=source,
+                detail=detail,
+                at=now,
+                client=client,
+            )
+            return people.get(found.id)
+
+    def soft_bounced(self, email: str, *, source: ConsentSource, detail: str) -> Subscriber | None:
+        """A soft (4.x.x) bounce of `email`, recorded; the `inbound.soft_bounce_limit`-th
+        within `inbound.soft_bounce_days` suppresses it as bounced. None for an unknown
+        address (nothing stored)."""
+        try:
+            address = normalize_email(email.strip())
+        except InvalidSubscription:
+            return None
+        policy = self.settings.inbound
+        now = self.clock()
+        with self.store.begin() as connection:
+            people = Subscribers(connection)
+            found = people.by_email(address)
+            if found is None:
+                return None
+            events = ConsentEvents(connection)
+            record_consent(
+                events,
+                self.settings,
+                email=address,
+                subscriber_id=found.id,
+                kind=ConsentKind.SOFT_BOUNCED,
+                source=source,
+                detail=detail,
+                at=now,
+            )
+            since = now - timedelta(days=policy.soft_bounce_days)
+            recent = events.count(
+                address_hash(address, self.settings.secret_key),
+                (ConsentKind.SOFT_BOUNCED,),
+                since,
+            )
+            status = stronger_status(found.status, SubscriberStatus.BOUNCED)
+            if recent >= policy.soft_bounce_limit and status is not found.status:
+                people.set_status(found.id, status, now)
+                record_consent(
+                    events,
+                    self.settings,
+                    email=address,
+                    subscriber_id=found.id,
+                    kind=ConsentKind.BOUNCED,
+                    source=source,
+                    detail=f"{recent} soft bounces within {policy.soft_bounce_days:g} days",
+                    at=now,
+                )
+            return people.get(found.id)
+
+    def history(self, email: str) -> list[ConsentEvent]:
+        """Every consent event of the address, oldest first; also those recorded while it
+        was someone else's row and after its row was deleted (found by its keyed hash)."""
+        try:
+            address = normalize_email(email.strip())
+        except InvalidSubscription as exc:
+            raise PublisherError(str(exc)) from exc
+        with self.store.read() as connection:
+            found = Subscribers(connection).by_email(address)
+            return ConsentEvents(connection).history(
+                address_hash(address, self.settings.secret_key),
+                found.id if found is not None else None,
+            )
 
     def all(self) -> Iterator[Subscriber]:
         with self.store.read() as connection:
@@ -227,8 +593,9 @@ class SubscriberAdmin:
     def import_csv(self, path: Path, *, force: bool = False) -> ImportReport:
         """Rows of an export (`email,name,categories,frequency,status,...`): every column
         but `email` optional; no status means confirmed (the operator vouches). A suppressed
-        address is not made pending or confirmed again unless `force`. Bad rows are reported
-        by line, good rows kept."""
+        address is not made pending or confirmed again unless `force`; an unknown category
+        refuses its row unless `force`. Bad rows are reported by line, good rows kept; each
+        row's change is recorded in the address's consent history."""
         report = ImportReport()
         try:
             text = path.read_text(encoding="utf-8-sig")
@@ -244,9 +611,16 @@ class SubscriberAdmin:
         now = self.clock()
         records: list[tuple[int, Subscriber, bool]] = []
         seen: dict[str, int] = {}
+        hashed_rows: list[Suppression] = []
         for row in reader:
             line = reader.line_num
             cells = {k: from_spreadsheet(v or "") for k, v in row.items() if k is not None}
+            if cells.get("email", "").startswith(HASH_PREFIX):
+                try:
+                    hashed_rows.append(_imported_suppression(cells, now))
+                except ValueError as exc:
+                    report.errors.append((line, str(exc)))
+                continue
             try:
                 record, has_status = _imported(cells, self.settings.timezone, now)
             except (InvalidSubscription, ValueError) as exc:
@@ -257,28 +631,103 @@ class SubscriberAdmin:
                 continue
             seen[record.email] = line
             records.append((line, record, has_status))
+        source = printable(path.name)
         with self.store.begin() as connection:
             people = Subscribers(connection)
+            events = ConsentEvents(connection)
+            entries = Suppressions(connection)
+            for kept in hashed_rows:
+                entries.keep(kept)
+                report.added += 1
+            known = self._known_categories(connection)
+
+            def event(
+                record: Subscriber, row_id: int | None, kind: ConsentKind, detail: str
+            ) -> None:
+                record_consent(
+                    events,
+                    self.settings,
+                    email=record.email,
+                    subscriber_id=row_id,
+                    kind=kind,
+                    source=ConsentSource.IMPORT,
+                    detail=f"{source}:{line}: {detail}",
+                    at=now,
+                )
+
             for line, record, has_status in records:
+                try:
+                    wanted = canonical_categories(record.categories, known, force=force)
+                except UsageError as exc:
+                    report.errors.append((line, exc.message))
+                    continue
+                record = replace(record, categories=tuple(wanted))
                 existing = people.by_email(record.email)
+                hashed = address_hash(record.email, self.settings.secret_key)
+                entry = entries.get(hashed) if existing is None else None
+                if entry is not None:
+                    if not is_suppressed(record.status) and not force:
+                        event(
+                            record,
+                            None,
+                            ConsentKind.SUPPRESSED,
+                            f"import refused: the address was removed while {entry.status.value}",
+                        )
+                        report.errors.append(
+                            (
+                                line,
+                                f"{record.email} is {entry.status.value}: not made "
+                                f"{record.status.value} again (--force to do so)",
+                            )
+                        )
+                        continue
+                    if is_suppressed(record.status):
+                        record = replace(
+                            record,
+                            status=stronger_status(entry.status, record.status),
+                            unsubscribed=record.unsubscribed or entry.since,
+                        )
+                    entries.lift(hashed)  # the row holds the status now
                 if existing is None:
-                    people.insert_record(record)
+                    created = people.insert_record(record)
+                    event(
+                        created,
+                        created.id,
+                        _STATUS_EVENT[created.status],
+                        f"imported as {created.status.value}; {_choices(created)}",
+                    )
+                    if entry is not None and not is_suppressed(created.status):
+                        event(
+                            created,
+                            created.id,
+                            ConsentKind.FORCED,
+                            f"removed while {entry.status.value}; imported again (--force)",
+                        )
                     report.added += 1
                     continue
                 status = record.status
                 if not has_status and existing.status is not SubscriberStatus.CONFIRMED:
                     status = SubscriberStatus.CONFIRMED  # no status column: the operator vouches
+                lifted = False
                 if is_suppressed(existing.status) and is_suppressed(status):
-                    status = existing.status
-                elif not force and _lifts_suppression(existing, status):
-                    report.errors.append(
-                        (
-                            line,
-                            f"{record.email} is {existing.status.value}: not made "
-                            f"{status.value} again (--force to do so)",
+                    status = stronger_status(existing.status, status)
+                elif _lifts_suppression(existing, status):
+                    if not force:
+                        event(
+                            existing,
+                            existing.id,
+                            ConsentKind.SUPPRESSED,
+                            f"import refused: the address is {existing.status.value}",
                         )
-                    )
-                    continue
+                        report.errors.append(
+                            (
+                                line,
+                                f"{record.email} is {existing.status.value}: not made "
+                                f"{status.value} again (--force to do so)",
+                            )
+                        )
+                        continue
+                    lifted = True
                 elif existing.status is SubscriberStatus.CONFIRMED and not is_suppressed(status):
                     status = existing.status  # an older file never undoes a confirmation
                 changed, _ = people.upsert(
@@ -292,6 +741,13 @@ class SubscriberAdmin:
                 )
                 if status is SubscriberStatus.UNSUBSCRIBED and changed.unsubscribed is None:
                     people.set_status(changed.id, status, record.unsubscribed or now)
+                moved = f"{existing.status.value} -> {status.value}"
+                if lifted:
+                    event(existing, existing.id, ConsentKind.FORCED, f"{moved} (--force)")
+                elif status is not existing.status:
+                    event(existing, existing.id, _STATUS_EVENT[status], moved)
+                if (choices := _changes(existing, changed)) is not None:
+                    event(existing, existing.id, ConsentKind.PREFERENCES_CHANGED, choices)
                 report.updated += 1
         return report
 
@@ -303,5 +759,10 @@ class SubscriberAdmin:
         n = 0
         for s in self.all():
             writer.writerow([to_spreadsheet(cell) for cell in _exported(s)])
+            n += 1
+        with self.store.read() as connection:
+            kept = Suppressions(connection).all()
+        for entry in kept:
+            writer.writerow(_exported_suppression(entry))
             n += 1
         return n

@@ -12,25 +12,34 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from publisher.config import Settings
-from publisher.errors import SendError
+from publisher.consent import record_consent
+from publisher.errors import SendError, UsageError
 from publisher.links import confirm_path
 from publisher.mailer import Mailer
 from publisher.messages import (
+    InvalidSubscription,
     confirmation_message,
     display_name,
     normalize_email,
     parse_frequency,
     sender_address,
 )
-from publisher.model import Frequency, SubscriberStatus
+from publisher.model import ConsentKind, ConsentSource, Frequency, SubscriberStatus
 from publisher.render import template_environment
-from publisher.store import Store
+from publisher.secrecy import address_hash
+from publisher.store import Articles, Store
+from publisher.store.consent import ConsentEvents, Suppressions
 from publisher.store.subscribers import Registration, Subscribers
+from publisher.subscribers import canonical_categories, is_suppressed, stronger_status
 from publisher.tokens import CONFIRM, UNSUBSCRIBE, PreviewClaim, Tokens
 
 __all__ = ["Subscriptions"]
 
 log = logging.getLogger("publisher.subscribers")
+
+
+def _choices(categories: Sequence[str], frequency: Frequency) -> str:
+    return f"categories: {', '.join(categories) or 'all'}; frequency: {frequency.value}"
 
 
 class Subscriptions:
@@ -59,7 +68,12 @@ class Subscriptions:
         return Tokens(self.settings.secret_key)
 
     async def subscribe(
-        self, email: str, name: str | None, categories: Sequence[str], frequency: str
+        self,
+        email: str,
+        name: str | None,
+        categories: Sequence[str],
+        frequency: str,
+        client: str | None = None,
     ) -> datetime | None:
         """None, or when the last confirmation went to this waiting address if that was
         within the cool-down (no new mail is sent; the form says so)."""
@@ -67,7 +81,12 @@ class Subscriptions:
         chosen = parse_frequency(frequency)
         clean = [c.strip()[:200] for c in categories if c.strip()][:50]
         registered, cooling = await asyncio.to_thread(
-            self._register_pending, address, display_name(name)[:200] or None, clean, chosen
+            self._register_pending,
+            address,
+            display_name(name)[:200] or None,
+            clean,
+            chosen,
+            client,
         )
         # rendering and SMTP happen in the background, so a new address answers as fast
         # as a known one; the transaction above ran the same statements for both
@@ -75,25 +94,72 @@ class Subscriptions:
         return cooling
 
     def _register_pending(
-        self, address: str, name: str | None, categories: list[str], frequency: Frequency
+        self,
+        address: str,
+        name: str | None,
+        categories: list[str],
+        frequency: Frequency,
+        client: str | None = None,
     ) -> tuple[Registration | None, datetime | None]:
         """The confirmation to mail, or None (confirmed, bounced, or in cool-down); and,
-        in cool-down, when the last one was sent."""
+        in cool-down, when the last one was sent. InvalidSubscription for an unknown
+        category (the form lists the known ones)."""
         now = self.clock()
         cooldown = timedelta(seconds=self.settings.server.subscribe_cooldown_seconds)
         with self.store.begin() as connection:
+            known = [
+                *self.settings.site.category_names,
+                *(name for name, _ in Articles(connection).categories()),
+            ]
+            try:
+                wanted = canonical_categories(categories, known)
+            except UsageError as exc:
+                raise InvalidSubscription(exc.message) from exc
             people = Subscribers(connection)
             self._expire_pending(people, now)
+            # a removed address that was suppressed: its new row starts from that status
+            hashed = address_hash(address, self.settings.secret_key)
+            entries = Suppressions(connection)
+            entry = entries.get(hashed)
             registered = people.register_pending(
                 email=address,
                 name=name,
-                categories=categories,
+                categories=wanted,
                 frequency=frequency,
                 timezone=self.settings.timezone,
                 now=now,
                 cooldown_since=now - cooldown,
+                held=(entry.status, entry.since) if entry is not None else None,
             )
+            entries.lift(hashed)  # the row holds the status now
             sent = people.pending_confirmation_sent(address)  # run for every address
+            # one event whatever the address is (the same statements for every answer):
+            # a request that changed nothing is consent evidence too
+            row = people.by_email(address)
+            if row is not None:
+                if registered is not None:
+                    kind, detail = ConsentKind.SUBSCRIBED, "confirmation requested"
+                elif is_suppressed(row.status) and row.status is not SubscriberStatus.UNSUBSCRIBED:
+                    kind, detail = (
+                        ConsentKind.SUPPRESSED,
+                        f"refused: the address {row.status.value}",
+                    )
+                else:
+                    kind, detail = (
+                        ConsentKind.SUBSCRIBED,
+                        f"nothing changed ({row.status.value}, or a confirmation was sent lately)",
+                    )
+                record_consent(
+                    ConsentEvents(connection),
+                    self.settings,
+                    email=address,
+                    subscriber_id=row.id,
+                    kind=kind,
+                    source=ConsentSource.WEB,
+                    detail=f"subscribe form ({_choices(wanted, frequency)}): {detail}",
+                    at=now,
+                    client=client,
+                )
         cooling = registered is None and sent is not None and sent > now - cooldown
         return registered, sent if cooling else None
 
@@ -162,8 +228,23 @@ class Subscriptions:
         except Exception:
             log.exception("confirmation mail to %s failed", subscriber.email)
         else:
+            await asyncio.to_thread(self._confirmation_sent, registered)
             return
         await asyncio.to_thread(self._release_cooldown, registered)
+
+    def _confirmation_sent(self, registered: Registration) -> None:
+        subscriber = registered.subscriber
+        with self.store.begin() as connection:
+            record_consent(
+                ConsentEvents(connection),
+                self.settings,
+                email=subscriber.email,
+                subscriber_id=subscriber.id,
+                kind=ConsentKind.CONFIRMATION_SENT,
+                source=ConsentSource.WEB,
+                detail="confirmation mail accepted by the SMTP server",
+                at=self.clock(),
+            )
 
     def _release_cooldown(self, registered: Registration) -> None:
         with self.store.begin() as connection:
@@ -192,20 +273,34 @@ class Subscriptions:
             (SubscriberStatus.PENDING, SubscriberStatus.CONFIRMED),
         )
 
-    async def confirm(self, token: str) -> str | None:
+    async def confirm(self, token: str, client: str | None = None) -> str | None:
         claim = self.tokens.check(CONFIRM, token, self.settings.server.token_max_age_seconds)
         if claim is None:
             return None
-        return await asyncio.to_thread(self._confirm, claim.subscriber_id, claim.email)
+        return await asyncio.to_thread(self._confirm, claim.subscriber_id, claim.email, client)
 
-    def _confirm(self, subscriber_id: int, email: str) -> str | None:
+    def _confirm(self, subscriber_id: int, email: str, client: str | None = None) -> str | None:
         """pending -> confirmed, once; a confirmed address stays as it is (the answer is the
         same), and an unsubscribed or bounced one is never brought back by an old link."""
         now = self.clock()
         with self.store.begin() as connection:
             people = Subscribers(connection)
             self._expire_pending(people, now)
+            before = people.get(subscriber_id)
             if people.confirm_pending(subscriber_id, email, now):
+                lifted = before is not None and before.unsubscribed is not None
+                record_consent(
+                    ConsentEvents(connection),
+                    self.settings,
+                    email=email,
+                    subscriber_id=subscriber_id,
+                    kind=ConsentKind.CONFIRMED,
+                    source=ConsentSource.WEB,
+                    detail="confirm button (double opt-in)"
+                    + ("; ends the earlier unsubscribe" if lifted else ""),
+                    at=now,
+                    client=client,
+                )
                 return email
             found = people.get(subscriber_id)
         confirmed = found is not None and found.status is SubscriberStatus.CONFIRMED
@@ -219,15 +314,13 @@ class Subscriptions:
             return None
         return await asyncio.to_thread(self._find, claim.subscriber_id, claim.email)
 
-    async def unsubscribe(self, token: str) -> str | None:
+    async def unsubscribe(self, token: str, client: str | None = None) -> str | None:
         claim = self.tokens.check(
             UNSUBSCRIBE, token, self.settings.server.unsubscribe_token_max_age_seconds
         )
         if claim is None:
             return None
-        return await asyncio.to_thread(
-            self._set_status, claim.subscriber_id, claim.email, SubscriberStatus.UNSUBSCRIBED
-        )
+        return await asyncio.to_thread(self._unsubscribe, claim.subscriber_id, claim.email, client)
 
     def _find(
         self,
@@ -241,12 +334,28 @@ class Subscriptions:
             return None
         return found.email if statuses is None or found.status in statuses else None
 
-    def _set_status(self, subscriber_id: int, email: str, status: SubscriberStatus) -> str | None:
+    def _unsubscribe(self, subscriber_id: int, email: str, client: str | None) -> str | None:
+        """Unsubscribed, recorded; a bounced or complained address stays as it is (the
+        stronger suppression)."""
+        now = self.clock()
         with self.store.begin() as connection:
             people = Subscribers(connection)
             found = people.get(subscriber_id)
             if found is None or found.email != email:
                 return None  # a token for a removed (or re-created) subscriber
+            status = stronger_status(found.status, SubscriberStatus.UNSUBSCRIBED)
             if found.status is not status:
-                people.set_status(subscriber_id, status, self.clock())
+                people.set_status(subscriber_id, status, now)
+            record_consent(
+                ConsentEvents(connection),
+                self.settings,
+                email=email,
+                subscriber_id=subscriber_id,
+                kind=ConsentKind.UNSUBSCRIBED,
+                source=ConsentSource.WEB,
+                detail="unsubscribe link (POST)"
+                + ("" if found.status is not status else f"; was already {found.status.value}"),
+                at=now,
+                client=client,
+            )
             return found.email

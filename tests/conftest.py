@@ -89,6 +89,14 @@ def write_config(folder: Path, database_url: str, **extra: str) -> Path:
     return path
 
 
+def with_categories(path: Path, *names: str) -> Path:
+    """The config at `path` with these known categories (site.categories), before any
+    article of them is stored."""
+    with path.open("a", encoding="utf-8") as out:
+        out.write(f'\n[site]\ncategories = "{", ".join(names)}"\n')
+    return path
+
+
 @pytest.fixture
 def store_app(tmp_path: Path, database_url: str) -> Iterator[App]:
     """An App on an empty inbox, once on SQLite and once on PostgreSQL (when it is up)."""

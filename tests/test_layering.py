@@ -65,6 +65,7 @@ BANDS = {
     "store.builds": ADAPTER,
     "store.chunks": ADAPTER,
     "store.claims": ADAPTER,
+    "store.consent": ADAPTER,
     "store.engine": ADAPTER,
     "store.ingest_batch": ADAPTER,
     "store.ledger": ADAPTER,
@@ -81,6 +82,7 @@ BANDS = {
     "web.static": ADAPTER,
     "web.subscriptions": ADAPTER,
     # use cases: the only modules that open transactions
+    "consent": USE_CASE,
     "ingest": USE_CASE,
     "prepare": USE_CASE,
     "site": USE_CASE,

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
+from publisher.consent import send_failure_recorder
 from publisher.errors import ConfigError
 from publisher.mailer import Mailer, SendReport
 from publisher.model import Article, Delivery, DigestRun, RunStatus, Subscriber
@@ -197,6 +198,7 @@ class ClaimingSender:
             worker=self.name,
             lease_seconds=self.lease,
             accepting=lambda: not self.stopping,
+            on_failed=send_failure_recorder(settings),
         )
 
         def count(smtp: SendReport) -> None:

@@ -10,15 +10,33 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 
+from publisher.digest import select
 from publisher.messages import date_header, digest_message_id
-from publisher.model import Article, Delivery, DeliveryStatus, Frequency
+from publisher.model import (
+    Article,
+    Delivery,
+    DeliveryStatus,
+    Frequency,
+    Subscriber,
+    SubscriberStatus,
+)
 from publisher.render import render
 from publisher.sending.due import candidates, due_pages
 from publisher.sending.produce import DigestProducer, Page
-from publisher.sending.reports import DigestReport, Preview
+from publisher.sending.reports import (
+    SKIP_NO_CATEGORY,
+    SKIP_NOTHING_NEW,
+    SKIP_SUPPRESSED,
+    DigestReport,
+    Preview,
+)
+from publisher.store import Store
+from publisher.store.subscribers import Subscribers
+from publisher.subscribers import is_suppressed
 
 __all__ = ["DigestPreview"]
 
@@ -39,6 +57,10 @@ class DigestPreview:
         articles = await asyncio.to_thread(candidates, store, frequency, as_of)
         pages = self._pages(frequency, as_of, articles, report)
         by_id = {a.id: a for a in articles}
+        report.skipped.extend(
+            (email, SKIP_SUPPRESSED)
+            for email in await asyncio.to_thread(_suppressed, store, frequency)
+        )
         produced_all = self.producer.produce(pages, as_of, report, by_id, preview=True)
         async for produced in produced_all:
             item, prepared = produced.outgoing, produced.prepared
@@ -73,6 +95,9 @@ class DigestPreview:
             for subscriber, digest in found[0]:
                 if digest.empty:
                     report.skipped_empty += 1
+                    report.skipped.append(
+                        (subscriber.email, _why_empty(subscriber, as_of, articles))
+                    )
                     continue
                 row = Delivery(
                     id=subscriber.id,
@@ -85,6 +110,30 @@ class DigestPreview:
                 )
                 rows.append((row, subscriber))
             yield rows
+
+
+def _why_empty(subscriber: Subscriber, as_of: datetime, articles: Sequence[Article]) -> str:
+    """An empty digest: were there new articles, only none in its categories?"""
+    if subscriber.categories:
+        anything = select(articles, replace(subscriber, categories=()), as_of)
+        if not anything.empty:
+            return SKIP_NO_CATEGORY
+    return SKIP_NOTHING_NEW
+
+
+def _suppressed(store: Store, frequency: Frequency | None) -> list[str]:
+    """The addresses a send never mails because they left (or bounced, or complained)."""
+    found: list[str] = []
+    with store.read() as connection:
+        people = Subscribers(connection)
+        for status in SubscriberStatus:
+            if not is_suppressed(status):
+                continue
+            after = 0
+            while page := people.page(after=after, limit=1000, status=status, frequency=frequency):
+                found.extend(s.email for s in page)
+                after = page[-1].id
+    return found
 
 
 def file_name(email: str) -> str:

@@ -8,7 +8,17 @@ from pathlib import Path
 
 from publisher.mailer import SendReport
 
-__all__ = ["DigestReport", "Preview"]
+__all__ = [
+    "SKIP_NOTHING_NEW",
+    "SKIP_NO_CATEGORY",
+    "SKIP_SUPPRESSED",
+    "DigestReport",
+    "Preview",
+]
+
+SKIP_NO_CATEGORY = "no matching category"  # new articles, none in its categories
+SKIP_NOTHING_NEW = "nothing new"
+SKIP_SUPPRESSED = "suppressed"  # unsubscribed, bounced or complained
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +42,8 @@ class DigestReport:
     as_of: datetime | None = None
     skipped_empty: int = 0
     previews: list[Preview] = field(default_factory=list)
+    # a dry run's: (recipient, why no message) — SKIP_* reasons
+    skipped: list[tuple[str, str]] = field(default_factory=list)
     digests_rendered: int = 0
     fanned_out: int = 0  # rows open after fan-out (this send's share, or the workers')
     render_seconds: float = 0.0

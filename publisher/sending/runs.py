@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from publisher.config import Settings, ehlo_name
+from publisher.consent import send_failure_recorder
 from publisher.errors import PublisherError
 from publisher.mailer import Mailer, SendReport
 from publisher.messages import digest_message_id, parse_frequency
@@ -161,7 +162,12 @@ class DigestSender:
                     run, until_done=True, articles=by_id, digest_report=report, progress=count
                 )
         else:
-            ledger = DeliveryLedger(self.store, run, bounce_after=self.settings.smtp.bounce_after)
+            ledger = DeliveryLedger(
+                self.store,
+                run,
+                bounce_after=self.settings.smtp.bounce_after,
+                on_failed=send_failure_recorder(self.settings),
+            )
             messages = self.producer.messages(self._open_pages(run), run.as_of, report, by_id)
             async with ledger:
                 smtp = await Mailer(self.settings.smtp).send_all(messages, ledger, progress=count)

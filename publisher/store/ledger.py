@@ -16,6 +16,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol, TypeVar
 
@@ -28,9 +29,32 @@ from publisher.store.engine import Store
 from publisher.store.rows import OPEN
 from publisher.store.schema import deliveries, subscribers
 
-__all__ = ["DeliveryLedger", "LedgerRows", "in_ledger_transaction", "ledger_transaction"]
+__all__ = [
+    "DeliveryLedger",
+    "FailedDelivery",
+    "FailureHook",
+    "LedgerRows",
+    "in_ledger_transaction",
+    "ledger_transaction",
+]
 
 T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class FailedDelivery:
+    """A delivery that failed, with its subscriber as the failure left it."""
+
+    subscriber_id: int
+    email: str
+    error: str
+    hard: bool  # counts toward bouncing the address (a 5xx about the mailbox)
+    code: int | None
+    hard_failures: int
+    status: SubscriberStatus
+
+
+FailureHook = Callable[[Connection, list[FailedDelivery], datetime], None]
 
 # The ledger's hot statements, built once: each group commit runs them, and building
 # and compiling Core statements anew cost more CPU than the database spends executing
@@ -187,12 +211,13 @@ class LedgerRows:
         self.connection.execute(_SENT_ARTICLES[self.connection.dialect.name], {"ids": ids})
 
     def mark_failed(
-        self, failed: Sequence[tuple[int, str, bool, int]], now: datetime, bounce_after: int
-    ) -> None:
-        """(delivery id, error, counts as bounce, attempts); `bounce_after` such failures
-        bounce a subscriber."""
+        self, failed: Sequence[tuple[Any, ...]], now: datetime, bounce_after: int
+    ) -> list[FailedDelivery]:
+        """(delivery id, error, counts as bounce, attempts[, SMTP code]); `bounce_after`
+        such failures bounce a subscriber. Returns each failure with its subscriber as
+        it is now (for the consent history)."""
         if not failed:
-            return
+            return []
         self.connection.execute(
             update(deliveries)
             .where(deliveries.c.id == bindparam("b_id"))
@@ -204,12 +229,44 @@ class LedgerRows:
             ),
             [
                 {"b_id": key, "b_error": error[:2000], "b_attempts": attempts}
-                for key, error, _, attempts in failed
+                for key, error, _, attempts, *_ in failed
             ],
         )
-        hard = [key for key, _, bounce, _ in failed if bounce]
-        if not hard:
-            return
+        hard = [key for key, _, bounce, *_ in failed if bounce]
+        if hard:
+            self._count_hard_failures(hard, bounce_after)
+        return self._failures(failed)
+
+    def _failures(self, failed: Sequence[tuple[Any, ...]]) -> list[FailedDelivery]:
+        by_id = {key: (error, bounce, rest) for key, error, bounce, _, *rest in failed}
+        rows = self.connection.execute(
+            select(
+                deliveries.c.id,
+                subscribers.c.id.label("subscriber_id"),
+                subscribers.c.email,
+                subscribers.c.status,
+                subscribers.c.hard_failures,
+            )
+            .join(subscribers, subscribers.c.id == deliveries.c.subscriber_id)
+            .where(deliveries.c.id.in_(list(by_id)))
+        ).all()
+        found = []
+        for row in rows:
+            error, bounce, rest = by_id[row.id]
+            found.append(
+                FailedDelivery(
+                    subscriber_id=int(row.subscriber_id),
+                    email=row.email,
+                    error=error,
+                    hard=bool(bounce),
+                    code=rest[0] if rest else None,
+                    hard_failures=int(row.hard_failures),
+                    status=SubscriberStatus(row.status),
+                )
+            )
+        return found
+
+    def _count_hard_failures(self, hard: list[int], bounce_after: int) -> None:
         people = list(
             self.connection.execute(
                 select(deliveries.c.subscriber_id).where(deliveries.c.id.in_(hard))
@@ -269,8 +326,12 @@ class DeliveryLedger:
         worker: str | None = None,
         lease_seconds: float = 0.0,
         accepting: Callable[[], bool] | None = None,
+        on_failed: FailureHook | None = None,
     ) -> None:
+        """`on_failed(connection, failures, now)` runs in the transaction that records
+        failed deliveries (the consent history of a 5xx)."""
         self.store = store
+        self.on_failed = on_failed
         self.run = run
         self.bounce_after = bounce_after
         self.clock = clock or (lambda: datetime.now(UTC))
@@ -316,7 +377,13 @@ class DeliveryLedger:
         self._put(("sent", (item.key, attempts), None))
 
     async def failed(self, item: _Keyed, error: SendError, attempts: int) -> None:
-        self._put(("failed", (item.key, error.message, error.counts_as_bounce, attempts), None))
+        self._put(
+            (
+                "failed",
+                (item.key, error.message, error.counts_as_bounce, attempts, error.code),
+                None,
+            )
+        )
 
     def _raise_if_broken(self) -> None:
         if self._error is not None:
@@ -370,7 +437,9 @@ class DeliveryLedger:
         def commit(connection: Connection) -> set[int]:
             ledger = LedgerRows(connection)
             ledger.mark_sent(sent, self.run.as_of, now)
-            ledger.mark_failed(failed, now, self.bounce_after)
+            failures = ledger.mark_failed(failed, now, self.bounce_after)
+            if failures and self.on_failed is not None:
+                self.on_failed(connection, failures, now)
             return ledger.mark_sending(
                 sending, now, worker=self.worker, lease_seconds=self.lease_seconds
             )

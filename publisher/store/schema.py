@@ -25,7 +25,7 @@ from sqlalchemy.engine import Dialect
 __all__ = ["SCHEMA_VERSION", "UTCDateTime", "metadata"]
 
 # Bump with a migration in store/engine.py; an upgrade never drops data.
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 11
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -239,6 +239,36 @@ workers = Table(
     Column("run_id", _ID),  # the run it works on
     Column("sent", Integer, nullable=False),
     Column("failed", Integer, nullable=False),
+)
+
+# Schema 11: every consent event of an address (subscribers history), kept after the
+# subscriber row is deleted: `email_hash` (secrecy.address_hash, keyed) still finds it.
+consent_events = Table(
+    "consent_events",
+    metadata,
+    Column("id", _ID, primary_key=True, autoincrement=True),
+    Column("subscriber_id", _ID, ForeignKey("subscribers.id", ondelete="SET NULL")),
+    Column("email_hash", String(64), nullable=False),
+    Column("at", UTCDateTime, nullable=False),
+    Column("kind", String(32), nullable=False),  # ConsentKind
+    Column("source", String(16), nullable=False),  # ConsentSource
+    Column("detail", String(500), nullable=False),
+    Column("client", String(64)),  # the web client's IP address
+    Index("ix_consent_events_hash_at", "email_hash", "at"),
+    Index("ix_consent_events_subscriber", "subscriber_id"),
+    Index("ix_consent_events_kind_at", "kind", "at"),
+)
+
+# Schema 11: an address that was suppressed (unsubscribed, bounced, complained) when the
+# operator removed it: its row is deleted, only this keyed hash and its status stay, so no
+# add, import or form subscribes it again unasked.
+suppressions = Table(
+    "suppressions",
+    metadata,
+    Column("email_hash", String(64), primary_key=True),
+    Column("status", String(16), nullable=False),  # SubscriberStatus, a suppressed one
+    Column("since", UTCDateTime, nullable=False),  # when it unsubscribed (or was removed)
+    Column("removed", UTCDateTime, nullable=False),
 )
 
 sent_articles = Table(

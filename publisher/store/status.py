@@ -1,12 +1,15 @@
-"""Read-only counts for `publisher status`: subscribers, the last digest run, deliveries."""
+"""Read-only counts for `publisher status`: subscribers, the last digest run, deliveries,
+and what came back (consent events)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, func, select
+from sqlalchemy import Connection, distinct, func, select
 
-from publisher.store.schema import deliveries, digest_runs, subscribers
+from publisher.store.schema import consent_events, deliveries, digest_runs, subscribers
 
 __all__ = ["DigestStatus"]
 
@@ -55,3 +58,24 @@ class DigestStatus:
         )
         found = {str(status): int(n) for status, n in rows}
         return {status: found.get(status, 0) for status in statuses}
+
+    def sent(self, *, since: datetime | None = None, run_id: int | None = None) -> int:
+        """Deliveries accepted by SMTP: of one run, or finished at or after `since`."""
+        query = select(func.count()).select_from(deliveries).where(deliveries.c.status == "sent")
+        if run_id is not None:
+            query = query.where(deliveries.c.run_id == run_id)
+        if since is not None:
+            query = query.where(deliveries.c.finished_at >= since)
+        return int(self.connection.execute(query).scalar_one())
+
+    def addresses_by_event(self, kinds: Iterable[str], since: datetime) -> dict[str, int]:
+        """Distinct addresses with an event of each kind at or after `since` (a repeated
+        complaint of one address counts once)."""
+        wanted = list(kinds)
+        rows = self.connection.execute(
+            select(consent_events.c.kind, func.count(distinct(consent_events.c.email_hash)))
+            .where(consent_events.c.kind.in_(wanted), consent_events.c.at >= since)
+            .group_by(consent_events.c.kind)
+        )
+        found = {str(kind): int(n) for kind, n in rows}
+        return {kind: found.get(kind, 0) for kind in wanted}

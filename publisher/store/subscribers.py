@@ -113,6 +113,25 @@ class Subscribers:
         assert created is not None
         return created
 
+    def update_details(
+        self,
+        subscriber_id: int,
+        *,
+        name: str | None,
+        categories: Sequence[str],
+        frequency: Frequency,
+    ) -> None:
+        """Name, categories and frequency of one row; its status and times stay."""
+        self.connection.execute(
+            update(subscribers)
+            .where(subscribers.c.id == subscriber_id)
+            .values(
+                name=name,
+                categories=json.dumps(sorted(set(categories)), ensure_ascii=False),
+                frequency=frequency.value,
+            )
+        )
+
     def forget_details(self, subscriber_id: int) -> None:
         """Keep only what a suppression needs (address, status, times): no name, no choices."""
         self.connection.execute(
@@ -127,6 +146,10 @@ class Subscribers:
             values.update(confirmed=now, unsubscribed=None, hard_failures=0)
         elif status is SubscriberStatus.UNSUBSCRIBED:
             values["unsubscribed"] = now
+        elif status is SubscriberStatus.COMPLAINED:  # a complaint also unsubscribes
+            values["unsubscribed"] = func.coalesce(
+                subscribers.c.unsubscribed, literal(now, UTCDateTime())
+            )
         self.connection.execute(
             update(subscribers).where(subscribers.c.id == subscriber_id).values(**values)
         )
@@ -141,6 +164,7 @@ class Subscribers:
         timezone: str,
         now: datetime,
         cooldown_since: datetime,
+        held: tuple[SubscriberStatus, datetime] | None = None,
     ) -> Registration | None:
         """A web subscription: the Registration to mail, or None (known or in cool-down).
 
@@ -148,7 +172,9 @@ class Subscribers:
         suppressed, in cool-down) and each writes, so the answer's timing does not tell
         them apart. Writers are serialized, so the row read here is still the row updated.
         Confirmed and bounced rows are never changed; an unsubscribed one becomes pending
-        again (it keeps its `unsubscribed` time until it confirms).
+        again (it keeps its `unsubscribed` time until it confirms). `held`: the status and
+        time of a hash-only suppression of this address, which a new row starts from (an
+        unsubscribe: pending but held until it confirms; a bounce or complaint: as it was).
         """
         details: dict[str, Any] = {
             "name": name,
@@ -156,20 +182,25 @@ class Subscribers:
             "frequency": frequency.value,
             "timezone": timezone,
         }
+        start = SubscriberStatus.PENDING
+        if held is not None and held[0] is not SubscriberStatus.UNSUBSCRIBED:
+            start = held[0]
         fresh = {
             **details,
             "email": email,
-            "status": SubscriberStatus.PENDING.value,
+            "status": start.value,
             "created": now,
+            "unsubscribed": held[1] if held is not None else None,
             "hard_failures": 0,
         }
         columns = list(fresh)
+        moments = ("created", "unsubscribed")
         self.connection.execute(
             insert(subscribers).from_select(
                 columns,
                 select(
                     *(
-                        literal(fresh[c], UTCDateTime()) if c == "created" else literal(fresh[c])
+                        literal(fresh[c], UTCDateTime()) if c in moments else literal(fresh[c])
                         for c in columns
                     )
                 ).where(not_(exists().where(subscribers.c.email == email))),

@@ -47,7 +47,12 @@ _PREVIEWED = {
 
 class SubscriptionService(Protocol):
     async def subscribe(
-        self, email: str, name: str | None, categories: Sequence[str], frequency: str
+        self,
+        email: str,
+        name: str | None,
+        categories: Sequence[str],
+        frequency: str,
+        client: str | None = None,
     ) -> datetime | None:
         """Register a pending subscriber and mail a confirmation (cool-down permitting).
 
@@ -65,7 +70,7 @@ class SubscriptionService(Protocol):
         """The address a valid confirm token names while it can confirm (nothing changes)."""
         ...
 
-    async def confirm(self, token: str) -> str | None:
+    async def confirm(self, token: str, client: str | None = None) -> str | None:
         """Confirm a pending subscriber; the address (also when already confirmed), or None
         for a forged or expired token or an address that left (unsubscribed, bounced)."""
         ...
@@ -74,8 +79,9 @@ class SubscriptionService(Protocol):
         """The address a valid unsubscribe token names (nothing changes), else None."""
         ...
 
-    async def unsubscribe(self, token: str) -> str | None:
-        """Unsubscribe; the address, or None for a forged or expired token."""
+    async def unsubscribe(self, token: str, client: str | None = None) -> str | None:
+        """Unsubscribe; the address, or None for a forged or expired token. `client`: the
+        address the request came from, for the consent history."""
         ...
 
 
@@ -124,6 +130,11 @@ def _ago(seconds: float) -> str:
 def _wait(seconds: float) -> str:
     minutes = max(1, -int(-seconds // 60))
     return f"{minutes} minute{'s' if minutes != 1 else ''}"
+
+
+def _client(request: Request) -> str | None:
+    """The client's address as the server sees it (the proxy's, unless forwarded_allow_ips)."""
+    return request.client.host if request.client else None
 
 
 def subscription_routes(settings: Settings, service: SubscriptionService) -> list[BaseRoute]:
@@ -212,7 +223,7 @@ def subscription_routes(settings: Settings, service: SubscriptionService) -> lis
             if part.strip()
         ]
         try:
-            cooling = await service.subscribe(email, name, categories, frequency)
+            cooling = await service.subscribe(email, name, categories, frequency, client)
         except InvalidSubscription as exc:
             limiter.failed(client)
             return form(str(exc), 400, email=email, name=name or "")
@@ -244,7 +255,7 @@ def subscription_routes(settings: Settings, service: SubscriptionService) -> lis
         token = request.path_params["token"]
         if (answer := previewed(token)) is not None:
             return answer
-        address = await service.confirm(token)
+        address = await service.confirm(token, _client(request))
         if address is None:
             return invalid_link()
         return result(
@@ -266,7 +277,7 @@ def subscription_routes(settings: Settings, service: SubscriptionService) -> lis
         token = request.path_params["token"]
         if (answer := previewed(token)) is not None:
             return answer
-        address = await service.unsubscribe(token)
+        address = await service.unsubscribe(token, _client(request))
         if address is None:
             return invalid_link()
         return result("Unsubscribed", f"{address} will get no more digests from us.")

@@ -15,7 +15,7 @@ from sqlalchemy import create_engine, update
 
 from publisher import console
 from publisher.store.schema import articles
-from tests.conftest import write_config
+from tests.conftest import with_categories, write_config
 from tests.integration.in_process import publisher_cli
 
 ARTICLE = """Home>{category}
@@ -46,7 +46,7 @@ def console_width_from_environment() -> Iterator[None]:
 
 @pytest.fixture
 def config(tmp_path: Path, database_url: str) -> Path:
-    return write_config(tmp_path, database_url)
+    return with_categories(write_config(tmp_path, database_url), "Sports", "Culture")
 
 
 def _run(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -220,7 +220,7 @@ def test_subscribers_tsv_is_one_record_a_line_under_a_header(config: Path) -> No
     assert rows[1:] == [
         ["bob@example.com", "Bob Stone", "confirmed", "Culture", "weekly", ""],
         ["cy@example.com", "Cy Hockey", "confirmed", "", "weekly", ""],
-        ["dee@example.com", "", "confirmed", "Culture;sports", "weekly", ""],
+        ["dee@example.com", "", "confirmed", "Culture;Sports", "weekly", ""],
     ]
 
 

@@ -96,7 +96,9 @@ def test_subscribers_list_shows_a_name_with_markup(tmp_path: Path, sqlite_url: s
     config = write_config(tmp_path, sqlite_url)
     app = App(load_settings(config, environ={}))
     try:
-        app.add_subscriber("ann@example.org", name="[/] Ann [link=http://x]", categories=["[/]"])
+        app.add_subscriber(
+            "ann@example.org", name="[/] Ann [link=http://x]", categories=["[/]"], force=True
+        )
     finally:
         app.close()
     listed = _run(config, "subscribers", "list")

@@ -16,14 +16,15 @@ from publisher.app import App
 from publisher.config import load_settings
 from publisher.model import Subscriber, SubscriberStatus
 from publisher.tokens import CONFIRM, UNSUBSCRIBE, Tokens
-from tests.conftest import SEEDS
+from tests.conftest import SEEDS, with_categories
 from tests.integration.test_web import Served, served
 from tests.smtp_sink import SmtpSink, send_config
 
 
 @pytest.fixture
 def server(tmp_path: Path, sqlite_url: str, smtp_sink: SmtpSink) -> Iterator[tuple[App, Served]]:
-    app = App(load_settings(send_config(tmp_path, sqlite_url, smtp_sink), environ={}))
+    config = with_categories(send_config(tmp_path, sqlite_url, smtp_sink), "Harbin Today")
+    app = App(load_settings(config, environ={}))
     for running in served(app, app.web_routes()):
         yield app, running
     app.close()

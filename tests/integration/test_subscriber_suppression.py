@@ -18,14 +18,14 @@ from publisher.app import App
 from publisher.cli import cli
 from publisher.model import Subscriber, SubscriberStatus
 from publisher.store.subscribers import Subscribers
-from tests.conftest import write_config
+from tests.conftest import with_categories, write_config
 
 SUPPRESSED = [SubscriberStatus.UNSUBSCRIBED, SubscriberStatus.BOUNCED]
 
 
 @pytest.fixture
 def config_file(tmp_path: Path, database_url: str) -> Path:
-    return write_config(tmp_path, database_url)
+    return with_categories(write_config(tmp_path, database_url), "Harbin Today")
 
 
 def _run(config: Path, *args: str) -> Result:
@@ -161,16 +161,46 @@ def test_remove_keeps_the_suppression(
     removed = _run(config_file, "subscribers", "remove", "gone@example.org")
     assert removed.exit_code == 0, removed.output
     assert "kept as suppressed" in removed.stdout
-    kept = _by_email(app)["gone@example.org"]
-    assert (kept.status, kept.name, kept.categories) == (status, None, ())
+    assert "gone@example.org" not in _by_email(app)  # the address itself is erased
+    exported = _run(config_file, "subscribers", "export")
+    assert "gone@example.org" not in exported.stdout and "#hash:" in exported.stdout
 
     old_list = tmp_path / "old.csv"
     old_list.write_text("email,name,status\ngone@example.org,Gone,confirmed\n", encoding="utf-8")
     assert _run(config_file, "subscribers", "import", str(old_list)).exit_code == 1
     assert _run(config_file, "subscribers", "add", "gone@example.org").exit_code == 1
-    assert _by_email(app)["gone@example.org"].status is status
-    listed = _run(config_file, "subscribers", "list")
-    assert "1 subscribers (1 suppressed" in listed.stdout
+    assert "gone@example.org" not in _by_email(app)
+    # the web form makes it pending at most, held until its own confirmation
+    import asyncio
+
+    asyncio.run(app.subscriptions.subscribe("gone@example.org", None, [], "weekly"))
+    asyncio.run(app.subscriptions.drain())
+    again = _by_email(app)["gone@example.org"]
+    held = SubscriberStatus.PENDING if status is SubscriberStatus.UNSUBSCRIBED else status
+    assert again.status is held
+    assert _run(config_file, "subscribers", "add", "gone@example.org").exit_code == 1
+    history = _run(config_file, "subscribers", "history", "gone@example.org", "--json")
+    assert '"removed"' in history.stdout
+
+
+@pytest.mark.parametrize("status", SUPPRESSED, ids=lambda s: s.value)
+def test_a_removed_suppression_moves_with_export_and_import(
+    status: SubscriberStatus, config_file: Path, app: App, tmp_path: Path, database_url: str
+) -> None:
+    app.add_subscriber("gone@example.org")
+    _set_status(app, "gone@example.org", status)
+    assert _run(config_file, "subscribers", "remove", "gone@example.org").exit_code == 0
+    exported = tmp_path / "export.csv"
+    exported.write_text(_run(config_file, "subscribers", "export").stdout, encoding="utf-8")
+
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    other = write_config(fresh, f"sqlite:///{fresh / 'other.db'}")
+    imported = _run(other, "subscribers", "import", str(exported))
+    assert imported.exit_code == 0, imported.output
+    assert _run(other, "subscribers", "add", "gone@example.org").exit_code == 1
+    again = _run(other, "subscribers", "export").stdout
+    assert again.splitlines()[1:] == exported.read_text(encoding="utf-8").splitlines()[1:]
 
 
 def test_import_honours_pending_and_never_undoes_a_confirmation(

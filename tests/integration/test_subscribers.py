@@ -13,13 +13,15 @@ from click.testing import CliRunner, Result
 from publisher.app import App
 from publisher.cli import cli
 from publisher.model import SubscriberStatus
-from tests.conftest import write_config
+from tests.conftest import with_categories, write_config
 
 
 @pytest.fixture
 def config_file(tmp_path: Path, database_url: str) -> Path:
     """These subscriber-store tests run on SQLite and on PostgreSQL (when it is up)."""
-    return write_config(tmp_path, database_url)
+    return with_categories(
+        write_config(tmp_path, database_url), "Harbin Today", "Government bulletin"
+    )
 
 
 def _run(config: Path, *args: str) -> Result:
