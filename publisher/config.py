@@ -153,6 +153,7 @@ class DigestSettings:
     list_id: str = "digest.publisher.localhost"
     max_items: int = 20  # articles listed in full; the rest is one link to the site
     include_corrections: bool = True  # list articles corrected since they were sent
+    welcome: bool = True  # a welcome mail after the confirm button (choices, first digest)
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from urllib.parse import quote
 
 __all__ = [
     "CONFIRM_ROUTE",
+    "PREFERENCES_ROUTE",
     "UNSUBSCRIBE_ROUTE",
     "absolute",
     "archive_path",
@@ -24,12 +25,14 @@ __all__ = [
     "category_path",
     "confirm_path",
     "href",
+    "preferences_path",
     "slug_words",
     "unsubscribe_path",
 ]
 
 CONFIRM_ROUTE = "/confirm/{token}"
 UNSUBSCRIBE_ROUTE = "/unsubscribe/{token}"
+PREFERENCES_ROUTE = "/preferences/{token}"
 
 
 _NOT_PRINTABLE_ASCII = re.compile(r"[^\x21-\x7e]+")
@@ -96,3 +99,7 @@ def confirm_path(token: str) -> str:
 
 def unsubscribe_path(token: str) -> str:
     return UNSUBSCRIBE_ROUTE.format(token=token).lstrip("/")
+
+
+def preferences_path(token: str) -> str:
+    return PREFERENCES_ROUTE.format(token=token).lstrip("/")

@@ -50,7 +50,13 @@ STATE_VERSION = 2
 # removals recorded by a writer that committed after our last build may carry a
 # slightly older timestamp; look back this far so none is missed
 REMOVAL_LOOKBACK = timedelta(minutes=5)
-_TEMPLATES = ("base.html.j2", "index.html.j2", "article.html.j2", "static/style.css")
+_TEMPLATES = (
+    "base.html.j2",
+    "index.html.j2",
+    "article.html.j2",
+    "_subscribe_form.html.j2",
+    "static/style.css",
+)
 
 
 class ChangedArticle(Protocol):

@@ -1,4 +1,4 @@
-"""Signed, expiring tokens for the confirm and unsubscribe links (itsdangerous).
+"""Signed, expiring tokens for the confirm, unsubscribe and preferences links (itsdangerous).
 
 A token names the subscriber (id and address) and its purpose; it carries no secret and
 needs no database row. A forged, altered or expired token is simply not valid.
@@ -94,7 +94,7 @@ class Tokens:
             )
         self._serializers = {
             purpose: _Uncompressed(secret_key, salt=f"publisher.{purpose}")
-            for purpose in (CONFIRM, UNSUBSCRIBE, PREVIEW)
+            for purpose in (CONFIRM, UNSUBSCRIBE, PREFERENCES, PREVIEW)
         }
 
     def make(self, purpose: str, subscriber_id: int, email: str) -> str:

@@ -81,6 +81,7 @@ BANDS = {
     "web.security": ADAPTER,
     "web.static": ADAPTER,
     "web.subscriptions": ADAPTER,
+    "web.preferences": ADAPTER,
     # use cases: the only modules that open transactions
     "consent": USE_CASE,
     "ingest": USE_CASE,
@@ -88,6 +89,7 @@ BANDS = {
     "site": USE_CASE,
     "subscribers": USE_CASE,
     "subscribing": USE_CASE,
+    "preferences": USE_CASE,
     "status": USE_CASE,
     "sending": USE_CASE,
     "sending.claiming": USE_CASE,
