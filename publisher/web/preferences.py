@@ -154,7 +154,7 @@ def preference_routes(
             known=list(found.known_categories),
             paused_until=paused.astimezone(zone) if paused is not None else None,
             subscribed=found.status is SubscriberStatus.CONFIRMED,
-            action=settings.url(preferences_path(token)),
+            action="/" + preferences_path(token),  # wherever the page was reached
             message=message,
         )
 
