@@ -205,7 +205,8 @@ class App:
         return self.subscriber_admin.history(email)
 
     def remove_subscriber(self, email: str) -> Subscriber | None:
-        """Delete a subscriber; a suppressed one's record is kept and returned."""
+        """Delete a subscriber; a suppressed one stays suppressed as a keyed hash of its
+        address, and its record as it was (no name, no choices) is returned."""
         return self.subscriber_admin.remove(email)
 
     def subscribers(

@@ -132,6 +132,13 @@ def _app(ctx: click.Context, *, read_only: bool = False, settings: Settings | No
     return state.app
 
 
+def _keyed_app(ctx: click.Context) -> App:
+    """The App of a command that stores keyed hashes of addresses (consent history,
+    suppressions): a fresh checkout writes its secret key file first, as `send` does, so
+    the hashes it makes are the ones every later command makes."""
+    return _app(ctx, settings=ensure_secret_key(_settings(ctx)))
+
+
 def _stored(ctx: click.Context, read: Callable[[App], list[T]]) -> list[T]:
     """What a read-only command lists; nothing, with a note, when no database exists yet."""
     try:
@@ -466,7 +473,7 @@ def subscribers_add(
 
     Example: publisher subscribers add ann@example.com --name Ann --category "Harbin Today"
     """
-    found, created = _app(ctx).add_subscriber(
+    found, created = _keyed_app(ctx).add_subscriber(
         email, name=name, categories=categories, frequency=frequency, force=force
     )
     verb = "added" if created else "updated"
@@ -485,7 +492,7 @@ def subscribers_remove(ctx: click.Context, email: str) -> None:
 
     Example: publisher subscribers remove ann@example.com
     """
-    kept = _app(ctx).remove_subscriber(email)
+    kept = _keyed_app(ctx).remove_subscriber(email)
     if kept is None:
         _terminal(ctx).say(f"removed {email}")
     else:
@@ -643,7 +650,7 @@ def subscribers_import(ctx: click.Context, file: Path, force: bool) -> None:
 
     Example: publisher subscribers import people.csv
     """
-    report = _app(ctx).import_subscribers(file, force=force)
+    report = _keyed_app(ctx).import_subscribers(file, force=force)
     terminal = _terminal(ctx)
     for line, reason in report.errors:
         terminal.complain(f"{file}:{line}: {reason}")

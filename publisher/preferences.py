@@ -34,7 +34,7 @@ from publisher.model import ConsentSource, Subscriber, SubscriberStatus
 from publisher.render import render, template_environment
 from publisher.store import Store
 from publisher.store.subscribers import Subscribers
-from publisher.subscribers import SubscriberAdmin, is_suppressed
+from publisher.subscribers import SubscriberAdmin, is_suppressed, known_categories
 from publisher.tokens import PREFERENCES, UNSUBSCRIBE, Tokens
 
 __all__ = ["MAX_PAUSE_WEEKS", "PreferenceCentre", "Preferences"]
@@ -94,13 +94,15 @@ class PreferenceCentre:
         return found
 
     def _shown(self, found: Subscriber) -> Preferences:
+        with self.store.read() as connection:
+            known = known_categories(self.settings, connection)
         return Preferences(
             email=found.email,
             status=found.status,
             categories=found.categories,
             frequency=found.frequency.value,
             paused_until=found.paused_until,
-            known_categories=tuple(self.admin.known_categories()),
+            known_categories=tuple(known),
         )
 
     async def load(self, token: str) -> Preferences | None:

@@ -44,6 +44,7 @@ __all__ = [
     "SubscriberAdmin",
     "canonical_categories",
     "is_suppressed",
+    "known_categories",
     "stronger_status",
 ]
 
@@ -147,6 +148,13 @@ def _unique(names: Iterable[str]) -> list[str]:
     for name in names:
         seen.setdefault(name.casefold(), name)
     return list(seen.values())
+
+
+def known_categories(settings: Settings, connection: Any) -> list[str]:
+    """Every category a subscriber may choose, in the site's spelling: the configured ones
+    (site.categories), then those of stored articles. `connection`: an open transaction."""
+    stored = [name for name, _ in Articles(connection).categories()]
+    return _unique([*settings.site.category_names, *stored])
 
 
 def canonical_categories(
@@ -335,7 +343,7 @@ class SubscriberAdmin:
             people = Subscribers(connection)
             events = ConsentEvents(connection)
             wanted = canonical_categories(
-                categories, self._known_categories(connection), force=force
+                categories, known_categories(self.settings, connection), force=force
             )
             existing = people.by_email(address)
 
@@ -430,15 +438,6 @@ class SubscriberAdmin:
             )
         assert changed is not None
         return changed, False
-
-    def _known_categories(self, connection: Any) -> list[str]:
-        stored = [name for name, _ in Articles(connection).categories()]
-        return [*self.settings.site.category_names, *stored]
-
-    def known_categories(self) -> list[str]:
-        """Every category a subscriber may choose: configured ones, then stored ones."""
-        with self.store.read() as connection:
-            return _unique(self._known_categories(connection))
 
     def remove(
         self,
@@ -538,7 +537,7 @@ class SubscriberAdmin:
             if found is None:
                 return None
             wanted = (
-                canonical_categories(categories, self._known_categories(connection))
+                canonical_categories(categories, known_categories(self.settings, connection))
                 if categories is not None
                 else list(found.categories)
             )
@@ -775,7 +774,7 @@ class SubscriberAdmin:
             for kept in hashed_rows:
                 entries.keep(kept)
                 report.added += 1
-            known = self._known_categories(connection)
+            known = known_categories(self.settings, connection)
 
             def event(
                 record: Subscriber, row_id: int | None, kind: ConsentKind, detail: str

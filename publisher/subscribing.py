@@ -36,10 +36,15 @@ from publisher.model import (
 from publisher.render import template_environment
 from publisher.schedule import next_digest
 from publisher.secrecy import address_hash
-from publisher.store import Articles, Store
+from publisher.store import Store
 from publisher.store.consent import ConsentEvents, Suppressions
 from publisher.store.subscribers import Registration, Subscribers
-from publisher.subscribers import canonical_categories, is_suppressed, stronger_status
+from publisher.subscribers import (
+    canonical_categories,
+    is_suppressed,
+    known_categories,
+    stronger_status,
+)
 from publisher.tokens import CONFIRM, PREFERENCES, UNSUBSCRIBE, PreviewClaim, Tokens
 
 __all__ = ["Subscriptions"]
@@ -116,12 +121,10 @@ class Subscriptions:
         now = self.clock()
         cooldown = timedelta(seconds=self.settings.server.subscribe_cooldown_seconds)
         with self.store.begin() as connection:
-            known = [
-                *self.settings.site.category_names,
-                *(name for name, _ in Articles(connection).categories()),
-            ]
             try:
-                wanted = canonical_categories(categories, known)
+                wanted = canonical_categories(
+                    categories, known_categories(self.settings, connection)
+                )
             except UsageError as exc:
                 raise InvalidSubscription(exc.message) from exc
             people = Subscribers(connection)
@@ -298,11 +301,7 @@ class Subscriptions:
 
         def read() -> list[str]:
             with self.store.read() as connection:
-                stored = [name for name, _ in Articles(connection).categories()]
-            seen: dict[str, str] = {}
-            for name in [*self.settings.site.category_names, *stored]:
-                seen.setdefault(name.casefold(), name)
-            return list(seen.values())
+                return known_categories(self.settings, connection)
 
         return await asyncio.to_thread(read)
 

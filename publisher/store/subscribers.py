@@ -139,14 +139,6 @@ class Subscribers:
             )
         )
 
-    def forget_details(self, subscriber_id: int) -> None:
-        """Keep only what a suppression needs (address, status, times): no name, no choices."""
-        self.connection.execute(
-            update(subscribers)
-            .where(subscribers.c.id == subscriber_id)
-            .values(name=None, categories="[]")
-        )
-
     def set_status(self, subscriber_id: int, status: SubscriberStatus, now: datetime) -> None:
         values: dict[str, Any] = {"status": status.value}
         if status is SubscriberStatus.CONFIRMED:

@@ -247,3 +247,28 @@ def test_a_hard_5xx_at_send_is_in_the_history(
     assert bounce["source"] == "send"
     assert str(bounce["detail"]).startswith("hard failure 1 of 3: ")
     assert "550" in str(bounce["detail"])
+
+
+def test_a_fresh_checkout_hashes_with_the_key_it_writes_first(tmp_path: Path) -> None:
+    """No secret key yet: `subscribers add` writes the key file (as `send` does), so a
+    suppression kept by `remove` is still matched after `run` would have made the key."""
+    config = tmp_path / "publisher.toml"
+    config.write_text(
+        f'database_url = "sqlite:///{tmp_path / "p.db"}"\nsecret_key_file = "data/key"\n',
+        encoding="utf-8",
+    )
+    config.chmod(0o600)
+    assert _run(config, "subscribers", "add", "ann@example.com").exit_code == 0
+    assert (tmp_path / "data" / "key").is_file()
+    app = App(load_settings(config, environ={}))
+    try:
+        app.subscriber_admin.suppress(
+            "ann@example.com", ConsentKind.COMPLAINED, source=ConsentSource.INBOUND, detail="ARF"
+        )
+    finally:
+        app.close()
+    assert _run(config, "subscribers", "remove", "ann@example.com").exit_code == 0
+    refused = _run(config, "subscribers", "add", "ann@example.com")
+    assert refused.exit_code == 1 and "complained" in refused.stderr
+    kinds = [e["kind"] for e in _history(config, "ann@example.com")]
+    assert kinds == ["subscribed", "complained", "removed", "suppressed"]
