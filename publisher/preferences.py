@@ -101,7 +101,12 @@ class PreferenceCentre:
             status=found.status,
             categories=found.categories,
             frequency=found.frequency.value,
-            paused_until=found.paused_until,
+            # a pause that has ended is no pause (its row stays until the next change)
+            paused_until=(
+                found.paused_until
+                if found.paused_until is not None and found.paused_until > self.clock()
+                else None
+            ),
             known_categories=tuple(known),
         )
 

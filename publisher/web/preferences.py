@@ -188,6 +188,11 @@ def preference_routes(
                 f"We mailed a copy of what we hold about {address} to that address.",
             )
         if action == "delete":
+            if str(data.get("sure") or "") != "yes":
+                found = await service.load(token)
+                if found is None:
+                    return page("link_expired.html.j2", 400)
+                return shown(token, found, "Tick the box to confirm the deletion.", 400)
             address = await service.delete(token, client)
             if address is None:
                 return page("link_expired.html.j2", 400)

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
+from click.testing import CliRunner
 
 from publisher.app import App
+from publisher.cli import cli
 from publisher.config import load_settings
 from publisher.model import SubscriberStatus
 from publisher.store.subscribers import Subscribers
@@ -18,6 +23,8 @@ from publisher.tokens import CONFIRM, Tokens
 from tests.conftest import SEEDS, with_categories, write_config
 from tests.integration.test_web import run_server
 from tests.smtp_sink import SmtpSink, send_config
+
+T = TypeVar("T")
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = [
@@ -157,6 +164,13 @@ def mail_site(tmp_path: Path, smtp_sink: SmtpSink) -> Iterator[tuple[App, str]]:
         app.close()
 
 
+def _apart(work: Callable[[], T]) -> T:
+    """`work` in a thread of its own: playwright's sync API holds this thread's event loop,
+    and the send and the CLI start their own."""
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(work).result(timeout=120)
+
+
 def _mail_link(url: str, received: SmtpSink, number: int, part: str) -> str:
     """The first link holding `part` in the text of mail `number`, on the test server."""
     received.wait_for(number + 1)
@@ -169,6 +183,7 @@ def test_subscribe_from_an_article_confirm_welcome_then_change_preferences(
     browser: object, mail_site: tuple[App, str], smtp_sink: SmtpSink
 ) -> None:
     app, url = mail_site
+    config = app.settings.config_file
     context = browser.new_context(viewport={"width": 390, "height": 844})  # type: ignore[attr-defined]
     page = context.new_page()
     page.goto(f"{url}articles/2022-05-05-harbin-sets-up-development-goals-for-2022.html")
@@ -206,4 +221,22 @@ def test_subscribe_from_an_article_confirm_welcome_then_change_preferences(
     for name in ("Save", "Pause", "Send me my data", "Delete me"):
         box = page.get_by_role("button", name=name).bounding_box()
         assert box is not None and box["height"] >= 44, name
+    listed = _apart(
+        lambda: CliRunner().invoke(cli, ["--config", str(config), "subscribers", "list", "--json"])
+    )
+    [row] = [r for r in json.loads(listed.output) if r["email"] == "reader@example.com"]
+    assert row["frequency"] == "weekly" and sorted(row["categories"]) == sorted(found.categories)
+
+    # pause from the page: a send skips them (and says so); resume: the next one mails them
+    page.get_by_role("button", name="Pause").click()
+    page.wait_for_load_state()
+    assert page.get_by_text("Paused until").is_visible()
+    paused = _apart(app.send_digests)
+    assert paused.skipped_paused == 1 and paused.sent == 0
+    page.get_by_role("button", name="Resume now").click()
+    page.wait_for_load_state()
+    assert page.get_by_text("Saved.").is_visible() and page.get_by_text("Paused until").count() == 0
+    resumed = _apart(app.send_digests)
+    assert resumed.skipped_paused == 0 and resumed.sent == 1
+    assert smtp_sink.to("reader@example.com")[-1].message["Subject"] is not None
     context.close()

@@ -186,6 +186,9 @@ def test_delete_me_erases_the_subscriber_and_keeps_the_suppression(
     app, running = server
     ann, _ = app.add_subscriber("ann@example.com", name="Ann")
     page_url = _preferences_url(app, running, ann)
+    unsure = httpx.post(page_url, data={"action": "delete"}, timeout=10)
+    assert unsure.status_code == 400 and "Tick the box" in unsure.text
+    assert _listed(config, "ann@example.com") is not None
     gone = httpx.post(page_url, data={"action": "delete", "sure": "yes"}, timeout=10)
     assert gone.status_code == 200 and "erased" in gone.text
     assert _listed(config, "ann@example.com") is None
