@@ -296,7 +296,7 @@ def subscription_routes(settings: Settings, service: SubscriptionService) -> lis
         return page(
             "unsubscribe.html.j2",
             email=address,
-            action=settings.url(unsubscribe_path(token)),
+            action="/" + unsubscribe_path(token),  # wherever the page was reached
             left=left,
             state=status.value if left and status is not None else "",
         )

@@ -19,7 +19,7 @@ from publisher.cli import cli
 from publisher.config import load_settings
 from publisher.model import SubscriberStatus
 from publisher.store.subscribers import Subscribers
-from publisher.tokens import CONFIRM, Tokens
+from publisher.tokens import CONFIRM, UNSUBSCRIBE, Tokens
 from tests.conftest import SEEDS, with_categories, write_config
 from tests.integration.test_web import run_server
 from tests.smtp_sink import SmtpSink, send_config
@@ -239,4 +239,29 @@ def test_subscribe_from_an_article_confirm_welcome_then_change_preferences(
     resumed = _apart(app.send_digests)
     assert resumed.skipped_paused == 0 and resumed.sent == 1
     assert smtp_sink.to("reader@example.com")[-1].message["Subject"] is not None
+    context.close()
+
+
+def test_unsubscribe_buttons_are_touch_targets_and_a_second_visit_offers_to_resubscribe(
+    browser: object, subscription_site: tuple[App, str]
+) -> None:
+    app, url = subscription_site
+    app.build_feeds()  # the output folder's static/style.css, as a real site has
+    added, _ = app.add_subscriber("pat@example.com")
+    token = Tokens(app.settings.secret_key).make(UNSUBSCRIBE, added.id, added.email)
+    context = browser.new_context(viewport={"width": 390, "height": 844})  # type: ignore[attr-defined]
+    page = context.new_page()
+    page.goto(f"{url}unsubscribe/{token}", timeout=15_000)
+    button = page.get_by_role("button", name="Unsubscribe")
+    box = button.bounding_box()
+    assert box is not None and box["height"] >= 44
+    button.click()
+    page.wait_for_load_state()
+    assert page.locator("h1").inner_text() == "Unsubscribed"
+    assert _status(app, "pat@example.com") is SubscriberStatus.UNSUBSCRIBED
+    page.goto(f"{url}unsubscribe/{token}", timeout=15_000)
+    again = page.get_by_role("button", name="Subscribe again")
+    box = again.bounding_box()
+    assert box is not None and box["height"] >= 44
+    assert page.get_by_role("button", name="Unsubscribe").count() == 0
     context.close()
