@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ from click.testing import CliRunner
 from publisher.app import App
 from publisher.cli import cli
 from publisher.config import load_settings
-from publisher.model import ConsentKind, Subscriber, SubscriberStatus
+from publisher.model import ConsentKind, ConsentSource, Subscriber, SubscriberStatus
 from publisher.tokens import PREFERENCES, UNSUBSCRIBE, Tokens
 from tests.conftest import SEEDS, with_categories
 from tests.integration.test_web import Served, served
@@ -353,5 +354,36 @@ def test_the_fresh_link_form_is_rate_limited(
                 for _ in range(3)
             ]
             assert [c.status_code for c in codes] == [200, 200, 429]
+    finally:
+        app.close()
+
+
+def test_a_paused_subscriber_is_skipped_on_every_backend_until_the_pause_ends(
+    tmp_path: Path, database_url: str, smtp_sink: SmtpSink
+) -> None:
+    """The pause through SubscriberAdmin on SQLite and PostgreSQL (where send claims rows
+    the way `publisher worker` does); after it, the next digest holds what it held back."""
+    app = App(load_settings(send_config(tmp_path, database_url, smtp_sink), environ={}))
+    seeds = sorted(SEEDS.glob("*.txt"))
+    try:
+        app.ingest(seeds[:2])
+        app.add_subscriber("ann@example.com", frequency="daily")
+        app.add_subscriber("bob@example.com", frequency="daily")
+        assert app.send_digests("daily").sent == 2
+        admin = app.subscriber_admin
+        now = datetime.now(UTC)
+        admin.change_preferences(
+            "ann@example.com", paused_until=now + timedelta(days=3), source=ConsentSource.WEB
+        )
+        app.ingest(seeds[2:3])
+        paused = app.send_digests("daily", datetime.now(UTC) + timedelta(days=1))
+        assert (paused.sent, paused.skipped_paused) == (1, 1)
+        assert (
+            len(smtp_sink.to("ann@example.com")) == 1 and len(smtp_sink.to("bob@example.com")) == 2
+        )
+        # four days on the pause is over: ann's next digest holds the article it held back
+        later = app.send_digests("daily", datetime.now(UTC) + timedelta(days=4))
+        assert (later.sent, later.skipped_paused) == (1, 0)
+        assert len(smtp_sink.to("ann@example.com")) == 2
     finally:
         app.close()
