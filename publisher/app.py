@@ -16,6 +16,7 @@ from publisher.errors import PublisherError
 from publisher.inbox import Inbox, safe_name
 from publisher.ingest import Ingestor, IngestReport
 from publisher.model import Article, ConsentEvent, FileOutcome, RemovedBlock, Subscriber
+from publisher.preferences import PreferenceCentre
 from publisher.site import BuildResult, ChangeReport, SiteBuilder
 from publisher.store import Articles, Store
 from publisher.subscribers import ImportReport, SubscriberAdmin
@@ -50,6 +51,7 @@ class App:
         self._site: SiteBuilder | None = None  # feeds and pages
         self._subscriber_admin: SubscriberAdmin | None = None
         self._subscriptions: Subscriptions | None = None  # the web's
+        self._preferences: PreferenceCentre | None = None  # the web's
         self._sender: DigestSender | None = None  # digests
         self._inbound: InboundMail | None = None  # bounces, complaints, mailto unsubscribes
 
@@ -184,14 +186,16 @@ class App:
 
     def web_routes(self) -> list[BaseRoute]:
         """Dynamic routes mounted before the static files (subscribe, confirm, unsubscribe,
-        provider webhooks)."""
+        preferences, provider webhooks)."""
         from publisher.feedback import ProviderFeedback
+        from publisher.web.preferences import preference_routes
         from publisher.web.subscriptions import subscription_routes
         from publisher.web.webhooks import webhook_routes
 
         return [
             *subscription_routes(self.settings, self.subscriptions),
             *webhook_routes(self.settings, ProviderFeedback(self.subscriber_admin)),
+            *preference_routes(self.settings, self.preferences, self.subscriptions.preview),
         ]
 
     # -- subscribers and digests ----------------------------------------------------
@@ -209,6 +213,13 @@ class App:
         if self._subscriptions is None:
             self._subscriptions = Subscriptions(self.settings, self.store)
         return self._subscriptions
+
+    @property
+    def preferences(self) -> PreferenceCentre:
+        """The web's preference centre (categories, frequency, pause, data, delete me)."""
+        if self._preferences is None:
+            self._preferences = PreferenceCentre(self.settings, self.store)
+        return self._preferences
 
     def add_subscriber(
         self,

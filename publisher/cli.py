@@ -745,6 +745,7 @@ def subscribers_list(
                     "confirmed": s.confirmed.isoformat() if s.confirmed else None,
                     "last_digest": s.last_digest.isoformat() if s.last_digest else None,
                     "hard_failures": s.hard_failures,
+                    "paused_until": s.paused_until.isoformat() if s.paused_until else None,
                 }
                 for s in found
             ]

@@ -172,6 +172,7 @@ class DigestSettings:
     # the List-Unsubscribe mailto address, routed by the operator to `publisher inbound`:
     # "auto" = unsubscribe@<From domain>, "off" = no mailto (the one-click URL stays)
     unsubscribe_mailto: str = "auto"
+    welcome: bool = True  # a welcome mail after the confirm button (choices, first digest)
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from urllib.parse import quote
 __all__ = [
     "CONFIRM_ROUTE",
     "GONE_PAGES",
+    "PREFERENCES_ROUTE",
     "UNSUBSCRIBE_ROUTE",
     "absolute",
     "archive_path",
@@ -25,6 +26,7 @@ __all__ = [
     "category_path",
     "confirm_path",
     "href",
+    "preferences_path",
     "sitemap_path",
     "slug_words",
     "unsubscribe_path",
@@ -34,6 +36,7 @@ CONFIRM_ROUTE = "/confirm/{token}"
 UNSUBSCRIBE_ROUTE = "/unsubscribe/{token}"
 # in the output folder, never served: the pages of deleted articles, answered 410 Gone
 GONE_PAGES = ".build/gone.json"
+PREFERENCES_ROUTE = "/preferences/{token}"
 
 
 _NOT_PRINTABLE_ASCII = re.compile(r"[^\x21-\x7e]+")
@@ -105,3 +108,7 @@ def confirm_path(token: str) -> str:
 
 def unsubscribe_path(token: str) -> str:
     return UNSUBSCRIBE_ROUTE.format(token=token).lstrip("/")
+
+
+def preferences_path(token: str) -> str:
+    return PREFERENCES_ROUTE.format(token=token).lstrip("/")

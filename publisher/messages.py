@@ -36,11 +36,13 @@ from publisher.render import render
 __all__ = [
     "HTML_PART_BUDGET",
     "PLACEHOLDER",
+    "PREFERENCES_PLACEHOLDER",
     "InvalidSubscription",
     "PreparedDigest",
     "build_message",
     "clip",
     "confirmation_message",
+    "data_message",
     "date_header",
     "digest_message_id",
     "display_name",
@@ -56,11 +58,14 @@ __all__ = [
     "subject_line",
     "unsubscribe_address",
     "unsubscribe_mailto",
+    "welcome_message",
 ]
 
 # Stands in for the per-recipient unsubscribe URL while rendering once per content;
 # plain letters so neither autoescape nor CSS inlining can alter it.
 PLACEHOLDER = "https://unsubscribe.invalid/PUBLISHERUNSUBSCRIBEPLACEHOLDER"
+# the same for the recipient's preference centre link
+PREFERENCES_PLACEHOLDER = "https://preferences.invalid/PUBLISHERPREFERENCESPLACEHOLDER"
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f\u0085\u2028\u2029]+")
 # @media rules (dark mode, narrow screens) cannot be inlined: they stay in a <style>
@@ -255,6 +260,7 @@ def prepare_digest(
         "frequency": frequency,
         "categories": _fitted_names(categories, CATEGORIES_CHARS),
         "unsubscribe_url": PLACEHOLDER,
+        "preferences_url": PREFERENCES_PLACEHOLDER,
         "as_of": as_of.astimezone(zone),
         "more_url": settings.base_url.rstrip("/") + "/",
         "preheader": preheader(articles),
@@ -376,12 +382,17 @@ def personalize(
     message_id: str,
     unsubscribe_url: str,
     unsubscribe_mail: str | None,
+    preferences_url: str = "",
 ) -> bytes:
     """The complete message bytes (CRLF) for one recipient of a prepared digest
     (`unsubscribe_mail` None: the List-Unsubscribe header has the URL only)."""
     to_header = SMTP.fold_binary("To", mailbox(to_name, to_address))
-    text_qp = _qp_fill(prepared.text_qp, unsubscribe_url)
-    page_qp = _qp_fill(prepared.html_qp, html.escape(unsubscribe_url, quote=True))
+    text_qp = _qp_fill(prepared.text_qp, unsubscribe_url, preferences_url)
+    page_qp = _qp_fill(
+        prepared.html_qp,
+        html.escape(unsubscribe_url, quote=True),
+        html.escape(preferences_url, quote=True),
+    )
     b = prepared.boundary.encode()
     return b"".join(
         (
@@ -460,6 +471,67 @@ def confirmation_message(
     )
 
 
+def welcome_message(
+    environment: Any,
+    settings: Settings,
+    *,
+    to_name: str | None,
+    to_address: str,
+    preferences_url: str,
+    categories: Sequence[str],
+    frequency: str,
+    first_digest: str | None,
+    now: datetime,
+) -> EmailMessage:
+    """After the confirm button: what they chose, when the first digest comes, the
+    preference centre."""
+    context = {
+        "preferences_url": preferences_url,
+        "categories": list(categories),
+        "frequency": frequency,
+        "first_digest": first_digest,
+    }
+    return build_message(
+        settings=settings,
+        subject=f"Welcome to {settings.site.title}",
+        to_name=to_name,
+        to_address=to_address,
+        text=render(environment, "welcome.txt.j2", **context),
+        html_body=_INLINER.inline(render(environment, "welcome.html.j2", **context)),
+        date=now,
+    )
+
+
+def data_message(
+    environment: Any,
+    settings: Settings,
+    *,
+    to_name: str | None,
+    to_address: str,
+    preferences_url: str,
+    data: bytes,
+    now: datetime,
+) -> EmailMessage:
+    """ "Send me my data": a short text with what we hold attached as JSON."""
+    file_name = "subscriber-data.json"
+    text = render(
+        environment,
+        "data.txt.j2",
+        email=to_address,
+        file_name=file_name,
+        preferences_url=preferences_url,
+    )
+    message = EmailMessage(policy=SMTP)
+    message["From"] = settings.smtp.from_address
+    message["To"] = mailbox(to_name, to_address)
+    message["Subject"] = f"Your data at {settings.site.title}"
+    message["Date"] = format_datetime(now)
+    message["Message-ID"] = make_msgid(domain=settings.host)
+    message.set_content(text, subtype="plain", charset="utf-8", cte="quoted-printable")
+    message.add_attachment(data, maintype="application", subtype="json", filename=file_name)
+    return message
+
+
 def _crlf(text: str) -> str:
     return "\r\n".join(text.replace("\r\n", "\n").replace("\r", "\n").split("\n"))
 
@@ -479,12 +551,12 @@ def _qp_template(text: str) -> tuple[bytes | str, ...]:
     """
     lines = text.split("\r\n")
     if len(lines) == 1:
-        return (text,) if PLACEHOLDER in text else (_qp(text),)
+        return (text,) if _personal(text) else (_qp(text),)
     parts: list[bytes | str] = []
     run: list[str] = []
     for number, line in enumerate(lines):
         end = "" if number == len(lines) - 1 else "\r\n"
-        if PLACEHOLDER in line:
+        if _personal(line):
             if run:
                 parts.append(_qp_lines("".join(run)))
                 run = []
@@ -496,12 +568,18 @@ def _qp_template(text: str) -> tuple[bytes | str, ...]:
     return tuple(parts)
 
 
-def _qp_fill(template: tuple[bytes | str, ...], url: str) -> bytes:
+def _personal(line: str) -> bool:
+    return PLACEHOLDER in line or PREFERENCES_PLACEHOLDER in line
+
+
+def _qp_fill(template: tuple[bytes | str, ...], url: str, preferences_url: str = "") -> bytes:
+    def filled(line: str) -> str:
+        return line.replace(PLACEHOLDER, url).replace(PREFERENCES_PLACEHOLDER, preferences_url)
+
     if len(template) == 1 and isinstance(template[0], str):
-        return _qp(template[0].replace(PLACEHOLDER, url))  # one line: its own break style
+        return _qp(filled(template[0]))  # one line: its own break style
     return b"".join(
-        part if isinstance(part, bytes) else _qp_lines(part.replace(PLACEHOLDER, url))
-        for part in template
+        part if isinstance(part, bytes) else _qp_lines(filled(part)) for part in template
     )
 
 

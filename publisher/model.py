@@ -236,6 +236,17 @@ class Subscriber:
     unsubscribed: datetime | None = None
     last_digest: datetime | None = None
     hard_failures: int = 0
+    paused_until: datetime | None = None  # no digest before then (the preference centre)
+
+
+@dataclass(frozen=True, slots=True)
+class Choices:
+    """What a subscriber chose, as the confirmed page and the welcome mail say it."""
+
+    email: str
+    frequency: Frequency
+    categories: tuple[str, ...]  # empty: every category
+    first_digest: str | None  # when the schedule sends their first digest, in words
 
 
 class DeliveryStatus(StrEnum):

@@ -47,6 +47,7 @@ __all__ = [
     "LocalTimeCronTrigger",
     "digest_due",
     "job_specs",
+    "next_digest",
     "stored_jobs",
 ]
 
@@ -153,6 +154,18 @@ def job_specs(settings: Settings) -> list[JobSpec]:
         hour, minute = _clock(config.daily_time, "schedule.daily_time")
         specs.append(JobSpec(f"{JOB_PREFIX}daily", "daily", None, hour, minute))
     return specs
+
+
+def next_digest(settings: Settings, frequency: str, now: datetime) -> datetime | None:
+    """When the schedule next sends the `frequency` digest (site zone); None if that
+    job is switched off."""
+    for spec in job_specs(settings):
+        if spec.frequency == frequency:
+            fire: datetime | None = spec.trigger(settings.zone).get_next_fire_time(
+                None, now.astimezone(settings.zone)
+            )
+            return fire
+    return None
 
 
 def _clock(value: str, name: str) -> tuple[int, int]:

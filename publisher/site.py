@@ -64,7 +64,13 @@ STATE_VERSION = 2
 # slightly older timestamp; look back this far so none is missed
 REMOVAL_LOOKBACK = timedelta(minutes=5)
 SITEMAP_PAGE = 1000  # article pages per sitemap/<n>.xml (the protocol allows 50,000)
-_TEMPLATES = ("base.html.j2", "index.html.j2", "article.html.j2", "static/style.css")
+_TEMPLATES = (
+    "base.html.j2",
+    "index.html.j2",
+    "article.html.j2",
+    "_subscribe_form.html.j2",
+    "static/style.css",
+)
 
 
 class ChangedArticle(Protocol):

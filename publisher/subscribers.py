@@ -439,12 +439,22 @@ class SubscriberAdmin:
         assert changed is not None
         return changed, False
 
-    def remove(self, email: str) -> Subscriber | None:
+    def remove(
+        self,
+        email: str,
+        *,
+        source: ConsentSource = ConsentSource.CLI,
+        client: str | None = None,
+        leaving: bool = False,
+    ) -> Subscriber | None:
         """Delete a subscriber (its row, deliveries and personal data); None. One that is
         suppressed (unsubscribed, bounced, complained) stays suppressed as a keyed hash of
         its address with its status, so no add, import or form subscribes it again unasked;
         its record as it was (name and choices erased) is returned. Either way its consent
-        history stays, found by the address."""
+        history stays, found by the address.
+
+        `leaving`: the subscriber asked for it ("delete me"): unsubscribed first, in the
+        same transaction, so the suppression entry is always kept."""
         try:
             address = normalize_email(email.strip())
         except InvalidSubscription as exc:
@@ -456,6 +466,22 @@ class SubscriberAdmin:
             found = people.by_email(address)
             if found is None:
                 raise PublisherError(f"no subscriber {address}", "see `publisher subscribers list`")
+            if leaving:
+                status = stronger_status(found.status, SubscriberStatus.UNSUBSCRIBED)
+                if status is not found.status:
+                    people.set_status(found.id, status, now)
+                record_consent(
+                    ConsentEvents(connection),
+                    self.settings,
+                    email=address,
+                    subscriber_id=found.id,
+                    kind=ConsentKind.UNSUBSCRIBED,
+                    source=source,
+                    detail="asked to be deleted (preference centre)",
+                    at=now,
+                    client=client,
+                )
+                found = people.get(found.id) or found
             held = _held(found)
             record_consent(
                 ConsentEvents(connection),
@@ -463,13 +489,14 @@ class SubscriberAdmin:
                 email=address,
                 subscriber_id=found.id,
                 kind=ConsentKind.REMOVED,
-                source=ConsentSource.CLI,
+                source=source,
                 detail=(
                     f"personal data erased; kept as {held.value} (a keyed hash of the address)"
                     if held is not None
                     else f"removed by the operator (was {found.status.value})"
                 ),
                 at=now,
+                client=client,
             )
             entries = Suppressions(connection)
             if held is not None:
@@ -480,6 +507,115 @@ class SubscriberAdmin:
         if held is None:
             return None
         return replace(found, name=None, categories=(), status=held)
+
+    # -- the subscriber's own choices (the preference centre) -----------------------------
+
+    def change_preferences(
+        self,
+        email: str,
+        *,
+        categories: Sequence[str] | None = None,
+        frequency: str | None = None,
+        paused_until: datetime | None = None,
+        resume: bool = False,
+        source: ConsentSource,
+        client: str | None = None,
+    ) -> Subscriber | None:
+        """What the subscriber chose: categories (empty: all), frequency, a pause until a
+        time or its end (`resume`); only what is given changes. Each change is a
+        preferences_changed event. None for an unknown address; a UsageError for an
+        unknown category (never forced: the subscriber chose from the known ones)."""
+        try:
+            address = normalize_email(email.strip())
+            chosen = parse_frequency(frequency) if frequency else None
+        except InvalidSubscription as exc:
+            raise UsageError(str(exc)) from exc
+        now = self.clock()
+        with self.store.begin() as connection:
+            people = Subscribers(connection)
+            found = people.by_email(address)
+            if found is None:
+                return None
+            wanted = (
+                canonical_categories(categories, known_categories(self.settings, connection))
+                if categories is not None
+                else list(found.categories)
+            )
+            people.update_details(
+                found.id,
+                name=found.name,
+                categories=wanted,
+                frequency=chosen or found.frequency,
+            )
+            moved: list[str] = []
+            changed = people.get(found.id)
+            assert changed is not None
+            if (what := _changes(found, changed)) is not None:
+                moved.append(what)
+            if paused_until is not None:
+                people.pause(found.id, paused_until, now)
+                moved.append(f"paused until {paused_until.date().isoformat()}")
+            elif resume and found.paused_until is not None:
+                people.resume(found.id)
+                moved.append("resumed")
+            if moved:
+                record_consent(
+                    ConsentEvents(connection),
+                    self.settings,
+                    email=address,
+                    subscriber_id=found.id,
+                    kind=ConsentKind.PREFERENCES_CHANGED,
+                    source=source,
+                    detail="; ".join(moved),
+                    at=now,
+                    client=client,
+                )
+            return people.get(found.id)
+
+    def held_data(self, email: str) -> dict[str, Any] | None:
+        """Everything stored about the address (its record and consent history) as JSON
+        values; None for an unknown address."""
+        try:
+            address = normalize_email(email.strip())
+        except InvalidSubscription:
+            return None
+        with self.store.read() as connection:
+            found = Subscribers(connection).by_email(address)
+            if found is None:
+                return None
+            events = ConsentEvents(connection).history(
+                address_hash(address, self.settings.secret_key), found.id
+            )
+
+        def moment(value: datetime | None) -> str | None:
+            return value.isoformat() if value is not None else None
+
+        return {
+            "subscriber": {
+                "email": found.email,
+                "name": found.name,
+                "status": found.status.value,
+                "categories": list(found.categories),
+                "frequency": found.frequency.value,
+                "timezone": found.timezone,
+                "created": moment(found.created),
+                "confirmed": moment(found.confirmed),
+                "unsubscribed": moment(found.unsubscribed),
+                "last_digest": moment(found.last_digest),
+                "paused_until": moment(found.paused_until),
+                "hard_failures": found.hard_failures,
+            },
+            "consent_history": [
+                {
+                    "at": e.at.isoformat(),
+                    "kind": e.kind.value,
+                    "source": e.source.value,
+                    "detail": e.detail,
+                    "client": e.client,
+                }
+                for e in events
+            ],
+        }
 
     # -- what comes back: unsubscribe requests, bounces, complaints ---------------------
 

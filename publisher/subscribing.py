@@ -14,7 +14,7 @@ from typing import Any
 from publisher.config import Settings
 from publisher.consent import record_consent
 from publisher.errors import SendError, UsageError
-from publisher.links import confirm_path
+from publisher.links import confirm_path, preferences_path
 from publisher.mailer import Mailer
 from publisher.messages import (
     InvalidSubscription,
@@ -23,9 +23,18 @@ from publisher.messages import (
     normalize_email,
     parse_frequency,
     sender_address,
+    welcome_message,
 )
-from publisher.model import ConsentKind, ConsentSource, Frequency, SubscriberStatus
+from publisher.model import (
+    Choices,
+    ConsentKind,
+    ConsentSource,
+    Frequency,
+    Subscriber,
+    SubscriberStatus,
+)
 from publisher.render import template_environment
+from publisher.schedule import next_digest
 from publisher.secrecy import address_hash
 from publisher.store import Store
 from publisher.store.consent import ConsentEvents, Suppressions
@@ -36,7 +45,7 @@ from publisher.subscribers import (
     known_categories,
     stronger_status,
 )
-from publisher.tokens import CONFIRM, UNSUBSCRIBE, PreviewClaim, Tokens
+from publisher.tokens import CONFIRM, PREFERENCES, UNSUBSCRIBE, PreviewClaim, Tokens
 
 __all__ = ["Subscriptions"]
 
@@ -135,6 +144,7 @@ class Subscriptions:
                 held=(entry.status, entry.since) if entry is not None else None,
             )
             entries.lift(hashed)  # the row holds the status now
+            sent = people.pending_confirmation_sent(address)  # run for every address
             # one event whatever the address is (the same statements for every answer):
             # a request that changed nothing is consent evidence too
             row = people.by_email(address)
@@ -162,7 +172,6 @@ class Subscriptions:
                     at=now,
                     client=client,
                 )
-            sent = people.pending_confirmation_sent(address)  # run for every address
         cooling = registered is None and sent is not None and sent > now - cooldown
         return registered, sent if cooling else None
 
@@ -280,11 +289,89 @@ class Subscriptions:
         claim = self.tokens.check(CONFIRM, token, self.settings.server.token_max_age_seconds)
         if claim is None:
             return None
-        return await asyncio.to_thread(self._confirm, claim.subscriber_id, claim.email, client)
+        address, confirmed = await asyncio.to_thread(
+            self._confirm, claim.subscriber_id, claim.email, client
+        )
+        if confirmed and self.settings.digest.welcome:
+            self._in_background(self._send_welcome(claim.subscriber_id, claim.email))
+        return address
 
-    def _confirm(self, subscriber_id: int, email: str, client: str | None = None) -> str | None:
+    async def known_categories(self) -> list[str]:
+        """The categories the subscribe form offers: configured ones, then stored ones."""
+
+        def read() -> list[str]:
+            with self.store.read() as connection:
+                return known_categories(self.settings, connection)
+
+        return await asyncio.to_thread(read)
+
+    async def unsubscribe_status(self, token: str) -> SubscriberStatus | None:
+        """The status of the subscriber a valid unsubscribe token names, else None."""
+        claim = self.tokens.check(
+            UNSUBSCRIBE, token, self.settings.server.unsubscribe_token_max_age_seconds
+        )
+        if claim is None:
+            return None
+        found = await asyncio.to_thread(self._find_subscriber, claim.email)
+        if found is None or found.id != claim.subscriber_id:
+            return None
+        return found.status
+
+    async def choices(self, email: str) -> Choices | None:
+        """What a confirmed address chose, and when its first digest comes."""
+        found = await asyncio.to_thread(self._find_subscriber, email)
+        if found is None:
+            return None
+        return self._choices_of(found)
+
+    def _find_subscriber(self, email: str) -> Subscriber | None:
+        with self.store.read() as connection:
+            return Subscribers(connection).by_email(email)
+
+    def _choices_of(self, found: Subscriber) -> Choices:
+        fire = next_digest(self.settings, found.frequency.value, self.clock())
+        first = None
+        if fire is not None:
+            local = fire.astimezone(self.settings.zone)
+            first = (
+                f"on {local:%A} {local.day} {local:%B %Y} at {local:%H:%M} "
+                f"({self.settings.timezone})"
+            )
+        return Choices(found.email, found.frequency, found.categories, first)
+
+    async def _send_welcome(self, subscriber_id: int, email: str) -> None:
+        """The welcome mail: their choices, the first digest, the preference link."""
+        try:
+            found = await asyncio.to_thread(self._find_subscriber, email)
+            if found is None or found.id != subscriber_id:
+                return
+            chosen = self._choices_of(found)
+            token = self.tokens.make(PREFERENCES, found.id, found.email)
+            message = welcome_message(
+                self.environment,
+                self.settings,
+                to_name=found.name,
+                to_address=found.email,
+                preferences_url=self.settings.url(preferences_path(token)),
+                categories=found.categories,
+                frequency=found.frequency.value,
+                first_digest=chosen.first_digest,
+                now=self.clock(),
+            )
+            await Mailer(self.settings.smtp).send_one(
+                sender_address(self.settings), found.email, bytes(message)
+            )
+        except SendError as exc:
+            log.warning("welcome mail to %s failed: %s", email, exc.message)
+        except Exception:
+            log.exception("welcome mail to %s failed", email)
+
+    def _confirm(
+        self, subscriber_id: int, email: str, client: str | None = None
+    ) -> tuple[str | None, bool]:
         """pending -> confirmed, once; a confirmed address stays as it is (the answer is the
-        same), and an unsubscribed or bounced one is never brought back by an old link."""
+        same), and an unsubscribed or bounced one is never brought back by an old link.
+        The address, and whether this call confirmed it."""
         now = self.clock()
         with self.store.begin() as connection:
             people = Subscribers(connection)
@@ -304,10 +391,10 @@ class Subscriptions:
                     at=now,
                     client=client,
                 )
-                return email
+                return email, True
             found = people.get(subscriber_id)
         confirmed = found is not None and found.status is SubscriberStatus.CONFIRMED
-        return email if confirmed and found is not None and found.email == email else None
+        return (email if confirmed and found is not None and found.email == email else None), False
 
     async def unsubscribe_target(self, token: str) -> str | None:
         claim = self.tokens.check(

@@ -1,5 +1,5 @@
-"""Signed, expiring tokens for the confirm and unsubscribe links (itsdangerous), and the
-signed bounce tokens of the VERP return path.
+"""Signed, expiring tokens for the confirm, unsubscribe and preferences links (itsdangerous),
+and the signed bounce tokens of the VERP return path.
 
 A token names the subscriber (id and address) and its purpose; it carries no secret and
 needs no database row. A forged, altered or expired token is simply not valid.
@@ -118,7 +118,7 @@ class Tokens:
             )
         self._serializers = {
             purpose: _Uncompressed(secret_key, salt=f"publisher.{purpose}")
-            for purpose in (CONFIRM, UNSUBSCRIBE, PREVIEW)
+            for purpose in (CONFIRM, UNSUBSCRIBE, PREFERENCES, PREVIEW)
         }
         self._bounce_key = hashlib.sha256(b"publisher.bounce\0" + secret_key.encode()).digest()
 

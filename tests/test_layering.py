@@ -96,6 +96,7 @@ BANDS = {
     "web.static": ADAPTER,
     "web.subscriptions": ADAPTER,
     "web.webhooks": ADAPTER,
+    "web.preferences": ADAPTER,
     # use cases: the only modules that open transactions
     "boilerplate": USE_CASE,
     "consent": USE_CASE,
@@ -107,6 +108,7 @@ BANDS = {
     "subscribers": USE_CASE,
     "subscribing": USE_CASE,
     "inbound": USE_CASE,
+    "preferences": USE_CASE,
     "status": USE_CASE,
     "sending": USE_CASE,
     "sending.archive": USE_CASE,

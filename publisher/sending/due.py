@@ -40,9 +40,13 @@ def due_pages(
     *,
     after: int = 0,
     run_id: int | None = None,
+    paused: list[Subscriber] | None = None,
 ) -> Iterator[tuple[DuePage, int]]:
     """(page of (subscriber, digest), last subscriber id read) for the confirmed subscribers
     after id `after`; a digest may be empty (nothing new).
+
+    A subscriber whose pause lasts past `as_of` is left out (added to `paused` if given):
+    their window is not moved, so the digest after the pause covers what it missed.
 
     With `run_id`, subscribers with an open row in another run are left out: that row
     goes out first, and one message at a time is all anyone gets.
@@ -63,6 +67,10 @@ def due_pages(
         chosen: DuePage = []
         for s in page:
             if s.id in busy:
+                continue
+            if s.paused_until is not None and s.paused_until > as_of:
+                if paused is not None:
+                    paused.append(s)
                 continue
             already = sent.get(s.id)
             if already:

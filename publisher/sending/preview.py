@@ -30,6 +30,7 @@ from publisher.sending.produce import DigestProducer, Page
 from publisher.sending.reports import (
     SKIP_NO_CATEGORY,
     SKIP_NOTHING_NEW,
+    SKIP_PAUSED,
     SKIP_SUPPRESSED,
     DigestReport,
     Preview,
@@ -88,10 +89,14 @@ class DigestPreview:
         report: DigestReport,
     ) -> AsyncIterator[Page]:
         """Who is due, as rows that exist only here."""
-        pages = due_pages(self.producer.store, frequency, as_of, articles)
+        paused: list[Subscriber] = []
+        pages = due_pages(self.producer.store, frequency, as_of, articles, paused=paused)
         host = self.settings.host
         while (found := await asyncio.to_thread(next, pages, None)) is not None:
             rows: Page = []
+            report.skipped_paused += len(paused)
+            report.skipped.extend((s.email, SKIP_PAUSED) for s in paused)
+            paused.clear()
             for subscriber, digest in found[0]:
                 if digest.empty:
                     report.skipped_empty += 1

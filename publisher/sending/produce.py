@@ -22,7 +22,7 @@ from typing import Any
 
 from publisher import digest as selection
 from publisher.config import Settings
-from publisher.links import article_path, unsubscribe_path
+from publisher.links import article_path, preferences_path, unsubscribe_path
 from publisher.mailer import Outgoing
 from publisher.messages import (
     PreparedDigest,
@@ -41,7 +41,7 @@ from publisher.store import Articles, Store
 from publisher.store.deletions import Deletions
 from publisher.store.ledger import LedgerRows
 from publisher.store.runs import DigestRuns
-from publisher.tokens import UNSUBSCRIBE, Tokens
+from publisher.tokens import PREFERENCES, UNSUBSCRIBE, Tokens
 from publisher.webcopies import ArchivedDigest, copy_id
 
 __all__ = ["DigestProducer", "Page", "Produced"]
@@ -195,8 +195,10 @@ class DigestProducer:
         nobody."""
         if preview:
             token = self.tokens.make_preview(UNSUBSCRIBE, subscriber.id, subscriber.email)
+            choices = self.tokens.make_preview(PREFERENCES, subscriber.id, subscriber.email)
         else:
             token = self.tokens.make(UNSUBSCRIBE, subscriber.id, subscriber.email)
+            choices = self.tokens.make(PREFERENCES, subscriber.id, subscriber.email)
         return personalize(
             prepared,
             to_name=subscriber.name,
@@ -204,6 +206,7 @@ class DigestProducer:
             message_id=message_id,
             unsubscribe_url=self.settings.url(unsubscribe_path(token)),
             unsubscribe_mail=None if self.mailto_prefix is None else self.mailto_prefix + token,
+            preferences_url=self.settings.url(preferences_path(choices)),
         )
 
     def sender(self, subscriber: Subscriber, delivery: Delivery) -> str:

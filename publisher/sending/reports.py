@@ -11,6 +11,7 @@ from publisher.mailer import SendReport
 __all__ = [
     "SKIP_NOTHING_NEW",
     "SKIP_NO_CATEGORY",
+    "SKIP_PAUSED",
     "SKIP_SUPPRESSED",
     "DigestReport",
     "Preview",
@@ -18,6 +19,7 @@ __all__ = [
 
 SKIP_NO_CATEGORY = "no matching category"  # new articles, none in its categories
 SKIP_NOTHING_NEW = "nothing new"
+SKIP_PAUSED = "paused"  # paused from the preference centre
 SKIP_SUPPRESSED = "suppressed"  # unsubscribed, bounced or complained
 
 
@@ -41,6 +43,7 @@ class DigestReport:
     resumed: bool = False  # it finished a run an earlier send left unfinished
     as_of: datetime | None = None
     skipped_empty: int = 0
+    skipped_paused: int = 0  # confirmed subscribers whose pause lasts past the run's as_of
     previews: list[Preview] = field(default_factory=list)
     # a dry run's: (recipient, why no message) — SKIP_* reasons
     skipped: list[tuple[str, str]] = field(default_factory=list)
@@ -79,6 +82,7 @@ class DigestReport:
         return {
             "sent": self.sent,
             "skipped-empty": self.skipped_empty,
+            "skipped-paused": self.skipped_paused,
             "retried": self.retried,
             "failed": self.failed,
             "not-sent": self.deferred,

@@ -27,7 +27,14 @@ from publisher.consent import send_failure_recorder
 from publisher.errors import PublisherError
 from publisher.mailer import Mailer, SendReport
 from publisher.messages import digest_message_id, parse_frequency
-from publisher.model import Article, DeliveryStatus, DigestRun, Frequency, RunStatus
+from publisher.model import (
+    Article,
+    DeliveryStatus,
+    DigestRun,
+    Frequency,
+    RunStatus,
+    Subscriber,
+)
 from publisher.sending.archive import ArchivingLedger
 from publisher.sending.claiming import ClaimingSender, worker_name
 from publisher.sending.due import PAGE, candidates, due_pages
@@ -142,7 +149,11 @@ class DigestSender:
         chosen = None if run.frequency == "all" else Frequency(run.frequency)
         report.run_id, report.as_of = run.id, run.as_of
         articles = await asyncio.to_thread(candidates, self.store, chosen, run.as_of)
-        report.skipped_empty += await asyncio.to_thread(self._fan_out, run, chosen, articles)
+        paused: list[Subscriber] = []
+        report.skipped_empty += await asyncio.to_thread(
+            self._fan_out, run, chosen, articles, paused
+        )
+        report.skipped_paused += len(paused)
         total = await asyncio.to_thread(self._open_count, run.id)
         report.fanned_out += total
         if not deliver:
@@ -183,14 +194,19 @@ class DigestSender:
             return DigestRuns(connection).create_run(key, as_of, self.clock())
 
     def _fan_out(
-        self, run: DigestRun, frequency: Frequency | None, articles: Sequence[Article]
+        self,
+        run: DigestRun,
+        frequency: Frequency | None,
+        articles: Sequence[Article],
+        paused: list[Subscriber] | None = None,
     ) -> int:
-        """Write the run's pending rows a page at a time; the number skipped as empty."""
+        """Write the run's pending rows a page at a time; the number skipped as empty
+        (the paused ones, left out, are added to `paused`)."""
         through, skipped_before = self._read(lambda runs: runs.fanned_out_through(run.id))
         skipped_total = 0
         host = self.settings.host
         for page, last in due_pages(
-            self.store, frequency, run.as_of, articles, after=through, run_id=run.id
+            self.store, frequency, run.as_of, articles, after=through, run_id=run.id, paused=paused
         ):
             planned = [
                 PlannedDelivery(s.id, digest_message_id(run.id, s.id, host), d.article_ids)

@@ -25,7 +25,7 @@ from sqlalchemy.engine import Dialect
 __all__ = ["SCHEMA_VERSION", "UTCDateTime", "metadata"]
 
 # Bump with a migration in store/engine.py; an upgrade never drops data.
-SCHEMA_VERSION = 11
+SCHEMA_VERSION = 13
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -313,6 +313,21 @@ suppressions = Table(
     Column("status", String(16), nullable=False),  # SubscriberStatus, a suppressed one
     Column("since", UTCDateTime, nullable=False),  # when it unsubscribed (or was removed)
     Column("removed", UTCDateTime, nullable=False),
+)
+
+# Schema 13: a subscriber who paused digests from the preference centre, until when; a
+# table of its own (create_all makes it), so no subscriber row is rewritten.
+pauses = Table(
+    "pauses",
+    metadata,
+    Column(
+        "subscriber_id",
+        _ID,
+        ForeignKey("subscribers.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("until", UTCDateTime, nullable=False),
+    Column("since", UTCDateTime, nullable=False),
 )
 
 sent_articles = Table(

@@ -24,7 +24,7 @@ from sqlalchemy import (
 )
 
 from publisher.model import Frequency, Subscriber, SubscriberStatus
-from publisher.store.schema import UTCDateTime, deliveries, subscribers
+from publisher.store.schema import UTCDateTime, deliveries, pauses, subscribers
 
 __all__ = ["Registration", "Subscribers", "subscriber_from_row"]
 
@@ -39,6 +39,13 @@ class Registration:
     subscriber: Subscriber
     sent_at: datetime
     previous: datetime | None
+
+
+def _with_pause() -> Any:
+    """Subscriber rows with their pause's end (None when not paused)."""
+    return select(subscribers, pauses.c.until.label("paused_until")).select_from(
+        subscribers.outerjoin(pauses, pauses.c.subscriber_id == subscribers.c.id)
+    )
 
 
 class Subscribers:
@@ -298,6 +305,16 @@ class Subscribers:
         ).scalar()
         return value
 
+    def pause(self, subscriber_id: int, until: datetime, now: datetime) -> None:
+        """No digest for this subscriber before `until` (replaces an earlier pause)."""
+        self.resume(subscriber_id)
+        self.connection.execute(
+            insert(pauses).values(subscriber_id=subscriber_id, until=until, since=now)
+        )
+
+    def resume(self, subscriber_id: int) -> None:
+        self.connection.execute(delete(pauses).where(pauses.c.subscriber_id == subscriber_id))
+
     def remove(self, email: str) -> bool:
         return bool(
             self.connection.execute(
@@ -309,14 +326,12 @@ class Subscribers:
 
     def get(self, subscriber_id: int) -> Subscriber | None:
         row = self.connection.execute(
-            select(subscribers).where(subscribers.c.id == subscriber_id)
+            _with_pause().where(subscribers.c.id == subscriber_id)
         ).first()
         return None if row is None else subscriber_from_row(row)
 
     def by_email(self, email: str) -> Subscriber | None:
-        row = self.connection.execute(
-            select(subscribers).where(subscribers.c.email == email)
-        ).first()
+        row = self.connection.execute(_with_pause().where(subscribers.c.email == email)).first()
         return None if row is None else subscriber_from_row(row)
 
     def all(self, batch: int = 1000) -> Iterator[Subscriber]:
@@ -337,7 +352,7 @@ class Subscribers:
         status: SubscriberStatus | None = None,
         frequency: Frequency | None = None,
     ) -> list[Subscriber]:
-        query = select(subscribers).where(subscribers.c.id > after)
+        query = _with_pause().where(subscribers.c.id > after)
         if status is not None:
             query = query.where(subscribers.c.status == status.value)
         if frequency is not None:
@@ -377,4 +392,5 @@ def subscriber_from_row(row: Row[Any]) -> Subscriber:
         unsubscribed=row.unsubscribed,
         last_digest=row.last_digest,
         hard_failures=int(row.hard_failures),
+        paused_until=row._mapping.get("paused_until"),
     )

@@ -14,7 +14,9 @@
   request itself was addressed to (Host), so a server reached by another name still works.
   A request with neither header (curl, a mail provider's RFC 8058 one-click POST) passes:
   browsers always send Origin on a cross-site POST, so an attacker's page cannot omit it.
-  The confirm button (`POST /confirm/<token>`) is checked the same way.
+  The confirm button (`POST /confirm/<token>`), the preference centre's form
+  (`POST /preferences/<token>`) and the fresh-link form (`POST /links`) are checked the
+  same way.
   One-click unsubscribe (`/unsubscribe/<token>`) is not checked: its signed token is the
   proof, and mail providers post it from their own servers.
 """
@@ -32,8 +34,8 @@ from publisher.config import Settings
 __all__ = ["RequestGuard", "same_origin"]
 
 # form routes a cross-site page must not be able to submit
-CHECKED_POSTS = ("/subscribe",)
-CHECKED_POST_PREFIXES = ("/confirm/",)
+CHECKED_POSTS = ("/subscribe", "/links")
+CHECKED_POST_PREFIXES = ("/confirm/", "/preferences/")
 WEBHOOK_PREFIX = "/webhooks/"
 
 

@@ -30,6 +30,7 @@ from starlette.routing import BaseRoute, Route
 from publisher.config import Settings
 from publisher.links import CONFIRM_ROUTE, UNSUBSCRIBE_ROUTE, unsubscribe_path
 from publisher.messages import InvalidSubscription
+from publisher.model import Choices, SubscriberStatus
 from publisher.render import render, template_environment
 from publisher.tokens import CONFIRM, PREFERENCES, UNSUBSCRIBE, PreviewClaim
 
@@ -82,6 +83,18 @@ class SubscriptionService(Protocol):
     async def unsubscribe(self, token: str, client: str | None = None) -> str | None:
         """Unsubscribe; the address, or None for a forged or expired token. `client`: the
         address the request came from, for the consent history."""
+        ...
+
+    async def unsubscribe_status(self, token: str) -> SubscriberStatus | None:
+        """The status of the subscriber a valid unsubscribe token names, else None."""
+        ...
+
+    async def choices(self, email: str) -> Choices | None:
+        """What a subscribed address chose and when its first digest comes."""
+        ...
+
+    async def known_categories(self) -> list[str]:
+        """The categories the subscribe form offers."""
         ...
 
 
@@ -155,13 +168,16 @@ def subscription_routes(settings: Settings, service: SubscriptionService) -> lis
         return page("subscription_result.html.j2", status, heading=heading, message=message)
 
     def invalid_link() -> HTMLResponse:
-        return result(
-            "This link is not valid",
-            "The link is broken or has expired. Nothing was changed.",
-            400,
-        )
+        return page("link_expired.html.j2", 400)
 
-    def form(message: str, status: int = 200, email: str = "", name: str = "") -> HTMLResponse:
+    async def form(
+        message: str,
+        status: int = 200,
+        email: str = "",
+        name: str = "",
+        frequency: str = "weekly",
+        chosen: Sequence[str] = (),
+    ) -> HTMLResponse:
         return page(
             "subscribe.html.j2",
             status,
@@ -170,6 +186,9 @@ def subscription_routes(settings: Settings, service: SubscriptionService) -> lis
             show_form=True,
             email=email,
             form_name=name,
+            frequency=frequency,
+            chosen=list(chosen),
+            form_categories=await service.known_categories(),
         )
 
     def previewed(token: str) -> HTMLResponse | None:
@@ -201,7 +220,7 @@ def subscription_routes(settings: Settings, service: SubscriptionService) -> lis
         return client
 
     async def subscribe_form(request: Request) -> Response:
-        return form(f"Get the {settings.site.title} digest by email.")
+        return await form(f"Get the {settings.site.title} digest by email.")
 
     async def subscribe(request: Request) -> Response:
         client = client_of(request)
@@ -226,7 +245,9 @@ def subscription_routes(settings: Settings, service: SubscriptionService) -> lis
             cooling = await service.subscribe(email, name, categories, frequency, client)
         except InvalidSubscription as exc:
             limiter.failed(client)
-            return form(str(exc), 400, email=email, name=name or "")
+            return await form(
+                str(exc), 400, email=email, name=name or "", frequency=frequency, chosen=categories
+            )
         if cooling is not None:
             waited = max(0.0, (datetime.now(UTC) - cooling).total_seconds())
             return result(
@@ -258,8 +279,9 @@ def subscription_routes(settings: Settings, service: SubscriptionService) -> lis
         address = await service.confirm(token, _client(request))
         if address is None:
             return invalid_link()
-        return result(
-            "Subscription confirmed", f"{address} will receive the {settings.site.title} digest."
+        chosen = await service.choices(address)
+        return page(
+            "confirmed.html.j2", email=address, chosen=chosen, welcome=settings.digest.welcome
         )
 
     async def unsubscribe_page(request: Request) -> Response:
@@ -269,8 +291,14 @@ def subscription_routes(settings: Settings, service: SubscriptionService) -> lis
         address = await service.unsubscribe_target(token)
         if address is None:
             return invalid_link()
+        status = await service.unsubscribe_status(token)
+        left = status not in (None, SubscriberStatus.CONFIRMED, SubscriberStatus.PENDING)
         return page(
-            "unsubscribe.html.j2", email=address, action=settings.url(unsubscribe_path(token))
+            "unsubscribe.html.j2",
+            email=address,
+            action="/" + unsubscribe_path(token),  # wherever the page was reached
+            left=left,
+            state=status.value if left and status is not None else "",
         )
 
     async def unsubscribe(request: Request) -> Response:
@@ -280,7 +308,7 @@ def subscription_routes(settings: Settings, service: SubscriptionService) -> lis
         address = await service.unsubscribe(token, _client(request))
         if address is None:
             return invalid_link()
-        return result("Unsubscribed", f"{address} will get no more digests from us.")
+        return page("unsubscribe.html.j2", email=address, left=True, state="unsubscribed")
 
     return [
         Route("/subscribe", subscribe_form, methods=["GET", "HEAD"]),

@@ -194,6 +194,7 @@ def test_subscribers_filter_by_category_includes_those_who_chose_all(config: Pat
         "confirmed",
         "last_digest",
         "hard_failures",
+        "paused_until",
     }
 
 

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import shutil
+from datetime import UTC, datetime
 
 from sqlalchemy import inspect, select, text
 
 from publisher.app import App
+from publisher.model import ConsentSource
 from publisher.store import Store
 from publisher.store.schema import SCHEMA_VERSION, schema_version
 from tests.conftest import SEEDS
@@ -118,8 +120,39 @@ def test_a_schema_7_database_gains_the_consent_tables_and_keeps_its_subscribers(
         assert {"consent_events", "suppressions"} <= tables
         with upgraded.store.read() as connection:
             versions = connection.execute(select(schema_version.c.version)).scalars().all()
-        assert sorted(versions) == [7, 8, 9, 10, 11]
+        assert sorted(versions) == list(range(7, SCHEMA_VERSION + 1))
         assert upgraded.subscriber_admin.remove("ann@example.org") is None
         assert [e.kind.value for e in upgraded.subscriber_history("ann@example.org")] == ["removed"]
+    finally:
+        upgraded.close()
+
+
+def test_a_schema_11_database_gains_the_pauses_table_and_keeps_its_subscribers(
+    store_app: App,
+) -> None:
+    """Schema 13 (pauses, the preference centre's pause) on a database written by 11."""
+    store_app.add_subscriber("ann@example.org", name="Ann", frequency="daily")
+    with store_app.store.begin() as connection:
+        connection.execute(text("DROP TABLE pauses"))
+        connection.execute(text("DELETE FROM schema_version"))
+        connection.execute(
+            text("INSERT INTO schema_version (version, applied) VALUES (11, CURRENT_TIMESTAMP)")
+        )
+    store_app.close()
+
+    upgraded = App(store_app.settings)
+    try:
+        [ann] = upgraded.subscribers()
+        assert (ann.email, ann.name, ann.frequency.value) == ("ann@example.org", "Ann", "daily")
+        assert ann.paused_until is None
+        assert "pauses" in set(inspect(upgraded.store.engine).get_table_names())
+        with upgraded.store.read() as connection:
+            versions = connection.execute(select(schema_version.c.version)).scalars().all()
+        assert sorted(versions) == list(range(11, SCHEMA_VERSION + 1))
+        until = datetime(2030, 1, 1, tzinfo=UTC)
+        paused = upgraded.subscriber_admin.change_preferences(
+            "ann@example.org", paused_until=until, source=ConsentSource.WEB
+        )
+        assert paused is not None and paused.paused_until == until
     finally:
         upgraded.close()

@@ -85,11 +85,15 @@ def test_double_opt_in_round_trip_then_one_click_unsubscribe(
     assert confirmed.status_code == 200 and "confirmed" in confirmed.text.lower()
     assert _who(app, "new.reader@example.com").status is SubscriberStatus.CONFIRMED  # type: ignore[union-attr]
 
+    running.run(app.subscriptions.drain())  # the welcome mail follows the confirm button
+    assert len(smtp_sink.messages) == 2
+    assert "Welcome" in str(smtp_sink.messages[1].message["Subject"])
+
     # a confirmed address subscribing again: same answer, no mail, nothing changed
     third = _subscribe(url, "new.reader@example.com", frequency="daily")
     assert third.text == answer.text
     running.run(app.subscriptions.drain())
-    assert len(smtp_sink.messages) == 1
+    assert len(smtp_sink.messages) == 2
     assert _who(app, "new.reader@example.com").frequency.value == "weekly"  # type: ignore[union-attr]
 
     # the digest carries the one-click link; GET shows a button and changes nothing
