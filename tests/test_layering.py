@@ -55,6 +55,7 @@ BANDS = {
     "mailkeep": ADAPTER,
     "listener": ADAPTER,
     "imappoll": ADAPTER,
+    "scaffold": ADAPTER,  # `publisher init`: a production config folder and its keys
     # adapters: files, sockets, the database, the clock
     "inbox": ADAPTER,
     "inbox.moves": ADAPTER,
@@ -144,7 +145,7 @@ OWNERS = {
     "css_inline": {"messages"},
     "email_validator": {"messages"},
     "itsdangerous": {"tokens"},
-    "cryptography": {"webhooks"},
+    "cryptography": {"webhooks", "scaffold"},
     "numpy": {"dedup", "prepare", "ingest"},
     "xxhash": {"dedup", "prepare"},
     "click": {"cli", "console"},
