@@ -118,6 +118,7 @@ BANDS = {
     "app": WIRING,
     "runner": WIRING,
     "cli": FACE,
+    "config_docs": FACE,  # python -m publisher.config_docs: docs/configuration.md
     "console": FACE,
     "__main__": FACE,
 }
