@@ -264,7 +264,7 @@ def _init_answers(given: dict[str, Any]) -> Any:
 
     base_url = value("base_url", "Public URL of the site", scaffold.check_base_url, None)
     from_address = value("from_address", "From address", scaffold.check_from_address, None)
-    title = value("title", "Site title", str.strip, scaffold.default_title(from_address))
+    title = value("title", "Site title", scaffold.check_title, scaffold.default_title(from_address))
     zone = value("timezone", "Time zone", scaffold.check_timezone, scaffold.machine_timezone())
     list_id = value(
         "list_id", "List-Id", scaffold.check_list_id, scaffold.default_list_id(from_address)

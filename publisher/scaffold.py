@@ -26,7 +26,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
-from publisher.config import Settings, TlsMode, is_loopback_host, load_settings
+from publisher.config import Settings, TlsMode, is_loopback_host, load_settings, redact_url
 from publisher.errors import ConfigError, UsageError
 
 __all__ = [
@@ -41,6 +41,7 @@ __all__ = [
     "check_host",
     "check_list_id",
     "check_timezone",
+    "check_title",
     "default_list_id",
     "default_title",
     "from_domain",
@@ -184,6 +185,13 @@ def check_host(value: str) -> str:
     return value
 
 
+def check_title(value: str) -> str:
+    value = " ".join(value.split())
+    if _CONTROL.search(value) or len(value) > 200:
+        raise UsageError("the site title must be one line of at most 200 characters")
+    return value
+
+
 def check_selector(value: str) -> str:
     value = value.strip().lower()
     if not _SELECTOR.fullmatch(value):
@@ -251,7 +259,8 @@ def write_production_config(folder: Path, answers: InitAnswers, *, force: bool) 
     folder.mkdir(parents=True, exist_ok=True)
     wired = _dkim_settings_exist()
     text = render_config(answers, dkim_wired=wired)
-    candidate = _checked_candidate(folder, config, text)
+    private = redact_url(answers.database_url) != answers.database_url
+    candidate = _checked_candidate(folder, config, text, private=private)
     written: list[Path] = []
     kept: list[Path] = []
     try:
@@ -288,13 +297,14 @@ def write_production_config(folder: Path, answers: InitAnswers, *, force: bool) 
     )
 
 
-def _checked_candidate(folder: Path, config: Path, text: str) -> Path:
+def _checked_candidate(folder: Path, config: Path, text: str, *, private: bool) -> Path:
     """The config text in a temporary file beside its place, loaded and validated."""
     handle, name = tempfile.mkstemp(dir=folder, prefix=".publisher.", suffix=".toml")
     candidate = Path(name)
     with os.fdopen(handle, "w", encoding="utf-8") as out:
         out.write(text)
-    os.chmod(candidate, 0o644)  # no secret inside: the keys are files of their own
+    # the keys are files of their own; only a database password would make it secret
+    os.chmod(candidate, 0o600 if private else 0o644)
     try:
         load_settings(candidate, environ={})
     except ConfigError as exc:

@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from publisher.cli import cli
 from publisher.config import is_loopback_host, load_settings
+from publisher.scaffold import machine_timezone
 
 FLAGS = ["--base-url", "https://news.example.org/", "--from", "Example News <news@example.org>"]
 
@@ -190,3 +191,24 @@ def test_on_a_terminal_it_asks_for_what_the_flags_left_out(tmp_path: Path) -> No
     assert settings.smtp.host == "smtp.example.org"
     assert settings.smtp.tls.value == "starttls" and settings.smtp.port == 587
     assert settings.site.title == "Example News"
+
+
+def test_a_database_password_makes_the_config_private(tmp_path: Path) -> None:
+    url = "postgresql+psycopg://publisher:s3cret-pass@db.internal/publisher"
+    assert _init(str(tmp_path), *FLAGS, "--database-url", url).exit_code == 0
+    assert _mode(tmp_path / "publisher.toml") == 0o600
+    assert load_settings(tmp_path / "publisher.toml", environ={}).notices == ()
+
+
+def test_the_machines_zone_comes_from_tz_then_the_localtime_link(tmp_path: Path) -> None:
+    zoneinfo = tmp_path / "usr" / "share" / "zoneinfo" / "Europe"
+    zoneinfo.mkdir(parents=True)
+    (zoneinfo / "Lisbon").write_bytes(b"TZif")
+    link = tmp_path / "localtime"
+    link.symlink_to(zoneinfo / "Lisbon")
+    missing = tmp_path / "timezone"
+    assert machine_timezone({"TZ": ":Asia/Tokyo"}, link, missing) == "Asia/Tokyo"
+    assert machine_timezone({}, link, missing) == "Europe/Lisbon"
+    assert machine_timezone({"TZ": "Not/AZone"}, tmp_path / "none", missing) == "UTC"
+    missing.write_text("America/Chicago\n")
+    assert machine_timezone({}, tmp_path / "none", missing) == "America/Chicago"
