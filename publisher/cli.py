@@ -39,6 +39,7 @@ from publisher.secrecy import ensure_secret_key, printable
 if TYPE_CHECKING:  # typing only: App and the services load inside the commands
     from publisher.app import App
     from publisher.ingest import IngestReport
+    from publisher.initconfig import InitAnswers
 
 __all__ = ["main"]
 
@@ -209,13 +210,13 @@ def init(ctx: click.Context, /, folder: Path, **given: Any) -> None:
     Example: publisher init /srv/publisher --base-url https://news.example.org/
     --from "News <news@example.org>"
     """
-    from publisher import scaffold
+    from publisher import initconfig, scaffold
 
     terminal = _terminal(ctx)
     answers = _init_answers(given)
     result = scaffold.write_production_config(folder, answers, force=given["force"])
     for path in result.written:
-        private = path.name != scaffold.CONFIG_NAME
+        private = path.name != initconfig.CONFIG_NAME
         terminal.say(f"wrote {path}{' (mode 0600)' if private else ''}")
     for path in result.kept:
         terminal.say(f"kept {path} (already there)")
@@ -233,9 +234,10 @@ def init(ctx: click.Context, /, folder: Path, **given: Any) -> None:
     click.echo(f"\nNext: publisher --config {result.config} doctor")
 
 
-def _init_answers(given: dict[str, Any]) -> Any:
+def _init_answers(given: dict[str, Any]) -> InitAnswers:
     """The checked answers of `init`: the flags, and on a terminal prompts for the rest."""
-    from publisher import scaffold
+    from publisher import initconfig
+    from publisher.scaffold import machine_timezone
 
     required = {"base_url": "--base-url", "from_address": "--from"}
     missing = [flag for name, flag in required.items() if not given[name]]
@@ -259,22 +261,24 @@ def _init_answers(given: dict[str, Any]) -> Any:
             except UsageError as exc:
                 raise click.UsageError(f"{exc.message}; {exc.hint or ''}".rstrip("; ")) from exc
 
-        answer: str = click.prompt(label, default=default, value_proc=proc)
-        return answer
+        reply: str = click.prompt(label, default=default, value_proc=proc)
+        return reply
 
-    base_url = value("base_url", "Public URL of the site", scaffold.check_base_url, None)
-    from_address = value("from_address", "From address", scaffold.check_from_address, None)
-    title = value("title", "Site title", scaffold.check_title, scaffold.default_title(from_address))
-    zone = value("timezone", "Time zone", scaffold.check_timezone, scaffold.machine_timezone())
-    list_id = value(
-        "list_id", "List-Id", scaffold.check_list_id, scaffold.default_list_id(from_address)
+    base_url = value("base_url", "Public URL of the site", initconfig.check_base_url, None)
+    from_address = value("from_address", "From address", initconfig.check_from_address, None)
+    title = value(
+        "title", "Site title", initconfig.check_title, initconfig.default_title(from_address)
     )
-    smtp_host = value("smtp_host", "SMTP relay host", scaffold.check_host, "127.0.0.1")
-    port, tls = scaffold.smtp_defaults(smtp_host)
-    return scaffold.InitAnswers(
+    zone = value("timezone", "Time zone", initconfig.check_timezone, machine_timezone())
+    list_id = value(
+        "list_id", "List-Id", initconfig.check_list_id, initconfig.default_list_id(from_address)
+    )
+    smtp_host = value("smtp_host", "SMTP relay host", initconfig.check_host, "127.0.0.1")
+    port, tls = initconfig.smtp_defaults(smtp_host)
+    return initconfig.InitAnswers(
         base_url=base_url,
         from_address=from_address,
-        title=title or scaffold.default_title(from_address),
+        title=title or initconfig.default_title(from_address),
         timezone=zone,
         list_id=list_id,
         smtp_host=smtp_host,
@@ -282,7 +286,7 @@ def _init_answers(given: dict[str, Any]) -> Any:
         smtp_tls=TlsMode(given["smtp_tls"]) if given["smtp_tls"] else tls,
         smtp_username=given["smtp_username"] or None,
         database_url=given["database_url"],
-        dkim_selector=scaffold.check_selector(given["dkim_selector"]) if given["dkim"] else None,
+        dkim_selector=initconfig.check_selector(given["dkim_selector"]) if given["dkim"] else None,
     )
 
 

@@ -52,6 +52,7 @@ BANDS = {
     "webhooks.sendgrid": CORE,
     "webhooks.ses": CORE,
     "bounces": CORE,
+    "initconfig": CORE,  # what `publisher init` writes: checked answers, config text, DNS
     "mailkeep": ADAPTER,
     "listener": ADAPTER,
     "imappoll": ADAPTER,
