@@ -20,7 +20,7 @@ import click
 from rich.table import Table
 from rich.text import Text
 
-from publisher.config import Settings, load_settings
+from publisher.config import Settings, TlsMode, load_settings
 from publisher.console import (
     LazyProgress,
     Terminal,
@@ -34,11 +34,12 @@ from publisher.console import (
 )
 from publisher.errors import ConfigError, MissingDatabase, PublisherError, UsageError
 from publisher.model import Article, FileOutcome
-from publisher.secrecy import ensure_secret_key
+from publisher.secrecy import ensure_secret_key, printable
 
 if TYPE_CHECKING:  # typing only: App and the services load inside the commands
     from publisher.app import App
     from publisher.ingest import IngestReport
+    from publisher.initconfig import InitAnswers
 
 __all__ = ["main"]
 
@@ -172,6 +173,121 @@ def cli(ctx: click.Context, config: Path | None, verbose: bool, log_json: bool) 
     """
     _invocation(ctx).config = config
     setup_logging(logging.DEBUG if verbose else logging.INFO, log_json)
+
+
+# -- init --------------------------------------------------------------------------
+
+
+@cli.command()
+@click.argument("folder", metavar="[DIR]", default=".", type=click.Path(path_type=Path))
+@click.option("--base-url", help="The site's public URL, e.g. https://news.example.org/.")
+@click.option("--from", "from_address", help='The From address, e.g. "News <news@example.org>".')
+@click.option("--title", help="The site's title (default: the From address's name).")
+@click.option(
+    "--timezone", help="IANA zone of article dates and the schedule (default: this machine's)."
+)
+@click.option("--list-id", help="The digest's List-Id (default: digest.<From domain>).")
+@click.option("--smtp-host", help="The SMTP relay (default: 127.0.0.1, an MTA on this host).")
+@click.option(
+    "--smtp-port", type=click.IntRange(1, 65535), help="Default: 25 on this host, else 587."
+)
+@click.option(
+    "--smtp-tls",
+    type=click.Choice(["none", "starttls", "tls"]),
+    help="Default: none on this host, else starttls.",
+)
+@click.option("--smtp-username", help="SMTP login (the password goes in PUBLISHER_SMTP_PASSWORD).")
+@click.option("--database-url", default="sqlite:///data/publisher.db", show_default=True)
+@click.option("--dkim", is_flag=True, help="Make an RSA-2048 DKIM key (dkim.key, mode 0600).")
+@click.option("--dkim-selector", default="publisher", show_default=True)
+@click.option("--force", is_flag=True, help="Replace an existing publisher.toml (keys are kept).")
+@click.pass_context
+def init(ctx: click.Context, /, folder: Path, **given: Any) -> None:
+    """Write a production config into DIR (publisher.toml, secret_key, dkim.key with --dkim)
+    and print the DNS records `publisher doctor` checks. On a terminal it asks for what the
+    flags leave out; without one, --base-url and --from are required.
+
+    Example: publisher init /srv/publisher --base-url https://news.example.org/
+    --from "News <news@example.org>"
+    """
+    from publisher import initconfig, scaffold
+
+    terminal = _terminal(ctx)
+    answers = _init_answers(given)
+    result = scaffold.write_production_config(folder, answers, force=given["force"])
+    for path in result.written:
+        private = path.name != initconfig.CONFIG_NAME
+        terminal.say(f"wrote {path}{' (mode 0600)' if private else ''}")
+    for path in result.kept:
+        terminal.say(f"kept {path} (already there)")
+    for notice in result.notices:
+        terminal.warn(notice)
+    if answers.base_url.startswith("http:"):
+        terminal.warn("base_url is not https: doctor fails it, and mail clients warn")
+    click.echo("\nDNS records `publisher doctor` looks for (zone-file lines):")
+    for record in result.records:
+        click.echo(f"  ; {record.why}\n  {printable(record.zone_line())}")
+    if not answers.dkim_selector:
+        click.echo("  ; DKIM: no key made here (--dkim makes one); your relay must sign for it")
+    elif not result.dkim_wired:
+        terminal.note("the [dkim] lines are written as comments: this publisher does not sign")
+    click.echo(f"\nNext: publisher --config {result.config} doctor")
+
+
+def _init_answers(given: dict[str, Any]) -> InitAnswers:
+    """The checked answers of `init`: the flags, and on a terminal prompts for the rest."""
+    from publisher import initconfig
+    from publisher.scaffold import machine_timezone
+
+    required = {"base_url": "--base-url", "from_address": "--from"}
+    missing = [flag for name, flag in required.items() if not given[name]]
+    ask = bool(missing) and sys.stdin.isatty()
+    if missing and not ask:
+        raise UsageError(
+            f"missing {' and '.join(missing)} (no terminal to ask on)",
+            "pass them as flags, e.g. --base-url https://news.example.org/",
+        )
+
+    def value(name: str, label: str, check: Callable[[str], str], default: str | None) -> str:
+        if given.get(name):
+            return check(given[name])
+        if not ask:
+            assert default is not None
+            return check(default)
+
+        def proc(text: str) -> str:
+            try:
+                return check(text)
+            except UsageError as exc:
+                raise click.UsageError(f"{exc.message}; {exc.hint or ''}".rstrip("; ")) from exc
+
+        reply: str = click.prompt(label, default=default, value_proc=proc)
+        return reply
+
+    base_url = value("base_url", "Public URL of the site", initconfig.check_base_url, None)
+    from_address = value("from_address", "From address", initconfig.check_from_address, None)
+    title = value(
+        "title", "Site title", initconfig.check_title, initconfig.default_title(from_address)
+    )
+    zone = value("timezone", "Time zone", initconfig.check_timezone, machine_timezone())
+    list_id = value(
+        "list_id", "List-Id", initconfig.check_list_id, initconfig.default_list_id(from_address)
+    )
+    smtp_host = value("smtp_host", "SMTP relay host", initconfig.check_host, "127.0.0.1")
+    port, tls = initconfig.smtp_defaults(smtp_host)
+    return initconfig.InitAnswers(
+        base_url=base_url,
+        from_address=from_address,
+        title=title or initconfig.default_title(from_address),
+        timezone=zone,
+        list_id=list_id,
+        smtp_host=smtp_host,
+        smtp_port=given["smtp_port"] or port,
+        smtp_tls=TlsMode(given["smtp_tls"]) if given["smtp_tls"] else tls,
+        smtp_username=given["smtp_username"] or None,
+        database_url=given["database_url"],
+        dkim_selector=initconfig.check_selector(given["dkim_selector"]) if given["dkim"] else None,
+    )
 
 
 # -- ingest ------------------------------------------------------------------------

@@ -64,10 +64,13 @@ class WatchBackend(StrEnum):
 
 @dataclass(frozen=True)
 class SiteSettings:
-    title: str = "Harbin News"
+    title: str = "Harbin News"  # the site's name in pages, feeds and digest subjects
+    # shown under the title, and the feeds' subtitle
     subtitle: str = "Articles from the Harbin newsroom"
+    # BCP 47 tag of pages and feeds; an article's own `Language:` line overrides it
     language: str = "en"
-    icon: str | None = None
+    icon: str | None = None  # URL of the feeds' icon (Atom icon, JSON Feed favicon); unset: none
+    # URL of the feeds' logo (Atom logo, RSS image, JSON Feed icon); unset: none
     logo: str | None = None
     # categories subscribers may choose before any article of them is stored,
     # comma-separated; the categories of stored articles are always known
@@ -82,20 +85,23 @@ class SiteSettings:
 
 @dataclass(frozen=True)
 class SmtpSettings:
-    host: str = "localhost"
-    port: int = 1025
-    tls: TlsMode = TlsMode.NONE
-    username: str | None = None
-    password: str | None = field(default=None, repr=False)
+    host: str = "localhost"  # the SMTP relay digests and confirmation mails are handed to
+    port: int = 1025  # its port: 25 (an MTA), 587 (submission, starttls), 465 (tls)
+    tls: TlsMode = TlsMode.NONE  # none (this machine only), starttls or tls
+    username: str | None = None  # SMTP login; unset: no AUTH
+    password: str | None = field(default=None, repr=False)  # its password (PUBLISHER_SMTP_PASSWORD)
+    # the From of every mail, `Name <address>`; its domain is the one DKIM and DMARC check
     from_address: str = "Harbin News <news@localhost>"
-    pool_size: int = 8
-    messages_per_connection: int = 500
-    rate_per_second: float = 0.0  # 0: unlimited
-    attempts: int = 5
-    backoff_seconds: float = 0.5
-    timeout_seconds: float = 30.0
+    pool_size: int = 8  # SMTP connections a send uses at once
+    messages_per_connection: int = 500  # messages sent over one connection before it is reopened
+    # messages a second one process starts, over all its connections; 0: no limit
+    rate_per_second: float = 0.0
+    attempts: int = 5  # tries per message for 4xx replies and connection errors
+    backoff_seconds: float = 0.5  # wait before the first retry, doubling each time
+    timeout_seconds: float = 30.0  # a connection or reply slower than this fails the attempt
+    # check the relay's TLS certificate and name (turn off only for a test relay)
     verify_certificate: bool = True
-    bounce_after: int = 3
+    bounce_after: int = 3  # 5xx refusals of one subscriber at send before they are marked bounced
     # PEM file of the CA that signs the server's certificate (a private CA)
     ca_file: str | None = None
     # the name said in EHLO; unset: the From address's domain (see `ehlo_name`)
@@ -112,34 +118,37 @@ class SmtpSettings:
 
 @dataclass(frozen=True)
 class DedupSettings:
+    # MinHash Jaccard at or above which a file from another source is a re-publication
     near_duplicate_threshold: float = 0.8
     # a single repeated block is boilerplate once this many articles hold it (a run of two
     # or more consecutive blocks already at its second copy): see config/publisher.toml
     boilerplate_min_articles: int = 5
     num_perm: int = 128  # MinHash permutations: estimate sd 0.027 at Jaccard 0.9
-    shingle_size: int = 3
+    shingle_size: int = 3  # words per shingle of the re-publication signature
     # what the MinHash estimate misses (dedup/near.py): a stored article of a similar title,
     # dated within republication_days, holding this share of the shorter text (0: off)
     containment_threshold: float = 0.8
-    republication_days: int = 7
+    republication_days: int = 7  # at most this many days between the two versions' dates
     short_text_words: int = 200  # below: runs of 2 words count as shared, else shingle_size
 
 
 @dataclass(frozen=True)
 class FeedSettings:
+    # entries in atom.xml, rss.xml and feed.json (older ones are in the archive pages)
     max_entries: int = 50
-    archive_page_size: int = 50
+    archive_page_size: int = 50  # articles a full RFC 5005 archive page (archive/<n>.xml) holds
     tombstone_days: int = 30  # how long Atom feeds list a deleted article (RFC 6721)
 
 
 @dataclass(frozen=True)
 class ServerSettings:
-    host: str = "127.0.0.1"
-    port: int = 8080
+    host: str = "127.0.0.1"  # the interface `serve` and `run` listen on
+    port: int = 8080  # their port; 0: any free one
+    # malformed subscribe forms one client may send a minute (sign-ups never count)
     subscribe_per_minute: int = 5
     # a repeated request for the same address within this gets no second mail
     subscribe_cooldown_seconds: int = 600
-    token_max_age_seconds: int = 7 * 24 * 3600
+    token_max_age_seconds: int = 7 * 24 * 3600  # how long a confirmation link works
     # one-click unsubscribe links in old digests must keep working (RFC 8058)
     unsubscribe_token_max_age_seconds: int = 400 * 24 * 3600
     max_body_bytes: int = 16 * 1024  # larger request bodies get 413
@@ -156,9 +165,10 @@ class ServerSettings:
 
 @dataclass(frozen=True)
 class ScheduleSettings:
-    weekly_day: str = "mon"
-    weekly_time: str = "08:00"
-    daily_time: str = "07:00"
+    weekly_day: str = "mon"  # the weekly digest's day: mon to sun
+    weekly_time: str = "08:00"  # its time, HH:MM in `timezone`; empty: no weekly digest
+    daily_time: str = "07:00"  # the daily digest's, HH:MM in `timezone`; empty: none
+    # a digest missed while stopped is sent on start if at most this late
     misfire_grace_seconds: int = 12 * 3600
 
 
@@ -166,6 +176,7 @@ class ScheduleSettings:
 class DigestSettings:
     # {lead}: the newest article's title; {more}: " (+N more)", or nothing for one article
     subject: str = "{site} {frequency} — {lead}{more}"
+    # the List-Id header (RFC 2919) of every digest: a dotted name on your domain
     list_id: str = "digest.publisher.localhost"
     max_items: int = 20  # articles listed in full; the rest is one link to the site
     include_corrections: bool = True  # list articles corrected since they were sent
@@ -180,6 +191,7 @@ class WatchSettings:
     # where no close event says a writer finished (or backend = "poll"), a file is taken
     # once its size and mtime have not changed for this long: longer than an upload stalls
     settle_seconds: float = 3.0
+    # "auto": inotify close and rename events on Linux; "poll": the settle rule (NFS, SMB)
     backend: WatchBackend = WatchBackend.AUTO
 
 
@@ -189,12 +201,12 @@ class ImapSettings:
 
     host: str = ""  # empty: no poller
     port: int = 993  # IMAP over TLS from the first byte (RFC 8314)
-    username: str | None = None
-    password: str | None = field(default=None, repr=False)
-    mailbox: str = "INBOX"
+    username: str | None = None  # the mailbox login
+    password: str | None = field(default=None, repr=False)  # its password (PUBLISHER_IMAP_PASSWORD)
+    mailbox: str = "INBOX"  # the folder read
     # where a message goes once acted on or kept on disk; empty: it is deleted
     processed_mailbox: str = ""
-    poll_seconds: float = 60.0
+    poll_seconds: float = 60.0  # how often the mailbox is read
     # PEM file of the CA that signs the server's certificate (a private CA)
     ca_file: str | None = None
 
@@ -205,11 +217,11 @@ class InboundSettings:
 
     # this many soft (4.x.x) bounces of one address within soft_bounce_days: bounced
     soft_bounce_limit: int = 3
-    soft_bounce_days: float = 7.0
+    soft_bounce_days: float = 7.0  # the window soft_bounce_limit counts in
     # the SMTP (or LMTP) listener of `publisher run` that the MTA hands bounces and mailto
     # unsubscribes to; 0: no listener. It answers 250 only once the event is committed
     port: int = 0
-    host: str = "127.0.0.1"
+    host: str = "127.0.0.1"  # the interface the listener binds
     lmtp: bool = False  # speak LMTP (RFC 2033) instead of SMTP: Postfix's lmtp transport
     # a larger message is kept unread in <data_dir>/inbound/unmatched/ ("too large")
     max_message_bytes: int = 10 * 1024 * 1024
@@ -233,8 +245,11 @@ class WebhookSettings:
     # host:port the SigningCertURL and SubscribeURL fetches connect to instead of the
     # URL's host (which TLS still verifies): an egress proxy, or a test's local server
     ses_connect_to: str = ""
+    # Postmark: basic-auth user in the webhook URL; with postmark_password
     postmark_user: str | None = None
+    # its password (PUBLISHER_WEBHOOKS_POSTMARK_PASSWORD)
     postmark_password: str | None = field(default=None, repr=False)
+    # Mailgun: the webhook signing key (PUBLISHER_WEBHOOKS_MAILGUN_SIGNING_KEY)
     mailgun_signing_key: str | None = field(default=None, repr=False)
     # the "Verification Key" SendGrid shows when signing is on (base64 DER or PEM)
     sendgrid_public_key: str | None = None
@@ -263,9 +278,11 @@ class Settings:
     """Everything the app needs; passed in, never global."""
 
     config_file: Path | None = None
+    # the database: sqlite:///path.db, or postgresql+psycopg://user@host/db shared by hosts
     database_url: str = "sqlite:///data/publisher.db"
     # how long a writer waits for another one before "database is locked" (SQLite)
     database_busy_timeout: float = 30.0
+    # the folder editors drop article files into (quarantine/ and deleted/ live inside it)
     inbox: Path = Path("inbox")
     # processes that read, parse and sign files for an ingest of more than one batch:
     # -1 = one per core but one (at most 4); 0 = none, all in the ingesting process
@@ -274,8 +291,11 @@ class Settings:
     # a larger file is quarantined "too large" before it is read: every file is held
     # whole in memory, signed, and written into pages and feeds
     max_file_bytes: int = 4 * 1024 * 1024
+    # where feeds, pages and the sitemap are written; serve it with nginx or `publisher serve`
     output_dir: Path = Path("public")
+    # a folder of Jinja2 templates overriding the built-in ones by name; unset: built-in
     templates_dir: Path | None = None
+    # sample articles copied into an empty inbox on a first run (the demo); unset: none
     seeds_dir: Path | None = None
     # where `publisher run --smtp-debug` saves received mail
     mailbox_dir: Path = Path("mailbox")
@@ -284,8 +304,11 @@ class Settings:
     data_dir: Path = Path("data")
     # read when secret_key is unset; the first `run` or `send` creates it (local setups)
     secret_key_file: Path | None = None
+    # the public URL of the site: every link in feeds, pages and mail starts with it
     base_url: str = "http://127.0.0.1:8080/"
+    # IANA zone of the dates in article files and of the digest schedule
     timezone: str = "Asia/Shanghai"
+    # signs confirm, unsubscribe and preference links and keys address hashes; 32 bytes or more
     secret_key: str | None = field(default=None, repr=False)
     site: SiteSettings = field(default_factory=SiteSettings)
     smtp: SmtpSettings = field(default_factory=SmtpSettings)

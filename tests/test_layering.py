@@ -53,10 +53,12 @@ BANDS = {
     "webhooks.sendgrid": CORE,
     "webhooks.ses": CORE,
     "bounces": CORE,
+    "initconfig": CORE,  # what `publisher init` writes: checked answers, config text, DNS
     "mailkeep": ADAPTER,
     "listener": ADAPTER,
     "imappoll": ADAPTER,
     "webcopies": CORE,
+    "scaffold": ADAPTER,  # `publisher init`: a production config folder and its keys
     # adapters: files, sockets, the database, the clock
     "inbox": ADAPTER,
     "inbox.moves": ADAPTER,
@@ -122,6 +124,7 @@ BANDS = {
     "app": WIRING,
     "runner": WIRING,
     "cli": FACE,
+    "config_docs": FACE,  # python -m publisher.config_docs: docs/configuration.md
     "console": FACE,
     "__main__": FACE,
 }
@@ -149,7 +152,7 @@ OWNERS = {
     "css_inline": {"messages"},
     "email_validator": {"messages"},
     "itsdangerous": {"tokens"},
-    "cryptography": {"webhooks"},
+    "cryptography": {"webhooks", "scaffold"},
     "numpy": {"dedup", "prepare", "ingest"},
     "xxhash": {"dedup", "prepare"},
     "click": {"cli", "console"},
