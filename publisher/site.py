@@ -79,12 +79,14 @@ _TEMPLATES = (
     "static/style.css",
     "static/feed.xsl",
     "static/favicon.svg",
+    "static/favicon.ico",
 )
 # copied from templates/static into the output folder: (template name, output path)
 _STATIC_FILES = (
     ("static/style.css", "static/style.css"),
     ("static/favicon.svg", "static/favicon.svg"),
     ("static/feed.xsl", FEED_STYLESHEET),
+    ("static/favicon.ico", "favicon.ico"),  # asked for by browsers showing a non-HTML page
 )
 
 

@@ -25,7 +25,7 @@ from tests.integration.test_web import run_server
 
 PAGE = 10
 TOTAL = 132
-TOPICS = ["Harbin Today", "Culture & Arts", "Economy", "Sport \"live\" & <more"]
+TOPICS = ["Harbin Today", "Culture & Arts", "Economy", 'Sport "live" & <more']
 SITEMAP_NS = "{http://www.sitemaps.org/schemas/sitemap/0.9}"
 WORDS = [
     "harbor",
@@ -286,7 +286,7 @@ def test_feeds_name_a_stylesheet_and_still_parse(site: App) -> None:
         assert b'<?xml-stylesheet type="text/xsl" href="' in data.split(b"\n", 2)[1], name
         assert feedparser.parse(data).bozo == 0, name
     xsl = (public / "feed.xsl").read_text(encoding="utf-8")
-    assert "copy this URL into your reader" in xsl.lower()
+    assert "copy this url into your reader" in xsl.lower()
 
 
 def test_the_json_feed_next_url_chain_reaches_every_item(site: App) -> None:
