@@ -305,11 +305,20 @@ def test_the_json_feed_next_url_chain_reaches_every_item(site: App) -> None:
     assert set(ids) == {a.id for a in site.articles() if a.deleted is None}
 
 
-def test_one_new_article_rewrites_only_the_pages_it_changes(tmp_path: Path) -> None:
-    app = make_site(tmp_path, 45)  # archive pages 1-4 full, 5 holds 5
+@pytest.mark.parametrize(
+    ("count", "archive_pages", "economy_pages"),
+    [
+        (45, {5}, {2}),  # the newest archive page (5 of 5) and Economy's (11 -> 12) grow
+        (40, {4, 5}, {1, 2}),  # both start a new page: the page before gains a Newer link
+    ],
+)
+def test_one_new_article_rewrites_only_the_pages_it_changes(
+    tmp_path: Path, count: int, archive_pages: set[int], economy_pages: set[int]
+) -> None:
+    app = make_site(tmp_path, count)
     try:
         public = app.settings.output_dir
-        before = {p: p.read_bytes() for p in public.rglob("*.html")}
+        before = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in public.rglob("*.html")}
         path = app.settings.inbox / "story-new.txt"
         path.write_text(story(200).replace(f"Home>{TOPICS[0]}", "Home>Economy"), "utf-8")
         result = app.ingest([path])
@@ -317,19 +326,20 @@ def test_one_new_article_rewrites_only_the_pages_it_changes(tmp_path: Path) -> N
         changed = {
             str(p.relative_to(public))
             for p in public.rglob("*.html")
-            if before.get(p) != p.read_bytes()
+            if before.get(p) != (p.read_bytes(), p.stat().st_mtime_ns)
         }
         new_slug = next(a.slug for a in app.articles() if a.title.startswith("Story 200"))
-        economy = "category/economy/"
-        economy_pages = -(-sum(1 for a in app.articles() if a.category == "Economy") // PAGE)
         assert changed == {
             "index.html",
             f"articles/{new_slug}.html",
             "archive/index.html",
-            "archive/5.html",
-            f"{economy}index.html",
-            f"{economy}{economy_pages}.html",
+            *(f"archive/{n}.html" for n in archive_pages),
+            "category/economy/index.html",
+            *(f"category/economy/{n}.html" for n in economy_pages),
         }
+        assert set(listed_slugs(public, "archive/")) == set(slugs_of(app))
+        economy = {slug for slug, category in slugs_of(app).items() if category == "Economy"}
+        assert set(listed_slugs(public, "category/economy/")) == economy
     finally:
         app.close()
 
