@@ -9,7 +9,11 @@ becomes an archive once it is full and is written once: it links only to `curren
 its `prev-archive` (a next-archive link would change it when the next page fills), so
 its bytes change only if one of its own entries is corrected. Pages count positions over
 every stored row, so a deleted article must keep its row and only be left out of its
-page's entries, or every later page would shift.
+page's entries, or every later page would shift. Each archive/<n>.xml has a JSON Feed
+twin archive/<n>.json, and next_url chains feed.json through them as prev-archive does.
+
+The HTML listings (archive/ and each category/<slug>/, see "HTML listings" below) are
+paged the same way, so a new article rewrites only the newest page of each.
 
 A deleted article (store/deletions.py) is in no feed, page or listing; its page file is
 removed and named in GONE_PAGES, which the web server answers 410 Gone; the Atom feeds
@@ -64,7 +68,7 @@ log = logging.getLogger("publisher.site")
 
 STATE = ".build/state.json"
 PAGES_STATE = ".build/pages.json"
-STATE_VERSION = 2
+STATE_VERSION = 3  # bumped whenever the state file changes shape
 # removals recorded by a writer that committed after our last build may carry a
 # slightly older timestamp; look back this far so none is missed
 REMOVAL_LOOKBACK = timedelta(minutes=5)
