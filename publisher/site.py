@@ -295,9 +295,13 @@ class SiteBuilder:
                 out, queries, ARCHIVE_FOLDER, "All articles", None, total, ranks, state, slugs
             )
             counts = dict(categories)
+            now_in = {a.category for a in found}
             for name in sorted(wanted):
                 in_total = counts.get(name, 0)
-                own = queries.ranks(changed, in_total, category=name).values()
+                own: Iterable[int] = queries.ranks(changed, in_total, category=name).values()
+                if name not in now_in:
+                    # a changed article left this category: every later position moved
+                    own = range(in_total)
                 folder = category_path(slugs.get(name, category_slug(name)))
                 self._changed_listing(out, queries, folder, name, name, in_total, own, state, slugs)
             for article in found:

@@ -420,3 +420,24 @@ def test_chromium_shows_the_atom_feed_as_a_readable_page(tmp_path: Path) -> None
                 browser.close()
     finally:
         app.close()
+
+
+def test_a_correction_moving_an_article_to_another_category_moves_it_on_the_pages(
+    tmp_path: Path,
+) -> None:
+    app = make_site(tmp_path, 60)  # Economy: 15 articles, story 2 on its first page of 2
+    try:
+        public = app.settings.output_dir
+        path = app.settings.inbox / "story-002.txt"  # 2 % 4: Economy
+        moved = next(a for a in app.articles() if a.source_file.endswith("story-002.txt"))
+        assert moved.category == "Economy"
+        # a category alone is no change of content (ingest calls it a duplicate): a word too
+        corrected = story(2).replace("Home>Economy", "Home>Culture & Arts")
+        path.write_text(corrected.replace("part 0)", "part 0, corrected)"), "utf-8")
+        assert app.ingest([path]).summary()["updated"] == 1
+        assert moved.slug not in listed_slugs(public, "category/economy/")
+        assert moved.slug in listed_slugs(public, "category/culture-arts/")
+        economy = {slug for slug, category in slugs_of(app).items() if category == "Economy"}
+        assert set(listed_slugs(public, "category/economy/")) == economy
+    finally:
+        app.close()
