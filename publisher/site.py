@@ -542,7 +542,8 @@ class SiteBuilder:
                 self.environment,
                 "listing.html.j2",
                 heading=heading,
-                number=number,
+                # the entry page reads as the listing itself, not as "page 14"
+                number=1 if name.endswith("/index.html") else number,
                 articles=items,
                 older=f"{number - 1}.html" if number > 1 else None,
                 newer=f"{number + 1}.html" if number < pages else None,
@@ -607,6 +608,8 @@ class SiteBuilder:
                 if number_text.isdigit() and int(number_text) > pages:
                     out.remove(listing_page_path(folder, int(number_text)))
                     lastmods.pop(listing_page_path(folder, int(number_text)), None)
+        # a listing no stored article names any more (a category emptied) leaves the sitemap
+        lastmods = {k: v for k, v in lastmods.items() if k.rsplit("/", 1)[0] + "/" in counts}
         return fingerprints, counts, lastmods
 
     def _changed_listing(
