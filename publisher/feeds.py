@@ -89,6 +89,9 @@ class Channel:
     archive: Archive | None = None  # set when this document *is* an archive page
     empty_updated: datetime = EPOCH
     tombstones: tuple[Tombstone, ...] = ()  # Atom only; newest first
+    # relative href of feed.xsl from this document (same origin, so a browser applies it)
+    stylesheet: str | None = None
+    next_json: str | None = None  # JSON Feed next_url: the next older archive page
 
 
 @dataclass(frozen=True, slots=True)
@@ -270,12 +273,23 @@ def _add_entry(fg: FeedGenerator, entry: Entry, channel: Channel) -> None:
         fe.language.language = article.language
 
 
+def _with_stylesheet(data: bytes, href: str | None) -> bytes:
+    """The document with an xml-stylesheet processing instruction after its declaration:
+    a browser then shows the XSLT's page; feed readers ignore it."""
+    if not href:
+        return data
+    declaration, _, rest = data.partition(b"\n")
+    quoted = escape(href, {'"': "&quot;"})
+    instruction = f'<?xml-stylesheet type="text/xsl" href="{quoted}"?>'
+    return declaration + b"\n" + instruction.encode("utf-8") + b"\n" + rest
+
+
 def atom(channel: Channel, entries: Sequence[Entry]) -> bytes:
     """An Atom 1.0 document: the subscription feed, or an RFC 5005 archive page; the
     channel's tombstones as RFC 6721 deleted entries."""
     fg = _generator(channel, entries, archive=channel.archive is not None, tombstones=True)
     data: bytes = fg.atom_str(pretty=True)
-    return data
+    return _with_stylesheet(data, channel.stylesheet)
 
 
 def rss(channel: Channel, entries: Sequence[Entry]) -> bytes:
@@ -292,7 +306,7 @@ def rss(channel: Channel, entries: Sequence[Entry]) -> bytes:
         summary = entry.article.summary or entry.article.title
         fe.description(html.escape(summary, quote=False), isSummary=True)
     data: bytes = fg.rss_str(pretty=True)
-    return data
+    return _with_stylesheet(data, channel.stylesheet)
 
 
 def json_feed(channel: Channel, entries: Sequence[Entry]) -> bytes:
@@ -312,6 +326,8 @@ def json_feed(channel: Channel, entries: Sequence[Entry]) -> bytes:
         document["icon"] = channel.logo
     if channel.icon:
         document["favicon"] = channel.icon
+    if channel.next_json:
+        document["next_url"] = channel.next_json
     document["items"] = [_json_item(entry, channel, language) for entry in entries]
     text = json.dumps(document, ensure_ascii=False, indent=2)
     # the same strings, but no raw < > & in the bytes: safe even if someone inlines it
@@ -345,9 +361,19 @@ def _fields(channel: Channel) -> dict[str, Any]:
 _SITEMAP_NS = "http://www.sitemaps.org/schemas/sitemap/0.9"
 
 
-def sitemap(urls: Sequence[str]) -> bytes:
-    """A sitemaps.org urlset of these absolute URLs (at most 50,000, the protocol's limit)."""
-    lines = [f"  <url><loc>{escape(url)}</loc></url>" for url in urls]
+SITEMAP_LIMIT = 50_000  # URLs per sitemap file, and sitemaps per index (sitemaps.org)
+
+
+def sitemap(urls: Sequence[tuple[str, str | None]]) -> bytes:
+    """A sitemaps.org urlset of these (absolute URL, lastmod W3C date or None) pairs."""
+    if len(urls) > SITEMAP_LIMIT:
+        raise ValueError(f"a sitemap holds at most {SITEMAP_LIMIT} URLs, not {len(urls)}")
+    lines = [
+        f"  <url><loc>{escape(url)}</loc>"
+        + (f"<lastmod>{escape(lastmod)}</lastmod>" if lastmod else "")
+        + "</url>"
+        for url, lastmod in urls
+    ]
     return _sitemap_document("urlset", lines)
 
 

@@ -16,17 +16,23 @@ import unicodedata
 from urllib.parse import quote
 
 __all__ = [
+    "ARCHIVE_INDEX",
     "CONFIRM_ROUTE",
+    "FEED_STYLESHEET",
     "GONE_PAGES",
     "PREFERENCES_ROUTE",
     "UNSUBSCRIBE_ROUTE",
     "absolute",
+    "archive_json_path",
     "archive_path",
     "article_path",
+    "category_index_path",
     "category_path",
     "confirm_path",
     "href",
+    "listing_page_path",
     "preferences_path",
+    "sitemap_listing_path",
     "sitemap_path",
     "slug_words",
     "unsubscribe_path",
@@ -34,6 +40,8 @@ __all__ = [
 
 CONFIRM_ROUTE = "/confirm/{token}"
 UNSUBSCRIBE_ROUTE = "/unsubscribe/{token}"
+ARCHIVE_INDEX = "archive/index.html"  # the HTML archive's newest page: reaches every article
+FEED_STYLESHEET = "feed.xsl"  # turns atom.xml / rss.xml into a page a browser shows
 # in the output folder, never served: the pages of deleted articles, answered 410 Gone
 GONE_PAGES = ".build/gone.json"
 PREFERENCES_ROUTE = "/preferences/{token}"
@@ -97,9 +105,29 @@ def archive_path(number: int) -> str:
     return f"archive/{number}.xml"
 
 
+def archive_json_path(number: int) -> str:
+    """The JSON Feed twin of archive/<n>.xml (same entries; next_url pages through them)."""
+    return f"archive/{number}.json"
+
+
+def category_index_path(slug: str) -> str:
+    """A category's HTML page: its newest articles, linking to its older pages."""
+    return f"category/{slug}/index.html"
+
+
+def listing_page_path(folder: str, number: int) -> str:
+    """Page `number` of an HTML listing: `folder` is "archive/" or a category_path."""
+    return f"{folder}{number}.html"
+
+
 def sitemap_path(number: int) -> str:
     """One page of the sitemap (sitemap.xml is their index)."""
     return f"sitemap/{number}.xml"
+
+
+def sitemap_listing_path(number: int) -> str:
+    """One page of the sitemap's listing pages (index, archive and category pages)."""
+    return f"sitemap/listings-{number}.xml"
 
 
 def confirm_path(token: str) -> str:

@@ -9,7 +9,11 @@ becomes an archive once it is full and is written once: it links only to `curren
 its `prev-archive` (a next-archive link would change it when the next page fills), so
 its bytes change only if one of its own entries is corrected. Pages count positions over
 every stored row, so a deleted article must keep its row and only be left out of its
-page's entries, or every later page would shift.
+page's entries, or every later page would shift. Each archive/<n>.xml has a JSON Feed
+twin archive/<n>.json, and next_url chains feed.json through them as prev-archive does.
+
+The HTML listings (archive/ and each category/<slug>/, see "HTML listings" below) are
+paged the same way, so a new article rewrites only the newest page of each.
 
 A deleted article (store/deletions.py) is in no feed, page or listing; its page file is
 removed and named in GONE_PAGES, which the web server answers 410 Gone; the Atom feeds
@@ -28,7 +32,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
@@ -38,11 +42,16 @@ from publisher.config import Settings
 from publisher.errors import StoreError
 from publisher.feeds import Archive, Channel, Entry, Tombstone, category_slug
 from publisher.links import (
+    FEED_STYLESHEET,
     GONE_PAGES,
+    archive_json_path,
     archive_path,
     article_path,
+    category_index_path,
     category_path,
     href,
+    listing_page_path,
+    sitemap_listing_path,
     sitemap_path,
 )
 from publisher.model import Article
@@ -59,17 +68,30 @@ log = logging.getLogger("publisher.site")
 
 STATE = ".build/state.json"
 PAGES_STATE = ".build/pages.json"
-STATE_VERSION = 2
+STATE_VERSION = 3  # bumped whenever the state file changes shape
 # removals recorded by a writer that committed after our last build may carry a
 # slightly older timestamp; look back this far so none is missed
 REMOVAL_LOOKBACK = timedelta(minutes=5)
 SITEMAP_PAGE = 1000  # article pages per sitemap/<n>.xml (the protocol allows 50,000)
+LISTING_SITEMAP = 50_000  # listing pages per sitemap/listings-<n>.xml (the protocol's limit)
+ARCHIVE_FOLDER = "archive/"
 _TEMPLATES = (
     "base.html.j2",
     "index.html.j2",
     "article.html.j2",
     "_subscribe_form.html.j2",
+    "listing.html.j2",
     "static/style.css",
+    "static/feed.xsl",
+    "static/favicon.svg",
+    "static/favicon.ico",
+)
+# copied from templates/static into the output folder: (template name, output path)
+_STATIC_FILES = (
+    ("static/style.css", "static/style.css"),
+    ("static/favicon.svg", "static/favicon.svg"),
+    ("static/feed.xsl", FEED_STYLESHEET),
+    ("static/favicon.ico", "favicon.ico"),  # asked for by browsers showing a non-HTML page
 )
 
 
@@ -210,9 +232,12 @@ class SiteBuilder:
                 held[slug] = [a.id for a in found]
             names = self._emptied_categories(out, state, slugs, held)
             archives = self._full_archives(out, queries, stamps, state.get("archives", {}))
+            listings, listing_pages, lastmods = self._full_listings(
+                out, queries, stamps, slugs, state
+            )
             result.rendered += self._full_pages(out, queries, stamps, slugs, deleted)
             self._index(out, latest, queries.categories(include_deleted=False), slugs)
-            self._full_sitemap(out, stamps)
+            self._full_sitemap(out, stamps, lastmods)
         self._static(out)
         self._save_state(
             out,
@@ -221,6 +246,9 @@ class SiteBuilder:
                 "category_names": names,
                 "archives": archives,
                 "archived": archived,
+                "listings": listings,
+                "listing_pages": listing_pages,
+                "listing_lastmod": lastmods,
                 "removal_mark": newest_removal.isoformat() if newest_removal else None,
             },
         )
@@ -264,11 +292,24 @@ class SiteBuilder:
             for number in sorted(n for n in numbers if n <= archived):
                 self._archive_page(out, queries, number, total=total)
                 archives.pop(str(number), None)  # next full build re-checks it
+            self._changed_listing(
+                out, queries, ARCHIVE_FOLDER, "All articles", None, total, ranks, state, slugs
+            )
+            counts = dict(categories)
+            now_in = {a.category for a in found}
+            for name in sorted(wanted):
+                in_total = counts.get(name, 0)
+                own: Iterable[int] = queries.ranks(changed, in_total, category=name).values()
+                if name not in now_in:
+                    # a changed article left this category: every later position moved
+                    own = range(in_total)
+                folder = category_path(slugs.get(name, category_slug(name)))
+                self._changed_listing(out, queries, folder, name, name, in_total, own, state, slugs)
             for article in found:
                 self._article_page(out, article, slugs)
                 result.rendered += 1
             self._index(out, latest, queries.categories(include_deleted=False), slugs)
-            self._changed_sitemap(out, queries, ranks, total)
+            self._changed_sitemap(out, queries, ranks, total, state["listing_lastmod"])
         state.update(
             categories=held,
             category_names=names,
@@ -296,7 +337,7 @@ class SiteBuilder:
             author=site.title,
             icon=url(site.icon) if site.icon else None,
             logo=url(site.logo) if site.logo else None,
-            **extra,
+            **{"stylesheet": "../" * folder.count("/") + FEED_STYLESHEET, **extra},
         )
 
     def _entries(self, found: Sequence[Article]) -> list[Entry]:
@@ -331,9 +372,14 @@ class SiteBuilder:
         tombstones: tuple[Tombstone, ...] = (),
     ) -> None:
         site = self.settings.site
-        newest_archive = self.settings.url(archive_path(archived)) if archived else None
+        url = self.settings.url
         channel = self._channel(
-            site.title, site.subtitle, "", prev_archive=newest_archive, tombstones=tombstones
+            site.title,
+            site.subtitle,
+            "",
+            prev_archive=url(archive_path(archived)) if archived else None,
+            next_json=url(archive_json_path(archived)) if archived else None,
+            tombstones=tombstones,
         )
         self._write_feeds(out, "", channel, self._entries(current))
 
@@ -372,6 +418,8 @@ class SiteBuilder:
         for slug in sorted(gone):
             self._category_feeds(out, names.get(slug, slug), slug, [])
             held[slug] = []
+            folder = category_path(slug)
+            self._listing_page(out, folder, names.get(slug, slug), 1, 1, [], slugs, {})
         return names
 
     def _write_feeds(
@@ -405,15 +453,18 @@ class SiteBuilder:
         channel = self._channel(
             f"{site.title} — archive {number}", site.subtitle, f"archive/{number}/", archive=archive
         )
-        # an archive document's self link is the page itself
-        channel = Channel(
-            **{
-                **{name: getattr(channel, name) for name in Channel.__slots__},
-                "atom_url": url(archive_path(number)),
-            }
+        # an archive document's self link is the page itself; its JSON twin pages on
+        # to the next older one, as JSON Feed's next_url means
+        channel = replace(
+            channel,
+            atom_url=url(archive_path(number)),
+            json_url=url(archive_json_path(number)),
+            next_json=url(archive_json_path(number - 1)) if number > 1 else None,
+            stylesheet="../" + FEED_STYLESHEET,
         )
-        newest_first = sorted(found, key=lambda a: a.published, reverse=True)
-        out.write(archive_path(number), feeds.atom(channel, self._entries(newest_first)))
+        entries = self._entries(sorted(found, key=lambda a: a.published, reverse=True))
+        out.write(archive_path(number), feeds.atom(channel, entries))
+        out.write(archive_json_path(number), feeds.json_feed(channel, entries))
 
     def _full_archives(
         self,
@@ -430,6 +481,7 @@ class SiteBuilder:
             if number_text.isdigit() and int(number_text) > archived:
                 # a page an older release wrote before it was full: no link leads to it
                 out.path(archive_path(int(number_text))).unlink(missing_ok=True)
+                out.path(archive_json_path(int(number_text))).unlink(missing_ok=True)
         for number in range(1, archived + 1):
             members = stamps[(number - 1) * self.size : number * self.size]
             digest = hashlib.blake2b(str(number).encode(), digest_size=16)
@@ -437,11 +489,157 @@ class SiteBuilder:
                 digest.update(stamp.key)
             fingerprint = digest.hexdigest()
             fingerprints[str(number)] = fingerprint
-            if known.get(str(number)) == fingerprint and f"{number}.xml" in present:
+            if known.get(str(number)) == fingerprint and {f"{number}.xml", f"{number}.json"} <= (
+                present
+            ):
                 continue
             found = queries.by_ids(s.id for s in members)
             self._archive_page(out, queries, number, found, total=len(stamps))
         return fingerprints
+
+    # -- HTML listings: the archive and the category pages ---------------------------
+    # A listing (archive/ or category/<slug>/) is paged like the RFC 5005 archives, by
+    # ingest order counting every row: page n holds positions (n-1)*P .. n*P-1, so a new
+    # article changes only the last page (and the one before, when it starts a new page),
+    # and a deletion only its own page. index.html repeats the last (newest) page; every
+    # page lists newest first and links to the older and newer page.
+
+    def _listing_heading(self, folder: str, names: dict[str, str]) -> str:
+        if folder == ARCHIVE_FOLDER:
+            return "All articles"
+        return names.get(folder.removeprefix("category/").rstrip("/"), folder)
+
+    def _listing_page(
+        self,
+        out: OutputDir,
+        folder: str,
+        heading: str,
+        number: int,
+        pages: int,
+        found: Sequence[Article],
+        slugs: dict[str, str],
+        lastmods: dict[str, str],
+    ) -> None:
+        zone = self.settings.zone
+        root = "../" * folder.count("/")
+        # ingest order reversed, then by date: newest first, ties newest ingested first
+        newest_first = sorted(reversed(found), key=lambda a: a.published, reverse=True)
+        items = [
+            {
+                "article": a,
+                "url": root + href(article_path(a.slug)),
+                "published": a.published.astimezone(zone),
+                "category_url": root
+                + href(category_index_path(slugs.get(a.category, category_slug(a.category)))),
+            }
+            for a in newest_first
+        ]
+        lastmod = max((_lastmod(a) for a in found), default=None)
+        names = [listing_page_path(folder, number)]
+        if number == pages:
+            names.append(folder + "index.html")
+        for name in names:
+            html = render(
+                self.environment,
+                "listing.html.j2",
+                heading=heading,
+                # the entry page reads as the listing itself, not as "page 14"
+                number=1 if name.endswith("/index.html") else number,
+                articles=items,
+                older=f"{number - 1}.html" if number > 1 else None,
+                newer=f"{number + 1}.html" if number < pages else None,
+                feed=f"{root}{href(folder)}atom.xml" if folder != ARCHIVE_FOLDER else None,
+                canonical=self.settings.url(name),
+                root=root,
+            )
+            out.write(name, html.encode("utf-8"))
+            if lastmod:
+                lastmods[name] = lastmod
+            else:
+                lastmods.pop(name, None)
+
+    def _listing_groups(
+        self, stamps: Sequence[ArticleStamp], slugs: dict[str, str]
+    ) -> list[tuple[str, list[ArticleStamp]]]:
+        by_category: dict[str, list[ArticleStamp]] = {name: [] for name in slugs}
+        for stamp in stamps:
+            by_category.setdefault(stamp.category, []).append(stamp)
+        groups = [(ARCHIVE_FOLDER, list(stamps))]
+        for name, members in sorted(by_category.items()):
+            groups.append((category_path(slugs.get(name, category_slug(name))), members))
+        return groups
+
+    def _full_listings(
+        self,
+        out: OutputDir,
+        queries: SiteQueries,
+        stamps: Sequence[ArticleStamp],
+        slugs: dict[str, str],
+        state: dict[str, Any],
+    ) -> tuple[dict[str, str], dict[str, int], dict[str, str]]:
+        """Every listing page whose articles (or neighbours) changed since the last build;
+        returns the page fingerprints, the page count of each listing and the lastmods."""
+        known: dict[str, str] = state.get("listings", {})
+        lastmods: dict[str, str] = dict(state.get("listing_lastmod", {}))
+        names = {slug: name for name, slug in slugs.items()}
+        fingerprints: dict[str, str] = {}
+        counts: dict[str, int] = {}
+        for folder, members_all in self._listing_groups(stamps, slugs):
+            pages = max(1, -(-len(members_all) // self.size))
+            counts[folder] = pages
+            present = out.names(folder.rstrip("/"))
+            heading = self._listing_heading(folder, names)
+            for number in range(1, pages + 1):
+                members = members_all[(number - 1) * self.size : number * self.size]
+                # a page only knows whether a newer one exists, not how many there are
+                place = "last" if number == pages else "newer"
+                digest = hashlib.blake2b(f"{folder}{number}/{place}".encode(), digest_size=16)
+                for stamp in members:
+                    digest.update(stamp.key)
+                digest.update(heading.encode())
+                key = listing_page_path(folder, number)
+                fingerprints[key] = digest.hexdigest()
+                wanted = {f"{number}.html"} | ({"index.html"} if number == pages else set())
+                if known.get(key) == fingerprints[key] and wanted <= present:
+                    continue
+                found = queries.by_ids(s.id for s in members)
+                self._listing_page(out, folder, heading, number, pages, found, slugs, lastmods)
+            for name in present:
+                number_text = name.removesuffix(".html")
+                if number_text.isdigit() and int(number_text) > pages:
+                    out.remove(listing_page_path(folder, int(number_text)))
+                    lastmods.pop(listing_page_path(folder, int(number_text)), None)
+        # a listing no stored article names any more (a category emptied) leaves the sitemap
+        lastmods = {k: v for k, v in lastmods.items() if k.rsplit("/", 1)[0] + "/" in counts}
+        return fingerprints, counts, lastmods
+
+    def _changed_listing(
+        self,
+        out: OutputDir,
+        queries: SiteQueries,
+        folder: str,
+        heading: str,
+        category: str | None,
+        total: int,
+        ranks: Iterable[int],
+        state: dict[str, Any],
+        slugs: dict[str, str],
+    ) -> None:
+        """The pages of one listing holding a changed article, its last page, and the pages
+        between its old and new last page (their newer links appear)."""
+        counts: dict[str, int] = state.setdefault("listing_pages", {})
+        known: dict[str, str] = state.setdefault("listings", {})
+        lastmods: dict[str, str] = state.setdefault("listing_lastmod", {})
+        pages = max(1, -(-total // self.size))
+        before = int(counts.get(folder, pages))
+        numbers = {rank // self.size + 1 for rank in ranks}
+        numbers |= set(range(max(1, min(before, pages)), pages + 1))
+        for number in sorted(n for n in numbers if 1 <= n <= pages):
+            offset = (number - 1) * self.size
+            found = queries.in_ingest_order(offset, self.size, total, category=category)
+            self._listing_page(out, folder, heading, number, pages, found, slugs, lastmods)
+            known.pop(listing_page_path(folder, number), None)  # next full build re-checks it
+        counts[folder] = pages
 
     # -- pages ---------------------------------------------------------------------
 
@@ -487,6 +685,8 @@ class SiteBuilder:
             published=article.published.astimezone(zone),
             updated=article.updated.astimezone(zone),
             category_feed=f"../{href(category_path(slug))}atom.xml",
+            category_url=f"../{href(category_index_path(slug))}",
+            canonical=self.settings.url(article_path(article.slug)),
             root="../",
             body=body_html(article.blocks),
         )
@@ -508,6 +708,9 @@ class SiteBuilder:
                     "article": a,
                     "url": href(article_path(a.slug)),
                     "published": a.published.astimezone(zone),
+                    "category_url": href(
+                        category_index_path(slugs.get(a.category, category_slug(a.category)))
+                    ),
                 }
                 for a in latest
             ],
@@ -516,6 +719,7 @@ class SiteBuilder:
                 {"name": name, "slug": href(slugs.get(name, category_slug(name))), "count": n}
                 for name, n in categories
             ],
+            canonical=self.settings.url("index.html"),
             root="",
         )
         out.write("index.html", html.encode("utf-8"))
@@ -527,42 +731,72 @@ class SiteBuilder:
     def _sitemap_pages(self, total: int) -> int:
         return max(1, -(-total // SITEMAP_PAGE))
 
-    def _full_sitemap(self, out: OutputDir, stamps: Sequence[ArticleStamp]) -> None:
+    def _full_sitemap(
+        self, out: OutputDir, stamps: Sequence[ArticleStamp], lastmods: dict[str, str]
+    ) -> None:
         count = self._sitemap_pages(len(stamps))
         for number in range(1, count + 1):
             members = stamps[(number - 1) * SITEMAP_PAGE : number * SITEMAP_PAGE]
-            self._sitemap_page(out, number, [s.slug for s in members if not s.deleted])
+            self._sitemap_page(out, number, [(s.slug, s.updated) for s in members if not s.deleted])
         for name in out.names("sitemap"):
             number_text = name.removesuffix(".xml")
             if number_text.isdigit() and int(number_text) > count:
                 out.remove(sitemap_path(int(number_text)))
-        self._sitemap_index(out, count)
+        self._sitemap_index(out, count, self._listing_sitemaps(out, lastmods))
 
     def _changed_sitemap(
-        self, out: OutputDir, queries: SiteQueries, ranks: Iterable[int], total: int
+        self,
+        out: OutputDir,
+        queries: SiteQueries,
+        ranks: Iterable[int],
+        total: int,
+        lastmods: dict[str, str],
     ) -> None:
         count = self._sitemap_pages(total)
         for number in sorted({rank // SITEMAP_PAGE + 1 for rank in ranks} | {count}):
             offset = (number - 1) * SITEMAP_PAGE
             self._sitemap_page(out, number, queries.live_slugs(offset, SITEMAP_PAGE, total))
-        self._sitemap_index(out, count)
+        self._sitemap_index(out, count, self._listing_sitemaps(out, lastmods))
 
-    def _sitemap_page(self, out: OutputDir, number: int, slugs: Sequence[str]) -> None:
+    def _sitemap_page(self, out: OutputDir, number: int, pages: Sequence[tuple[str, str]]) -> None:
         url = self.settings.url
-        pages = [url(article_path(slug)) for slug in slugs]
-        if number == 1:
-            pages.insert(0, url("index.html"))
-        out.write(sitemap_path(number), feeds.sitemap(pages))
+        entries = [(url(article_path(slug)), _date_of(updated)) for slug, updated in pages]
+        out.write(sitemap_path(number), feeds.sitemap(entries))
 
-    def _sitemap_index(self, out: OutputDir, count: int) -> None:
-        urls = [self.settings.url(sitemap_path(n)) for n in range(1, count + 1)]
+    def _listing_sitemaps(self, out: OutputDir, lastmods: dict[str, str]) -> int:
+        """sitemap/listings-<n>.xml: the index, archive and category pages that list
+        articles, each with the newest change among them; returns how many files."""
+        url = self.settings.url
+        entries: list[tuple[str, str | None]] = [
+            ("index.html", max(lastmods.values(), default=None))
+        ]
+        entries += sorted(lastmods.items())
+        count = max(1, -(-len(entries) // LISTING_SITEMAP))
+        for number in range(1, count + 1):
+            chunk = entries[(number - 1) * LISTING_SITEMAP : number * LISTING_SITEMAP]
+            document = feeds.sitemap([(url(path), lastmod) for path, lastmod in chunk])
+            out.write(sitemap_listing_path(number), document)
+        for name in out.names("sitemap"):
+            number_text = name.removeprefix("listings-").removesuffix(".xml")
+            if name.startswith("listings-") and number_text.isdigit() and int(number_text) > count:
+                out.remove(sitemap_listing_path(int(number_text)))
+        return count
+
+    def _sitemap_index(self, out: OutputDir, count: int, listings: int) -> None:
+        urls = [self.settings.url(sitemap_listing_path(n)) for n in range(1, listings + 1)]
+        urls += [self.settings.url(sitemap_path(n)) for n in range(1, count + 1)]
         out.write("sitemap.xml", feeds.sitemap_index(urls))
 
     def _static(self, out: OutputDir) -> None:
-        for folder in [self.settings.templates_dir, builtin_templates()]:
-            if folder is not None and (folder / "static" / "style.css").is_file():
-                out.write("static/style.css", (folder / "static" / "style.css").read_bytes())
-                return
+        """The style sheet, default favicon and feed.xsl (an operator's templates_dir
+        copy wins), and robots.txt naming the sitemap."""
+        for name, target in _STATIC_FILES:
+            for folder in [self.settings.templates_dir, builtin_templates()]:
+                if folder is not None and (folder / name).is_file():
+                    out.write(target, (folder / name).read_bytes())
+                    break
+        robots = f"User-agent: *\nAllow: /\n\nSitemap: {self.settings.url('sitemap.xml')}\n"
+        out.write("robots.txt", robots.encode("utf-8"))
 
     # -- state ---------------------------------------------------------------------
 
@@ -600,6 +834,22 @@ class SiteBuilder:
     def _save_state(self, out: OutputDir, state: dict[str, Any]) -> None:
         state["fingerprint"] = self._fingerprint()
         out.write(STATE, _json_bytes(state))
+
+
+def _lastmod(article: Article) -> str:
+    """A page's sitemap lastmod from an article: its UTC date."""
+    return article.updated.astimezone(UTC).date().isoformat()
+
+
+def _date_of(stored: str) -> str | None:
+    """The UTC date of a datetime as the database prints it (naive: UTC, as stored)."""
+    try:
+        when = datetime.fromisoformat(stored)
+    except ValueError:
+        return stored[:10] or None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return when.astimezone(UTC).date().isoformat()
 
 
 def _json_bytes(value: object) -> bytes:

@@ -7,8 +7,9 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import String, cast, func, select
+from sqlalchemy import Select, String, cast, func, select
 
 from publisher.model import Article
 from publisher.store.articles import LIVE, Articles
@@ -27,6 +28,7 @@ class ArticleStamp:
     category: str
     key: bytes  # digest of everything that shows: dates, content, removed blocks, deletion
     deleted: bool = False
+    updated: str = ""  # the stored text; its first 10 characters are the date (sitemap lastmod)
 
 
 class SiteQueries(Articles):
@@ -66,7 +68,11 @@ class SiteQueries(Articles):
                 parts.append(f"deleted {gone}")
             text = "\x1f".join([*parts, *removed.get(article_id, [])])
             key = hashlib.blake2b(text.encode(), digest_size=12).digest()
-            stamps.append(ArticleStamp(int(seq), article_id, slug, category, key, gone is not None))
+            stamps.append(
+                ArticleStamp(
+                    int(seq), article_id, slug, category, key, gone is not None, str(updated)
+                )
+            )
         return stamps
 
     def by_ids(self, ids: Iterable[str], *, include_deleted: bool = False) -> list[Article]:
@@ -83,9 +89,12 @@ class SiteQueries(Articles):
             found.extend(self._load(rows, with_removals=False))
         return found
 
-    def in_ingest_order(self, offset: int, limit: int, total: int | None = None) -> list[Article]:
+    def in_ingest_order(
+        self, offset: int, limit: int, total: int | None = None, *, category: str | None = None
+    ) -> list[Article]:
         """One archive page: articles by ingest order (oldest first). Positions count every
         row, deleted ones too, so no page shifts; the deleted ones are then left out.
+        With `category`, positions count that category's rows (and `total` is its count).
 
         Pages near the end (the ones that change) are read backwards from the newest
         row, so the database does not walk past every older article to get there.
@@ -96,36 +105,46 @@ class SiteQueries(Articles):
             if take <= 0:
                 return []
             rows = self.connection.execute(
-                select(articles).order_by(articles.c.seq.desc()).offset(skip).limit(take)
+                _in(select(articles), category)
+                .order_by(articles.c.seq.desc())
+                .offset(skip)
+                .limit(take)
             ).all()
             return _live(list(reversed(self._load(rows, with_removals=False))))
         rows = self.connection.execute(
-            select(articles).order_by(articles.c.seq).offset(offset).limit(limit)
+            _in(select(articles), category).order_by(articles.c.seq).offset(offset).limit(limit)
         ).all()
         return _live(self._load(rows, with_removals=False))
 
-    def ranks(self, ids: Iterable[str], total: int) -> dict[str, int]:
-        """0-based position of each article in ingest order (what archive page it is on).
+    def ranks(
+        self, ids: Iterable[str], total: int, *, category: str | None = None
+    ) -> dict[str, int]:
+        """0-based position of each article in ingest order (what archive page it is on);
+        with `category`, among that category's rows (`total` its count; others skipped).
 
         Counted from the end: changed articles are usually the newest ones.
         """
         result: dict[str, int] = {}
         for article_id in dict.fromkeys(ids):
-            seq = self.connection.execute(
-                select(articles.c.seq).where(articles.c.id == article_id)
-            ).scalar()
+            query = select(articles.c.seq).where(articles.c.id == article_id)
+            seq = self.connection.execute(_in(query, category)).scalar()
             if seq is None:
                 continue
             newer_or_same = self.connection.execute(
-                select(func.count()).select_from(articles).where(articles.c.seq >= seq)
+                _in(select(func.count()).select_from(articles), category).where(
+                    articles.c.seq >= seq
+                )
             ).scalar_one()
             result[article_id] = total - int(newer_or_same)
         return result
 
-    def live_slugs(self, offset: int, limit: int, total: int) -> list[str]:
-        """Slugs of the articles at positions [offset, offset + limit) in ingest order that
-        are not deleted (a sitemap page); read from the nearer end, as in_ingest_order."""
-        query = select(articles.c.slug, LIVE.label("live"))
+    def live_slugs(self, offset: int, limit: int, total: int) -> list[tuple[str, str]]:
+        """(slug, updated as stored text) of the articles at positions [offset, offset +
+        limit) in ingest order that are not deleted (a sitemap page); read from the nearer
+        end, as in_ingest_order."""
+        query = select(
+            articles.c.slug, cast(articles.c.updated, String).label("updated"), LIVE.label("live")
+        )
         if offset > total // 2:
             skip = max(0, total - offset - limit)
             take = min(limit, total - offset)
@@ -144,7 +163,7 @@ class SiteQueries(Articles):
                     query.order_by(articles.c.seq).offset(offset).limit(limit)
                 ).all()
             )
-        return [str(row.slug) for row in rows if row.live]
+        return [(str(row.slug), str(row.updated)) for row in rows if row.live]
 
     def removals_since(self, since: datetime | None) -> tuple[set[str], datetime | None]:
         """Articles that had blocks removed at or after `since`, and the newest decision time."""
@@ -158,6 +177,10 @@ class SiteQueries(Articles):
             if newest is None or row.decided > newest:
                 newest = row.decided
         return ids, newest
+
+
+def _in(query: Select[Any], category: str | None) -> Select[Any]:
+    return query if category is None else query.where(articles.c.category == category)
 
 
 def _live(found: list[Article]) -> list[Article]:

@@ -37,9 +37,12 @@ __all__ = ["CONTENT_SECURITY_POLICY", "SecurityHeaders", "StaticSite", "content_
 
 log = logging.getLogger("publisher.web")
 
+# connect-src 'self': crawler audits (Lighthouse's robots.txt check) fetch from the page.
+# Only HTML gets a policy: robots.txt, sitemaps and feeds are read by crawlers and
+# readers, and a browser applying feed.xsl to a feed needs no permission beyond its origin.
 CONTENT_SECURITY_POLICY = (
-    "default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self'; "
-    "base-uri 'none'; frame-ancestors 'none'"
+    "default-src 'none'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
+    "form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
 )
 _FEED_TYPES = {
     "atom.xml": "application/atom+xml; charset=utf-8",
@@ -48,6 +51,7 @@ _FEED_TYPES = {
 }
 _COMPRESSIBLE = ("text/", "application/atom+xml", "application/rss+xml", "application/feed+json")
 _MIN_COMPRESS = 256
+_PAGE_FEED_TYPES = ("application/atom+xml", "application/rss+xml")
 _CACHE_FILES = 2048
 
 
@@ -58,6 +62,10 @@ def content_type_of(relative: str) -> str:
         return _FEED_TYPES[name]
     if relative.startswith("archive/") and name.endswith(".xml"):
         return _FEED_TYPES["atom.xml"]
+    if relative.startswith("archive/") and name.endswith(".json"):
+        return _FEED_TYPES["feed.json"]
+    if name.endswith(".xsl"):
+        return "text/xsl; charset=utf-8"  # what browsers accept for an XSLT stylesheet
     guessed, _ = mimetypes.guess_type(name)
     if guessed is None:
         return "application/octet-stream"
@@ -70,10 +78,10 @@ def cache_control_of(relative: str) -> str:
     """Readers poll feeds; pages change rarely; full archive pages and styles hardly ever."""
     if relative.startswith("static/"):
         return "public, max-age=86400"
+    if relative.endswith(".html"):
+        return "public, max-age=60"  # archive/index.html changes with every article
     if relative.startswith("archive/"):
         return "public, max-age=3600"
-    if relative.endswith(".html"):
-        return "public, max-age=60"
     return "public, max-age=300"
 
 
@@ -210,14 +218,31 @@ def _safe_relative(path: str) -> str | None:
     return "/".join(parts)
 
 
+def _as_page(request: Request, content_type: str) -> bool:
+    """A browser opening an Atom/RSS feed: it shows application/atom+xml and rss+xml as
+    plain text and would never apply feed.xsl, but renders application/xml through it.
+    Feed readers ask for the feed types (or */*) and keep getting them."""
+    if not content_type.startswith(_PAGE_FEED_TYPES):
+        return False
+    accept = request.headers.get("accept", "")
+    return "text/html" in accept and not any(t in accept for t in _PAGE_FEED_TYPES)
+
+
 def _respond(request: Request, relative: str, found: _File) -> Response:
     coding = _coding(request.headers.get("accept-encoding", ""), found)
     body, etag = found.variant(coding)
+    media_type = found.content_type
+    vary = "Accept-Encoding"
+    if media_type.startswith(_PAGE_FEED_TYPES):
+        vary = "Accept, Accept-Encoding"
+        if _as_page(request, media_type):
+            media_type = "application/xml; charset=utf-8"
+            etag = etag.removesuffix('"') + '-page"'  # another representation, another tag
     headers = {
         "ETag": etag,
         "Last-Modified": formatdate(found.modified, usegmt=True),
         "Cache-Control": cache_control_of(relative),
-        "Vary": "Accept-Encoding",
+        "Vary": vary,
     }
     if _not_modified(request, etag, found.modified):
         return Response(status_code=304, headers=headers)
@@ -226,7 +251,7 @@ def _respond(request: Request, relative: str, found: _File) -> Response:
     if request.method == "HEAD":
         headers["Content-Length"] = str(len(body))
         body = b""
-    return Response(body, headers=headers, media_type=found.content_type)
+    return Response(body, headers=headers, media_type=media_type)
 
 
 def _coding(accept: str, found: _File) -> str | None:

@@ -88,7 +88,12 @@ def test_archives_stay_byte_identical_and_every_entry_stays_reachable(app: App) 
     assert_only_full_archives(public, 25)
     stored = {a.id for a in app.articles()}
     assert reachable(public) == stored
-    before = {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in public.glob("archive/*")}
+    # the feed documents (.xml and their .json twins); the HTML pages are tested elsewhere
+    before = {
+        p.name: (p.read_bytes(), p.stat().st_mtime_ns)
+        for p in public.glob("archive/*")
+        if p.suffix != ".html"
+    }
 
     # older dates than anything shown: only the no-archive-yet rule keeps them in atom.xml
     for start in (21, 31, 41):

@@ -256,3 +256,43 @@ def test_an_empty_feed_is_still_valid_and_stable() -> None:
     parsed = feedparser.parse(data)
     assert parsed.bozo == 0 and parsed.entries == []
     assert ElementTree.fromstring(data).findtext(f"{ATOM}updated") == "1970-01-01T08:00:00+08:00"
+
+
+def test_a_sitemap_carries_lastmod_escaped_and_refuses_more_than_50000_urls() -> None:
+    from publisher.feeds import SITEMAP_LIMIT, sitemap
+
+    data = sitemap([("http://x.example/a?b=1&c=2", "2024-01-02"), ("http://x.example/b", None)])
+    root = ElementTree.fromstring(data)
+    space = "{http://www.sitemaps.org/schemas/sitemap/0.9}"
+    urls = root.findall(f"{space}url")
+    assert urls[0].findtext(f"{space}loc") == "http://x.example/a?b=1&c=2"
+    assert urls[0].findtext(f"{space}lastmod") == "2024-01-02"
+    assert urls[1].find(f"{space}lastmod") is None
+    assert SITEMAP_LIMIT == 50_000
+    sitemap([("http://x.example/", None)] * SITEMAP_LIMIT)
+    with pytest.raises(ValueError):
+        sitemap([("http://x.example/", None)] * (SITEMAP_LIMIT + 1))
+
+
+def test_a_stylesheet_instruction_follows_the_declaration_and_is_escaped() -> None:
+    from dataclasses import replace
+
+    base = Channel(
+        title="T",
+        subtitle="S",
+        home="http://x.example/",
+        atom_url="http://x.example/atom.xml",
+        rss_url="http://x.example/rss.xml",
+        json_url="http://x.example/feed.json",
+        zone=ZONE,
+    )
+    for render in (atom, rss):
+        plain = render(base, [])
+        styled = render(replace(base, stylesheet='../a"b&.xsl'), [])
+        first, second, rest = styled.split(b"\n", 2)
+        assert second == b'<?xml-stylesheet type="text/xsl" href="../a&quot;b&amp;.xsl"?>'
+        assert first + b"\n" + rest == plain
+        assert feedparser.parse(styled).bozo == 0
+    document = json.loads(json_feed(replace(base, next_json="http://x.example/archive/2.json"), []))
+    assert document["next_url"] == "http://x.example/archive/2.json"
+    assert "next_url" not in json.loads(json_feed(base, []))
