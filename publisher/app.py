@@ -185,7 +185,7 @@ class App:
     def web_routes(self) -> list[BaseRoute]:
         """Dynamic routes mounted before the static files (subscribe, confirm, unsubscribe,
         provider webhooks)."""
-        from publisher.feedback import ProviderFeedback
+        from publisher.inbound import ProviderFeedback
         from publisher.web.subscriptions import subscription_routes
         from publisher.web.webhooks import webhook_routes
 

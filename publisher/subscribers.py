@@ -520,9 +520,7 @@ class SubscriberAdmin:
         """A soft (4.x.x) bounce of `email`, recorded; the `inbound.soft_bounce_limit`-th
         within `inbound.soft_bounce_days` suppresses it as bounced. None for an unknown
         address (nothing stored)."""
-        [found] = self.record_feedback(
-            [Feedback(email, ConsentKind.SOFT_BOUNCED, source, detail)]
-        )
+        [found] = self.record_feedback([Feedback(email, ConsentKind.SOFT_BOUNCED, source, detail)])
         return found
 
     def record_feedback(self, reports: Sequence[Feedback]) -> list[Subscriber | None]:
