@@ -1,11 +1,11 @@
 """Adapter: the `[inbound]` SMTP (or LMTP) listener of `publisher run` (aiosmtpd).
 
 The MTA hands it the bounces, complaints and mailto unsubscribes it receives for us.
-Messages that arrive within a few milliseconds of each other go to `receive_many`
-together (in a worker thread: one database commit for all of them), and each message's
-250 reply is written only after that call has returned, that is after its change is
-committed or it is kept on disk. A crash before that leaves the message in the MTA's
-queue, which retries it; a failure answers 451 for the same reason.
+Messages that arrive while the previous batch commits (a few milliseconds) go to
+`receive_many` together (in a worker thread: one database commit for all of them), and
+each message's 250 reply is written only after that call has returned, that is after its
+change is committed or it is kept on disk. A crash before that leaves the message in the
+MTA's queue, which retries it; a failure answers 451 for the same reason.
 """
 
 from __future__ import annotations
@@ -31,16 +31,19 @@ ReceiveMany = Callable[[Sequence[bytes]], Sequence[bool]]
 # a message this many times over inbound.max_message_bytes is refused (552) unread:
 # up to it, `receive` keeps an oversized one as "too large"
 HARD_LIMIT_FACTOR = 4
-# how long the first message of a batch waits for others, and how many go in one
-BATCH_WINDOW_SECONDS = 0.003
+# How long a batch waits for more messages before it starts; none by default: a batch
+# is what arrived while the previous one committed (group commit), so a lone message is
+# never held back, and under a storm the batches grow by themselves. A fixed wait keeps
+# the MTA's sessions in lockstep, which measured slower (bench/results.md).
+BATCH_WINDOW_SECONDS = 0.0
 BATCH_MAX = 200
 
 
 class _Batches:
     """Gathers the messages of every open session into calls of `receive_many`: one
-    call at a time, each with what arrived while the previous one ran (or within the
-    window). A batch that fails is tried again message by message, so one message that
-    cannot be stored never costs the others their 250."""
+    call at a time, each with what arrived while the previous one ran (and within the
+    window, if one is set). A batch that fails is tried again message by message, so one
+    message that cannot be stored never costs the others their 250."""
 
     def __init__(self, receive_many: ReceiveMany, window: float, most: int) -> None:
         self.receive_many = receive_many
