@@ -122,8 +122,9 @@ class InboundMail:
 
     def receive_many(self, messages: Sequence[bytes]) -> list[InboundOutcome]:
         """`receive` for each message, with every change in one transaction: all of them
-        are committed (or kept) when this returns, or it raises and none is acted on
-        (a message kept on disk before the failure stays kept)."""
+        are committed (or kept) when this returns. If it raises, treat none as answered:
+        the changes were committed whole or not at all, and acting on a message again
+        changes nothing but its history."""
         events = [
             classify(
                 data,
