@@ -592,11 +592,8 @@ class SubscriberAdmin:
                 people.set_statuses(ids, new_status, now)
             record_consents(events, self.settings, consents)
             after = people.get_many([s.id for s in found.values()])
-        return [
-            after.get(found[address].id) if address in found else None
-            for address in addresses
-            if True
-        ]
+        rows = [found[a].id if a is not None and a in found else None for a in addresses]
+        return [after.get(row) if row is not None else None for row in rows]
 
     def _soft_bounces(
         self,
