@@ -187,7 +187,7 @@ class App:
     def web_routes(self) -> list[BaseRoute]:
         """Dynamic routes mounted before the static files (subscribe, confirm, unsubscribe,
         preferences, provider webhooks)."""
-        from publisher.feedback import ProviderFeedback
+        from publisher.inbound import ProviderFeedback
         from publisher.web.preferences import preference_routes
         from publisher.web.subscriptions import subscription_routes
         from publisher.web.webhooks import webhook_routes

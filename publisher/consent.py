@@ -9,19 +9,33 @@ the full address lives only in the database, and `subscribers history` shows it.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from publisher.config import Settings
 from publisher.model import ConsentEvent, ConsentKind, ConsentSource, SubscriberStatus
 from publisher.secrecy import address_hash, masked_address, printable
-from publisher.store.consent import ConsentEvents
+from publisher.store.consent import ConsentEvents, NewEvent
 from publisher.store.ledger import FailedDelivery
 
-__all__ = ["record_consent", "send_failure_recorder"]
+__all__ = ["Consent", "record_consent", "record_consents", "send_failure_recorder"]
 
 log = logging.getLogger("publisher.consent")
+
+
+@dataclass(frozen=True, slots=True)
+class Consent:
+    """One consent event of a normalized address, to record."""
+
+    email: str
+    subscriber_id: int | None
+    kind: ConsentKind
+    source: ConsentSource
+    detail: str
+    at: datetime
+    client: str | None = None
 
 
 def record_consent(
@@ -37,24 +51,40 @@ def record_consent(
     client: str | None = None,
 ) -> ConsentEvent:
     """Store one event of a normalized address (in the transaction of `events`) and log it."""
-    event = events.record(
-        email_hash=address_hash(email, settings.secret_key),
-        subscriber_id=subscriber_id,
-        kind=kind,
-        source=source,
-        detail=detail,
-        at=at,
-        client=client,
-    )
-    log.info(
-        "consent %s %s via %s%s: %s",
-        event.kind.value,
-        masked_address(email, settings.secret_key),
-        event.source.value,
-        f" from {printable(event.client)}" if event.client else "",
-        printable(event.detail),
+    [event] = record_consents(
+        events, settings, [Consent(email, subscriber_id, kind, source, detail, at, client)]
     )
     return event
+
+
+def record_consents(
+    events: ConsentEvents, settings: Settings, items: Sequence[Consent]
+) -> list[ConsentEvent]:
+    """`record_consent` for many events in one statement; still one log line each."""
+    stored = events.record_many(
+        [
+            NewEvent(
+                email_hash=address_hash(item.email, settings.secret_key),
+                subscriber_id=item.subscriber_id,
+                kind=item.kind,
+                source=item.source,
+                detail=item.detail,
+                at=item.at,
+                client=item.client,
+            )
+            for item in items
+        ]
+    )
+    for item, event in zip(items, stored, strict=True):
+        log.info(
+            "consent %s %s via %s%s: %s",
+            event.kind.value,
+            masked_address(item.email, settings.secret_key),
+            event.source.value,
+            f" from {printable(event.client)}" if event.client else "",
+            printable(event.detail),
+        )
+    return stored
 
 
 def send_failure_recorder(

@@ -1,19 +1,23 @@
-"""The mail that comes back, acted on: bounces, complaints and mailto unsubscribes.
+"""What comes back, acted on: bounces, complaints and unsubscribes, by mail or by webhook.
 
-One message in (from `publisher inbound`, the `[inbound]` listener of `publisher run`),
-`bounces.classify` says what it is, and every state change goes through the consent API
-of `SubscriberAdmin`: a hard bounce suppresses (bounced), a soft one counts toward
-`inbound.soft_bounce_limit`, a complaint suppresses (complained), a mailto request
-unsubscribes. What matches no subscriber is kept in `<data_dir>/inbound/unmatched/` with
-a reason file, never dropped. `receive` returns only after the change is committed or the
-message is kept, so its caller may acknowledge it then and not before.
+One policy for every path (`POLICY`): a hard bounce suppresses (bounced), a soft one
+counts toward `inbound.soft_bounce_limit`, a complaint suppresses (complained), an
+unsubscribe request unsubscribes. Mail (`publisher inbound`, the `[inbound]` listener of
+`publisher run`, the IMAP poller) is classified by `bounces.classify`; a provider's
+webhook arrives as verified `webhooks.ProviderEvent`s. Both become `Feedback` for the
+consent API of `SubscriberAdmin`, a batch of them in one transaction.
+
+Mail that matches no subscriber is kept in `<data_dir>/inbound/unmatched/` with a reason
+file, never dropped. `receive` / `receive_many` return only after the change is committed
+or the message is kept, so the caller may acknowledge each message then and not before.
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,12 +31,35 @@ from publisher.model import ConsentKind, ConsentSource, Subscriber
 from publisher.secrecy import masked_address
 from publisher.store import Store
 from publisher.store.subscribers import Subscribers
-from publisher.subscribers import SubscriberAdmin
+from publisher.subscribers import Feedback, SubscriberAdmin
 from publisher.tokens import Tokens
+from publisher.webhooks import Applied, FeedbackKind, ProviderEvent
 
-__all__ = ["InboundMail", "InboundOutcome"]
+__all__ = ["POLICY", "InboundMail", "InboundOutcome", "ProviderFeedback", "mail_kind"]
 
 log = logging.getLogger("publisher.inbound")
+
+# the one mapping from what came back to what it does to consent, for mail and webhooks
+POLICY: Mapping[FeedbackKind, ConsentKind] = {
+    FeedbackKind.HARD_BOUNCE: ConsentKind.BOUNCED,
+    FeedbackKind.SOFT_BOUNCE: ConsentKind.SOFT_BOUNCED,
+    FeedbackKind.COMPLAINT: ConsentKind.COMPLAINED,
+    FeedbackKind.UNSUBSCRIBE: ConsentKind.UNSUBSCRIBED,
+}
+
+_ACTIONABLE = (EventKind.BOUNCE, EventKind.COMPLAINT, EventKind.UNSUBSCRIBE)
+
+
+def mail_kind(event: InboundEvent, target: Target) -> FeedbackKind:
+    """What a classified message (a bounce, complaint or unsubscribe request) says about
+    one of its recipients, in the same terms as a provider's event."""
+    if event.kind is EventKind.BOUNCE:
+        return FeedbackKind.HARD_BOUNCE if target.hard else FeedbackKind.SOFT_BOUNCE
+    if event.kind is EventKind.COMPLAINT:
+        return FeedbackKind.COMPLAINT
+    if event.kind is EventKind.UNSUBSCRIBE:
+        return FeedbackKind.UNSUBSCRIBE
+    raise ValueError(f"nothing to act on in a {event.kind.value} message")
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,60 +117,93 @@ class InboundMail:
 
     def receive(self, data: bytes) -> InboundOutcome:
         """Classify one message and act on it; committed (or kept) when this returns."""
-        event = classify(
-            data,
-            tokens=self.tokens,
-            mailboxes=self.mailboxes,
-            max_bytes=self.settings.inbound.max_message_bytes,
-        )
+        [outcome] = self.receive_many([data])
+        return outcome
+
+    def receive_many(self, messages: Sequence[bytes]) -> list[InboundOutcome]:
+        """`receive` for each message, with every change in one transaction: all of them
+        are committed (or kept) when this returns. If it raises, treat none as answered:
+        the changes were committed whole or not at all, and acting on a message again
+        changes nothing but its history."""
+        events = [
+            classify(
+                data,
+                tokens=self.tokens,
+                mailboxes=self.mailboxes,
+                max_bytes=self.settings.inbound.max_message_bytes,
+            )
+            for data in messages
+        ]
+        known = self._subscribers(events)
+        reports: list[Feedback] = []
+        owners: list[tuple[int, str]] = []  # (message, address) of each report
+        missing: list[list[str]] = [[] for _ in messages]
+        for index, event in enumerate(events):
+            if event.kind not in _ACTIONABLE:
+                continue
+            for target in event.targets:
+                email, why = self._address(target, known)
+                if email is None:
+                    missing[index].append(why)
+                    continue
+                detail = f"{event.format}: {target.detail or event.reason}"[:500]
+                reports.append(
+                    Feedback(email, POLICY[mail_kind(event, target)], ConsentSource.INBOUND, detail)
+                )
+                owners.append((index, email))
+        done: list[list[str]] = [[] for _ in messages]
+        for (index, email), changed in zip(
+            owners, self.admin.record_feedback(reports) if reports else [], strict=True
+        ):
+            shown = masked_address(email, self.settings.secret_key)
+            if changed is None:
+                missing[index].append(f"no subscriber {shown}")
+            else:
+                done[index].append(f"{shown}: {events[index].kind.value} -> {changed.status}")
+        return [
+            self._outcome(data, event, done[n], missing[n])
+            for n, (data, event) in enumerate(zip(messages, events, strict=True))
+        ]
+
+    def _outcome(
+        self, data: bytes, event: InboundEvent, done: list[str], missing: list[str]
+    ) -> InboundOutcome:
         if event.kind is EventKind.NOT_OURS:
             return self._keep(data, event, event.reason)
         if event.kind is EventKind.NOTICE:
             log.info("inbound %s: %s (no action)", event.format, event.reason)
             return InboundOutcome(event, True, reason=event.reason)
-        done: list[str] = []
-        missing: list[str] = []
-        for target in event.targets:
-            email, why = self._address(target)
-            if email is None:
-                missing.append(why)
-                continue
-            changed = self._act(event, target, email)
-            shown = masked_address(email, self.settings.secret_key)
-            if changed is None:
-                missing.append(f"no subscriber {shown}")
-            else:
-                done.append(f"{shown}: {event.kind.value} -> {changed.status}")
         if not done:
             return self._keep(data, event, "; ".join(missing) or "no recipient")
         for line in done:
             log.info("inbound %s: %s (%s)", event.format, line, event.reason)
         return InboundOutcome(event, True, tuple(done), reason=event.reason)
 
-    def _address(self, target: Target) -> tuple[str | None, str]:
+    def _subscribers(self, events: Sequence[InboundEvent]) -> dict[int, Subscriber]:
+        """The subscribers the verified tokens of these messages name, in one read."""
+        ids = [
+            target.subscriber_id
+            for event in events
+            if event.kind in _ACTIONABLE
+            for target in event.targets
+            if target.subscriber_id is not None
+        ]
+        if not ids:
+            return {}
+        with self.store.read() as connection:
+            return Subscribers(connection).get_many(ids)
+
+    def _address(self, target: Target, known: Mapping[int, Subscriber]) -> tuple[str | None, str]:
         """The subscriber's address: by the verified token's id (and its address, when the
         token carries one), else the address the report names."""
         if target.subscriber_id is None:
             return target.email, "no recipient address"
-        with self.store.read() as connection:
-            found: Subscriber | None = Subscribers(connection).get(target.subscriber_id)
+        found = known.get(target.subscriber_id)
         if found is None:
             return None, f"subscriber #{target.subscriber_id} no longer exists"
         if target.email is not None and target.email.lower() != found.email.lower():
             return None, f"subscriber #{target.subscriber_id} has another address now"
         return found.email, ""
-
-    def _act(self, event: InboundEvent, target: Target, email: str) -> Subscriber | None:
-        source = ConsentSource.INBOUND
-        detail = f"{event.format}: {target.detail or event.reason}"[:500]
-        if event.kind is EventKind.BOUNCE and not target.hard:
-            return self.admin.soft_bounced(email, source=source, detail=detail)
-        kind = {
-            EventKind.BOUNCE: ConsentKind.BOUNCED,
-            EventKind.COMPLAINT: ConsentKind.COMPLAINED,
-            EventKind.UNSUBSCRIBE: ConsentKind.UNSUBSCRIBED,
-        }[event.kind]
-        return self.admin.suppress(email, kind, source=source, detail=detail)
 
     def _keep(
         self, data: bytes, event: InboundEvent, reason: str, rest: BinaryIO | None = None
@@ -162,3 +222,34 @@ class InboundMail:
         )
         log.warning("inbound: not matched (%s); kept as %s", reason, path.name)
         return InboundOutcome(event, False, kept=path, reason=reason)
+
+
+class ProviderFeedback:
+    """What `POST /webhooks/<provider>` does with its verified events
+    (web.webhooks.FeedbackService): the same `POLICY`, source `webhook`, the provider's
+    reason as the detail and the provider's address as the client; a whole batch in one
+    transaction. An address we do not know is counted and nothing is stored for it."""
+
+    def __init__(self, admin: SubscriberAdmin) -> None:
+        self.admin = admin
+
+    async def apply(self, events: Sequence[ProviderEvent], client: str | None) -> Applied:
+        if not events:
+            return Applied()
+        return await asyncio.to_thread(self.apply_now, events, client)
+
+    def apply_now(self, events: Sequence[ProviderEvent], client: str | None) -> Applied:
+        found = self.admin.record_feedback(
+            [
+                Feedback(
+                    event.email,
+                    POLICY[event.kind],
+                    ConsentSource.WEBHOOK,
+                    f"{event.provider}: {event.detail}",
+                    client,
+                )
+                for event in events
+            ]
+        )
+        acted = sum(subscriber is not None for subscriber in found)
+        return Applied(acted, len(found) - acted)

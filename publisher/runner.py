@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -86,9 +86,10 @@ async def run(
         await asyncio.to_thread(_initial_ingest_and_build, app)
         if settings.inbound.port:
             listener = await InboundListener(
-                _inbound_receiver(app),
+                None,
                 settings.inbound.host,
                 settings.inbound.port,
+                receive_many=_inbound_batch_receiver(app),
                 lmtp=settings.inbound.lmtp,
                 max_message_bytes=settings.inbound.max_message_bytes,
             ).start()
@@ -168,6 +169,16 @@ def _inbound_receiver(app: App) -> Callable[[bytes], bool]:
         return inbound.receive(data).handled
 
     return receive
+
+
+def _inbound_batch_receiver(app: App) -> Callable[[Sequence[bytes]], list[bool]]:
+    """The listener's handler for a batch: one transaction for all of its messages."""
+    inbound = app.inbound
+
+    def receive_many(messages: Sequence[bytes]) -> list[bool]:
+        return [outcome.handled for outcome in inbound.receive_many(messages)]
+
+    return receive_many
 
 
 async def _poll_imap(app: App, stop: asyncio.Event) -> None:

@@ -18,7 +18,7 @@ from typing import Any, TextIO
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from publisher.config import Settings
-from publisher.consent import record_consent
+from publisher.consent import Consent, record_consent, record_consents
 from publisher.errors import PublisherError, UsageError
 from publisher.messages import (
     InvalidSubscription,
@@ -40,6 +40,7 @@ from publisher.store.consent import ConsentEvents, Suppression, Suppressions
 from publisher.store.subscribers import Subscribers
 
 __all__ = [
+    "Feedback",
     "ImportReport",
     "SubscriberAdmin",
     "canonical_categories",
@@ -99,6 +100,20 @@ _SUPPRESSING = {
     ConsentKind.BOUNCED: SubscriberStatus.BOUNCED,
     ConsentKind.COMPLAINED: SubscriberStatus.COMPLAINED,
 }
+_FEEDBACK = frozenset({*_SUPPRESSING, ConsentKind.SOFT_BOUNCED})
+
+
+@dataclass(frozen=True, slots=True)
+class Feedback:
+    """One report about an address, from mail that came back or a provider: `kind` is
+    unsubscribed, bounced or complained (a suppression) or soft_bounced (counted toward
+    `inbound.soft_bounce_limit`); `client` is the sender's address, when known."""
+
+    email: str
+    kind: ConsentKind
+    source: ConsentSource
+    detail: str
+    client: str | None = None
 
 
 def stronger_status(current: SubscriberStatus, wanted: SubscriberStatus) -> SubscriberStatus:
@@ -634,78 +649,108 @@ class SubscriberAdmin:
         stored, for an unknown address."""
         if kind not in _SUPPRESSING:
             raise ValueError(f"suppress() takes unsubscribed, bounced or complained, not {kind}")
-        try:
-            address = normalize_email(email.strip())
-        except InvalidSubscription:
-            return None
-        now = self.clock()
-        with self.store.begin() as connection:
-            people = Subscribers(connection)
-            found = people.by_email(address)
-            if found is None:
-                return None
-            status = stronger_status(found.status, _SUPPRESSING[kind])
-            if status is not found.status:
-                people.set_status(found.id, status, now)
-            record_consent(
-                ConsentEvents(connection),
-                self.settings,
-                email=address,
-                subscriber_id=found.id,
-                kind=kind,
-                source=source,
-                detail=detail,
-                at=now,
-                client=client,
-            )
-            return people.get(found.id)
+        [found] = self.record_feedback([Feedback(email, kind, source, detail, client)])
+        return found
 
     def soft_bounced(self, email: str, *, source: ConsentSource, detail: str) -> Subscriber | None:
         """A soft (4.x.x) bounce of `email`, recorded; the `inbound.soft_bounce_limit`-th
         within `inbound.soft_bounce_days` suppresses it as bounced. None for an unknown
         address (nothing stored)."""
-        try:
-            address = normalize_email(email.strip())
-        except InvalidSubscription:
-            return None
+        [found] = self.record_feedback([Feedback(email, ConsentKind.SOFT_BOUNCED, source, detail)])
+        return found
+
+    def record_feedback(self, reports: Sequence[Feedback]) -> list[Subscriber | None]:
+        """Act on each report in order, all in one transaction (a bounce storm is one
+        commit per batch, not per address): `suppress` for unsubscribed, bounced and
+        complained, `soft_bounced` for soft_bounced, with the same rules (never a weaker
+        status, one event each, a repeat changes nothing but the history). For each
+        report, its subscriber as stored after the batch, or None (nothing stored) for an
+        unknown address."""
+        for report in reports:
+            if report.kind not in _FEEDBACK:
+                raise ValueError(f"not a kind of feedback: {report.kind}")
+        addresses: list[str | None] = []
+        for report in reports:
+            try:
+                addresses.append(normalize_email(report.email.strip()))
+            except InvalidSubscription:
+                addresses.append(None)
+        wanted = [a for a in addresses if a is not None]
+        if not wanted:
+            return [None] * len(reports)
         policy = self.settings.inbound
         now = self.clock()
         with self.store.begin() as connection:
             people = Subscribers(connection)
-            found = people.by_email(address)
-            if found is None:
-                return None
             events = ConsentEvents(connection)
-            record_consent(
-                events,
-                self.settings,
-                email=address,
-                subscriber_id=found.id,
-                kind=ConsentKind.SOFT_BOUNCED,
-                source=source,
-                detail=detail,
-                at=now,
-            )
-            since = now - timedelta(days=policy.soft_bounce_days)
-            recent = events.count(
-                address_hash(address, self.settings.secret_key),
-                (ConsentKind.SOFT_BOUNCED,),
-                since,
-            )
-            status = stronger_status(found.status, SubscriberStatus.BOUNCED)
-            if recent >= policy.soft_bounce_limit and status is not found.status:
-                people.set_status(found.id, status, now)
-                record_consent(
-                    events,
-                    self.settings,
-                    email=address,
-                    subscriber_id=found.id,
-                    kind=ConsentKind.BOUNCED,
-                    source=source,
-                    detail=f"{recent} soft bounces within {policy.soft_bounce_days:g} days",
-                    at=now,
+            found = people.by_emails(wanted)
+            status = {address: s.status for address, s in found.items()}
+            soft = self._soft_bounces(events, addresses, reports, found, now)
+            consents: list[Consent] = []
+            for address, report in zip(addresses, reports, strict=True):
+                subscriber = found.get(address) if address is not None else None
+                if address is None or subscriber is None:
+                    continue
+                consents.append(
+                    Consent(
+                        address,
+                        subscriber.id,
+                        report.kind,
+                        report.source,
+                        report.detail,
+                        now,
+                        report.client,
+                    )
                 )
-            return people.get(found.id)
+                if report.kind is not ConsentKind.SOFT_BOUNCED:
+                    status[address] = stronger_status(status[address], _SUPPRESSING[report.kind])
+                    continue
+                soft[address] += 1
+                stronger = stronger_status(status[address], SubscriberStatus.BOUNCED)
+                if soft[address] >= policy.soft_bounce_limit and stronger is not status[address]:
+                    status[address] = stronger
+                    consents.append(
+                        Consent(
+                            address,
+                            subscriber.id,
+                            ConsentKind.BOUNCED,
+                            report.source,
+                            f"{soft[address]} soft bounces within {policy.soft_bounce_days:g} days",
+                            now,
+                            report.client,
+                        )
+                    )
+            moved: dict[SubscriberStatus, list[int]] = {}
+            for address, subscriber in found.items():
+                if status[address] is not subscriber.status:
+                    moved.setdefault(status[address], []).append(subscriber.id)
+            for new_status, ids in moved.items():
+                people.set_statuses(ids, new_status, now)
+            record_consents(events, self.settings, consents)
+            after = people.get_many([s.id for s in found.values()])
+        rows = [found[a].id if a is not None and a in found else None for a in addresses]
+        return [after.get(row) if row is not None else None for row in rows]
+
+    def _soft_bounces(
+        self,
+        events: ConsentEvents,
+        addresses: Sequence[str | None],
+        reports: Sequence[Feedback],
+        found: dict[str, Subscriber],
+        now: datetime,
+    ) -> dict[str, int]:
+        """Soft bounces already recorded within `inbound.soft_bounce_days`, per address
+        of a soft-bounce report of this batch."""
+        hashes = {
+            address: address_hash(address, self.settings.secret_key)
+            for address, report in zip(addresses, reports, strict=True)
+            if address in found and report.kind is ConsentKind.SOFT_BOUNCED
+        }
+        if not hashes:
+            return {}
+        since = now - timedelta(days=self.settings.inbound.soft_bounce_days)
+        counted = events.counts(hashes.values(), (ConsentKind.SOFT_BOUNCED,), since)
+        return {address: counted.get(hashed, 0) for address, hashed in hashes.items()}
 
     def history(self, email: str) -> list[ConsentEvent]:
         """Every consent event of the address, oldest first; also those recorded while it

@@ -102,7 +102,6 @@ BANDS = {
     # use cases: the only modules that open transactions
     "boilerplate": USE_CASE,
     "consent": USE_CASE,
-    "feedback": USE_CASE,
     "deleting": USE_CASE,
     "ingest": USE_CASE,
     "prepare": USE_CASE,

@@ -8,7 +8,7 @@ removed suppressed address stays suppressed without its address being kept.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -18,7 +18,7 @@ from sqlalchemy import Connection, delete, func, insert, or_, select
 from publisher.model import ConsentEvent, ConsentKind, ConsentSource, SubscriberStatus
 from publisher.store.schema import consent_events, suppressions
 
-__all__ = ["DETAIL_LIMIT", "ConsentEvents", "Suppression", "Suppressions"]
+__all__ = ["DETAIL_LIMIT", "ConsentEvents", "NewEvent", "Suppression", "Suppressions"]
 
 DETAIL_LIMIT = 500  # characters of `detail` kept (the column's size)
 _CLIENT_LIMIT = 64
@@ -41,25 +41,40 @@ class ConsentEvents:
         at: datetime,
         client: str | None = None,
     ) -> ConsentEvent:
-        event = ConsentEvent(
-            at=at,
-            kind=kind,
-            source=source,
-            detail=detail[:DETAIL_LIMIT],
-            client=client[:_CLIENT_LIMIT] if client else None,
-        )
-        self.connection.execute(
-            insert(consent_events).values(
-                subscriber_id=subscriber_id,
-                email_hash=email_hash,
-                at=event.at,
-                kind=event.kind.value,
-                source=event.source.value,
-                detail=event.detail,
-                client=event.client,
-            )
+        [event] = self.record_many(
+            [NewEvent(email_hash, subscriber_id, kind, source, detail, at, client)]
         )
         return event
+
+    def record_many(self, new: Sequence[NewEvent]) -> list[ConsentEvent]:
+        """Store these events, in order, in one statement."""
+        stored = [
+            ConsentEvent(
+                at=item.at,
+                kind=item.kind,
+                source=item.source,
+                detail=item.detail[:DETAIL_LIMIT],
+                client=item.client[:_CLIENT_LIMIT] if item.client else None,
+            )
+            for item in new
+        ]
+        if stored:
+            self.connection.execute(
+                insert(consent_events),
+                [
+                    {
+                        "subscriber_id": item.subscriber_id,
+                        "email_hash": item.email_hash,
+                        "at": event.at,
+                        "kind": event.kind.value,
+                        "source": event.source.value,
+                        "detail": event.detail,
+                        "client": event.client,
+                    }
+                    for item, event in zip(new, stored, strict=True)
+                ],
+            )
+        return stored
 
     def history(self, email_hash: str, subscriber_id: int | None = None) -> list[ConsentEvent]:
         """Every event of the hash (or of the subscriber row), oldest first."""
@@ -83,6 +98,38 @@ class ConsentEvents:
             )
         )
         return int(self.connection.execute(query).scalar_one())
+
+    def counts(
+        self, email_hashes: Iterable[str], kinds: Iterable[ConsentKind], since: datetime
+    ) -> dict[str, int]:
+        """`count` for many addresses at once; a hash without events is absent."""
+        wanted = sorted(set(email_hashes))
+        found: dict[str, int] = {}
+        for start in range(0, len(wanted), 500):
+            query = (
+                select(consent_events.c.email_hash, func.count())
+                .where(
+                    consent_events.c.email_hash.in_(wanted[start : start + 500]),
+                    consent_events.c.kind.in_([k.value for k in kinds]),
+                    consent_events.c.at >= since,
+                )
+                .group_by(consent_events.c.email_hash)
+            )
+            found.update((row[0], int(row[1])) for row in self.connection.execute(query))
+        return found
+
+
+@dataclass(frozen=True, slots=True)
+class NewEvent:
+    """A consent event to store: its address only as the keyed hash."""
+
+    email_hash: str
+    subscriber_id: int | None
+    kind: ConsentKind
+    source: ConsentSource
+    detail: str
+    at: datetime
+    client: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

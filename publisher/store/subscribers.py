@@ -6,7 +6,7 @@ import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import (
     Connection,
@@ -140,6 +140,12 @@ class Subscribers:
         )
 
     def set_status(self, subscriber_id: int, status: SubscriberStatus, now: datetime) -> None:
+        self.set_statuses((subscriber_id,), status, now)
+
+    def set_statuses(
+        self, subscriber_ids: Sequence[int], status: SubscriberStatus, now: datetime
+    ) -> None:
+        """`set_status` for many rows at once (one statement per chunk)."""
         values: dict[str, Any] = {"status": status.value}
         if status is SubscriberStatus.CONFIRMED:
             values.update(confirmed=now, unsubscribed=None, hard_failures=0)
@@ -149,9 +155,10 @@ class Subscribers:
             values["unsubscribed"] = func.coalesce(
                 subscribers.c.unsubscribed, literal(now, UTCDateTime())
             )
-        self.connection.execute(
-            update(subscribers).where(subscribers.c.id == subscriber_id).values(**values)
-        )
+        for chunk in _chunks(list(subscriber_ids)):
+            self.connection.execute(
+                update(subscribers).where(subscribers.c.id.in_(chunk)).values(**values)
+            )
 
     def register_pending(
         self,
@@ -334,6 +341,26 @@ class Subscribers:
         row = self.connection.execute(_with_pause().where(subscribers.c.email == email)).first()
         return None if row is None else subscriber_from_row(row)
 
+    def by_emails(self, emails: Sequence[str]) -> dict[str, Subscriber]:
+        """The stored ones of these addresses, by address (one query per chunk)."""
+        found: dict[str, Subscriber] = {}
+        for chunk in _chunks(sorted(set(emails))):
+            rows = self.connection.execute(
+                select(subscribers).where(subscribers.c.email.in_(chunk))
+            ).all()
+            found.update((row.email, subscriber_from_row(row)) for row in rows)
+        return found
+
+    def get_many(self, subscriber_ids: Sequence[int]) -> dict[int, Subscriber]:
+        """The stored ones of these ids, by id (one query per chunk)."""
+        found: dict[int, Subscriber] = {}
+        for chunk in _chunks(sorted(set(subscriber_ids))):
+            rows = self.connection.execute(
+                select(subscribers).where(subscribers.c.id.in_(chunk))
+            ).all()
+            found.update((row.id, subscriber_from_row(row)) for row in rows)
+        return found
+
     def all(self, batch: int = 1000) -> Iterator[Subscriber]:
         """Every subscriber by id, read in pages so a large list never sits in memory."""
         after = 0
@@ -376,6 +403,16 @@ class Subscribers:
         if status is not None:
             query = query.where(subscribers.c.status == status.value)
         return int(self.connection.execute(query).scalar_one())
+
+
+# values bound per IN (...) list: well under SQLite's and PostgreSQL's limits
+_CHUNK = 500
+_T = TypeVar("_T")
+
+
+def _chunks(items: list[_T]) -> Iterator[list[_T]]:
+    for start in range(0, len(items), _CHUNK):
+        yield items[start : start + _CHUNK]
 
 
 def subscriber_from_row(row: Row[Any]) -> Subscriber:
