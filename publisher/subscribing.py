@@ -27,6 +27,7 @@ from publisher.messages import (
 from publisher.model import ConsentKind, ConsentSource, Frequency, SubscriberStatus
 from publisher.render import template_environment
 from publisher.secrecy import address_hash
+from publisher.signing import signer_for
 from publisher.store import Store
 from publisher.store.consent import ConsentEvents, Suppressions
 from publisher.store.subscribers import Registration, Subscribers
@@ -223,7 +224,7 @@ class Subscriptions:
                 frequency=subscriber.frequency.value,
                 now=self.clock(),
             )
-            await Mailer(self.settings.smtp).send_one(
+            await Mailer(self.settings.smtp, signer_for(self.settings)).send_one(
                 sender_address(self.settings), subscriber.email, bytes(message)
             )
         except SendError as exc:
