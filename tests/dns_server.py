@@ -67,8 +67,10 @@ def _free_port() -> int:
 @pytest.fixture
 def local_dns() -> Iterator[LocalDns]:
     zone = LocalDns(port=_free_port())
+    quiet = DNSLogger(log="-recv,-send,-request,-reply,-truncated,-data,-error")
     servers = [
-        DNSServer(zone, port=zone.port, address="127.0.0.1", tcp=tcp) for tcp in (False, True)
+        DNSServer(zone, port=zone.port, address="127.0.0.1", tcp=tcp, logger=quiet)
+        for tcp in (False, True)
     ]
     for server in servers:
         server.start_thread()
