@@ -30,7 +30,7 @@ from publisher.errors import SendError
 from publisher.messages import date_header
 from publisher.signing import Signer
 
-__all__ = ["Ledger", "Mailer", "Outgoing", "SendReport", "ServerUnreachable"]
+__all__ = ["Ledger", "Mailer", "Outgoing", "SendReport", "ServerUnreachable", "probe_relay"]
 
 log = logging.getLogger("publisher.mailer")
 
@@ -399,3 +399,28 @@ def _describe(exc: BaseException) -> str:
     if cause is not None and str(cause) and str(cause) not in text:
         text = f"{text} ({str(cause).splitlines()[0]})"
     return text
+
+
+async def probe_relay(settings: SmtpSettings) -> str | None:
+    """Open one session as a send would (TLS, certificate check, login) and quit: None
+    when it worked, else why not (`publisher doctor`)."""
+    smtp = aiosmtplib.SMTP(
+        hostname=settings.host,
+        port=settings.port,
+        username=settings.username or None,
+        password=settings.password or None,
+        use_tls=settings.tls is TlsMode.TLS,
+        start_tls=settings.tls is TlsMode.STARTTLS,
+        validate_certs=settings.verify_certificate,
+        cert_bundle=settings.ca_file or None,
+        timeout=min(settings.timeout_seconds, 10.0),
+        local_hostname=ehlo_name(settings),
+    )
+    try:
+        await smtp.connect()
+        await smtp.quit()
+    except (aiosmtplib.SMTPException, *_CONNECTION_ERRORS) as exc:
+        return _describe(exc)
+    finally:
+        smtp.close()
+    return None
