@@ -6,11 +6,16 @@ values and its seeds."""
 from __future__ import annotations
 
 import json
+import logging
+import ssl
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
+import trustme
+from aiosmtpd.smtp import SMTP as SMTPServer
 from click.testing import CliRunner
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -21,6 +26,7 @@ from publisher.config import load_settings
 from publisher.signing import load_key, public_record
 from tests.conftest import SEEDS, TEST_SECRET_KEY
 from tests.dns_server import LocalDns
+from tests.integration.test_faults_smtp import Server
 from tests.smtp_sink import SmtpSink
 
 DOMAIN = "news.harbin-daily.net"
@@ -40,7 +46,9 @@ def pems() -> tuple[str, str]:
     return _rsa_pem(), _rsa_pem()  # ours, and someone else's
 
 
-def production_config(folder: Path, sink: SmtpSink, zone: LocalDns, pem: str, **top: str) -> Path:
+def production_config(
+    folder: Path, sink: Any, zone: LocalDns, pem: str, *smtp: str, **top: str
+) -> Path:
     (folder / "dkim.pem").write_text(pem, encoding="utf-8")
     (folder / "dkim.pem").chmod(0o600)
     settings = {
@@ -61,6 +69,7 @@ def production_config(folder: Path, sink: SmtpSink, zone: LocalDns, pem: str, **
         f"port = {sink.port}",
         f'from_address = "Harbin Daily <editor@{DOMAIN}>"',
         "backoff_seconds = 0.01",
+        *smtp,
         "[dkim]",
         'selector = "mail"',
         f"domain = {dkim_domain}",
@@ -236,3 +245,58 @@ def test_a_sample_style_config_fails_on_localhost_values_and_seeds(
     assert "digest.list_id is 'digest.localhost'" in placeholders
     assert any(line.startswith("fail  seeds: seeds_dir is set") for line in output.splitlines())
     assert any(line.startswith("fail  https:") for line in output.splitlines())
+
+
+def test_the_relay_must_offer_tls_with_a_certificate_that_verifies(
+    tmp_path: Path, local_dns: LocalDns, pems: tuple[str, str]
+) -> None:
+    ca = trustme.CA()
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(context)
+    ca_file = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    server_log = logging.getLogger("mail.log")
+    level, server_log.level = server_log.level, logging.CRITICAL  # the refused handshake
+    relay = Server(
+        lambda sink: SMTPServer(
+            sink, hostname="relay.test", tls_context=context, require_starttls=True
+        )
+    )
+    good_zone(local_dns, pems[0])
+    try:
+        untrusted = production_config(tmp_path, relay, local_dns, pems[0], 'tls = "starttls"')
+        code, output = _doctor(untrusted)
+        assert code == 1, output
+        [line] = [line for line in output.splitlines() if " tls: " in line]
+        assert line.startswith("fail  tls: cannot open a verified starttls session"), output
+        assert "fix: check smtp.host, smtp.port, smtp.tls and smtp.ca_file" in line
+        trusted = production_config(
+            tmp_path, relay, local_dns, pems[0], 'tls = "starttls"', f'ca_file = "{ca_file}"'
+        )
+        code, output = _doctor(trusted)
+        assert code == 0, output
+        assert "pass  tls: starttls to 127.0.0.1" in output
+    finally:
+        relay.stop()
+        server_log.setLevel(level)
+
+
+def test_a_dkim_key_is_never_printed(
+    tmp_path: Path, smtp_sink: SmtpSink, local_dns: LocalDns, pems: tuple[str, str]
+) -> None:
+    good_zone(local_dns, pems[0])
+    config = production_config(tmp_path, smtp_sink, local_dns, pems[0])
+    # a key the environment holds that is no key: the error names the setting, not the value
+    broken = pems[1].replace("A", "!", 3)
+    result = CliRunner().invoke(
+        cli, ["--config", str(config), "doctor"], env={"PUBLISHER_DKIM_PRIVATE_KEY": broken}
+    )
+    assert result.exit_code == 1, result.output
+    assert "fail  dkim key: dkim.private_key is not a PEM private key" in result.output
+    lines = [line for line in broken.splitlines() if not line.startswith("-")]
+    assert not any(line in result.output for line in lines)
+    settings = load_settings(config, environ={"PUBLISHER_DKIM_PRIVATE_KEY": broken})
+    assert broken not in repr(settings) and lines[1] not in repr(settings)
+    from publisher.secrecy import redact, secret_values
+
+    assert redact(f"oops: {lines[2]}", secret_values(settings)) == "oops: ***"
