@@ -20,11 +20,13 @@ from urllib.parse import urlsplit
 
 from publisher.config import Settings, TlsMode, ehlo_name, is_loopback_host
 from publisher.errors import ConfigError, MissingDatabase
+from publisher.links import UNSUBSCRIBE_ROUTE
 from publisher.mailer import probe_relay
 from publisher.resolver import LookupFailed, Resolver
 from publisher.signing import DkimKey, from_domain, load_key, public_record
 from publisher.status import COMPLAINT_RATE_LIMIT, COMPLAINT_RATE_WARN, mail_health
 from publisher.store import Store
+from publisher.webprobe import post_status
 
 __all__ = ["FAIL", "PASS", "WARN", "Check", "exempt_from_doctor", "run_checks"]
 
@@ -85,6 +87,8 @@ def run_checks(
     if probe:
         checks.append(_tls(settings))
     checks.append(_https(settings))
+    if probe:
+        checks.append(_guard("one-click", partial(_one_click, settings, resolver)))
     checks.append(_secret(settings))
     if open_store is not None:
         checks += _rates(open_store)
@@ -453,6 +457,42 @@ def _https(settings: Settings) -> Check:
             "set base_url to the https:// address your reverse proxy serves",
         )
     return Check("https", PASS, f"base_url is https ({parts.hostname})")
+
+
+# a bogus token: the route answers 400 without touching anyone; 200 is a preview token
+_PROBE_TOKEN = "doctor-probe"
+
+
+def _one_click(settings: Settings, resolver: Resolver) -> Check:
+    """POST to the public unsubscribe route, as a mailbox provider does (RFC 8058)."""
+    parts = urlsplit(settings.base_url)
+    host = parts.hostname or ""
+    if parts.scheme != "https" or is_loopback_host(host):
+        return Check("one-click", WARN, "not checked: base_url is not a public https URL")
+    if not resolver.addresses(host):
+        return Check(
+            "one-click",
+            WARN,
+            f"not checked: {host} has no address in DNS (offline, or not published yet)",
+            f"add an A/AAAA record for {host}, then run doctor again",
+        )
+    url = settings.url(UNSUBSCRIBE_ROUTE.format(token=_PROBE_TOKEN))
+    answer = post_status(url, settings.doctor.timeout_seconds)
+    if isinstance(answer, str):
+        return Check(
+            "one-click",
+            WARN,
+            f"no answer from {url}: {answer}",
+            "check the reverse proxy and the certificate of base_url",
+        )
+    if answer in (200, 400):
+        return Check("one-click", PASS, f"the one-click unsubscribe POST answers ({answer})")
+    return Check(
+        "one-click",
+        FAIL,
+        f"POST {url} answers {answer}: providers cannot unsubscribe with one click",
+        "pass POST /unsubscribe/… through the reverse proxy to `publisher serve`",
+    )
 
 
 def _secret(settings: Settings) -> Check:

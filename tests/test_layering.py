@@ -65,6 +65,7 @@ BANDS = {
     "output": ADAPTER,
     "mailer": ADAPTER,
     "resolver": ADAPTER,
+    "webprobe": ADAPTER,
     "smtpsink": ADAPTER,
     "watch": ADAPTER,
     "watch.closewrite": ADAPTER,
