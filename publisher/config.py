@@ -761,6 +761,7 @@ def _validate(settings: Settings, where: str) -> None:
     _validate_database_url(settings.database_url, where)
     _validate_digest(settings.digest, where)
     _validate_sender(settings.smtp, where)
+    _validate_dkim(settings.dkim, where)
     _validate_webhooks(settings.webhooks, where)
     _validate_bounce_address(settings.smtp.bounce_address, where)
     imap = settings.inbound.imap
@@ -922,6 +923,26 @@ _ADDRESS_LITERAL = re.compile(r"\[(?:IPv6:)?[0-9A-Fa-f:.]+\]")
 _FEEDBACK_ID = re.compile(r"[A-Za-z0-9._+=/-]{1,64}(?::[A-Za-z0-9._+=/-]{1,64}){0,3}")
 _PLAIN_ADDRESS = re.compile(r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]{1,64}@[A-Za-z0-9.-]{1,253}")
 _LOOPBACK_NAMES = ("localhost", "localhost.localdomain")
+
+
+# RFC 6376 3.1: a selector is dot-separated sub-domain labels
+_SELECTOR = re.compile(
+    r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*"
+)
+
+
+def _validate_dkim(dkim: DkimSettings, where: str) -> None:
+    for name, value in (("selector", dkim.selector), ("ed25519_selector", dkim.ed25519_selector)):
+        if value and not _SELECTOR.fullmatch(value):
+            raise ConfigError(
+                f"dkim.{name} {value!r} is not a DKIM selector{where}",
+                "letters, digits and hyphens, e.g. mail2026",
+            )
+    if dkim.domain and not _DOMAIN.fullmatch(dkim.domain):
+        raise ConfigError(
+            f"dkim.domain {dkim.domain!r} is not a domain name{where}",
+            "the domain of the From address, e.g. news.example.org",
+        )
 
 
 def _validate_sender(smtp: SmtpSettings, where: str) -> None:

@@ -245,3 +245,29 @@ def test_a_resumed_run_is_signed_afresh_over_its_new_date(
     assert _date(old) < LATER <= _date(new)
     for received in smtp_sink.messages:
         assert verifies(received.data, local_dns) == [True, True]
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ('selector = "mail\\r\\nBcc: all@example.com"', "dkim.selector 'mail\\r\\nBcc"),
+        ('selector = "mail"\ndomain = "news example.org"', "dkim.domain 'news example.org'"),
+        ('private_key_file = "dkim.pem"', "dkim.selector is unset but a DKIM key is given"),
+    ],
+)
+def test_a_bad_dkim_setting_is_one_line_and_exit_2(
+    tmp_path: Path, sqlite_url: str, keys: dict[str, str], setting: str, message: str
+) -> None:
+    from click.testing import CliRunner
+
+    from publisher.cli import cli
+    from tests.conftest import write_config
+
+    (tmp_path / "dkim.pem").write_text(keys["rsa"], encoding="utf-8")
+    config = write_config(tmp_path, sqlite_url)
+    with config.open("a", encoding="utf-8") as out:
+        out.write(f"[dkim]\n{setting}\n")
+    result = CliRunner().invoke(cli, ["--config", str(config), "send", "--dry-run"])
+    assert result.exit_code == 2, result.output
+    [line] = result.stderr.strip().splitlines()
+    assert message in line, line
