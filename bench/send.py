@@ -2,6 +2,7 @@
 
     python bench/send.py                 # 10,000 subscribers, 3 runs each
     python bench/send.py 10000 100000    # both sizes
+    python bench/send.py --dkim          # also signed: RSA-2048 and Ed25519, vs the same raw
 
 The sink is a minimal asyncio SMTP responder in its own process (aiosmtpd would be the
 bottleneck near 700 msg/s). Each trial runs in a fresh child process so peak RSS is its
@@ -72,16 +73,48 @@ def run_sink(port_file: str) -> None:
 # -- children --------------------------------------------------------------------------
 
 
-def _config(folder: Path, port: int) -> Path:
+def _config(folder: Path, port: int, dkim: str = "") -> Path:
     path = folder / "publisher.toml"
     path.write_text(
         f'database_url = "sqlite:///{folder / "db.sqlite"}"\n'
         f'inbox = "{folder / "inbox"}"\noutput_dir = "{folder / "public"}"\n'
         'secret_key = "bench-secret-key-of-at-least-32-bytes"\n'
         f'[smtp]\nhost = "127.0.0.1"\nport = {port}\npool_size = {POOL}\n'
-        "messages_per_connection = 100000\n"
+        "messages_per_connection = 100000\n" + (_dkim_section(folder, dkim) if dkim else "")
     )
     return path
+
+
+def _dkim_section(folder: Path, kind: str) -> str:
+    """A fresh key of `kind` (rsa: 2048 bits, or ed25519) and the [dkim] table using it."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
+
+    key = (
+        rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        if kind == "rsa"
+        else ed25519.Ed25519PrivateKey.generate()
+    )
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    (folder / "dkim.pem").write_bytes(pem)
+    setting = "private_key_file" if kind == "rsa" else "ed25519_key_file"
+    return f'[dkim]\nselector = "bench"\n{setting} = "{folder / "dkim.pem"}"\n'
+
+
+def child_sign_cost(folder: str, kind: str, count: int) -> dict[str, float]:
+    """CPU time of `Signer.sign` alone on the sample digest, per message."""
+    from publisher.config import load_settings
+    from publisher.signing import signer_for
+
+    signer = signer_for(load_settings(Path(folder) / "publisher.toml", environ={}))
+    assert signer is not None, kind
+    sample = next(Path(folder, "preview").glob("*.eml")).read_bytes()
+    started = time.process_time()
+    for _ in range(count):
+        signer.sign(sample)
+    return {"ms": 1000 * (time.process_time() - started) / count}
 
 
 def child_prepare(folder: str, subscribers: int) -> dict[str, float]:
@@ -186,6 +219,108 @@ def _child(*args: str) -> dict[str, float]:
 # -- the driver --------------------------------------------------------------------------
 
 
+def bench_dkim(count: int, port: int) -> list[tuple[str, str, str]]:
+    """Unsigned, RSA-signed and Ed25519-signed sends of the same database, each against
+    the raw client in the same run."""
+    rates: dict[str, list[float]] = {"none": [], "rsa": [], "ed25519": [], "raw": []}
+    sample_dir = Path(tempfile.mkdtemp(prefix="bench-sample-"))
+    sign_ms: dict[str, float] = {}
+    try:
+        for run in range(RUNS):
+            for kind in ("none", "rsa", "ed25519"):
+                folder = Path(tempfile.mkdtemp(prefix="bench-send-"))
+                try:
+                    _config(folder, port, "" if kind == "none" else kind)
+                    _child("prepare", str(folder), str(count))
+                    if not (sample_dir / "preview").exists():
+                        _preview(folder, sample_dir)
+                    if run == 0 and kind != "none":
+                        shutil.copytree(sample_dir / "preview", folder / "preview")
+                        sign_ms[kind] = _child("sign", str(folder), kind, "2000")["ms"]
+                    result = _child("publisher", str(folder))
+                    assert result["sent"] == count and result["failed"] == 0, result
+                    rates[kind].append(result["sent"] / result["seconds"])
+                finally:
+                    shutil.rmtree(folder, ignore_errors=True)
+            raw = _child("baseline", str(sample_dir), str(port), str(count))
+            rates["raw"].append(raw["sent"] / raw["seconds"])
+            print(
+                f"  run {run + 1}: "
+                + ", ".join(f"{k} {v[-1]:,.0f} msg/s" for k, v in rates.items()),
+                flush=True,
+            )
+    finally:
+        shutil.rmtree(sample_dir, ignore_errors=True)
+
+    def runs(values: list[float]) -> str:
+        return "runs: " + ", ".join(f"{v:,.0f}" for v in values)
+
+    def ratio(kind: str, base: str) -> tuple[str, str]:
+        per_run = [a / b for a, b in zip(rates[kind], rates[base], strict=True)]
+        return f"{statistics.median(per_run):.0%}", ", ".join(f"{r:.0%}" for r in per_run)
+
+    rows = [
+        (
+            "publisher send unsigned, msg/s",
+            f"{statistics.median(rates['none']):,.0f}",
+            runs(rates["none"]),
+        )
+    ]
+    for kind, label in (("rsa", "RSA-2048"), ("ed25519", "Ed25519")):
+        rows.append(
+            (
+                f"publisher send DKIM {label}, msg/s",
+                f"{statistics.median(rates[kind]):,.0f}",
+                runs(rates[kind]),
+            )
+        )
+        median, each = ratio(kind, "raw")
+        rows.append((f"DKIM {label} / raw baseline", median, f"target >= 60 %; per run: {each}"))
+        median, each = ratio(kind, "none")
+        rows.append((f"DKIM {label} / unsigned send", median, f"per run: {each}"))
+        rows.append(
+            (
+                f"DKIM {label} signing alone, per message",
+                f"{sign_ms[kind]:.2f} ms",
+                "CPU time, largest digest, 2,000 signatures",
+            )
+        )
+    rows.append(
+        (
+            "raw aiosmtplib baseline, msg/s",
+            f"{statistics.median(rates['raw']):,.0f}",
+            runs(rates["raw"]),
+        )
+    )
+    return rows
+
+
+def _preview(folder: Path, sample_dir: Path) -> None:
+    """The largest digest of a dry run, as the raw client's message."""
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "publisher",
+            "--config",
+            str(folder / "publisher.toml"),
+            "send",
+            "--dry-run",
+            "--out",
+            str(folder / "preview"),
+            "--now",
+            NOW.isoformat(),
+        ],
+        check=True,
+        capture_output=True,
+        cwd=ROOT,
+    )
+    biggest = max((folder / "preview").glob("*.eml"), key=lambda p: p.stat().st_size)
+    (sample_dir / "preview").mkdir()
+    shutil.copy(biggest, sample_dir / "preview" / biggest.name)
+    shutil.rmtree(folder / "preview")
+
+
 def bench(count: int, port: int) -> list[tuple[str, str, str]]:
     ours: list[dict[str, float]] = []
     raw: list[dict[str, float]] = []
@@ -269,7 +404,7 @@ def bench(count: int, port: int) -> list[tuple[str, str, str]]:
     ]
 
 
-def main(sizes: list[int], write: bool = True) -> None:
+def main(sizes: list[int], write: bool = True, dkim: bool = False) -> None:
     port_file = Path(tempfile.mkdtemp()) / "port"
     sink = subprocess.Popen([sys.executable, __file__, "--sink", str(port_file)])
     try:
@@ -281,10 +416,10 @@ def main(sizes: list[int], write: bool = True) -> None:
         sections = []
         for count in sizes:
             print(f"send bench: {count:,} subscribers, pool {POOL}, {RUNS} runs", flush=True)
-            rows = bench(count, port)
+            rows = bench_dkim(count, port) if dkim else bench(count, port)
             width = max(len(r[0]) for r in rows)
             head = (
-                f"\n## send — {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {count:,} subscribers, "
+                f"\n## send{' with DKIM' if dkim else ''} — {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {count:,} subscribers, "
                 f"pool {POOL}, median of {RUNS}, Python {platform.python_version()} on "
                 f"{platform.machine()} ({os.cpu_count()} CPUs), raw asyncio sink in its own process\n\n"
                 f"| {'measure':<{width}} | result | notes |\n|{'-' * (width + 2)}|--------|-------|\n"
@@ -309,9 +444,15 @@ if __name__ == "__main__":
             result = child_prepare(rest[0], int(rest[1]))
         elif kind == "publisher":
             result = child_publisher(rest[0])
+        elif kind == "sign":
+            result = child_sign_cost(rest[0], rest[1], int(rest[2]))
         else:
             result = child_baseline(rest[0], int(rest[1]), int(rest[2]))
         print(json.dumps(result))
     else:
-        args = [a for a in sys.argv[1:] if a != "--no-write"]
-        main([int(a) for a in args] or [10_000], write="--no-write" not in sys.argv)
+        args = [a for a in sys.argv[1:] if a not in ("--no-write", "--dkim")]
+        main(
+            [int(a) for a in args] or [10_000],
+            write="--no-write" not in sys.argv,
+            dkim="--dkim" in sys.argv,
+        )

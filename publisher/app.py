@@ -25,6 +25,7 @@ from publisher.watch import finished_files
 
 if TYPE_CHECKING:  # typing only: these load when a command needs them
     from publisher.deleting import ArticleDeleter, Deleted, Restored
+    from publisher.doctor import Check
     from publisher.inbound import InboundMail
     from publisher.sending.claiming import ClaimingSender
     from publisher.sending.reports import DigestReport
@@ -335,6 +336,15 @@ class App:
         from publisher.status import gather_status
 
         return gather_status(self.settings, lambda: self.store)
+
+    def doctor(self, *, probe: bool = True) -> list[Check]:
+        """`publisher doctor`'s checks (see doctor.py); reads only, creates nothing."""
+        from publisher.doctor import run_checks
+        from publisher.resolver import Resolver
+
+        return run_checks(
+            self.settings, Resolver(self.settings.doctor), lambda: self.store, probe=probe
+        )
 
     # -- watching --------------------------------------------------------------
 

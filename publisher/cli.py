@@ -1006,6 +1006,11 @@ def inbound(ctx: click.Context, file: Any) -> None:
     is_flag=True,
     help="Create the run and its delivery rows; leave sending to `publisher worker`s.",
 )
+@click.option(
+    "--skip-doctor",
+    is_flag=True,
+    help="Send even while `publisher doctor` has a failing check.",
+)
 @click.pass_context
 def send(
     ctx: click.Context,
@@ -1014,11 +1019,16 @@ def send(
     frequency: str | None,
     now_text: str | None,
     fan_out_only: bool = False,
+    skip_doctor: bool = False,
 ) -> None:
     """Build every due digest and send it, each message exactly once.
 
     A run interrupted (Ctrl-C, crash) is resumed by the next `send`. Exit 1 if some
     message failed (listed). With --dry-run, writes DIR/<email>.eml and DIR/index.html.
+
+    A real send first runs `publisher doctor` and refuses while a check fails (exit 1),
+    unless --skip-doctor; a relay on this machine sending for localhost or example.*
+    (the --smtp-debug sink, a test sink) is exempt: no mail leaves the machine.
 
     Example: publisher send --dry-run && open outbox-preview/index.html
     """
@@ -1026,6 +1036,18 @@ def send(
     # key file `run` would write signs the unsubscribe links, so `serve` accepts them
     app = _app(ctx, settings=ensure_secret_key(_settings(ctx)))
     terminal = _terminal(ctx)
+    from publisher.doctor import FAIL, exempt_from_doctor
+
+    if not dry_run and not skip_doctor and not exempt_from_doctor(app.settings):
+        failing = [c for c in app.doctor() if c.status == FAIL]
+        if failing:
+            first = failing[0]
+            terminal.fail(
+                f"not sending: `publisher doctor` has {len(failing)} failing check(s); "
+                f"first: {first.name}: {first.message}",
+                f"{first.fix}; or pass --skip-doctor" if first.fix else "pass --skip-doctor",
+                1,
+            )
     now = _parse_now(now_text, app.settings.zone) if now_text else None
     logging.getLogger("publisher.mailer").setLevel(logging.WARNING)
     if dry_run:
@@ -1160,6 +1182,30 @@ def status(ctx: click.Context, as_json: bool) -> None:
         _terminal(ctx).print_json(found)
         return
     _show_status(_terminal(ctx), found)
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list of checks.")
+@click.pass_context
+def doctor(ctx: click.Context, as_json: bool) -> None:
+    """Check what mailbox providers check: SPF, DKIM, DMARC and alignment (DNS), the
+    relay's PTR and TLS, https, localhost / example.* values, seeds, the secret key, and
+    the last 30 days' complaint and bounce rates. Exit 1 if a check fails.
+
+    Example: publisher doctor --json | jq '.[] | select(.status != "pass")'
+    """
+    from publisher.doctor import FAIL, PASS
+
+    checks = _app(ctx, read_only=True).doctor()
+    terminal = _terminal(ctx)
+    if as_json:
+        terminal.print_json([c.as_dict() for c in checks])
+    else:
+        for check in checks:
+            fix = f" — fix: {check.fix}" if check.fix and check.status != PASS else ""
+            terminal.say(f"{check.status:4}  {check.name}: {check.message}{fix}")
+    if any(c.status == FAIL for c in checks):
+        sys.exit(1)
 
 
 def _mail_figures(figures: dict[str, Any]) -> str:

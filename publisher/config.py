@@ -26,6 +26,8 @@ from publisher.links import absolute
 __all__ = [
     "DedupSettings",
     "DigestSettings",
+    "DkimSettings",
+    "DoctorSettings",
     "FeedSettings",
     "ImapSettings",
     "InboundSettings",
@@ -114,6 +116,37 @@ class SmtpSettings:
     # address, so each bounce names its delivery; route it to `publisher inbound`.
     # Unset: the From address is the envelope sender, as before
     bounce_address: str | None = None
+
+
+@dataclass(frozen=True)
+class DkimSettings:
+    """DKIM signing of every outgoing mail; no selector or no key: mail goes out unsigned."""
+
+    selector: str = ""  # the s= selector: its key is published at <selector>._domainkey.<domain>
+    # the d= domain; unset: the From address's domain (aligned with From for DMARC)
+    domain: str = ""
+    # PEM RSA (2048 bits or more) or Ed25519 key; PUBLISHER_DKIM_PRIVATE_KEY holds it instead
+    private_key_file: Path | None = None
+    # a second signature, Ed25519 (RFC 8463), under its own selector
+    ed25519_key_file: Path | None = None
+    # unset: "<selector>-ed25519"
+    ed25519_selector: str = ""
+    # the keys themselves, read from the files or the environment; never shown
+    private_key: str | None = field(default=None, repr=False)
+    ed25519_key: str | None = field(default=None, repr=False)  # PUBLISHER_DKIM_ED25519_KEY
+
+    @property
+    def ed25519_name(self) -> str:
+        return self.ed25519_selector or f"{self.selector}-ed25519"
+
+
+@dataclass(frozen=True)
+class DoctorSettings:
+    """Where `publisher doctor` asks DNS; unset nameservers: the system's resolver."""
+
+    nameservers: str = ""  # comma-separated IP addresses
+    port: int = 53  # the port of those nameservers
+    timeout_seconds: float = 5.0  # per DNS question and per TLS or HTTP probe
 
 
 @dataclass(frozen=True)
@@ -321,6 +354,8 @@ class Settings:
     watch: WatchSettings = field(default_factory=WatchSettings)
     inbound: InboundSettings = field(default_factory=InboundSettings)
     webhooks: WebhookSettings = field(default_factory=WebhookSettings)
+    dkim: DkimSettings = field(default_factory=DkimSettings)
+    doctor: DoctorSettings = field(default_factory=DoctorSettings)
 
     # notes for the operator found while loading (a config file others
     # can read holds a secret); the CLI prints each once on stderr
@@ -379,6 +414,8 @@ ENVIRONMENT: Mapping[str, tuple[str, str]] = {
     "PUBLISHER_WEBHOOKS_MAILGUN_SIGNING_KEY": ("webhooks", "mailgun_signing_key"),
     "PUBLISHER_WEBHOOKS_SENDGRID_PUBLIC_KEY": ("webhooks", "sendgrid_public_key"),
     "PUBLISHER_IMAP_PASSWORD": ("inbound.imap", "password"),
+    "PUBLISHER_DKIM_PRIVATE_KEY": ("dkim", "private_key"),
+    "PUBLISHER_DKIM_ED25519_KEY": ("dkim", "ed25519_key"),
 }
 
 _SECTIONS: Mapping[str, type] = {
@@ -393,6 +430,8 @@ _SECTIONS: Mapping[str, type] = {
     "watch": WatchSettings,
     "inbound": InboundSettings,
     "webhooks": WebhookSettings,
+    "dkim": DkimSettings,
+    "doctor": DoctorSettings,
 }
 _PATHS = (
     "inbox",
@@ -506,8 +545,38 @@ def _build(raw: dict[str, Any], base: Path, path: Path | None) -> Settings:
     if imap.ca_file:
         imap = replace(imap, ca_file=str(_resolve(base, Path(imap.ca_file))))
         settings = replace(settings, inbound=replace(settings.inbound, imap=imap))
+    settings = _dkim_keys(settings, base, where)
     _validate(settings, where)
     return settings
+
+
+def _dkim_keys(settings: Settings, base: Path, where: str) -> Settings:
+    """Key files resolved against the config folder and read; the environment wins."""
+    dkim = settings.dkim
+    values: dict[str, Any] = {}
+    for path_name, key_name in (
+        ("private_key_file", "private_key"),
+        ("ed25519_key_file", "ed25519_key"),
+    ):
+        path = getattr(dkim, path_name)
+        if path is None:
+            continue
+        path = _resolve(base, path)
+        values[path_name] = path
+        if getattr(dkim, key_name):
+            continue
+        try:
+            values[key_name] = path.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot read dkim.{path_name} {path}: {exc.strerror}{where}",
+                "make one with `openssl genrsa -out dkim.pem 2048` (chmod 600 it)",
+            ) from exc
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"dkim.{path_name} {path} is not a PEM text file{where}") from exc
+    if (dkim.private_key or values.get("private_key")) and not dkim.selector:
+        raise ConfigError(f"dkim.selector is unset but a DKIM key is given{where}")
+    return replace(settings, dkim=replace(dkim, **values)) if values else settings
 
 
 def _secret_from_file(settings: Settings) -> Settings:
@@ -534,6 +603,8 @@ SECRET_SETTINGS = (
     "webhooks.postmark_password",
     "webhooks.mailgun_signing_key",
     "inbound.imap.password",
+    "dkim.private_key",
+    "dkim.ed25519_key",
 )
 # the key signs every confirm, unsubscribe and preference link: 256 bits, like HMAC-SHA256's
 MIN_SECRET_KEY_BYTES = 32
@@ -721,6 +792,7 @@ def _validate(settings: Settings, where: str) -> None:
     _validate_database_url(settings.database_url, where)
     _validate_digest(settings.digest, where)
     _validate_sender(settings.smtp, where)
+    _validate_dkim(settings.dkim, where)
     _validate_webhooks(settings.webhooks, where)
     _validate_bounce_address(settings.smtp.bounce_address, where)
     imap = settings.inbound.imap
@@ -885,6 +957,26 @@ _ADDRESS_LITERAL = re.compile(r"\[(?:IPv6:)?[0-9A-Fa-f:.]+\]")
 _FEEDBACK_ID = re.compile(r"[A-Za-z0-9._+=/-]{1,64}(?::[A-Za-z0-9._+=/-]{1,64}){0,3}")
 _PLAIN_ADDRESS = re.compile(r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]{1,64}@[A-Za-z0-9.-]{1,253}")
 _LOOPBACK_NAMES = ("localhost", "localhost.localdomain")
+
+
+# RFC 6376 3.1: a selector is dot-separated sub-domain labels
+_SELECTOR = re.compile(
+    r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*"
+)
+
+
+def _validate_dkim(dkim: DkimSettings, where: str) -> None:
+    for name, value in (("selector", dkim.selector), ("ed25519_selector", dkim.ed25519_selector)):
+        if value and not _SELECTOR.fullmatch(value):
+            raise ConfigError(
+                f"dkim.{name} {value!r} is not a DKIM selector{where}",
+                "letters, digits and hyphens, e.g. mail2026",
+            )
+    if dkim.domain and not _DOMAIN.fullmatch(dkim.domain):
+        raise ConfigError(
+            f"dkim.domain {dkim.domain!r} is not a domain name{where}",
+            "the domain of the From address, e.g. news.example.org",
+        )
 
 
 def _validate_sender(smtp: SmtpSettings, where: str) -> None:

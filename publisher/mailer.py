@@ -28,8 +28,9 @@ import aiosmtplib
 from publisher.config import SmtpSettings, TlsMode, ehlo_name
 from publisher.errors import SendError
 from publisher.messages import date_header
+from publisher.signing import Signer
 
-__all__ = ["Ledger", "Mailer", "Outgoing", "SendReport", "ServerUnreachable"]
+__all__ = ["Ledger", "Mailer", "Outgoing", "SendReport", "ServerUnreachable", "probe_relay"]
 
 log = logging.getLogger("publisher.mailer")
 
@@ -122,8 +123,9 @@ class _RateLimit:
 class Mailer:
     """Sends through a pool of `pool_size` connections."""
 
-    def __init__(self, settings: SmtpSettings) -> None:
+    def __init__(self, settings: SmtpSettings, signer: Signer | None = None) -> None:
         self.settings = settings
+        self.signer = signer
         self.helo_name = ehlo_name(settings)  # ConfigError before anything is sent
         self._rate = _RateLimit(settings.rate_per_second)
         self.unreachable: ServerUnreachable | None = None  # set once: the pool stops
@@ -131,14 +133,16 @@ class Mailer:
 
     def dated(self, item: Outgoing) -> bytes:
         """The bytes to hand over now: a `stamp_date` item gets its Date header here
-        (formatted once per second, not per message)."""
-        if not item.stamp_date:
-            return item.message
-        now = datetime.now(UTC)
-        second = int(now.timestamp())
-        if self._date_line[0] != second:
-            self._date_line = (second, date_header(now.replace(microsecond=0)))
-        return self._date_line[1] + item.message
+        (formatted once per second, not per message), then the DKIM signatures, over the
+        final headers: a retry or a resumed run is signed afresh with its new Date."""
+        message = item.message
+        if item.stamp_date:
+            now = datetime.now(UTC)
+            second = int(now.timestamp())
+            if self._date_line[0] != second:
+                self._date_line = (second, date_header(now.replace(microsecond=0)))
+            message = self._date_line[1] + message
+        return message if self.signer is None else self.signer.sign(message)
 
     # -- one-off mail (confirmation) ------------------------------------------------
 
@@ -395,3 +399,28 @@ def _describe(exc: BaseException) -> str:
     if cause is not None and str(cause) and str(cause) not in text:
         text = f"{text} ({str(cause).splitlines()[0]})"
     return text
+
+
+async def probe_relay(settings: SmtpSettings) -> str | None:
+    """Open one session as a send would (TLS, certificate check, login) and quit: None
+    when it worked, else why not (`publisher doctor`)."""
+    smtp = aiosmtplib.SMTP(
+        hostname=settings.host,
+        port=settings.port,
+        username=settings.username or None,
+        password=settings.password or None,
+        use_tls=settings.tls is TlsMode.TLS,
+        start_tls=settings.tls is TlsMode.STARTTLS,
+        validate_certs=settings.verify_certificate,
+        cert_bundle=settings.ca_file or None,
+        timeout=min(settings.timeout_seconds, 10.0),
+        local_hostname=ehlo_name(settings),
+    )
+    try:
+        await smtp.connect()
+        await smtp.quit()
+    except (aiosmtplib.SMTPException, *_CONNECTION_ERRORS) as exc:
+        return _describe(exc)
+    finally:
+        smtp.close()
+    return None

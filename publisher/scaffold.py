@@ -90,9 +90,9 @@ def write_production_config(folder: Path, answers: InitAnswers, *, force: bool) 
     wired = dkim_settings_exist()
     text = render_config(answers, dkim_wired=wired)
     private = redact_url(answers.database_url) != answers.database_url
-    candidate = _checked_candidate(folder, config, text, private=private)
     written: list[Path] = []
     kept: list[Path] = []
+    candidate: Path | None = None
     try:
         secret = folder / SECRET_KEY_NAME
         if _write_private(secret, (token_urlsafe(32) + "\n").encode("ascii")):
@@ -108,13 +108,18 @@ def write_production_config(folder: Path, answers: InitAnswers, *, force: bool) 
             else:
                 kept.append(key_file)
             key_kind, public = _public_key(key_file)
+        # checked once the keys it names exist, before it takes its place
+        candidate = _checked_candidate(folder, config, text, private=private)
         if force:
             os.replace(candidate, config)
         else:
             os.link(candidate, config)  # no-clobber: fails if a config appeared meanwhile
             candidate.unlink()
     except BaseException:
-        candidate.unlink(missing_ok=True)
+        if candidate is not None:
+            candidate.unlink(missing_ok=True)
+        for path in written:  # a refused config leaves nothing behind
+            path.unlink(missing_ok=True)
         raise
     notices = load_settings(config, environ={}).notices
     return InitResult(

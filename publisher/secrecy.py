@@ -58,6 +58,9 @@ def secret_values(settings: Settings) -> tuple[str, ...]:
         hooks.postmark_password,
         hooks.mailgun_signing_key,
     ]
+    for key in (settings.dkim.private_key, settings.dkim.ed25519_key):
+        if key:  # a PEM line that slips through alone is as secret as the whole key
+            found += [key, *(line for line in key.splitlines() if not line.startswith("-"))]
     try:
         password = urlsplit(settings.database_url).password
     except ValueError:

@@ -131,4 +131,5 @@ def app(settings: Settings) -> Iterator[App]:
     application.close()
 
 
+from tests.dns_server import local_dns  # noqa: E402, F401  (fixture: a real dnslib server)
 from tests.smtp_sink import smtp_sink  # noqa: E402, F401  (fixture: a real aiosmtpd server)
