@@ -8,6 +8,7 @@ the same server, so their stylesheet loads as it does for a subscriber.
 
 from __future__ import annotations
 
+import re
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -20,9 +21,9 @@ import pytest
 from publisher.app import App
 from publisher.config import load_settings
 from publisher.tokens import PREFERENCES, UNSUBSCRIBE, Tokens
-from tests.conftest import SEEDS, with_categories
+from tests.conftest import SEEDS
 from tests.integration.test_browser import browser  # noqa: F401 - the Chromium fixture
-from tests.integration.test_mail_accessibility import AXE, _violations
+from tests.integration.test_mail_accessibility import ADDRESS, AXE, _violations
 from tests.integration.test_preferences import _links, _on, _text_of
 from tests.integration.test_web import served
 from tests.smtp_sink import Received, SmtpSink, send_config
@@ -47,9 +48,9 @@ def _html(received: Received) -> str:
 
 @pytest.fixture
 def site(tmp_path: Path, smtp_sink: SmtpSink) -> Iterator[Site]:
-    config = with_categories(
-        send_config(tmp_path, f"sqlite:///{tmp_path}/db.sqlite", smtp_sink), "Economy"
-    )
+    config = send_config(tmp_path, f"sqlite:///{tmp_path}/db.sqlite", smtp_sink)
+    with config.open("a", encoding="utf-8") as out:
+        out.write(f'\n[site]\ncategories = "Economy"\npostal_address = "{ADDRESS}"\n')
     shutil.copytree(SEEDS, tmp_path / "inbox")
     app = App(load_settings(config, environ={}))
     try:
@@ -133,3 +134,16 @@ def test_every_page_and_mail_has_no_serious_accessibility_violation(
         assert _violations(page) == []
     finally:
         context.close()
+
+
+@pytest.mark.parametrize("which", MAILS)
+def test_the_welcome_and_data_mails_have_headings_a_preheader_and_the_postal_address(
+    site: Site, which: str
+) -> None:
+    page = site.html[which]
+    assert re.search(r"<h1[^>]*>", page) and re.search(r"<h2[^>]*>", page)
+    assert ADDRESS in page
+    hidden = re.search(r'<div class="preheader"[^>]*display: ?none[^>]*>([^<]*)', page)
+    assert hidden is not None and hidden.group(1).strip()
+    for cell in re.findall(r"<td\b[^>]*>", page):
+        assert "font-family:" in cell and "color:" in cell, cell
