@@ -4,9 +4,9 @@
     python bench/mail_quality.py --json        # figures as JSON on stdout, nothing written
     python bench/mail_quality.py --baseline REV   # compare with REV's templates (default: main)
 
-Each mail (the digest, the confirmation) is made by the project's own code from the five
-seeds: the digest as `publisher send` sends it to one reader (its dry run, with Date and
-Message-ID), the confirmation as the subscribe form mails it. `spamassassin -L -t` (local
+Each mail (the digest, the confirmation, the welcome mail, the preference data mail) is
+made by the project's own code from the five seeds: the digest as `publisher send` sends it
+to one reader (its dry run, with Date and Message-ID), the others as the web pages mail them. `spamassassin -L -t` (local
 tests only: no DNS, no network) scores it; the target is below 1.0 each. NO_RECEIVED and
 NO_RELAYS fire on any message that has not yet crossed an MTA; they are shown, as scored.
 """
@@ -29,12 +29,21 @@ sys.path.insert(0, str(ROOT))
 
 from publisher.app import App
 from publisher.config import load_settings
-from publisher.messages import confirmation_message
+from publisher.messages import confirmation_message, data_message, welcome_message
 from publisher.render import template_environment
 
 NOW = datetime(2026, 11, 23, 8, 0, tzinfo=UTC)
 TARGET = 1.0
-TEMPLATES = ("digest.html.j2", "digest.txt.j2", "confirm.html.j2", "confirm.txt.j2")
+TEMPLATES = (
+    "digest.html.j2",
+    "digest.txt.j2",
+    "confirm.html.j2",
+    "confirm.txt.j2",
+    "welcome.html.j2",
+    "welcome.txt.j2",
+    "data.html.j2",
+    "data.txt.j2",
+)
 CONFIG = """database_url = "sqlite:///{folder}/db.sqlite"
 inbox = "{folder}/inbox"
 output_dir = "{folder}/public"
@@ -51,7 +60,7 @@ from_address = "Harbin News <news@harbin-example.org>"
 
 
 def make_mails(folder: Path, templates: Path | None = None) -> dict[str, bytes]:
-    """The digest and the confirmation mail, bytes as they go to the SMTP server."""
+    """Every mail type, bytes as they go to the SMTP server."""
     folder.mkdir(parents=True, exist_ok=True)
     shutil.copytree(ROOT / "seeds", folder / "inbox", dirs_exist_ok=True)
     config = folder / "publisher.toml"
@@ -74,11 +83,35 @@ def make_mails(folder: Path, templates: Path | None = None) -> dict[str, bytes]:
             frequency="weekly",
             now=NOW,
         )
+        preferences_url = settings.url("preferences/IjEi.example-preferences-token")
+        welcome = welcome_message(
+            template_environment(settings),
+            settings,
+            to_name="Li Na",
+            to_address="li.na@example.com",
+            preferences_url=preferences_url,
+            categories=["Harbin Today"],
+            frequency="weekly",
+            first_digest="on Monday 30 November 2026 at 08:00 UTC",
+            now=NOW,
+        )
+        held = {"subscriber": {"email": "li.na@example.com", "name": "Li Na"}}
+        data = data_message(
+            template_environment(settings),
+            settings,
+            to_name="Li Na",
+            to_address="li.na@example.com",
+            preferences_url=preferences_url,
+            data=json.dumps(held, indent=2).encode("utf-8"),
+            now=NOW,
+        )
     finally:
         app.close()
     return {
         "digest": (folder / "preview" / "li.na@example.com.eml").read_bytes(),
         "confirmation": bytes(confirmation),
+        "welcome": bytes(welcome),
+        "data": bytes(data),
     }
 
 
@@ -105,13 +138,19 @@ def score(message: bytes, prefs: Path) -> tuple[float, list[str]]:
 def base_templates(revision: str, into: Path) -> Path | None:
     """The mail templates of `revision` in a folder (None if git cannot give them)."""
     into.mkdir(parents=True, exist_ok=True)
+    known = subprocess.run(
+        ["git", "-C", str(ROOT), "rev-parse", "--verify", f"{revision}^{{commit}}"],
+        capture_output=True,
+    )
+    if known.returncode != 0:
+        return None
     for name in TEMPLATES:
         shown = subprocess.run(
             ["git", "-C", str(ROOT), "show", f"{revision}:templates/{name}"],
             capture_output=True,
         )
         if shown.returncode != 0:
-            return None
+            continue  # not in the base: the current template stands in (render falls back)
         (into / name).write_bytes(shown.stdout)
     return into
 

@@ -512,22 +512,18 @@ def data_message(
     data: bytes,
     now: datetime,
 ) -> EmailMessage:
-    """ "Send me my data": a short text with what we hold attached as JSON."""
+    """ "Send me my data": a short mail (text and HTML) with what we hold attached as JSON."""
     file_name = "subscriber-data.json"
-    text = render(
-        environment,
-        "data.txt.j2",
-        email=to_address,
-        file_name=file_name,
-        preferences_url=preferences_url,
+    context = {"email": to_address, "file_name": file_name, "preferences_url": preferences_url}
+    message = build_message(
+        settings=settings,
+        subject=f"Your data at {settings.site.title}",
+        to_name=to_name,
+        to_address=to_address,
+        text=render(environment, "data.txt.j2", **context),
+        html_body=_INLINER.inline(render(environment, "data.html.j2", **context)),
+        date=now,
     )
-    message = EmailMessage(policy=SMTP)
-    message["From"] = settings.smtp.from_address
-    message["To"] = mailbox(to_name, to_address)
-    message["Subject"] = f"Your data at {settings.site.title}"
-    message["Date"] = format_datetime(now)
-    message["Message-ID"] = make_msgid(domain=settings.host)
-    message.set_content(text, subtype="plain", charset="utf-8", cte="quoted-printable")
     message.add_attachment(data, maintype="application", subtype="json", filename=file_name)
     return message
 
