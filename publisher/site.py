@@ -52,6 +52,7 @@ from publisher.store import Store
 from publisher.store.builds import SiteBuilds
 from publisher.store.deletions import Deletion, Deletions
 from publisher.store.pages import ArticleStamp, SiteQueries
+from publisher.websub import hub_urls
 
 __all__ = ["BuildResult", "ChangeReport", "ChangedArticle", "SiteBuilder", "category_slugs"]
 
@@ -290,6 +291,7 @@ class SiteBuilder:
             author=site.title,
             icon=url(site.icon) if site.icon else None,
             logo=url(site.logo) if site.logo else None,
+            hubs=hub_urls(self.settings),
             **extra,
         )
 
@@ -404,6 +406,7 @@ class SiteBuilder:
             **{
                 **{name: getattr(channel, name) for name in Channel.__slots__},
                 "atom_url": url(archive_path(number)),
+                "hubs": (),  # no topic: an archive page never changes for a subscriber
             }
         )
         newest_first = sorted(found, key=lambda a: a.published, reverse=True)
@@ -565,7 +568,9 @@ class SiteBuilder:
         s = self.settings
         digest = hashlib.blake2b(digest_size=16)
         digest.update(
-            repr((STATE_VERSION, __version__, s.base_url, s.timezone, s.site, s.feeds)).encode()
+            repr(
+                (STATE_VERSION, __version__, s.base_url, s.timezone, s.site, s.feeds, hub_urls(s))
+            ).encode()
         )
         for name in _TEMPLATES:
             for folder in [s.templates_dir, builtin_templates()]:

@@ -149,6 +149,10 @@ MIGRATIONS: dict[int, Callable[[Connection], None]] = {
     9: _kept_and_withheld,
     10: _no_op,  # placeholder: merged from another branch
     11: _no_op,  # consent_events
+    12: _no_op,  # placeholder: merged from another branch
+    13: _no_op,  # placeholder: merged from another branch
+    14: _no_op,  # placeholder: merged from another branch
+    15: _no_op,  # websub_subscriptions
 }
 
 # Serializes writers on PostgreSQL the way BEGIN IMMEDIATE does on SQLite.
