@@ -200,9 +200,7 @@ class WebSub:
 
         await self._retried(f"delivery to {subscription.callback!r}", once, tries)
 
-    async def _retried(
-        self, what: str, once: Callable[[], Awaitable[Reply]], tries: int
-    ) -> bool:
+    async def _retried(self, what: str, once: Callable[[], Awaitable[Reply]], tries: int) -> bool:
         delays = [*retry_delays(tries, self.config.retry_seconds), None]
         for delay in delays:
             try:
