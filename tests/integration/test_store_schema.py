@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 from sqlalchemy import inspect, select, text
 
@@ -118,8 +119,33 @@ def test_a_schema_7_database_gains_the_consent_tables_and_keeps_its_subscribers(
         assert {"consent_events", "suppressions"} <= tables
         with upgraded.store.read() as connection:
             versions = connection.execute(select(schema_version.c.version)).scalars().all()
-        assert sorted(versions) == [7, 8, 9, 10, 11]
+        assert sorted(versions) == list(range(7, SCHEMA_VERSION + 1))
         assert upgraded.subscriber_admin.remove("ann@example.org") is None
         assert [e.kind.value for e in upgraded.subscriber_history("ann@example.org")] == ["removed"]
+    finally:
+        upgraded.close()
+
+
+def test_a_schema_11_database_gains_the_websub_table_and_keeps_its_articles(
+    store_app: App, tmp_path: Path
+) -> None:
+    """Schema 15 (websub_subscriptions) on a database written by schema 11."""
+    articles = shutil.copytree(SEEDS, tmp_path / "inbox" / "seeds")
+    store_app.ingest([articles])
+    with store_app.store.begin() as connection:
+        connection.execute(text("DROP TABLE websub_subscriptions"))
+        connection.execute(text("DELETE FROM schema_version"))
+        connection.execute(
+            text("INSERT INTO schema_version (version, applied) VALUES (11, CURRENT_TIMESTAMP)")
+        )
+    store_app.close()
+
+    upgraded = App(store_app.settings)
+    try:
+        assert len(upgraded.articles()) == 5
+        assert "websub_subscriptions" in set(inspect(upgraded.store.engine).get_table_names())
+        with upgraded.store.read() as connection:
+            versions = connection.execute(select(schema_version.c.version)).scalars().all()
+        assert sorted(versions) == list(range(11, SCHEMA_VERSION + 1))
     finally:
         upgraded.close()
