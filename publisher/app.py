@@ -73,6 +73,8 @@ class App:
         return self._ingestor
 
     def close(self) -> None:
+        if self._websub is not None:
+            self._websub.close()
         if self._store is not None:
             self._store.close()
 

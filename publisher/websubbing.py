@@ -18,6 +18,7 @@ import logging
 import secrets
 import threading
 from collections.abc import Awaitable, Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from urllib.parse import urlencode
 
@@ -57,7 +58,13 @@ class WebSub:
         self.clock = clock
         self.config = settings.websub
         self.hubs = hub_urls(settings)
-        self._calls = threading.BoundedSemaphore(PARALLEL_CALLS)
+        # its own threads: a slow callback must not take the ones the ingest and the
+        # build run in (asyncio.to_thread's shared pool)
+        self._pool = ThreadPoolExecutor(PARALLEL_CALLS, thread_name_prefix="websub")
+
+    def close(self) -> None:
+        """Let go of the call threads; a call still running ends at its socket timeout."""
+        self._pool.shutdown(wait=False, cancel_futures=True)
 
     # -- the hub: subscriptions ----------------------------------------------------
 
@@ -233,20 +240,20 @@ class WebSub:
         timeout = self.config.timeout_seconds
 
         def blocking() -> Reply:
-            with self._calls:
-                # resolved again at every call: the address checked is the one connected to
-                target = resolve(url, allow_private=private)
-                return call(
-                    target,
-                    method,
-                    body=body,
-                    headers=headers,
-                    timeout=timeout,
-                    max_bytes=self.config.max_response_bytes,
-                )
+            # resolved again at every call: the address checked is the one connected to
+            target = resolve(url, allow_private=private)
+            return call(
+                target,
+                method,
+                body=body,
+                headers=headers,
+                timeout=timeout,
+                max_bytes=self.config.max_response_bytes,
+            )
 
+        running = asyncio.get_running_loop().run_in_executor(self._pool, blocking)
         # the socket timeout bounds each read; this bounds the whole call
-        return await asyncio.wait_for(asyncio.to_thread(blocking), timeout * 2)
+        return await asyncio.wait_for(running, timeout * 2)
 
 
 class FeedAnnouncer:

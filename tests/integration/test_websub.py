@@ -206,3 +206,16 @@ def test_an_external_hub_is_pinged_once_per_changed_feed(tmp_path: Path) -> None
         assert any(rel == "self" and href == base + name for rel, href in rels)
     feed = httpx.Response(200, content=(public / "feed.json").read_bytes()).json()
     assert feed["hubs"] == [{"type": "WebSub", "url": f"{peer.url}/hub"}]
+
+
+def test_hubs_are_a_list_of_urls_and_anything_else_is_refused(tmp_path: Path) -> None:
+    good = load_settings(
+        _project(tmp_path, 'hubs = ["https://a.example/", "http://b.example/hub"]'), environ={}
+    )
+    assert good.websub.hub_urls == ("https://a.example/", "http://b.example/hub")
+    (tmp_path / "bad").mkdir()
+    bad = _project(tmp_path / "bad", 'hubs = ["not a url"]')
+    result = publisher_cli("build", env={"PUBLISHER_CONFIG": str(bad)}, cwd=tmp_path / "bad")
+    assert result.returncode == 2
+    assert "websub.hubs: 'not a url' is not an http(s) URL" in result.stderr
+    assert len(result.stderr.strip().splitlines()) <= 2
