@@ -32,6 +32,7 @@ if TYPE_CHECKING:  # typing only: these load when a command needs them
     from publisher.sending.runs import DigestSender
     from publisher.store.claims import RunProgress
     from publisher.web import BaseRoute
+    from publisher.websubbing import FeedAnnouncer, WebSub
 
 __all__ = ["App", "run_until_signal"]
 
@@ -55,6 +56,8 @@ class App:
         self._preferences: PreferenceCentre | None = None  # the web's
         self._sender: DigestSender | None = None  # digests
         self._inbound: InboundMail | None = None  # bounces, complaints, mailto unsubscribes
+        self._websub: WebSub | None = None
+        self._announcer: FeedAnnouncer | None = None  # changed feeds, for the hubs
 
     @property
     def store(self) -> Store:
@@ -73,6 +76,8 @@ class App:
         return self._ingestor
 
     def close(self) -> None:
+        if self._websub is not None:
+            self._websub.close()
         if self._store is not None:
             self._store.close()
 
@@ -181,14 +186,54 @@ class App:
     def build_feeds(self, report: ChangeReport | None = None) -> BuildResult:
         """Write feeds, archives and pages; None: a full build, else only what changed."""
         try:
-            return self.site.build(report)
+            result = self.site.build(report)
         except OSError as exc:  # read-only or full output folder
             raise output_error(self.settings.output_dir, exc) from exc
+        if self.websub_enabled:
+            from publisher.websub import changed_topics
+
+            self.announcer.changed(changed_topics(result.written))
+        return result
+
+    # -- WebSub ------------------------------------------------------------------
+
+    @property
+    def websub_enabled(self) -> bool:
+        return bool(self.settings.websub.hub_urls or self.settings.websub.builtin)
+
+    @property
+    def websub(self) -> WebSub:
+        """The WebSub publisher and built-in hub."""
+        if self._websub is None:
+            from publisher.websubbing import WebSub
+
+            self._websub = WebSub(self.settings, self.store)
+        return self._websub
+
+    @property
+    def announcer(self) -> FeedAnnouncer:
+        """Feeds the builds changed, announced to the hubs (see websubbing.py)."""
+        if self._announcer is None:
+            from publisher.websubbing import FeedAnnouncer
+
+            self._announcer = FeedAnnouncer(self.websub)
+        return self._announcer
+
+    async def announce_feeds(self, stop: asyncio.Event) -> None:
+        """`run` / `watch`: announce every changed feed in the background until `stop`."""
+        if self.websub_enabled:
+            await self.announcer.run(stop)
+
+    def announce_pending(self, timeout: float = 5.0) -> None:
+        """One-shot commands: announce what this process built, one try, within `timeout`."""
+        if self._announcer is not None:
+            self._announcer.flush(timeout)
 
     def web_routes(self) -> list[BaseRoute]:
         """Dynamic routes mounted before the static files (subscribe, confirm, unsubscribe,
-        preferences, provider webhooks)."""
+        preferences, provider webhooks, the built-in WebSub hub)."""
         from publisher.inbound import ProviderFeedback
+        from publisher.web.hub import hub_routes
         from publisher.web.preferences import preference_routes
         from publisher.web.subscriptions import subscription_routes
         from publisher.web.webhooks import webhook_routes
@@ -197,6 +242,7 @@ class App:
             *subscription_routes(self.settings, self.subscriptions),
             *webhook_routes(self.settings, ProviderFeedback(self.subscriber_admin)),
             *preference_routes(self.settings, self.preferences, self.subscriptions.preview),
+            *(hub_routes(self.websub) if self.settings.websub.builtin else []),
         ]
 
     # -- subscribers and digests ----------------------------------------------------

@@ -6,6 +6,7 @@ index, the mailer), so `publisher --help` and a bad flag answer at once.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import sys
@@ -43,6 +44,8 @@ if TYPE_CHECKING:  # typing only: App and the services load inside the commands
 
 __all__ = ["main"]
 
+# `ingest` and `build` ping the WebSub hubs once at their end, within this long
+WEBSUB_ONE_SHOT_SECONDS = 5.0
 EX_TEMPFAIL = 75  # sysexits.h: an MTA's pipe transport defers the message and retries
 _NOTABLE = (
     FileOutcome.DUPLICATE,
@@ -311,6 +314,7 @@ def ingest(ctx: click.Context, paths: tuple[Path, ...], as_json: bool) -> None:
     logging.getLogger("publisher.ingest").setLevel(logging.WARNING)
     with LazyProgress("Ingesting", enabled=not as_json) as progress:
         report = app.ingest(list(paths) or None, progress=progress.update)
+    app.announce_pending(WEBSUB_ONE_SHOT_SECONDS)
     if as_json:
         terminal.print_json([dataclasses.asdict(r) for r in report.results])
     else:
@@ -348,7 +352,11 @@ def watch(ctx: click.Context) -> None:
 
     app = _app(ctx)
     app.seed_inbox()
-    run_until_signal(app.watch)
+
+    async def watch_and_announce(stop: asyncio.Event) -> None:
+        await asyncio.gather(app.watch(stop), app.announce_feeds(stop))
+
+    run_until_signal(watch_and_announce)
 
 
 # -- articles ----------------------------------------------------------------------
@@ -665,6 +673,7 @@ def build(ctx: click.Context, as_json: bool) -> None:
     """
     app, terminal = _app(ctx), _terminal(ctx)
     result = app.build_feeds()
+    app.announce_pending(WEBSUB_ONE_SHOT_SECONDS)
     if as_json:
         terminal.print_json(result.as_dict())
         return

@@ -39,6 +39,7 @@ __all__ = [
     "TlsMode",
     "WatchBackend",
     "WatchSettings",
+    "WebSubSettings",
     "WebhookSettings",
     "ehlo_name",
     "forwarded_ips",
@@ -292,6 +293,29 @@ class WebhookSettings:
         return tuple(t.strip() for t in self.ses_topic_arns.split(",") if t.strip())
 
 
+@dataclass(frozen=True)
+class WebSubSettings:
+    """`[websub]`: hubs the feeds name and ping, and the built-in hub at /websub."""
+
+    # external hubs (a TOML list, or comma-separated): each feed links them and is pinged
+    # (hub.mode=publish) when a build changes it
+    hubs: str = ""
+    builtin: bool = False  # `publisher run` / `serve` answer WebSub subscriptions at /websub
+    # callbacks on private, loopback or link-local addresses are refused unless set (tests)
+    allow_private_callbacks: bool = False
+    max_subscriptions_per_host: int = 20  # active subscriptions of one callback host
+    lease_seconds: int = 10 * 24 * 3600  # granted when the subscriber asks for none
+    max_lease_seconds: int = 30 * 24 * 3600  # a longer lease asked for is cut to this
+    timeout_seconds: float = 5.0  # every outbound call: ping, challenge, delivery
+    max_response_bytes: int = 64 * 1024  # read of any reply, then the connection is closed
+    retries: int = 4  # after the first try; waits double from retry_seconds
+    retry_seconds: float = 1.0  # the first wait before a ping or delivery is retried
+
+    @property
+    def hub_urls(self) -> tuple[str, ...]:
+        return tuple(h.strip() for h in self.hubs.split(",") if h.strip())
+
+
 # -- scale-out workers --
 @dataclass(frozen=True)
 class WorkerSettings:
@@ -356,6 +380,7 @@ class Settings:
     webhooks: WebhookSettings = field(default_factory=WebhookSettings)
     dkim: DkimSettings = field(default_factory=DkimSettings)
     doctor: DoctorSettings = field(default_factory=DoctorSettings)
+    websub: WebSubSettings = field(default_factory=WebSubSettings)
 
     # notes for the operator found while loading (a config file others
     # can read holds a secret); the CLI prints each once on stderr
@@ -432,6 +457,7 @@ _SECTIONS: Mapping[str, type] = {
     "webhooks": WebhookSettings,
     "dkim": DkimSettings,
     "doctor": DoctorSettings,
+    "websub": WebSubSettings,
 }
 _PATHS = (
     "inbox",
@@ -734,6 +760,10 @@ def _coerce(cls: type, key: str, value: Any, where: str, prefix: str = "") -> An
             return None if value in (None, "") else Path(value)
         if kind in _ENUMS:
             return _ENUMS[kind](value)
+        if f"{prefix}{key}" in _LISTS and isinstance(value, list):
+            if not all(isinstance(item, str) and "," not in item for item in value):
+                raise ValueError(value)
+            return ",".join(value)
         if value is not None and not isinstance(value, str):
             raise ValueError(value)
         return value
@@ -746,6 +776,7 @@ def _coerce(cls: type, key: str, value: Any, where: str, prefix: str = "") -> An
         ) from exc
 
 
+_LISTS = frozenset({"websub.hubs"})  # a TOML list of strings, or one comma-separated string
 _ENUMS: Mapping[str, type[StrEnum]] = {"TlsMode": TlsMode, "WatchBackend": WatchBackend}
 
 
@@ -794,6 +825,9 @@ def _validate(settings: Settings, where: str) -> None:
     _validate_sender(settings.smtp, where)
     _validate_dkim(settings.dkim, where)
     _validate_webhooks(settings.webhooks, where)
+    for hub in settings.websub.hub_urls:
+        if urlsplit(hub).scheme not in {"http", "https"} or not urlsplit(hub).hostname:
+            raise ConfigError(f"websub.hubs: '{hub}' is not an http(s) URL{where}")
     _validate_bounce_address(settings.smtp.bounce_address, where)
     imap = settings.inbound.imap
     if imap.host and not (imap.username and imap.password):
@@ -852,6 +886,13 @@ _RANGES: Mapping[str, tuple[float, float | None]] = {
     "inbound.max_message_bytes": (1024, None),
     "inbound.imap.port": (1, 65535),
     "inbound.imap.poll_seconds": (0.05, None),
+    "websub.max_subscriptions_per_host": (1, None),
+    "websub.lease_seconds": (60, None),
+    "websub.max_lease_seconds": (60, None),
+    "websub.timeout_seconds": (0.1, 120),
+    "websub.max_response_bytes": (1024, None),
+    "websub.retries": (0, 20),
+    "websub.retry_seconds": (0.01, 3600),
 }
 
 

@@ -92,6 +92,7 @@ class Channel:
     # relative href of feed.xsl from this document (same origin, so a browser applies it)
     stylesheet: str | None = None
     next_json: str | None = None  # JSON Feed next_url: the next older archive page
+    hubs: tuple[str, ...] = ()  # WebSub hubs: <link rel="hub"> (Atom, RSS), `hubs` (JSON)
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,6 +194,21 @@ class _History(BaseExtension):  # type: ignore[misc]
         return feed
 
 
+class _RssHubs(BaseExtension):  # type: ignore[misc]
+    """<atom:link rel="hub"/> per WebSub hub in an RSS channel: feedgen writes only
+    rel="self" there."""
+
+    hubs: tuple[str, ...] = ()
+
+    def extend_rss(self, feed: Any) -> Any:
+        from lxml import etree  # feedgen's own XML library; only needed here
+
+        channel = feed.find("channel")
+        for hub in self.hubs:
+            etree.SubElement(channel, "{http://www.w3.org/2005/Atom}link", href=hub, rel="hub")
+        return feed
+
+
 class _Tombstones(BaseExtension):  # type: ignore[misc]
     """Adds one <at:deleted-entry ref=… when=…/> per deleted entry (RFC 6721 section 2),
     after the entries: feedgen has no such element."""
@@ -245,6 +261,8 @@ def _generator(
             fg.link(href=channel.archive.next, rel="next-archive", type=ATOM_TYPE)
     elif channel.prev_archive:
         fg.link(href=channel.prev_archive, rel="prev-archive", type=ATOM_TYPE)
+    for hub in channel.hubs:  # WebSub 4: rel="hub" beside rel="self"
+        fg.link(href=hub, rel="hub")
     # feedgen uses the *last* link as RSS <link>: alternate goes last
     fg.link(href=channel.atom_url, rel="self", type=ATOM_TYPE)
     fg.link(href=channel.home, rel="alternate", type="text/html")
@@ -299,6 +317,9 @@ def rss(channel: Channel, entries: Sequence[Entry]) -> bytes:
     fg.link(href=channel.rss_url, rel="self", replace=True, type=RSS_TYPE)
     fg.link(href=channel.home, rel="alternate", type="text/html")
     fg.load_extension("dc", atom=False, rss=True)
+    if channel.hubs:
+        fg.register_extension("websub", _RssHubs, None, atom=False, rss=True)
+        fg.websub.hubs = channel.hubs
     for fe, entry in zip(fg.entry(), entries, strict=True):
         # RSS <author> must be an email address; dc:creator carries a plain name
         fe.dc.dc_creator(_author(entry.article, channel))
@@ -328,6 +349,8 @@ def json_feed(channel: Channel, entries: Sequence[Entry]) -> bytes:
         document["favicon"] = channel.icon
     if channel.next_json:
         document["next_url"] = channel.next_json
+    if channel.hubs:
+        document["hubs"] = [{"type": "WebSub", "url": hub} for hub in channel.hubs]
     document["items"] = [_json_item(entry, channel, language) for entry in entries]
     text = json.dumps(document, ensure_ascii=False, indent=2)
     # the same strings, but no raw < > & in the bytes: safe even if someone inlines it

@@ -115,6 +115,8 @@ async def run(
             )
         )
         tasks.append(asyncio.create_task(_guard("inbox watcher", app.watch(stop), stop)))
+        if app.websub_enabled:  # every task here runs until stop
+            tasks.append(asyncio.create_task(_guard("websub", app.announce_feeds(stop), stop)))
         if settings.inbound.imap.host:
             tasks.append(asyncio.create_task(_poll_imap(app, stop)))
         waiting = asyncio.create_task(listening.wait())

@@ -61,6 +61,7 @@ from publisher.store import Store
 from publisher.store.builds import SiteBuilds
 from publisher.store.deletions import Deletion, Deletions
 from publisher.store.pages import ArticleStamp, SiteQueries
+from publisher.websub import hub_urls
 
 __all__ = ["BuildResult", "ChangeReport", "ChangedArticle", "SiteBuilder", "category_slugs"]
 
@@ -337,6 +338,7 @@ class SiteBuilder:
             author=site.title,
             icon=url(site.icon) if site.icon else None,
             logo=url(site.logo) if site.logo else None,
+            hubs=hub_urls(self.settings),
             **{"stylesheet": "../" * folder.count("/") + FEED_STYLESHEET, **extra},
         )
 
@@ -454,13 +456,15 @@ class SiteBuilder:
             f"{site.title} — archive {number}", site.subtitle, f"archive/{number}/", archive=archive
         )
         # an archive document's self link is the page itself; its JSON twin pages on
-        # to the next older one, as JSON Feed's next_url means
+        # to the next older one, as JSON Feed's next_url means; no hubs: no topic, an
+        # archive page never changes for a subscriber
         channel = replace(
             channel,
             atom_url=url(archive_path(number)),
             json_url=url(archive_json_path(number)),
             next_json=url(archive_json_path(number - 1)) if number > 1 else None,
             stylesheet="../" + FEED_STYLESHEET,
+            hubs=(),
         )
         entries = self._entries(sorted(found, key=lambda a: a.published, reverse=True))
         out.write(archive_path(number), feeds.atom(channel, entries))
@@ -805,7 +809,9 @@ class SiteBuilder:
         s = self.settings
         digest = hashlib.blake2b(digest_size=16)
         digest.update(
-            repr((STATE_VERSION, __version__, s.base_url, s.timezone, s.site, s.feeds)).encode()
+            repr(
+                (STATE_VERSION, __version__, s.base_url, s.timezone, s.site, s.feeds, hub_urls(s))
+            ).encode()
         )
         for name in _TEMPLATES:
             for folder in [s.templates_dir, builtin_templates()]:

@@ -55,11 +55,13 @@ BANDS = {
     "webhooks.ses": CORE,
     "bounces": CORE,
     "initconfig": CORE,  # what `publisher init` writes: checked answers, config text, DNS
+    "websub": CORE,
     "mailkeep": ADAPTER,
     "listener": ADAPTER,
     "imappoll": ADAPTER,
     "webcopies": CORE,
     "scaffold": ADAPTER,  # `publisher init`: a production config folder and its keys
+    "websubhttp": ADAPTER,
     # adapters: files, sockets, the database, the clock
     "inbox": ADAPTER,
     "inbox.moves": ADAPTER,
@@ -94,6 +96,7 @@ BANDS = {
     "store.schema": ADAPTER,
     "store.status": ADAPTER,
     "store.subscribers": ADAPTER,
+    "store.websub": ADAPTER,
     "web": ADAPTER,
     "web.connections": ADAPTER,
     "web.security": ADAPTER,
@@ -102,6 +105,7 @@ BANDS = {
     "web.subscriptions": ADAPTER,
     "web.webhooks": ADAPTER,
     "web.preferences": ADAPTER,
+    "web.hub": ADAPTER,
     # use cases: the only modules that open transactions
     "boilerplate": USE_CASE,
     "consent": USE_CASE,
@@ -113,6 +117,7 @@ BANDS = {
     "subscribing": USE_CASE,
     "inbound": USE_CASE,
     "preferences": USE_CASE,
+    "websubbing": USE_CASE,
     "status": USE_CASE,
     "doctor": USE_CASE,
     "sending": USE_CASE,

@@ -151,6 +151,8 @@ MIGRATIONS: dict[int, Callable[[Connection], None]] = {
     11: _no_op,  # consent_events
     12: _no_op,  # placeholder: merged from another branch
     13: _no_op,  # pauses (a new table: create_all makes it)
+    14: _no_op,  # placeholder: merged from another branch
+    15: _no_op,  # websub_subscriptions
 }
 
 # Serializes writers on PostgreSQL the way BEGIN IMMEDIATE does on SQLite.

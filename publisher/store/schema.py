@@ -25,7 +25,7 @@ from sqlalchemy.engine import Dialect
 __all__ = ["SCHEMA_VERSION", "UTCDateTime", "metadata"]
 
 # Bump with a migration in store/engine.py; an upgrade never drops data.
-SCHEMA_VERSION = 13
+SCHEMA_VERSION = 15
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -341,6 +341,23 @@ sent_articles = Table(
     ),
     Column("article_id", String(400), primary_key=True),
     Column("run_id", _ID, nullable=False),
+)
+
+# Schema 15: the built-in WebSub hub's verified subscriptions. The secret is kept as
+# given: every delivery is signed with it (HMAC needs the key itself).
+websub_subscriptions = Table(
+    "websub_subscriptions",
+    metadata,
+    Column("id", _ID, primary_key=True, autoincrement=True),
+    Column("topic", String(1000), nullable=False),
+    Column("callback", String(1000), nullable=False),
+    Column("host", String(255), nullable=False),  # the callback's, for the per-host cap
+    Column("secret", String(200)),
+    Column("created", UTCDateTime, nullable=False),
+    Column("expires", UTCDateTime, nullable=False),
+    UniqueConstraint("topic", "callback", name="uq_websub_topic_callback"),
+    Index("ix_websub_topic_expires", "topic", "expires"),
+    Index("ix_websub_host", "host"),
 )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 from datetime import UTC, datetime
+from pathlib import Path
 
 from sqlalchemy import inspect, select, text
 
@@ -127,13 +128,17 @@ def test_a_schema_7_database_gains_the_consent_tables_and_keeps_its_subscribers(
         upgraded.close()
 
 
-def test_a_schema_11_database_gains_the_pauses_table_and_keeps_its_subscribers(
-    store_app: App,
+def test_a_schema_11_database_gains_the_new_tables_and_keeps_its_data(
+    store_app: App, tmp_path: Path
 ) -> None:
-    """Schema 13 (pauses, the preference centre's pause) on a database written by 11."""
+    """Schemas 13 (pauses, the preference centre's pause) and 15 (websub_subscriptions) on
+    a database written by 11."""
+    articles = shutil.copytree(SEEDS, tmp_path / "inbox" / "seeds")
+    store_app.ingest([articles])
     store_app.add_subscriber("ann@example.org", name="Ann", frequency="daily")
     with store_app.store.begin() as connection:
         connection.execute(text("DROP TABLE pauses"))
+        connection.execute(text("DROP TABLE websub_subscriptions"))
         connection.execute(text("DELETE FROM schema_version"))
         connection.execute(
             text("INSERT INTO schema_version (version, applied) VALUES (11, CURRENT_TIMESTAMP)")
@@ -142,10 +147,12 @@ def test_a_schema_11_database_gains_the_pauses_table_and_keeps_its_subscribers(
 
     upgraded = App(store_app.settings)
     try:
+        assert len(upgraded.articles()) == 5
         [ann] = upgraded.subscribers()
         assert (ann.email, ann.name, ann.frequency.value) == ("ann@example.org", "Ann", "daily")
         assert ann.paused_until is None
-        assert "pauses" in set(inspect(upgraded.store.engine).get_table_names())
+        tables = set(inspect(upgraded.store.engine).get_table_names())
+        assert {"pauses", "websub_subscriptions"} <= tables
         with upgraded.store.read() as connection:
             versions = connection.execute(select(schema_version.c.version)).scalars().all()
         assert sorted(versions) == list(range(11, SCHEMA_VERSION + 1))
