@@ -28,7 +28,16 @@ from tests.integration.test_preferences import _links, _on, _text_of
 from tests.integration.test_web import served
 from tests.smtp_sink import Received, SmtpSink, send_config
 
-GET_PAGES = ("index", "article", "confirm", "preferences", "unsubscribe", "unsubscribed again")
+GET_PAGES = (
+    "index",
+    "article",
+    "category",
+    "archive",
+    "confirm",
+    "preferences",
+    "unsubscribe",
+    "unsubscribed again",
+)
 POST_PAGES = ("subscribe result", "subscribe error", "confirmed", "expired link")
 MAILS = ("welcome mail", "preference data mail")
 
@@ -61,6 +70,9 @@ def site(tmp_path: Path, smtp_sink: SmtpSink) -> Iterator[Site]:
             article = next(app.settings.output_dir.glob("articles/*.html"))
             found.urls["index"] = running.url
             found.urls["article"] = f"{running.url}articles/{article.name}"
+            category = next(app.settings.output_dir.glob("category/*/index.html"))
+            found.urls["category"] = f"{running.url}category/{category.parent.name}/"
+            found.urls["archive"] = f"{running.url}archive/"
             found.html["subscribe error"] = httpx.post(
                 running.url + "subscribe", data={"email": "not-an-address"}, timeout=10
             ).text
