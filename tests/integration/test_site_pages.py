@@ -3,9 +3,11 @@ metadata, robots.txt and sitemap, readable feeds, JSON Feed paging; over a serve
 
 from __future__ import annotations
 
+import html
 import json
 import os
 import random
+import re
 import shutil
 from collections import deque
 from collections.abc import Iterator
@@ -441,3 +443,17 @@ def test_a_correction_moving_an_article_to_another_category_moves_it_on_the_page
         assert set(listed_slugs(public, "category/economy/")) == economy
     finally:
         app.close()
+
+
+def test_category_pages_carry_the_subscribe_form_with_their_category_first(site: App) -> None:
+    public = site.settings.output_dir
+    for category in {a.category for a in site.articles()}:
+        index = next(
+            page
+            for page in public.glob("category/*/index.html")
+            if category in parse(page.read_text(encoding="utf-8")).h1[0]
+        )
+        text = index.read_text(encoding="utf-8")
+        assert '<form class="subscribe" method="post" action="/subscribe">' in text
+        offered = re.findall(r'name="categories" value="([^"]*)"', text)
+        assert offered and html.unescape(offered[0]) == category, (category, offered)
