@@ -25,10 +25,10 @@ from typing import Protocol
 
 import aiosmtplib
 
-from publisher.config import SmtpSettings, TlsMode, ehlo_name
+from publisher.config import Settings, SmtpSettings, TlsMode, ehlo_name
 from publisher.errors import SendError
 from publisher.messages import date_header
-from publisher.signing import Signer
+from publisher.signing import Signer, signer_for
 
 __all__ = ["Ledger", "Mailer", "Outgoing", "SendReport", "ServerUnreachable", "probe_relay"]
 
@@ -130,6 +130,12 @@ class Mailer:
         self._rate = _RateLimit(settings.rate_per_second)
         self.unreachable: ServerUnreachable | None = None  # set once: the pool stops
         self._date_line: tuple[int, bytes] = (0, b"")
+
+    @classmethod
+    def for_settings(cls, settings: Settings, smtp: SmtpSettings | None = None) -> Mailer:
+        """The mailer every outgoing mail of these settings goes through: their relay (or
+        `smtp`, a variant of it) and their DKIM signer."""
+        return cls(smtp or settings.smtp, signer_for(settings))
 
     def dated(self, item: Outgoing) -> bytes:
         """The bytes to hand over now: a `stamp_date` item gets its Date header here

@@ -32,7 +32,6 @@ from publisher.messages import (
 )
 from publisher.model import ConsentSource, Subscriber, SubscriberStatus
 from publisher.render import render, template_environment
-from publisher.signing import signer_for
 from publisher.store import Store
 from publisher.store.subscribers import Subscribers
 from publisher.subscribers import SubscriberAdmin, is_suppressed, known_categories
@@ -171,7 +170,7 @@ class PreferenceCentre:
             data=json.dumps(held, ensure_ascii=False, indent=2).encode("utf-8"),
             now=self.clock(),
         )
-        await Mailer(self.settings.smtp, signer_for(self.settings)).send_one(
+        await Mailer.for_settings(self.settings).send_one(
             sender_address(self.settings), found.email, bytes(message)
         )
         return found.email
@@ -238,7 +237,7 @@ class PreferenceCentre:
             date=self.clock(),
         )
         try:
-            await Mailer(self.settings.smtp, signer_for(self.settings)).send_one(
+            await Mailer.for_settings(self.settings).send_one(
                 sender_address(self.settings), found.email, bytes(message)
             )
         except SendError as exc:

@@ -36,7 +36,6 @@ from publisher.model import (
 from publisher.render import template_environment
 from publisher.schedule import next_digest
 from publisher.secrecy import address_hash
-from publisher.signing import signer_for
 from publisher.store import Store
 from publisher.store.consent import ConsentEvents, Suppressions
 from publisher.store.subscribers import Registration, Subscribers
@@ -233,7 +232,7 @@ class Subscriptions:
                 frequency=subscriber.frequency.value,
                 now=self.clock(),
             )
-            await Mailer(self.settings.smtp, signer_for(self.settings)).send_one(
+            await Mailer.for_settings(self.settings).send_one(
                 sender_address(self.settings), subscriber.email, bytes(message)
             )
         except SendError as exc:
@@ -359,7 +358,7 @@ class Subscriptions:
                 first_digest=chosen.first_digest,
                 now=self.clock(),
             )
-            await Mailer(self.settings.smtp, signer_for(self.settings)).send_one(
+            await Mailer.for_settings(self.settings).send_one(
                 sender_address(self.settings), found.email, bytes(message)
             )
         except SendError as exc:

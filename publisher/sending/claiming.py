@@ -35,7 +35,6 @@ from publisher.model import Article, Delivery, DigestRun, RunStatus, Subscriber
 from publisher.sending.archive import ArchivingLedger
 from publisher.sending.produce import DigestProducer, Page
 from publisher.sending.reports import DigestReport
-from publisher.signing import signer_for
 from publisher.store import Store
 from publisher.store.claims import Claims, RunProgress, WorkerRow
 from publisher.store.ledger import DeliveryLedger, in_ledger_transaction
@@ -208,7 +207,7 @@ class ClaimingSender:
             if progress is not None:
                 progress(smtp)
 
-        mailer = Mailer(replace(settings.smtp, pool_size=self.concurrency), signer_for(settings))
+        mailer = Mailer.for_settings(settings, replace(settings.smtp, pool_size=self.concurrency))
         pages = self._claimed_pages(run, until_done)
         items = self.producer.messages(pages, run.as_of, report, dict(articles or {}))
         archiving = ArchivingLedger(ledger, self.producer.archive)

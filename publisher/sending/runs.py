@@ -41,7 +41,6 @@ from publisher.sending.due import PAGE, candidates, due_pages
 from publisher.sending.preview import DigestPreview
 from publisher.sending.produce import DigestProducer, Page
 from publisher.sending.reports import DigestReport
-from publisher.signing import signer_for
 from publisher.store import Store
 from publisher.store.ledger import DeliveryLedger
 from publisher.store.locks import DatabaseLock
@@ -184,7 +183,7 @@ class DigestSender:
             messages = self.producer.messages(self._open_pages(run), run.as_of, report, by_id)
             archiving = ArchivingLedger(ledger, self.producer.archive)
             async with ledger:
-                smtp = await Mailer(self.settings.smtp, signer_for(self.settings)).send_all(
+                smtp = await Mailer.for_settings(self.settings).send_all(
                     messages, archiving, progress=count
                 )
         report.delivery.add(smtp)
