@@ -143,16 +143,13 @@ def _free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def _publisher(config: Path, *args: str) -> subprocess.Popen[str]:
-    environment = {k: v for k, v in os.environ.items() if not k.startswith("PUBLISHER_")}
-    return subprocess.Popen(
-        [sys.executable, "-m", "publisher", "--config", str(config), *args],
-        cwd=config.parent,
-        env=environment,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+def _command(config: Path, *args: str) -> list[str]:
+    return [sys.executable, "-m", "publisher", "--config", str(config), *args]
+
+
+def _environment() -> dict[str, str]:
+    """This environment without PUBLISHER_* variables, which would beat the config file."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("PUBLISHER_")}
 
 
 def _answers(url: str) -> bool:
@@ -179,10 +176,16 @@ def served_site(folder: Path) -> Iterator[ServedSite]:
     config.chmod(0o600)
     shutil.copytree(SEEDS, folder / "inbox")
     for command in ("ingest", "build"):
-        done = _publisher(config, command)
-        output, _ = done.communicate(timeout=120)
+        done = subprocess.run(
+            _command(config, command),
+            cwd=folder,
+            env=_environment(),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         if done.returncode != 0:
-            raise RuntimeError(f"publisher {command} exited {done.returncode}: {output}")
+            raise RuntimeError(f"publisher {command} exited {done.returncode}: {done.stderr}")
     output_dir = folder / "public"
     article = sorted(output_dir.glob("articles/*.html"))[0]
     category = sorted(output_dir.glob("category/*/index.html"))[0]
@@ -192,7 +195,14 @@ def served_site(folder: Path) -> Iterator[ServedSite]:
     site.urls["category"] = f"{base}category/{category.parent.name}/"
     site.urls["archive"] = f"{base}archive/"
 
-    server = _publisher(config, "serve", "--host", "127.0.0.1", "--port", str(port))
+    server = subprocess.Popen(
+        _command(config, "serve", "--host", "127.0.0.1", "--port", str(port)),
+        cwd=folder,
+        env=_environment(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     lines: list[str] = []
 
     def collect() -> None:
