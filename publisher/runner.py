@@ -219,6 +219,8 @@ def _digest_handler(app: App) -> Callable[[DigestDue], Awaitable[None]]:
         report = await app.send_digests_async(frequency=due.frequency)
         counts = ", ".join(f"{k} {v}" for k, v in report.summary().items())
         log.info("digest run finished: %s (run %s): %s", due.frequency, report.run_id, counts)
+        if report.failover:
+            log.warning("digest run %s: %s", report.run_id, report.failover)
         if report.unreachable:  # the rows stay open for the next run
             log.error("%s; %d messages left for the next run", report.unreachable, report.deferred)
 
