@@ -178,6 +178,9 @@ class DoctorSettings:
     nameservers: str = ""  # comma-separated IP addresses
     port: int = 53  # the port of those nameservers
     timeout_seconds: float = 5.0  # per DNS question and per TLS or HTTP probe
+    # true: a digest `publisher run` schedules goes out even while a check fails (as
+    # `send --skip-doctor`); false: it waits, with one error line, until doctor passes
+    skip_scheduled: bool = False
 
 
 @dataclass(frozen=True)
