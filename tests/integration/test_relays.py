@@ -6,6 +6,7 @@ login hands the rest of the run to the next one; a recipient's 5xx stays the rec
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -16,8 +17,9 @@ from sqlalchemy import func, select
 
 from publisher.app import App
 from publisher.cli import cli
-from publisher.config import load_settings, relay_chain
+from publisher.config import RelaySettings, SmtpSettings, TlsMode, load_settings, relay_chain
 from publisher.errors import ConfigError
+from publisher.mailer import Mailer
 from publisher.store.schema import deliveries
 from tests.conftest import SEEDS
 from tests.smtp_sink import SmtpSink, closed_port, running_sink, send_config
@@ -70,10 +72,11 @@ def second() -> Iterator[SmtpSink]:
 
 
 def test_a_relay_that_is_down_hands_every_message_to_the_next_once(
-    tmp_path: Path, sqlite_url: str, second: SmtpSink
+    tmp_path: Path, database_url: str, second: SmtpSink
 ) -> None:
+    """On SQLite, and on PostgreSQL where `send` claims its rows like a worker."""
     down = SmtpSink(port=closed_port())
-    config = _config(tmp_path, sqlite_url, down, _relay(second.port))
+    config = _config(tmp_path, database_url, down, _relay(second.port))
     result = _send(config)
     assert result.exit_code == 0, result.output
     assert second.per_recipient() == dict.fromkeys(READERS, 1)
@@ -183,3 +186,16 @@ def test_a_relay_password_comes_from_its_variable_and_one_in_the_file_is_noted(
         "c.example.org:587",
     ]
     assert chain[1].password == "from-env" and chain[1].pool_size == settings.smtp.pool_size
+
+
+def test_a_confirmation_mail_fails_over_too(second: SmtpSink) -> None:
+    """One-off mail (confirmation, welcome) opens its session through the same chain."""
+    smtp = SmtpSettings(
+        host="127.0.0.1",
+        port=closed_port(),
+        backoff_seconds=0.01,
+        relays=(RelaySettings(host="127.0.0.1", port=second.port, tls=TlsMode.NONE),),
+    )
+    message = b"Subject: confirm\r\nFrom: news@localhost\r\n\r\nconfirm here\r\n"
+    asyncio.run(Mailer(smtp).send_one("news@localhost", "new@example.com", message))
+    assert second.per_recipient() == {"new@example.com": 1}
