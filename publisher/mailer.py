@@ -131,11 +131,11 @@ class Mailer:
     def __init__(self, settings: SmtpSettings, signer: Signer | None = None) -> None:
         self.settings = settings
         self.signer = signer
-        # [smtp] then each [[smtp.relays]]; `relay` only moves forward: the one that took
+        # [smtp] then each [[smtp.relays]]; `active` only moves forward: the one that took
         # over keeps the rest of the run (a flapping relay does not get every other message)
         self.relays = relay_chain(settings)
         self.helo_names = [ehlo_name(r) for r in self.relays]  # ConfigError before sending
-        self.relay = 0
+        self.active = 0  # index in `relays` of the relay in use
         self.down: list[tuple[str, str]] = []  # (host:port, why) of each relay given up on
         self._rate = _RateLimit(settings.rate_per_second)
         self.unreachable: ServerUnreachable | None = None  # set once: the pool stops
@@ -162,26 +162,26 @@ class Mailer:
 
     def fail_over(self, index: int, problem: ServerUnreachable) -> bool:
         """Relay `index` could not open a session: move on to the next one. False when it
-        was the last (the caller raises `problem`); True to connect to `self.relay`."""
-        if index != self.relay:
+        was the last (the caller raises `problem`); True to connect to `self.active`."""
+        if index != self.active:
             return True  # another worker has already moved on from it
         if index + 1 >= len(self.relays):
             return False
-        failed, self.relay = self.relays[index], index + 1
+        failed, self.active = self.relays[index], index + 1
         self.down.append((failed.name, problem.detail))
         log.info(
             "relay %s unreachable (%s); %s takes over",
             failed.name,
             problem.detail,
-            self.relays[self.relay].name,
+            self.relays[self.active].name,
         )
         return True
 
     def failover_line(self) -> str | None:
-        """ "relay A unreachable (why), sent through B" once B took over; None otherwise."""
+        """The line "relay A unreachable (why), sent through B" once B took over, else None."""
         if not self.down or self.unreachable is not None:
             return None
-        return f"{self._down_text()}, sent through {self.relays[self.relay].name}"
+        return f"{self._down_text()}, sent through {self.relays[self.active].name}"
 
     def _down_text(self) -> str:
         return "; ".join(f"relay {name} unreachable ({why})" for name, why in self.down)
@@ -280,7 +280,7 @@ class _Worker:
         self.smtp: aiosmtplib.SMTP | None = None
         self.on_connection = 0
         self.attempts = 0
-        self.relay = mailer.relays[mailer.relay]  # the relay of the open (or last) session
+        self.relay = mailer.relays[mailer.active]  # the relay of the open (or last) session
 
     async def connect(self, index: int = 0) -> aiosmtplib.SMTP:
         """A session (TLS, login) with relay `index` of the mailer's chain."""
@@ -377,7 +377,7 @@ class _Worker:
         """Connect (TLS, login) to the relay in use, else to the next ones in turn; a
         failure here is the relays', not the item's."""
         while True:
-            index = self.mailer.relay
+            index = self.mailer.active
             try:
                 return await self.connect(index)
             except (aiosmtplib.SMTPException, *_CONNECTION_ERRORS) as exc:

@@ -80,7 +80,7 @@ class DigestReport:
 
     @property
     def failover(self) -> str | None:
-        """ "relay A unreachable (why), sent through B" when a later relay took over."""
+        """The line "relay A unreachable (why), sent through B" when a later relay took over."""
         return self.delivery.failover
 
     def summary(self) -> dict[str, int]:
