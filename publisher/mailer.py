@@ -3,7 +3,10 @@
 A bounded pool of worker tasks, each owning ONE persistent connection (never shared):
 reconnect on disconnect, a fresh connection every `messages_per_connection`, a shared rate
 limit, retries with exponential backoff and jitter on 4xx replies and connection errors,
-and a 5xx reply as a permanent failure for that recipient.
+and a 5xx reply as a permanent failure for that recipient. Relays in order ([smtp], then
+each [[smtp.relays]]): a session that cannot be opened (down, TLS, login refused) moves
+the whole pool on to the next relay for the rest of the run; a reply about a recipient
+never does.
 
 Exactly-once is the ledger's job, reached through the small `Ledger` protocol (app.py wires
 the store's delivery ledger in): `sending()` is awaited — committed — BEFORE the SMTP
@@ -46,7 +49,8 @@ _CONNECTION_ERRORS = (
 
 
 class ServerUnreachable(SendError):
-    """No session could be opened (refused, TLS, login): no recipient's fault.
+    """No session could be opened with the last relay (refused, TLS, login): no
+    recipient's fault.
 
     Never counts against a recipient (no bounce) and never marks a row failed: once one
     message has used all its attempts this way, the pool stops and leaves the rest open.
