@@ -32,6 +32,7 @@ from publisher.messages import (
 )
 from publisher.model import ConsentSource, Subscriber, SubscriberStatus
 from publisher.render import render, template_environment
+from publisher.secrecy import masked_address, masked_in
 from publisher.store import Store
 from publisher.store.subscribers import Subscribers
 from publisher.subscribers import SubscriberAdmin, is_suppressed, known_categories
@@ -241,4 +242,8 @@ class PreferenceCentre:
                 sender_address(self.settings), found.email, bytes(message)
             )
         except SendError as exc:
-            log.warning("fresh link to %s failed: %s", found.email, exc.message)
+            log.warning(
+                "fresh link to %s failed: %s",
+                masked_address(found.email, self.settings.secret_key),
+                masked_in(exc.message, found.email, self.settings.secret_key),
+            )

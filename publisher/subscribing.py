@@ -35,7 +35,7 @@ from publisher.model import (
 )
 from publisher.render import template_environment
 from publisher.schedule import next_digest
-from publisher.secrecy import address_hash
+from publisher.secrecy import address_hash, masked_address, masked_in
 from publisher.store import Store
 from publisher.store.consent import ConsentEvents, Suppressions
 from publisher.store.subscribers import Registration, Subscribers
@@ -236,9 +236,16 @@ class Subscriptions:
                 sender_address(self.settings), subscriber.email, bytes(message)
             )
         except SendError as exc:
-            log.warning("confirmation mail to %s failed: %s", subscriber.email, exc.message)
+            log.warning(
+                "confirmation mail to %s failed: %s",
+                masked_address(subscriber.email, self.settings.secret_key),
+                masked_in(exc.message, subscriber.email, self.settings.secret_key),
+            )
         except Exception:
-            log.exception("confirmation mail to %s failed", subscriber.email)
+            log.exception(
+                "confirmation mail to %s failed",
+                masked_address(subscriber.email, self.settings.secret_key),
+            )
         else:
             await asyncio.to_thread(self._confirmation_sent, registered)
             return
@@ -362,9 +369,15 @@ class Subscriptions:
                 sender_address(self.settings), found.email, bytes(message)
             )
         except SendError as exc:
-            log.warning("welcome mail to %s failed: %s", email, exc.message)
+            log.warning(
+                "welcome mail to %s failed: %s",
+                masked_address(email, self.settings.secret_key),
+                masked_in(exc.message, email, self.settings.secret_key),
+            )
         except Exception:
-            log.exception("welcome mail to %s failed", email)
+            log.exception(
+                "welcome mail to %s failed", masked_address(email, self.settings.secret_key)
+            )
 
     def _confirm(
         self, subscriber_id: int, email: str, client: str | None = None
