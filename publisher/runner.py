@@ -21,9 +21,9 @@ from typing import TYPE_CHECKING, Any
 from publisher.config import Settings
 from publisher.errors import PublisherError
 from publisher.imappoll import ImapPoller
-from publisher.listener import InboundListener
 from publisher.schedule import DigestDue, DigestScheduler
-from publisher.smtpsink import SmtpSink
+from publisher.smtpserver.inbound import InboundListener
+from publisher.smtpserver.sink import SmtpSink
 from publisher.status import SCHEDULER_LOCK
 from publisher.store.locks import DatabaseLock
 

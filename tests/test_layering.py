@@ -57,7 +57,6 @@ BANDS = {
     "initconfig": CORE,  # what `publisher init` writes: checked answers, config text, DNS
     "websub": CORE,
     "mailkeep": ADAPTER,
-    "listener": ADAPTER,
     "imappoll": ADAPTER,
     "webcopies": CORE,
     "scaffold": ADAPTER,  # `publisher init`: a production config folder and its keys
@@ -72,7 +71,9 @@ BANDS = {
     "mailer": ADAPTER,
     "resolver": ADAPTER,
     "webprobe": ADAPTER,
-    "smtpsink": ADAPTER,
+    "smtpserver": ADAPTER,  # aiosmtpd: the part every SMTP server of ours shares
+    "smtpserver.inbound": ADAPTER,
+    "smtpserver.sink": ADAPTER,
     "watch": ADAPTER,
     "watch.closewrite": ADAPTER,
     "watch.polling": ADAPTER,
@@ -143,7 +144,7 @@ OWNERS = {
     "sqlalchemy": {"store"},
     "psycopg": {"store"},
     "aiosmtplib": {"mailer"},
-    "aiosmtpd": {"smtpsink", "listener"},
+    "aiosmtpd": {"smtpserver"},
     "apscheduler": {"schedule"},
     "watchfiles": {"watch"},
     "inotify_simple": {"watch"},

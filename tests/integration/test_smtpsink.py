@@ -11,7 +11,7 @@ from email.message import EmailMessage
 from email.policy import default
 from pathlib import Path
 
-from publisher.smtpsink import SmtpSink
+from publisher.smtpserver.sink import SmtpSink
 
 
 def _message(to: str, subject: str) -> EmailMessage:
