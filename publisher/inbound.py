@@ -19,7 +19,7 @@ import functools
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import BinaryIO
 
@@ -33,6 +33,7 @@ from publisher.store import Store
 from publisher.store.subscribers import Subscribers
 from publisher.subscribers import Feedback, SubscriberAdmin
 from publisher.tokens import Tokens
+from publisher.usecase import UseCase
 from publisher.webhooks import Applied, FeedbackKind, ProviderEvent
 
 __all__ = ["POLICY", "InboundMail", "InboundOutcome", "ProviderFeedback", "mail_kind"]
@@ -74,7 +75,7 @@ class InboundOutcome:
     reason: str = ""
 
 
-class InboundMail:
+class InboundMail(UseCase):
     """Receives inbound messages; one per process (safe to call from several threads)."""
 
     def __init__(
@@ -85,10 +86,8 @@ class InboundMail:
         *,
         clock: Callable[[], datetime] | None = None,
     ) -> None:
-        self.settings = settings
-        self.store = store
+        super().__init__(settings, store, clock=clock)
         self.admin = admin
-        self.clock = clock or (lambda: datetime.now(UTC))
         self.keeper = MailKeeper(settings.data_dir / "inbound" / "unmatched")
 
     @functools.cached_property

@@ -11,13 +11,11 @@ same answer either way.
 from __future__ import annotations
 
 import asyncio
-import functools
 import json
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from typing import Any
+from datetime import datetime, timedelta
 
 from publisher.config import Settings
 from publisher.errors import SendError, UsageError
@@ -31,12 +29,13 @@ from publisher.messages import (
     sender_address,
 )
 from publisher.model import ConsentSource, Subscriber, SubscriberStatus
-from publisher.render import render, template_environment
+from publisher.render import render
 from publisher.secrecy import masked_address, masked_in
 from publisher.store import Store
 from publisher.store.subscribers import Subscribers
 from publisher.subscribers import SubscriberAdmin, is_suppressed, known_categories
-from publisher.tokens import PREFERENCES, UNSUBSCRIBE, Tokens
+from publisher.tokens import PREFERENCES, UNSUBSCRIBE
+from publisher.usecase import MailingUseCase
 
 __all__ = ["MAX_PAUSE_WEEKS", "PreferenceCentre", "Preferences"]
 
@@ -57,7 +56,7 @@ class Preferences:
     known_categories: tuple[str, ...]
 
 
-class PreferenceCentre:
+class PreferenceCentre(MailingUseCase):
     """The use cases behind the preference routes (web.preferences.PreferenceService)."""
 
     def __init__(
@@ -67,19 +66,8 @@ class PreferenceCentre:
         *,
         clock: Callable[[], datetime] | None = None,
     ) -> None:
-        self.settings = settings
-        self.store = store
-        self.clock = clock or (lambda: datetime.now(UTC))
+        super().__init__(settings, store, clock=clock)
         self.admin = SubscriberAdmin(settings, store, clock=self.clock)
-        self._background: set[asyncio.Task[None]] = set()
-
-    @functools.cached_property
-    def environment(self) -> Any:
-        return template_environment(self.settings)
-
-    @functools.cached_property
-    def tokens(self) -> Tokens:
-        return Tokens(self.settings.secret_key)
 
     def _claimed(self, token: str) -> Subscriber | None:
         """The subscriber a valid token names (same id and address), else None."""
@@ -192,14 +180,7 @@ class PreferenceCentre:
     def request_fresh_link(self, email: str) -> None:
         """Start mailing a fresh link (in the background: the answer takes as long for an
         unknown address as for a known one)."""
-        task = asyncio.create_task(self.send_fresh_link(email))
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
-
-    async def drain(self) -> None:
-        """Wait for fresh-link mails still being sent (tests, shutdown)."""
-        while self._background:
-            await asyncio.gather(*list(self._background), return_exceptions=True)
+        self._in_background(self.send_fresh_link(email))
 
     async def send_fresh_link(self, email: str) -> None:
         """Mail a fresh preference (and unsubscribe) link to a known, not bounced address;

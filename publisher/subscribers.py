@@ -10,7 +10,7 @@ import csv
 import io
 import logging
 import re
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -35,9 +35,10 @@ from publisher.model import (
     SubscriberStatus,
 )
 from publisher.secrecy import address_hash, printable
-from publisher.store import Articles, Store
+from publisher.store import Articles
 from publisher.store.consent import ConsentEvents, Suppression, Suppressions
 from publisher.store.subscribers import Subscribers
+from publisher.usecase import UseCase
 
 __all__ = [
     "Feedback",
@@ -318,19 +319,8 @@ def _imported(cells: dict[str, str], timezone: str, now: datetime) -> tuple[Subs
     return record, bool(named)
 
 
-class SubscriberAdmin:
+class SubscriberAdmin(UseCase):
     """The subscriber use cases of the CLI over one store."""
-
-    def __init__(
-        self,
-        settings: Settings,
-        store: Store,
-        *,
-        clock: Callable[[], datetime] | None = None,
-    ) -> None:
-        self.settings = settings
-        self.store = store
-        self.clock = clock or (lambda: datetime.now(UTC))
 
     def add(
         self,

@@ -4,12 +4,10 @@ confirmation mail, sent through a bounded queue in the background."""
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 from collections import deque
-from collections.abc import Callable, Coroutine, Sequence
-from datetime import UTC, datetime, timedelta
-from typing import Any
+from collections.abc import Callable, Sequence
+from datetime import datetime, timedelta
 
 from publisher.config import Settings
 from publisher.consent import record_consent
@@ -33,7 +31,6 @@ from publisher.model import (
     Subscriber,
     SubscriberStatus,
 )
-from publisher.render import template_environment
 from publisher.schedule import next_digest
 from publisher.secrecy import address_hash, masked_address, masked_in
 from publisher.store import Store
@@ -45,7 +42,8 @@ from publisher.subscribers import (
     known_categories,
     stronger_status,
 )
-from publisher.tokens import CONFIRM, PREFERENCES, UNSUBSCRIBE, PreviewClaim, Tokens
+from publisher.tokens import CONFIRM, PREFERENCES, UNSUBSCRIBE, PreviewClaim
+from publisher.usecase import MailingUseCase
 
 __all__ = ["Subscriptions"]
 
@@ -56,7 +54,7 @@ def _choices(categories: Sequence[str], frequency: Frequency) -> str:
     return f"categories: {', '.join(categories) or 'all'}; frequency: {frequency.value}"
 
 
-class Subscriptions:
+class Subscriptions(MailingUseCase):
     """What the subscribe, confirm and unsubscribe routes do (web.SubscriptionService)."""
 
     def __init__(
@@ -66,20 +64,9 @@ class Subscriptions:
         *,
         clock: Callable[[], datetime] | None = None,
     ) -> None:
-        self.settings = settings
-        self.store = store
-        self.clock = clock or (lambda: datetime.now(UTC))
-        self._background: set[asyncio.Task[None]] = set()
+        super().__init__(settings, store, clock=clock)
         self._outbox: deque[Registration] = deque()  # confirmation mails waiting to be sent
         self._senders = 0
-
-    @functools.cached_property
-    def environment(self) -> Any:
-        return template_environment(self.settings)
-
-    @functools.cached_property
-    def tokens(self) -> Tokens:
-        return Tokens(self.settings.secret_key)
 
     async def subscribe(
         self,
@@ -205,11 +192,6 @@ class Subscriptions:
             self._senders += 1
             self._in_background(self._send_confirmations())
 
-    def _in_background(self, work: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.create_task(work)
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
-
     async def _send_confirmations(self) -> None:
         try:
             while self._outbox:
@@ -268,11 +250,6 @@ class Subscriptions:
     def _release_cooldown(self, registered: Registration) -> None:
         with self.store.begin() as connection:
             Subscribers(connection).release_cooldown(registered)
-
-    async def drain(self) -> None:
-        """Wait for confirmation mails still being sent (tests, shutdown)."""
-        while self._background:
-            await asyncio.gather(*list(self._background), return_exceptions=True)
 
     def preview(self, token: str) -> PreviewClaim | None:
         """What a preview link stands in for, if `token` is one; nothing changes."""

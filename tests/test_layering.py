@@ -108,6 +108,7 @@ BANDS = {
     "web.preferences": ADAPTER,
     "web.hub": ADAPTER,
     # use cases: the only modules that open transactions
+    "usecase": USE_CASE,  # what every use case over one store shares
     "boilerplate": USE_CASE,
     "consent": USE_CASE,
     "deleting": USE_CASE,
