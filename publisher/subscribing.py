@@ -182,7 +182,7 @@ class Subscriptions(MailingUseCase):
         ):
             log.warning(
                 "confirmation mail to %s dropped: %d mails are waiting for the SMTP server",
-                registered.subscriber.email,
+                masked_address(registered.subscriber.email, self.settings.secret_key),
                 len(self._outbox),
             )
             self._in_background(asyncio.to_thread(self._release_cooldown, registered))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -230,3 +231,27 @@ def test_failed_confirmation_and_welcome_mails_log_the_address_masked(
     assert any(line.startswith("welcome mail") for line in failed), lines
     assert all("s***@example.com #" in line for line in failed), failed
     assert not any(address in line or "secret.reader" in line for line in lines), lines
+
+
+def test_a_dropped_confirmation_mail_logs_the_address_masked(
+    tmp_path: Path, sqlite_url: str, smtp_sink: SmtpSink, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = send_config(tmp_path, sqlite_url, smtp_sink)
+    with path.open("a", encoding="utf-8") as out:
+        out.write("\n[server]\nconfirmation_senders = 1\nconfirmation_backlog = 0\n")
+    app = App(load_settings(path, environ={}))
+    caplog.set_level(logging.WARNING, logger="publisher.subscribers")
+    held = threading.Event()
+    smtp_sink.on_mail = lambda: held.wait(30) and None  # the one sender is busy
+    try:
+        for running in served(app, app.web_routes()):
+            _subscribe(running.url, "first.reader@example.com")
+            _subscribe(running.url, "secret.reader@example.com")  # one sender, no backlog
+            held.set()
+            running.run(app.subscriptions.drain())
+    finally:
+        app.close()
+    lines = [r.getMessage() for r in caplog.records if r.name == "publisher.subscribers"]
+    dropped = [line for line in lines if "dropped" in line]
+    assert dropped and dropped[0].startswith("confirmation mail to s***@example.com #"), lines
+    assert not any("secret.reader" in line for line in lines), lines
