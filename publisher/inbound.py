@@ -19,7 +19,7 @@ import functools
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO
 
@@ -30,6 +30,7 @@ from publisher.messages import unsubscribe_address
 from publisher.model import ConsentKind, ConsentSource, Subscriber
 from publisher.secrecy import masked_address
 from publisher.store import Store
+from publisher.store.replays import Replays
 from publisher.store.subscribers import Subscribers
 from publisher.subscribers import Feedback, SubscriberAdmin
 from publisher.tokens import Tokens
@@ -252,3 +253,35 @@ class ProviderFeedback:
         )
         acted = sum(subscriber is not None for subscriber in found)
         return Applied(acted, len(found) - acted)
+
+
+class WebhookReplays(UseCase):
+    """The replay memory of `POST /webhooks/<provider>` (web.webhooks.ReplayMemory): a
+    Mailgun token or SNS message id is taken once, in the database, so neither a restart
+    nor a second process on the same database acts on a replay. Times are POSIX seconds,
+    as the webhook checks count them."""
+
+    async def claim(self, provider: str, key: str, *, now: float, until: float) -> bool:
+        return await asyncio.to_thread(self.claim_now, provider, key, now=now, until=until)
+
+    async def release(self, provider: str, key: str) -> None:
+        await asyncio.to_thread(self.release_now, provider, key)
+
+    def claim_now(self, provider: str, key: str, *, now: float, until: float) -> bool:
+        """Take `key` until `until` (the end of its signature's window); False if taken."""
+        with self.store.begin() as connection:
+            return Replays(connection).take(
+                provider,
+                key,
+                now=datetime.fromtimestamp(now, UTC),
+                expires=datetime.fromtimestamp(until, UTC),
+            )
+
+    def release_now(self, provider: str, key: str) -> None:
+        with self.store.begin() as connection:
+            Replays(connection).give_back(provider, key)
+
+    def kept(self) -> int:
+        """How many keys the database holds (tests: expired ones are dropped)."""
+        with self.store.read() as connection:
+            return Replays(connection).count()

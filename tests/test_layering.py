@@ -92,6 +92,7 @@ BANDS = {
     "store.ledger": ADAPTER,
     "store.locks": ADAPTER,
     "store.pages": ADAPTER,
+    "store.replays": ADAPTER,
     "store.rows": ADAPTER,
     "store.runs": ADAPTER,
     "store.schema": ADAPTER,
