@@ -163,18 +163,9 @@ def _initial_ingest_and_build(app: App) -> None:
     app.build_feeds()
 
 
-def _inbound_receiver(app: App) -> Callable[[bytes], bool]:
-    """The listener's handler: act on one message; True when acted on, False when kept."""
-    inbound = app.inbound  # built once, here, not in the listener's threads
-
-    def receive(data: bytes) -> bool:
-        return inbound.receive(data).handled
-
-    return receive
-
-
 def _inbound_batch_receiver(app: App) -> Callable[[Sequence[bytes]], list[bool]]:
-    """The listener's handler for a batch: one transaction for all of its messages."""
+    """The listener's and the IMAP poller's handler for a batch: one transaction for all
+    of its messages; True for each one acted on, False for each one kept."""
     inbound = app.inbound
 
     def receive_many(messages: Sequence[bytes]) -> list[bool]:
@@ -188,7 +179,7 @@ async def _poll_imap(app: App, stop: asyncio.Event) -> None:
     tried again at the next one (the messages stay in the mailbox meanwhile)."""
     imap = app.settings.inbound.imap
     poller = ImapPoller(imap)
-    receive = _inbound_receiver(app)
+    receive = _inbound_batch_receiver(app)
     log.info(
         "polling %s:%s mailbox %s every %gs", imap.host, imap.port, imap.mailbox, imap.poll_seconds
     )
