@@ -107,6 +107,7 @@ BANDS = {
     "web.subscriptions": ADAPTER,
     "web.webhooks": ADAPTER,
     "web.preferences": ADAPTER,
+    "web.pages": ADAPTER,
     "web.hub": ADAPTER,
     # use cases: the only modules that open transactions
     "usecase": USE_CASE,  # what every use case over one store shares
