@@ -11,13 +11,13 @@ same answer either way.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from publisher.config import Settings
 from publisher.errors import SendError, UsageError
 from publisher.links import preferences_path, unsubscribe_path
 from publisher.mailer import Mailer
@@ -31,7 +31,6 @@ from publisher.messages import (
 from publisher.model import ConsentSource, Subscriber, SubscriberStatus
 from publisher.render import render
 from publisher.secrecy import masked_address, masked_in
-from publisher.store import Store
 from publisher.store.subscribers import Subscribers
 from publisher.subscribers import SubscriberAdmin, is_suppressed, known_categories
 from publisher.tokens import PREFERENCES, UNSUBSCRIBE
@@ -59,15 +58,9 @@ class Preferences:
 class PreferenceCentre(MailingUseCase):
     """The use cases behind the preference routes (web.preferences.PreferenceService)."""
 
-    def __init__(
-        self,
-        settings: Settings,
-        store: Store,
-        *,
-        clock: Callable[[], datetime] | None = None,
-    ) -> None:
-        super().__init__(settings, store, clock=clock)
-        self.admin = SubscriberAdmin(settings, store, clock=self.clock)
+    @functools.cached_property
+    def admin(self) -> SubscriberAdmin:
+        return SubscriberAdmin(self.settings, self.store, clock=self.clock)
 
     def _claimed(self, token: str) -> Subscriber | None:
         """The subscriber a valid token names (same id and address), else None."""
