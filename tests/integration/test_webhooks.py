@@ -440,6 +440,20 @@ def test_credentials_come_from_the_environment(tmp_path: Path, sqlite_url: str) 
     assert found[0].status is SubscriberStatus.BOUNCED
 
 
+def _a_bounce_answers_503_and_changes_nothing(config: Path, signer: SnsSigner) -> None:
+    """A signed SES bounce for a subscriber, to a server that cannot verify it."""
+    app = App(load_settings(config, environ={}))
+    app.add_subscriber("jane@example.com")
+    try:
+        for server in start(app):
+            message = signer.notification(fixture("ses_bounce_permanent.json"))
+            answer = httpx.post(f"{server.url}webhooks/ses", json=message, timeout=30)
+            assert answer.status_code == 503
+        assert app.subscribers(search="jane@example.com")[0].status is SubscriberStatus.CONFIRMED
+    finally:
+        app.close()
+
+
 def test_an_sns_impostor_without_a_trusted_certificate_is_not_believed(
     tmp_path: Path, sqlite_url: str
 ) -> None:
@@ -450,17 +464,8 @@ def test_an_sns_impostor_without_a_trusted_certificate_is_not_believed(
         config = webhook_config(
             tmp_path, sqlite_url, sns, SendgridSigner().public_key, trusted=False
         )
-        app = App(load_settings(config, environ={}))
-        app.add_subscriber("jane@example.com")
-        try:
-            for server in start(app):
-                message = signer.notification(fixture("ses_bounce_permanent.json"))
-                answer = httpx.post(f"{server.url}webhooks/ses", json=message, timeout=30)
-                assert answer.status_code == 503
-        finally:
-            app.close()
+        _a_bounce_answers_503_and_changes_nothing(config, signer)
         assert sns.requests == []  # the TLS handshake failed before any request
-    assert app.subscribers(search="jane@example.com")[0].status is SubscriberStatus.CONFIRMED
 
 
 def test_an_unreachable_sns_answers_503_so_sns_retries(tmp_path: Path, sqlite_url: str) -> None:
@@ -468,16 +473,7 @@ def test_an_unreachable_sns_answers_503_so_sns_retries(tmp_path: Path, sqlite_ur
     sns = FakeSns(tmp_path, signer)  # never started: its port refuses connections
     sns.server.server_close()
     config = webhook_config(tmp_path, sqlite_url, sns, SendgridSigner().public_key)
-    app = App(load_settings(config, environ={}))
-    app.add_subscriber("jane@example.com")
-    try:
-        for server in start(app):
-            message = signer.notification(fixture("ses_bounce_permanent.json"))
-            answer = httpx.post(f"{server.url}webhooks/ses", json=message, timeout=30)
-            assert answer.status_code == 503
-    finally:
-        app.close()
-    assert app.subscribers(search="jane@example.com")[0].status is SubscriberStatus.CONFIRMED
+    _a_bounce_answers_503_and_changes_nothing(config, signer)
 
 
 # -- settings ---------------------------------------------------------------------------------
