@@ -17,8 +17,9 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from email.message import EmailMessage
 
-from publisher.errors import SendError, UsageError
+from publisher.errors import UsageError
 from publisher.links import preferences_path, unsubscribe_path
 from publisher.mailer import Mailer
 from publisher.messages import (
@@ -30,7 +31,6 @@ from publisher.messages import (
 )
 from publisher.model import ConsentSource, Subscriber, SubscriberStatus
 from publisher.render import render
-from publisher.secrecy import masked_address, masked_in
 from publisher.store.subscribers import Subscribers
 from publisher.subscribers import SubscriberAdmin, is_suppressed, known_categories
 from publisher.tokens import PREFERENCES, UNSUBSCRIBE
@@ -201,23 +201,17 @@ class PreferenceCentre(MailingUseCase):
             ),
             "status": found.status.value,
         }
-        text = render(self.environment, "fresh_link.txt.j2", **context)
-        message = build_message(
-            settings=self.settings,
-            subject=f"Your {self.settings.site.title} links",
-            to_name=found.name,
-            to_address=found.email,
-            text=text,
-            html_body=render(self.environment, "fresh_link.html.j2", **context),
-            date=self.clock(),
-        )
-        try:
-            await Mailer.for_settings(self.settings).send_one(
-                sender_address(self.settings), found.email, bytes(message)
+        subscriber = found
+
+        def build() -> EmailMessage:
+            return build_message(
+                settings=self.settings,
+                subject=f"Your {self.settings.site.title} links",
+                to_name=subscriber.name,
+                to_address=subscriber.email,
+                text=render(self.environment, "fresh_link.txt.j2", **context),
+                html_body=render(self.environment, "fresh_link.html.j2", **context),
+                date=self.clock(),
             )
-        except SendError as exc:
-            log.warning(
-                "fresh link to %s failed: %s",
-                masked_address(found.email, self.settings.secret_key),
-                masked_in(exc.message, found.email, self.settings.secret_key),
-            )
+
+        await self._mail("fresh link", found.email, build)

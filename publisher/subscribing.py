@@ -8,19 +8,18 @@ import logging
 from collections import deque
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
+from email.message import EmailMessage
 
 from publisher.config import Settings
 from publisher.consent import record_consent
-from publisher.errors import SendError, UsageError
+from publisher.errors import UsageError
 from publisher.links import confirm_path, preferences_path
-from publisher.mailer import Mailer
 from publisher.messages import (
     InvalidSubscription,
     confirmation_message,
     display_name,
     normalize_email,
     parse_frequency,
-    sender_address,
     welcome_message,
 )
 from publisher.model import (
@@ -32,7 +31,7 @@ from publisher.model import (
     SubscriberStatus,
 )
 from publisher.schedule import next_digest
-from publisher.secrecy import address_hash, masked_address, masked_in
+from publisher.secrecy import address_hash, masked_address
 from publisher.store import Store
 from publisher.store.consent import ConsentEvents, Suppressions
 from publisher.store.subscribers import Registration, Subscribers
@@ -202,9 +201,10 @@ class Subscriptions(MailingUseCase):
     async def _send_confirmation(self, registered: Registration) -> None:
         """One confirmation mail; if it is not accepted the cool-down is given back."""
         subscriber = registered.subscriber
-        try:
+
+        def build() -> EmailMessage:
             token = self.tokens.make(CONFIRM, subscriber.id, subscriber.email)
-            message = confirmation_message(
+            return confirmation_message(
                 self.environment,
                 self.settings,
                 to_name=subscriber.name,
@@ -214,24 +214,11 @@ class Subscriptions(MailingUseCase):
                 frequency=subscriber.frequency.value,
                 now=self.clock(),
             )
-            await Mailer.for_settings(self.settings).send_one(
-                sender_address(self.settings), subscriber.email, bytes(message)
-            )
-        except SendError as exc:
-            log.warning(
-                "confirmation mail to %s failed: %s",
-                masked_address(subscriber.email, self.settings.secret_key),
-                masked_in(exc.message, subscriber.email, self.settings.secret_key),
-            )
-        except Exception:
-            log.exception(
-                "confirmation mail to %s failed",
-                masked_address(subscriber.email, self.settings.secret_key),
-            )
-        else:
+
+        if await self._mail("confirmation mail", subscriber.email, build):
             await asyncio.to_thread(self._confirmation_sent, registered)
-            return
-        await asyncio.to_thread(self._release_cooldown, registered)
+        else:
+            await asyncio.to_thread(self._release_cooldown, registered)
 
     def _confirmation_sent(self, registered: Registration) -> None:
         subscriber = registered.subscriber
@@ -327,34 +314,30 @@ class Subscriptions(MailingUseCase):
         """The welcome mail: their choices, the first digest, the preference link."""
         try:
             found = await asyncio.to_thread(self._find_subscriber, email)
-            if found is None or found.id != subscriber_id:
-                return
-            chosen = self._choices_of(found)
-            token = self.tokens.make(PREFERENCES, found.id, found.email)
-            message = welcome_message(
-                self.environment,
-                self.settings,
-                to_name=found.name,
-                to_address=found.email,
-                preferences_url=self.settings.url(preferences_path(token)),
-                categories=found.categories,
-                frequency=found.frequency.value,
-                first_digest=chosen.first_digest,
-                now=self.clock(),
-            )
-            await Mailer.for_settings(self.settings).send_one(
-                sender_address(self.settings), found.email, bytes(message)
-            )
-        except SendError as exc:
-            log.warning(
-                "welcome mail to %s failed: %s",
-                masked_address(email, self.settings.secret_key),
-                masked_in(exc.message, email, self.settings.secret_key),
-            )
         except Exception:
             log.exception(
                 "welcome mail to %s failed", masked_address(email, self.settings.secret_key)
             )
+            return
+        if found is None or found.id != subscriber_id:
+            return
+        subscriber = found
+
+        def build() -> EmailMessage:
+            token = self.tokens.make(PREFERENCES, subscriber.id, subscriber.email)
+            return welcome_message(
+                self.environment,
+                self.settings,
+                to_name=subscriber.name,
+                to_address=subscriber.email,
+                preferences_url=self.settings.url(preferences_path(token)),
+                categories=subscriber.categories,
+                frequency=subscriber.frequency.value,
+                first_digest=self._choices_of(subscriber).first_digest,
+                now=self.clock(),
+            )
+
+        await self._mail("welcome mail", subscriber.email, build)
 
     def _confirm(
         self, subscriber_id: int, email: str, client: str | None = None

@@ -2,23 +2,32 @@
 
 `UseCase`: the settings, the store, and a clock tests can set. `MailingUseCase` adds what
 the web's use cases that mail in the background need: the template environment, the
-token signer, and the background tasks `drain()` waits for.
+token signer, one way to send a mail (a failure is logged with the address masked), and
+the background tasks `drain()` waits for.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
+from email.message import EmailMessage
 from typing import Any
 
 from publisher.config import Settings
+from publisher.errors import SendError
+from publisher.mailer import Mailer
+from publisher.messages import sender_address
 from publisher.render import template_environment
+from publisher.secrecy import masked_address, masked_in
 from publisher.store import Store
 from publisher.tokens import Tokens
 
 __all__ = ["MailingUseCase", "UseCase"]
+
+log = logging.getLogger("publisher.subscribers")
 
 
 def _now() -> datetime:
@@ -61,6 +70,28 @@ class MailingUseCase(UseCase):
     @functools.cached_property
     def tokens(self) -> Tokens:
         return Tokens(self.settings.secret_key)
+
+    async def _mail(self, what: str, to: str, build: Callable[[], EmailMessage]) -> bool:
+        """Build one mail and hand it to the SMTP server; whether it was accepted. A
+        failure is logged (the address masked: logs are kept and shipped elsewhere)."""
+        key = self.settings.secret_key
+        try:
+            message = build()
+            await Mailer.for_settings(self.settings).send_one(
+                sender_address(self.settings), to, bytes(message)
+            )
+        except SendError as exc:
+            log.warning(
+                "%s to %s failed: %s",
+                what,
+                masked_address(to, key),
+                masked_in(exc.message, to, key),
+            )
+        except Exception:
+            log.exception("%s to %s failed", what, masked_address(to, key))
+        else:
+            return True
+        return False
 
     def _in_background(self, work: Coroutine[Any, Any, None]) -> None:
         # the set holds a reference: the event loop keeps only weak ones to its tasks
