@@ -19,6 +19,7 @@ from typing import Self
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
+from publisher.secrecy import masked_address
 from publisher.smtpserver import SmtpServer
 
 __all__ = ["SmtpSink"]
@@ -42,7 +43,8 @@ class _MailboxHandler:
         )
         path = await asyncio.to_thread(self._save, head.encode("utf-8") + content)
         self.saved.append(path)
-        log.info("mailbox: saved %s for %s", path.name, ", ".join(recipients))
+        shown = ", ".join(masked_address(rcpt, None) for rcpt in recipients)
+        log.info("mailbox: saved %s for %s", path.name, shown)
         return "250 OK: saved"
 
     def _save(self, data: bytes) -> Path:
