@@ -53,15 +53,10 @@ class MailingUseCase(UseCase):
     """A use case whose mails are rendered and sent in background tasks, so a web answer
     never waits for the SMTP server."""
 
-    def __init__(
-        self,
-        settings: Settings,
-        store: Store,
-        *,
-        clock: Callable[[], datetime] | None = None,
-    ) -> None:
-        super().__init__(settings, store, clock=clock)
-        self._background: set[asyncio.Task[None]] = set()
+    @functools.cached_property
+    def _background(self) -> set[asyncio.Task[None]]:
+        # holds a reference to each task: the event loop keeps only weak ones
+        return set()
 
     @functools.cached_property
     def environment(self) -> Any:
@@ -94,7 +89,6 @@ class MailingUseCase(UseCase):
         return False
 
     def _in_background(self, work: Coroutine[Any, Any, None]) -> None:
-        # the set holds a reference: the event loop keeps only weak ones to its tasks
         task = asyncio.create_task(work)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
