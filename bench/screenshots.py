@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT))
 from publisher.app import App
 from publisher.config import load_settings
 from publisher.model import SubscriberStatus
-from publisher.smtpsink import SmtpSink
+from publisher.smtpserver.sink import SmtpSink
 from publisher.store.subscribers import Subscribers
 from publisher.tokens import CONFIRM, PREFERENCES, UNSUBSCRIBE, Tokens
 from publisher.web import create_app, serve

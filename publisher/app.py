@@ -232,7 +232,7 @@ class App:
     def web_routes(self) -> list[BaseRoute]:
         """Dynamic routes mounted before the static files (subscribe, confirm, unsubscribe,
         preferences, provider webhooks, the built-in WebSub hub)."""
-        from publisher.inbound import ProviderFeedback
+        from publisher.inbound import ProviderFeedback, WebhookReplays
         from publisher.web.hub import hub_routes
         from publisher.web.preferences import preference_routes
         from publisher.web.subscriptions import subscription_routes
@@ -240,7 +240,11 @@ class App:
 
         return [
             *subscription_routes(self.settings, self.subscriptions),
-            *webhook_routes(self.settings, ProviderFeedback(self.subscriber_admin)),
+            *webhook_routes(
+                self.settings,
+                ProviderFeedback(self.subscriber_admin),
+                WebhookReplays(self.settings, self.store),
+            ),
             *preference_routes(self.settings, self.preferences, self.subscriptions.preview),
             *(hub_routes(self.websub) if self.settings.websub.builtin else []),
         ]

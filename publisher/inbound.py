@@ -30,9 +30,11 @@ from publisher.messages import unsubscribe_address
 from publisher.model import ConsentKind, ConsentSource, Subscriber
 from publisher.secrecy import masked_address
 from publisher.store import Store
+from publisher.store.replays import Replays
 from publisher.store.subscribers import Subscribers
 from publisher.subscribers import Feedback, SubscriberAdmin
 from publisher.tokens import Tokens
+from publisher.usecase import UseCase
 from publisher.webhooks import Applied, FeedbackKind, ProviderEvent
 
 __all__ = ["POLICY", "InboundMail", "InboundOutcome", "ProviderFeedback", "mail_kind"]
@@ -74,7 +76,7 @@ class InboundOutcome:
     reason: str = ""
 
 
-class InboundMail:
+class InboundMail(UseCase):
     """Receives inbound messages; one per process (safe to call from several threads)."""
 
     def __init__(
@@ -85,10 +87,8 @@ class InboundMail:
         *,
         clock: Callable[[], datetime] | None = None,
     ) -> None:
-        self.settings = settings
-        self.store = store
+        super().__init__(settings, store, clock=clock)
         self.admin = admin
-        self.clock = clock or (lambda: datetime.now(UTC))
         self.keeper = MailKeeper(settings.data_dir / "inbound" / "unmatched")
 
     @functools.cached_property
@@ -253,3 +253,35 @@ class ProviderFeedback:
         )
         acted = sum(subscriber is not None for subscriber in found)
         return Applied(acted, len(found) - acted)
+
+
+class WebhookReplays(UseCase):
+    """The replay memory of `POST /webhooks/<provider>` (web.webhooks.ReplayMemory): a
+    Mailgun token or SNS message id is taken once, in the database, so neither a restart
+    nor a second process on the same database acts on a replay. Times are POSIX seconds,
+    as the webhook checks count them."""
+
+    async def claim(self, provider: str, key: str, *, now: float, until: float) -> bool:
+        return await asyncio.to_thread(self.claim_now, provider, key, now=now, until=until)
+
+    async def release(self, provider: str, key: str) -> None:
+        await asyncio.to_thread(self.release_now, provider, key)
+
+    def claim_now(self, provider: str, key: str, *, now: float, until: float) -> bool:
+        """Take `key` until `until` (the end of its signature's window); False if taken."""
+        with self.store.begin() as connection:
+            return Replays(connection).take(
+                provider,
+                key,
+                now=datetime.fromtimestamp(now, UTC),
+                expires=datetime.fromtimestamp(until, UTC),
+            )
+
+    def release_now(self, provider: str, key: str) -> None:
+        with self.store.begin() as connection:
+            Replays(connection).give_back(provider, key)
+
+    def kept(self) -> int:
+        """How many keys the database holds (tests: expired ones are dropped)."""
+        with self.store.read() as connection:
+            return Replays(connection).count()

@@ -14,13 +14,12 @@ import asyncio
 import functools
 import json
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from typing import Any
+from datetime import datetime, timedelta
+from email.message import EmailMessage
 
-from publisher.config import Settings
-from publisher.errors import SendError, UsageError
+from publisher.errors import UsageError
 from publisher.links import preferences_path, unsubscribe_path
 from publisher.mailer import Mailer
 from publisher.messages import (
@@ -31,11 +30,11 @@ from publisher.messages import (
     sender_address,
 )
 from publisher.model import ConsentSource, Subscriber, SubscriberStatus
-from publisher.render import render, template_environment
-from publisher.store import Store
+from publisher.render import render
 from publisher.store.subscribers import Subscribers
 from publisher.subscribers import SubscriberAdmin, is_suppressed, known_categories
-from publisher.tokens import PREFERENCES, UNSUBSCRIBE, Tokens
+from publisher.tokens import PREFERENCES, UNSUBSCRIBE
+from publisher.usecase import MailingUseCase
 
 __all__ = ["MAX_PAUSE_WEEKS", "PreferenceCentre", "Preferences"]
 
@@ -56,29 +55,12 @@ class Preferences:
     known_categories: tuple[str, ...]
 
 
-class PreferenceCentre:
+class PreferenceCentre(MailingUseCase):
     """The use cases behind the preference routes (web.preferences.PreferenceService)."""
 
-    def __init__(
-        self,
-        settings: Settings,
-        store: Store,
-        *,
-        clock: Callable[[], datetime] | None = None,
-    ) -> None:
-        self.settings = settings
-        self.store = store
-        self.clock = clock or (lambda: datetime.now(UTC))
-        self.admin = SubscriberAdmin(settings, store, clock=self.clock)
-        self._background: set[asyncio.Task[None]] = set()
-
     @functools.cached_property
-    def environment(self) -> Any:
-        return template_environment(self.settings)
-
-    @functools.cached_property
-    def tokens(self) -> Tokens:
-        return Tokens(self.settings.secret_key)
+    def admin(self) -> SubscriberAdmin:
+        return SubscriberAdmin(self.settings, self.store, clock=self.clock)
 
     def _claimed(self, token: str) -> Subscriber | None:
         """The subscriber a valid token names (same id and address), else None."""
@@ -191,14 +173,7 @@ class PreferenceCentre:
     def request_fresh_link(self, email: str) -> None:
         """Start mailing a fresh link (in the background: the answer takes as long for an
         unknown address as for a known one)."""
-        task = asyncio.create_task(self.send_fresh_link(email))
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
-
-    async def drain(self) -> None:
-        """Wait for fresh-link mails still being sent (tests, shutdown)."""
-        while self._background:
-            await asyncio.gather(*list(self._background), return_exceptions=True)
+        self._in_background(self.send_fresh_link(email))
 
     async def send_fresh_link(self, email: str) -> None:
         """Mail a fresh preference (and unsubscribe) link to a known, not bounced address;
@@ -226,19 +201,17 @@ class PreferenceCentre:
             ),
             "status": found.status.value,
         }
-        text = render(self.environment, "fresh_link.txt.j2", **context)
-        message = build_message(
-            settings=self.settings,
-            subject=f"Your {self.settings.site.title} links",
-            to_name=found.name,
-            to_address=found.email,
-            text=text,
-            html_body=render(self.environment, "fresh_link.html.j2", **context),
-            date=self.clock(),
-        )
-        try:
-            await Mailer.for_settings(self.settings).send_one(
-                sender_address(self.settings), found.email, bytes(message)
+        subscriber = found
+
+        def build() -> EmailMessage:
+            return build_message(
+                settings=self.settings,
+                subject=f"Your {self.settings.site.title} links",
+                to_name=subscriber.name,
+                to_address=subscriber.email,
+                text=render(self.environment, "fresh_link.txt.j2", **context),
+                html_body=render(self.environment, "fresh_link.html.j2", **context),
+                date=self.clock(),
             )
-        except SendError as exc:
-            log.warning("fresh link to %s failed: %s", found.email, exc.message)
+
+        await self._mail("fresh link", found.email, build)

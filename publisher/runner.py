@@ -22,9 +22,9 @@ from publisher.config import Settings
 from publisher.doctor import FAIL, exempt_from_doctor
 from publisher.errors import PublisherError
 from publisher.imappoll import ImapPoller
-from publisher.listener import InboundListener
 from publisher.schedule import DigestDue, DigestScheduler
-from publisher.smtpsink import SmtpSink
+from publisher.smtpserver.inbound import InboundListener
+from publisher.smtpserver.sink import SmtpSink
 from publisher.status import SCHEDULER_LOCK
 from publisher.store.locks import DatabaseLock
 
@@ -166,18 +166,9 @@ def _initial_ingest_and_build(app: App) -> None:
     app.build_feeds()
 
 
-def _inbound_receiver(app: App) -> Callable[[bytes], bool]:
-    """The listener's handler: act on one message; True when acted on, False when kept."""
-    inbound = app.inbound  # built once, here, not in the listener's threads
-
-    def receive(data: bytes) -> bool:
-        return inbound.receive(data).handled
-
-    return receive
-
-
 def _inbound_batch_receiver(app: App) -> Callable[[Sequence[bytes]], list[bool]]:
-    """The listener's handler for a batch: one transaction for all of its messages."""
+    """The listener's and the IMAP poller's handler for a batch: one transaction for all
+    of its messages; True for each one acted on, False for each one kept."""
     inbound = app.inbound
 
     def receive_many(messages: Sequence[bytes]) -> list[bool]:
@@ -191,7 +182,7 @@ async def _poll_imap(app: App, stop: asyncio.Event) -> None:
     tried again at the next one (the messages stay in the mailbox meanwhile)."""
     imap = app.settings.inbound.imap
     poller = ImapPoller(imap)
-    receive = _inbound_receiver(app)
+    receive = _inbound_batch_receiver(app)
     log.info(
         "polling %s:%s mailbox %s every %gs", imap.host, imap.port, imap.mailbox, imap.poll_seconds
     )

@@ -36,6 +36,7 @@ __all__ = [
     "address_hash",
     "ensure_secret_key",
     "masked_address",
+    "masked_in",
     "printable",
     "redact",
     "secret_values",
@@ -116,6 +117,15 @@ def masked_address(email: str, secret_key: str | None) -> str:
     local, _, domain = email.rpartition("@")
     shown = f"{local[:1]}***@{domain}" if local else "***"
     return printable(f"{shown} #{address_hash(email, secret_key)[:8]}")
+
+
+def masked_in(text: str, email: str, secret_key: str | None) -> str:
+    """`text` (an SMTP error, say) with every spelling of `email` in it masked as
+    `masked_address` shows it: servers echo the recipient back in their replies."""
+    if not email:
+        return printable(text)
+    shown = masked_address(email, secret_key)
+    return printable(re.sub(re.escape(email), lambda _: shown, text, flags=re.IGNORECASE))
 
 
 def ensure_secret_key(settings: Settings) -> Settings:

@@ -10,7 +10,7 @@ import csv
 import io
 import logging
 import re
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -35,9 +35,10 @@ from publisher.model import (
     SubscriberStatus,
 )
 from publisher.secrecy import address_hash, printable
-from publisher.store import Articles, Store
+from publisher.store import Articles
 from publisher.store.consent import ConsentEvents, Suppression, Suppressions
 from publisher.store.subscribers import Subscribers
+from publisher.usecase import UseCase
 
 __all__ = [
     "Feedback",
@@ -318,19 +319,20 @@ def _imported(cells: dict[str, str], timezone: str, now: datetime) -> tuple[Subs
     return record, bool(named)
 
 
-class SubscriberAdmin:
-    """The subscriber use cases of the CLI over one store."""
+def _typed(
+    email: str, frequency: str | None, error: type[PublisherError]
+) -> tuple[str, Frequency | None]:
+    """A typed-in address, normalized, and the frequency if one is given; `error` with
+    the reason for either one that is not valid."""
+    try:
+        address = normalize_email(email.strip())
+        return address, parse_frequency(frequency) if frequency else None
+    except InvalidSubscription as exc:
+        raise error(str(exc)) from exc
 
-    def __init__(
-        self,
-        settings: Settings,
-        store: Store,
-        *,
-        clock: Callable[[], datetime] | None = None,
-    ) -> None:
-        self.settings = settings
-        self.store = store
-        self.clock = clock or (lambda: datetime.now(UTC))
+
+class SubscriberAdmin(UseCase):
+    """The subscriber use cases of the CLI over one store."""
 
     def add(
         self,
@@ -348,11 +350,7 @@ class SubscriberAdmin:
         Categories are matched case-insensitively and stored as the site spells them; an
         unknown one is a UsageError unless `force`. An address that unsubscribed, bounced or
         complained stays so unless `force` (the refusal is recorded in its history)."""
-        try:
-            address = normalize_email(email.strip())
-            chosen = parse_frequency(frequency) if frequency else None
-        except InvalidSubscription as exc:
-            raise PublisherError(str(exc)) from exc
+        address, chosen = _typed(email, frequency, PublisherError)
         now = self.clock()
         with self.store.begin() as connection:
             people = Subscribers(connection)
@@ -470,10 +468,7 @@ class SubscriberAdmin:
 
         `leaving`: the subscriber asked for it ("delete me"): unsubscribed first, in the
         same transaction, so the suppression entry is always kept."""
-        try:
-            address = normalize_email(email.strip())
-        except InvalidSubscription as exc:
-            raise PublisherError(str(exc)) from exc
+        address, _ = _typed(email, None, PublisherError)
         now = self.clock()
         hashed = address_hash(address, self.settings.secret_key)
         with self.store.begin() as connection:
@@ -540,11 +535,7 @@ class SubscriberAdmin:
         time or its end (`resume`); only what is given changes. Each change is a
         preferences_changed event. None for an unknown address; a UsageError for an
         unknown category (never forced: the subscriber chose from the known ones)."""
-        try:
-            address = normalize_email(email.strip())
-            chosen = parse_frequency(frequency) if frequency else None
-        except InvalidSubscription as exc:
-            raise UsageError(str(exc)) from exc
+        address, chosen = _typed(email, frequency, UsageError)
         now = self.clock()
         with self.store.begin() as connection:
             people = Subscribers(connection)
@@ -755,10 +746,7 @@ class SubscriberAdmin:
     def history(self, email: str) -> list[ConsentEvent]:
         """Every consent event of the address, oldest first; also those recorded while it
         was someone else's row and after its row was deleted (found by its keyed hash)."""
-        try:
-            address = normalize_email(email.strip())
-        except InvalidSubscription as exc:
-            raise PublisherError(str(exc)) from exc
+        address, _ = _typed(email, None, PublisherError)
         with self.store.read() as connection:
             found = Subscribers(connection).by_email(address)
             return ConsentEvents(connection).history(

@@ -4,25 +4,22 @@ confirmation mail, sent through a bounded queue in the background."""
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 from collections import deque
-from collections.abc import Callable, Coroutine, Sequence
-from datetime import UTC, datetime, timedelta
-from typing import Any
+from collections.abc import Callable, Sequence
+from datetime import datetime, timedelta
+from email.message import EmailMessage
 
 from publisher.config import Settings
 from publisher.consent import record_consent
-from publisher.errors import SendError, UsageError
+from publisher.errors import UsageError
 from publisher.links import confirm_path, preferences_path
-from publisher.mailer import Mailer
 from publisher.messages import (
     InvalidSubscription,
     confirmation_message,
     display_name,
     normalize_email,
     parse_frequency,
-    sender_address,
     welcome_message,
 )
 from publisher.model import (
@@ -33,9 +30,8 @@ from publisher.model import (
     Subscriber,
     SubscriberStatus,
 )
-from publisher.render import template_environment
 from publisher.schedule import next_digest
-from publisher.secrecy import address_hash
+from publisher.secrecy import address_hash, masked_address
 from publisher.store import Store
 from publisher.store.consent import ConsentEvents, Suppressions
 from publisher.store.subscribers import Registration, Subscribers
@@ -45,7 +41,8 @@ from publisher.subscribers import (
     known_categories,
     stronger_status,
 )
-from publisher.tokens import CONFIRM, PREFERENCES, UNSUBSCRIBE, PreviewClaim, Tokens
+from publisher.tokens import CONFIRM, PREFERENCES, UNSUBSCRIBE, PreviewClaim
+from publisher.usecase import MailingUseCase
 
 __all__ = ["Subscriptions"]
 
@@ -56,7 +53,7 @@ def _choices(categories: Sequence[str], frequency: Frequency) -> str:
     return f"categories: {', '.join(categories) or 'all'}; frequency: {frequency.value}"
 
 
-class Subscriptions:
+class Subscriptions(MailingUseCase):
     """What the subscribe, confirm and unsubscribe routes do (web.SubscriptionService)."""
 
     def __init__(
@@ -66,20 +63,9 @@ class Subscriptions:
         *,
         clock: Callable[[], datetime] | None = None,
     ) -> None:
-        self.settings = settings
-        self.store = store
-        self.clock = clock or (lambda: datetime.now(UTC))
-        self._background: set[asyncio.Task[None]] = set()
+        super().__init__(settings, store, clock=clock)
         self._outbox: deque[Registration] = deque()  # confirmation mails waiting to be sent
         self._senders = 0
-
-    @functools.cached_property
-    def environment(self) -> Any:
-        return template_environment(self.settings)
-
-    @functools.cached_property
-    def tokens(self) -> Tokens:
-        return Tokens(self.settings.secret_key)
 
     async def subscribe(
         self,
@@ -195,7 +181,7 @@ class Subscriptions:
         ):
             log.warning(
                 "confirmation mail to %s dropped: %d mails are waiting for the SMTP server",
-                registered.subscriber.email,
+                masked_address(registered.subscriber.email, self.settings.secret_key),
                 len(self._outbox),
             )
             self._in_background(asyncio.to_thread(self._release_cooldown, registered))
@@ -204,11 +190,6 @@ class Subscriptions:
         if self._senders < server.confirmation_senders:
             self._senders += 1
             self._in_background(self._send_confirmations())
-
-    def _in_background(self, work: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.create_task(work)
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
 
     async def _send_confirmations(self) -> None:
         try:
@@ -220,9 +201,10 @@ class Subscriptions:
     async def _send_confirmation(self, registered: Registration) -> None:
         """One confirmation mail; if it is not accepted the cool-down is given back."""
         subscriber = registered.subscriber
-        try:
+
+        def build() -> EmailMessage:
             token = self.tokens.make(CONFIRM, subscriber.id, subscriber.email)
-            message = confirmation_message(
+            return confirmation_message(
                 self.environment,
                 self.settings,
                 to_name=subscriber.name,
@@ -232,17 +214,11 @@ class Subscriptions:
                 frequency=subscriber.frequency.value,
                 now=self.clock(),
             )
-            await Mailer.for_settings(self.settings).send_one(
-                sender_address(self.settings), subscriber.email, bytes(message)
-            )
-        except SendError as exc:
-            log.warning("confirmation mail to %s failed: %s", subscriber.email, exc.message)
-        except Exception:
-            log.exception("confirmation mail to %s failed", subscriber.email)
-        else:
+
+        if await self._mail("confirmation mail", subscriber.email, build):
             await asyncio.to_thread(self._confirmation_sent, registered)
-            return
-        await asyncio.to_thread(self._release_cooldown, registered)
+        else:
+            await asyncio.to_thread(self._release_cooldown, registered)
 
     def _confirmation_sent(self, registered: Registration) -> None:
         subscriber = registered.subscriber
@@ -261,11 +237,6 @@ class Subscriptions:
     def _release_cooldown(self, registered: Registration) -> None:
         with self.store.begin() as connection:
             Subscribers(connection).release_cooldown(registered)
-
-    async def drain(self) -> None:
-        """Wait for confirmation mails still being sent (tests, shutdown)."""
-        while self._background:
-            await asyncio.gather(*list(self._background), return_exceptions=True)
 
     def preview(self, token: str) -> PreviewClaim | None:
         """What a preview link stands in for, if `token` is one; nothing changes."""
@@ -343,28 +314,30 @@ class Subscriptions:
         """The welcome mail: their choices, the first digest, the preference link."""
         try:
             found = await asyncio.to_thread(self._find_subscriber, email)
-            if found is None or found.id != subscriber_id:
-                return
-            chosen = self._choices_of(found)
-            token = self.tokens.make(PREFERENCES, found.id, found.email)
-            message = welcome_message(
+        except Exception:
+            log.exception(
+                "welcome mail to %s failed", masked_address(email, self.settings.secret_key)
+            )
+            return
+        if found is None or found.id != subscriber_id:
+            return
+        subscriber = found
+
+        def build() -> EmailMessage:
+            token = self.tokens.make(PREFERENCES, subscriber.id, subscriber.email)
+            return welcome_message(
                 self.environment,
                 self.settings,
-                to_name=found.name,
-                to_address=found.email,
+                to_name=subscriber.name,
+                to_address=subscriber.email,
                 preferences_url=self.settings.url(preferences_path(token)),
-                categories=found.categories,
-                frequency=found.frequency.value,
-                first_digest=chosen.first_digest,
+                categories=subscriber.categories,
+                frequency=subscriber.frequency.value,
+                first_digest=self._choices_of(subscriber).first_digest,
                 now=self.clock(),
             )
-            await Mailer.for_settings(self.settings).send_one(
-                sender_address(self.settings), found.email, bytes(message)
-            )
-        except SendError as exc:
-            log.warning("welcome mail to %s failed: %s", email, exc.message)
-        except Exception:
-            log.exception("welcome mail to %s failed", email)
+
+        await self._mail("welcome mail", subscriber.email, build)
 
     def _confirm(
         self, subscriber_id: int, email: str, client: str | None = None

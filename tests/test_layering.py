@@ -57,7 +57,6 @@ BANDS = {
     "initconfig": CORE,  # what `publisher init` writes: checked answers, config text, DNS
     "websub": CORE,
     "mailkeep": ADAPTER,
-    "listener": ADAPTER,
     "imappoll": ADAPTER,
     "webcopies": CORE,
     "scaffold": ADAPTER,  # `publisher init`: a production config folder and its keys
@@ -72,7 +71,9 @@ BANDS = {
     "mailer": ADAPTER,
     "resolver": ADAPTER,
     "webprobe": ADAPTER,
-    "smtpsink": ADAPTER,
+    "smtpserver": ADAPTER,  # aiosmtpd: the part every SMTP server of ours shares
+    "smtpserver.inbound": ADAPTER,
+    "smtpserver.sink": ADAPTER,
     "watch": ADAPTER,
     "watch.closewrite": ADAPTER,
     "watch.polling": ADAPTER,
@@ -91,6 +92,7 @@ BANDS = {
     "store.ledger": ADAPTER,
     "store.locks": ADAPTER,
     "store.pages": ADAPTER,
+    "store.replays": ADAPTER,
     "store.rows": ADAPTER,
     "store.runs": ADAPTER,
     "store.schema": ADAPTER,
@@ -105,8 +107,10 @@ BANDS = {
     "web.subscriptions": ADAPTER,
     "web.webhooks": ADAPTER,
     "web.preferences": ADAPTER,
+    "web.pages": ADAPTER,
     "web.hub": ADAPTER,
     # use cases: the only modules that open transactions
+    "usecase": USE_CASE,  # what every use case over one store shares
     "boilerplate": USE_CASE,
     "consent": USE_CASE,
     "deleting": USE_CASE,
@@ -143,7 +147,7 @@ OWNERS = {
     "sqlalchemy": {"store"},
     "psycopg": {"store"},
     "aiosmtplib": {"mailer"},
-    "aiosmtpd": {"smtpsink", "listener"},
+    "aiosmtpd": {"smtpserver"},
     "apscheduler": {"schedule"},
     "watchfiles": {"watch"},
     "inotify_simple": {"watch"},

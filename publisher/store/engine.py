@@ -153,6 +153,11 @@ MIGRATIONS: dict[int, Callable[[Connection], None]] = {
     13: _no_op,  # pauses (a new table: create_all makes it)
     14: _no_op,  # placeholder: merged from another branch
     15: _no_op,  # websub_subscriptions
+    16: _no_op,  # placeholder: another branch
+    17: _no_op,  # placeholder: another branch
+    18: _no_op,  # placeholder: another branch
+    19: _no_op,  # placeholder: another branch
+    20: _no_op,  # webhook_replays
 }
 
 # Serializes writers on PostgreSQL the way BEGIN IMMEDIATE does on SQLite.

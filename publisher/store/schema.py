@@ -25,7 +25,7 @@ from sqlalchemy.engine import Dialect
 __all__ = ["SCHEMA_VERSION", "UTCDateTime", "metadata"]
 
 # Bump with a migration in store/engine.py; an upgrade never drops data.
-SCHEMA_VERSION = 15
+SCHEMA_VERSION = 20
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -360,6 +360,19 @@ websub_subscriptions = Table(
     Index("ix_websub_host", "host"),
 )
 
+
+# Schema 20: the webhook tokens (Mailgun) and SNS message ids already acted on, so a
+# replay is refused by every process on the database and after a restart. Kept as a
+# SHA-256 digest (fixed width, whatever the provider sends) until the signature's
+# timestamp window ends: from then on the timestamp check alone refuses a replay.
+webhook_replays = Table(
+    "webhook_replays",
+    metadata,
+    Column("provider", String(16), primary_key=True),
+    Column("digest", String(64), primary_key=True),
+    Column("expires", UTCDateTime, nullable=False),
+    Index("ix_webhook_replays_expires", "expires"),
+)
 
 # -- feeds and pages ----------------------------------------------------------------
 # Feeds read "newest N" (per category too) and incremental builds look up recent

@@ -18,7 +18,7 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Protocol
 
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
@@ -28,8 +28,8 @@ from publisher.config import Settings
 from publisher.errors import SendError, UsageError
 from publisher.links import PREFERENCES_ROUTE, preferences_path
 from publisher.model import SubscriberStatus
-from publisher.render import render, template_environment
 from publisher.tokens import PreviewClaim
+from publisher.web.pages import Pages, client_address
 
 __all__ = ["PreferenceService", "PreferencesShown", "preference_routes"]
 
@@ -113,18 +113,10 @@ def preference_routes(
 ) -> list[BaseRoute]:
     """The routes for `create_app(settings, extra_routes=...)`; `previewed` tells a
     preview token (Subscriptions.preview)."""
-    environment = template_environment(settings)
     limiter = _PerMinute(settings.server.subscribe_per_minute)
 
-    def page(template: str, status: int = 200, **context: Any) -> HTMLResponse:
-        return HTMLResponse(
-            render(environment, template, **context),
-            status_code=status,
-            headers={"Cache-Control": "no-store"},
-        )
-
-    def result(heading: str, message: str, status: int = 200) -> HTMLResponse:
-        return page("subscription_result.html.j2", status, heading=heading, message=message)
+    pages = Pages(settings)
+    page, result = pages.page, pages.result
 
     def preview_answer(token: str) -> HTMLResponse | None:
         claim = previewed(token)
@@ -136,9 +128,6 @@ def preference_routes(
             f"(publisher send --dry-run). In a digest that is sent, the same link opens "
             f"the preferences of {claim.email}. Nothing was changed.",
         )
-
-    def client_of(request: Request) -> str | None:
-        return request.client.host if request.client else None
 
     def shown(
         token: str, found: PreferencesShown, message: str = "", status: int = 200
@@ -173,7 +162,7 @@ def preference_routes(
             return answer
         data = await request.form()
         action = str(data.get("action") or "save")
-        client = client_of(request)
+        client = client_address(request)
         if action == "data":
             try:
                 address = await service.send_data(token)
@@ -235,7 +224,7 @@ def preference_routes(
         return shown(token, found, "Saved.")
 
     async def fresh_link(request: Request) -> Response:
-        client = client_of(request) or "unknown"
+        client = client_address(request) or "unknown"
         if not limiter.allow(client):
             return result("Too many requests", "Please wait a minute before trying again.", 429)
         data = await request.form()

@@ -21,7 +21,7 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Protocol
 
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
@@ -31,8 +31,8 @@ from publisher.config import Settings
 from publisher.links import CONFIRM_ROUTE, UNSUBSCRIBE_ROUTE, unsubscribe_path
 from publisher.messages import InvalidSubscription
 from publisher.model import Choices, SubscriberStatus
-from publisher.render import render, template_environment
 from publisher.tokens import CONFIRM, PREFERENCES, UNSUBSCRIBE, PreviewClaim
+from publisher.web.pages import Pages, client_address
 
 __all__ = ["InvalidSubscription", "SubscriptionService", "subscription_routes"]
 
@@ -145,27 +145,14 @@ def _wait(seconds: float) -> str:
     return f"{minutes} minute{'s' if minutes != 1 else ''}"
 
 
-def _client(request: Request) -> str | None:
-    """The client's address as the server sees it (the proxy's, unless forwarded_allow_ips)."""
-    return request.client.host if request.client else None
-
-
 def subscription_routes(settings: Settings, service: SubscriptionService) -> list[BaseRoute]:
     """The routes for `create_app(settings, extra_routes=...)`."""
-    environment = template_environment(settings)
     limiter = _FailuresPerMinute(settings.server.subscribe_per_minute)
     cooldown = settings.server.subscribe_cooldown_seconds
     unproxied: list[str] = []  # the first proxy seen while forwarded_allow_ips is unset
 
-    def page(template: str, status: int = 200, **context: Any) -> HTMLResponse:
-        return HTMLResponse(
-            render(environment, template, **context),
-            status_code=status,
-            headers={"Cache-Control": "no-store"},
-        )
-
-    def result(heading: str, message: str, status: int = 200) -> HTMLResponse:
-        return page("subscription_result.html.j2", status, heading=heading, message=message)
+    pages = Pages(settings)
+    page, result = pages.page, pages.result
 
     def invalid_link() -> HTMLResponse:
         return page("link_expired.html.j2", 400)
@@ -276,7 +263,7 @@ def subscription_routes(settings: Settings, service: SubscriptionService) -> lis
         token = request.path_params["token"]
         if (answer := previewed(token)) is not None:
             return answer
-        address = await service.confirm(token, _client(request))
+        address = await service.confirm(token, client_address(request))
         if address is None:
             return invalid_link()
         chosen = await service.choices(address)
@@ -305,7 +292,7 @@ def subscription_routes(settings: Settings, service: SubscriptionService) -> lis
         token = request.path_params["token"]
         if (answer := previewed(token)) is not None:
             return answer
-        address = await service.unsubscribe(token, _client(request))
+        address = await service.unsubscribe(token, client_address(request))
         if address is None:
             return invalid_link()
         return page("unsubscribe.html.j2", email=address, left=True, state="unsubscribed")

@@ -6,7 +6,10 @@ the consent API). A provider without credentials in the settings answers 404, as
 unknown name. The body is bounded by the request guard (`webhooks.max_body_bytes`, 413).
 An event that cannot be read is logged and skipped; the rest of the batch still counts.
 A store failure answers 503, so the provider delivers the batch again (acting on an
-event twice changes nothing but the history).
+event twice changes nothing but the history). Mailgun tokens and SNS message ids are
+taken in a `ReplayMemory` (the database, through App) before anything is acted on, so a
+replay is refused whichever process, before or after a restart, receives it; a request
+that then fails gives its token back, so the provider's retry is taken.
 """
 
 from __future__ import annotations
@@ -30,7 +33,6 @@ from publisher.webhooks import (
     Batch,
     Malformed,
     ProviderEvent,
-    SeenTokens,
     Unauthentic,
 )
 from publisher.webhooks import ses as sns
@@ -38,7 +40,7 @@ from publisher.webhooks.mailgun import mailgun_events, read_mailgun, verify_mail
 from publisher.webhooks.postmark import check_basic_auth, postmark_events
 from publisher.webhooks.sendgrid import load_public_key, sendgrid_events, verify_sendgrid
 
-__all__ = ["WEBHOOK_ROUTE", "FeedbackService", "webhook_routes"]
+__all__ = ["WEBHOOK_ROUTE", "FeedbackService", "ReplayMemory", "webhook_routes"]
 
 log = logging.getLogger("publisher.webhooks")
 
@@ -46,8 +48,10 @@ WEBHOOK_ROUTE = "/webhooks/{provider}"
 SENDGRID_SIGNATURE = "X-Twilio-Email-Event-Webhook-Signature"
 SENDGRID_TIMESTAMP = "X-Twilio-Email-Event-Webhook-Timestamp"
 
-# what a provider's reader returns: the batch, and what to undo if acting on it fails
-Reader = Callable[[Request, bytes], Awaitable[tuple[Batch, Callable[[], None]]]]
+# what to undo if acting on a batch fails
+Undo = Callable[[], Awaitable[None]]
+# what a provider's reader returns: the batch, and its undo
+Reader = Callable[[Request, bytes], Awaitable[tuple[Batch, Undo]]]
 
 
 class FeedbackService(Protocol):
@@ -56,25 +60,36 @@ class FeedbackService(Protocol):
         ...
 
 
-def _nothing() -> None:
+class ReplayMemory(Protocol):
+    async def claim(self, provider: str, key: str, *, now: float, until: float) -> bool:
+        """Take `key` (a token, a message id) until `until`; False if it is taken."""
+        ...
+
+    async def release(self, provider: str, key: str) -> None:
+        """Give `key` back: acting on its request failed."""
+        ...
+
+
+async def _nothing() -> None:
     pass
 
 
 class _Providers:
-    """The readers of the configured providers, and the state their replay checks keep."""
+    """The readers of the configured providers, and the memory their replay checks use."""
 
-    def __init__(self, hooks: WebhookSettings, clock: Callable[[], float]) -> None:
+    def __init__(
+        self, hooks: WebhookSettings, replays: ReplayMemory, clock: Callable[[], float]
+    ) -> None:
         self.hooks = hooks
+        self.replays = replays
         self.clock = clock
         self.readers: dict[str, Reader] = {}
         if hooks.topics:
             self.fetcher = SnsFetcher(hooks)
-            self.sns_seen = SeenTokens(hooks.ses_max_age_seconds)
             self.readers["ses"] = self.ses
         if hooks.postmark_user and hooks.postmark_password:
             self.readers["postmark"] = self.postmark
         if hooks.mailgun_signing_key:
-            self.mailgun_seen = SeenTokens(hooks.replay_window_seconds)
             self.readers["mailgun"] = self.mailgun
         if hooks.sendgrid_public_key:
             try:
@@ -86,28 +101,40 @@ class _Providers:
                 ) from exc
             self.readers["sendgrid"] = self.sendgrid
 
-    async def ses(self, request: Request, body: bytes) -> tuple[Batch, Callable[[], None]]:
+    async def ses(self, request: Request, body: bytes) -> tuple[Batch, Undo]:
         message = sns.parse_envelope(body)
         now = datetime.fromtimestamp(self.clock(), UTC)
         topics, max_age = self.hooks.topics, timedelta(seconds=self.hooks.ses_max_age_seconds)
         sns.check_envelope(message, topics=topics, now=now, max_age=max_age)
         pem = await self.fetcher.certificate(message.signing_cert_url)
         sns.verify_envelope(message, pem, topics=topics, now=now, max_age=max_age)
-        if message.message_id in self.sns_seen:
+        until = sns.replayable_until(message, max_age).timestamp()
+        if not await self.replays.claim(
+            "ses", message.message_id, now=now.timestamp(), until=until
+        ):
             return Batch(), _nothing  # SNS delivers at least once: a repeat is answered 200
-        if message.type == sns.SUBSCRIPTION_CONFIRMATION and message.subscribe_url:
-            await self.fetcher.confirm(message.subscribe_url)
-            log.info("webhook ses: confirmed the subscription to %s", printable(message.topic_arn))
-            batch = Batch()
-        elif message.type == sns.UNSUBSCRIBE_CONFIRMATION:
-            log.warning("webhook ses: %s unsubscribed this endpoint", printable(message.topic_arn))
-            batch = Batch()
-        else:
-            batch = sns.ses_events(message.message)
-        self.sns_seen.add(message.message_id, self.clock())
-        return batch, lambda: self.sns_seen.discard(message.message_id)
 
-    async def postmark(self, request: Request, body: bytes) -> tuple[Batch, Callable[[], None]]:
+        async def undo() -> None:
+            await self.replays.release("ses", message.message_id)
+
+        try:
+            if message.type == sns.SUBSCRIPTION_CONFIRMATION and message.subscribe_url:
+                await self.fetcher.confirm(message.subscribe_url)
+                topic = printable(message.topic_arn)
+                log.info("webhook ses: confirmed the subscription to %s", topic)
+                batch = Batch()
+            elif message.type == sns.UNSUBSCRIBE_CONFIRMATION:
+                topic = printable(message.topic_arn)
+                log.warning("webhook ses: %s unsubscribed this endpoint", topic)
+                batch = Batch()
+            else:
+                batch = sns.ses_events(message.message)
+        except BaseException:
+            await undo()
+            raise
+        return batch, undo
+
+    async def postmark(self, request: Request, body: bytes) -> tuple[Batch, Undo]:
         check_basic_auth(
             request.headers.get("authorization"),
             self.hooks.postmark_user or "",
@@ -115,21 +142,26 @@ class _Providers:
         )
         return postmark_events(body), _nothing
 
-    async def mailgun(self, request: Request, body: bytes) -> tuple[Batch, Callable[[], None]]:
+    async def mailgun(self, request: Request, body: bytes) -> tuple[Batch, Undo]:
         data = read_mailgun(body)
         now = self.clock()
-        token = verify_mailgun(
+        token, until = verify_mailgun(
             data,
             self.hooks.mailgun_signing_key or "",
             now=now,
             window=self.hooks.replay_window_seconds,
-            seen=self.mailgun_seen,
         )
-        # taken before any await, so a concurrent replay of the same request is refused
-        self.mailgun_seen.add(token, now)
-        return mailgun_events(data), lambda: self.mailgun_seen.discard(token)
+        events = mailgun_events(data)  # read first: a body it refuses takes no token
+        # the database's primary key decides between concurrent replays of one request
+        if not await self.replays.claim("mailgun", token, now=now, until=until):
+            raise Unauthentic("the Mailgun token was used before")
 
-    async def sendgrid(self, request: Request, body: bytes) -> tuple[Batch, Callable[[], None]]:
+        async def undo() -> None:
+            await self.replays.release("mailgun", token)
+
+        return events, undo
+
+    async def sendgrid(self, request: Request, body: bytes) -> tuple[Batch, Undo]:
         verify_sendgrid(
             self.sendgrid_key,
             request.headers.get(SENDGRID_SIGNATURE),
@@ -142,10 +174,14 @@ class _Providers:
 
 
 def webhook_routes(
-    settings: Settings, service: FeedbackService, *, clock: Callable[[], float] = time.time
+    settings: Settings,
+    service: FeedbackService,
+    replays: ReplayMemory,
+    *,
+    clock: Callable[[], float] = time.time,
 ) -> list[BaseRoute]:
     """The route for `create_app(settings, extra_routes=...)`; ConfigError for a bad key."""
-    providers = _Providers(settings.webhooks, clock)
+    providers = _Providers(settings.webhooks, replays, clock)
 
     def plain(message: str, status: int, **headers: str) -> Response:
         return PlainTextResponse(
@@ -171,16 +207,19 @@ def webhook_routes(
         except FetchError as exc:
             log.error("webhook %s: %s", name, printable(exc.message))
             return plain("Cannot verify the message now; try again later.", 503)
+        except PublisherError as exc:  # the replay memory's store
+            log.error("webhook %s: cannot check it for a replay: %s", name, printable(exc.message))
+            return plain("Cannot record the events now; try again later.", 503)
         for reason in batch.skipped:
             log.warning("webhook %s: skipped %s", name, printable(reason))
         try:
             applied = await service.apply(batch.events, client)
         except PublisherError as exc:
-            undo()
+            await undo()
             log.error("webhook %s: cannot record its events: %s", name, printable(exc.message))
             return plain("Cannot record the events now; try again later.", 503)
         except BaseException:
-            undo()
+            await undo()
             raise
         if batch.events or batch.skipped:
             log.info(

@@ -1,7 +1,7 @@
 """Provider webhooks, pure: a request body (and its headers) in, verified typed events out.
 
 One module per provider: ses.py (SNS envelope, SES bounce and complaint notifications),
-postmark.py (basic auth), mailgun.py (HMAC-SHA256, replay window, token reuse) and
+postmark.py (basic auth), mailgun.py (HMAC-SHA256, replay window) and
 sendgrid.py (ECDSA event webhook). Each verifies first, then reads the events; a failed
 check raises `Unauthentic` and nothing is read. An event that cannot be read is skipped
 with a reason (`Batch.skipped`), never the batch. No I/O and no clock: `now` is passed in,
@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import re
-from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
@@ -26,7 +25,6 @@ __all__ = [
     "FeedbackKind",
     "Malformed",
     "ProviderEvent",
-    "SeenTokens",
     "Unauthentic",
     "read_json",
 ]
@@ -82,33 +80,6 @@ class Batch:
             self.skipped + other.skipped,
             self.ignored + other.ignored,
         )
-
-
-class SeenTokens:
-    """Tokens (Mailgun) or message ids (SNS) accepted within a replay window, bounded in
-    memory; `now` is passed in."""
-
-    def __init__(self, window: float, max_tokens: int = 100_000) -> None:
-        self.window = window
-        self.max_tokens = max_tokens
-        self.seen: OrderedDict[str, float] = OrderedDict()
-
-    def __contains__(self, token: str) -> bool:
-        return token in self.seen
-
-    def add(self, token: str, now: float) -> None:
-        while self.seen and next(iter(self.seen.values())) < now - 2 * self.window:
-            self.seen.popitem(last=False)
-        self.seen[token] = now
-        self.seen.move_to_end(token)
-        while len(self.seen) > self.max_tokens:
-            # beyond the bound the oldest go first; a replay of one of them still needs a
-            # timestamp inside the window
-            self.seen.popitem(last=False)
-
-    def discard(self, token: str) -> None:
-        """Forget a token whose request failed, so the provider's retry is accepted."""
-        self.seen.pop(token, None)
 
 
 @dataclass(frozen=True, slots=True)

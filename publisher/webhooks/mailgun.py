@@ -1,8 +1,9 @@
 """Mailgun: `signature: {timestamp, token, signature}` in the JSON body.
 
 The signature is HMAC-SHA256 of timestamp + token under the webhook signing key. A
-timestamp outside the replay window, or a token already seen within it, is refused: a
-captured request cannot be played again. Events (`event-data.event`): `failed` with
+timestamp outside the replay window is refused here, and a token already seen within it
+by the webhook route (the database remembers tokens): a captured request cannot be played
+again. Events (`event-data.event`): `failed` with
 severity permanent (hard) or temporary (soft), `complained`, `unsubscribed`; the rest
 (delivered, opened, clicked, accepted) are ignored.
 """
@@ -19,7 +20,6 @@ from publisher.webhooks import (
     FeedbackKind,
     Malformed,
     ProviderEvent,
-    SeenTokens,
     Unauthentic,
     address,
     joined,
@@ -41,10 +41,11 @@ def read_mailgun(body: bytes) -> dict[str, Any]:
 
 
 def verify_mailgun(
-    data: dict[str, Any], signing_key: str, *, now: float, window: float, seen: SeenTokens
-) -> str:
-    """The request's token once its signature, freshness and novelty are checked; else
-    Unauthentic. The caller adds the token to `seen` once the request is acted on."""
+    data: dict[str, Any], signing_key: str, *, now: float, window: float
+) -> tuple[str, float]:
+    """The request's token, and until when it could be replayed (its timestamp plus the
+    window), once its signature and freshness are checked; else Unauthentic. Novelty is
+    the caller's: it takes the token in the database (a token seen before is refused)."""
     signature = data.get("signature")
     if not isinstance(signature, dict):
         raise Unauthentic("no Mailgun signature")
@@ -65,9 +66,7 @@ def verify_mailgun(
         raise Unauthentic("the Mailgun timestamp is not a number") from None
     if not math.isfinite(moment) or abs(now - moment) > window:
         raise Unauthentic("the Mailgun timestamp is outside the replay window")
-    if token in seen:
-        raise Unauthentic("the Mailgun token was used before")
-    return token
+    return token, moment + window
 
 
 def mailgun_events(data: dict[str, Any]) -> Batch:

@@ -190,6 +190,12 @@ def check_envelope(
         check_sns_url(message.subscribe_url, "SubscribeURL")
 
 
+def replayable_until(message: SnsMessage, max_age: timedelta) -> datetime:
+    """When `check_envelope` starts refusing this message as stale: until then a
+    redelivery is told apart from a new message only by its MessageId."""
+    return _timestamp(message.timestamp) + max_age
+
+
 def verify_envelope(
     message: SnsMessage,
     certificate_pem: bytes,

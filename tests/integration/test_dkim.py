@@ -5,14 +5,8 @@ after signing fails; a run resumed a day later is signed afresh over its new Dat
 
 from __future__ import annotations
 
-import os
 import re
-import signal
-import subprocess
-import sys
-from collections import defaultdict
 from datetime import UTC, datetime, timedelta
-from email.utils import parsedate_to_datetime
 from pathlib import Path
 
 import dkim
@@ -25,10 +19,11 @@ from publisher.app import App
 from publisher.config import DoctorSettings, load_settings
 from publisher.resolver import Resolver
 from publisher.signing import load_key, public_record
-from tests.conftest import ROOT, SEEDS, with_categories
+from tests.conftest import SEEDS, with_categories
 from tests.dns_server import LocalDns
 from tests.integration.test_web import served
-from tests.smtp_sink import Received, SmtpSink, send_config
+from tests.resumed_send import by_recipient, date_of, kill_mid_send, resume_send
+from tests.smtp_sink import SmtpSink, send_config
 
 INGESTED = datetime(2026, 11, 20, 10, 0, tzinfo=UTC)
 NOW = INGESTED + timedelta(hours=2)
@@ -176,30 +171,6 @@ def test_the_confirmation_mail_verifies(
     assert verifies(mail.data, local_dns) == [True] * len(kinds)
 
 
-def _date(received: Received) -> datetime:
-    return parsedate_to_datetime(str(received.message["Date"]))
-
-
-def _send_at(config: Path, instant: datetime) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "tests.clock_shift",
-            instant.isoformat(),
-            "--config",
-            str(config),
-            "send",
-            "--now",
-            instant.isoformat(),
-        ],
-        cwd=ROOT,
-        env={**os.environ, "PUBLISHER_CONFIG": ""},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-
-
 def test_a_resumed_run_is_signed_afresh_over_its_new_date(
     tmp_path: Path,
     sqlite_url: str,
@@ -215,34 +186,11 @@ def test_a_resumed_run_is_signed_afresh_over_its_new_date(
     for n in range(8):
         app.add_subscriber(f"reader{n}@example.com", frequency="daily")
     app.close()
-    first = _send_at(config, NOW)
-    killed: list[str] = []
-
-    def kill(received: Received) -> None:
-        if not killed and len(smtp_sink.messages) >= 3:
-            killed.append(received.rcpt_tos[0])
-            os.kill(first.pid, signal.SIGKILL)
-            first.wait(timeout=10)
-
-    smtp_sink.on_data = kill
-    try:
-        first.wait(timeout=60)
-    finally:
-        if first.poll() is None:
-            first.kill()
-    assert first.returncode == -signal.SIGKILL
-    smtp_sink.on_data = None
-    rerun = _send_at(config, LATER)
-    out, err = rerun.communicate(timeout=60)
-    assert rerun.returncode == 0, err.decode()
-    assert b"resumed unfinished run" in out
-    copies: dict[str, list[Received]] = defaultdict(list)
-    for received in smtp_sink.messages:
-        copies[received.rcpt_tos[0]].append(received)
-    [in_flight] = killed
-    old, new = copies[in_flight]
+    in_flight = kill_mid_send(config, smtp_sink, NOW, after=3)
+    resume_send(config, LATER)
+    old, new = by_recipient(smtp_sink)[in_flight]
     assert old.message["Message-ID"] == new.message["Message-ID"]
-    assert _date(old) < LATER <= _date(new)
+    assert date_of(old) < LATER <= date_of(new)
     for received in smtp_sink.messages:
         assert verifies(received.data, local_dns) == [True, True]
 

@@ -22,8 +22,8 @@ from sqlalchemy import event
 from publisher.app import App
 from publisher.config import load_settings
 from publisher.inbound import POLICY, InboundMail, ProviderFeedback
-from publisher.listener import InboundListener
 from publisher.model import ConsentKind, ConsentSource, SubscriberStatus
+from publisher.smtpserver.inbound import InboundListener
 from publisher.store import Store
 from publisher.subscribers import Feedback
 from publisher.tokens import Tokens

@@ -5,8 +5,9 @@ deleted; one that could not be stored stays in the mailbox."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -90,33 +91,71 @@ def test_publisher_run_polls_the_mailbox_acts_and_moves_what_it_handled(
     assert kept.read_bytes() == vacation
 
 
+def test_the_messages_of_a_poll_are_handed_over_in_one_batch_then_moved(
+    imap: ImapServer,
+) -> None:
+    for n in range(3):
+        imap.deliver(f"Subject: {n}\r\n\r\nbody {n}\r\n".encode())
+    poller = ImapPoller(_settings(imap, processed_mailbox="Processed"))
+    calls: list[int] = []
+
+    def receive_many(messages: Sequence[bytes]) -> list[bool]:
+        # nothing has left the mailbox while the batch is being committed
+        assert len(imap.held("INBOX")) == 3 and imap.held("Processed") == []
+        calls.append(len(messages))
+        return [True] * len(messages)
+
+    assert poller.poll_once(receive_many) == 3
+    assert calls == [3]  # one call: one transaction for the whole poll
+    assert imap.held("INBOX") == [] and len(imap.held("Processed")) == 3
+
+
 def test_without_move_a_handled_message_is_deleted_and_a_failed_one_stays(
+    imap: ImapServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    imap.move = False
+    imap.deliver(b"Subject: one\r\n\r\nfirst\r\n")
+    imap.deliver(b"Subject: two\r\n\r\nsecond\r\n")
+    imap.deliver(b"Subject: three\r\n\r\nthird\r\n")
+    poller = ImapPoller(_settings(imap))
+    seen: list[bytes] = []
+
+    def fails_on_second(messages: Sequence[bytes]) -> list[bool]:
+        if any(b"second" in data for data in messages):
+            raise OSError("cannot store this one")
+        seen.extend(messages)
+        return [True] * len(messages)
+
+    # the batch fails; alone, the others are stored, and the bad one is its own problem
+    with caplog.at_level(logging.WARNING, logger="publisher.imap"):
+        assert poller.poll_once(fails_on_second) == 2
+    assert [d.split(b"\r\n")[0] for d in seen] == [b"Subject: one", b"Subject: three"]
+    assert imap.held("INBOX") == [b"Subject: two\r\n\r\nsecond\r\n"]  # the failed one stays
+    assert any("stays in the mailbox" in r.getMessage() for r in caplog.records)
+
+    def keeps(messages: Sequence[bytes]) -> list[bool]:
+        seen.extend(messages)
+        return [True] * len(messages)
+
+    assert poller.poll_once(keeps) == 1
+    assert imap.held("INBOX") == []
+    assert b"second" in seen[-1]
+
+
+def test_when_nothing_can_be_stored_the_poll_fails_and_every_message_stays(
     imap: ImapServer,
 ) -> None:
     imap.move = False
     imap.deliver(b"Subject: one\r\n\r\nfirst\r\n")
     imap.deliver(b"Subject: two\r\n\r\nsecond\r\n")
     poller = ImapPoller(_settings(imap))
-    seen: list[bytes] = []
 
-    def fails_on_second(data: bytes) -> bool:
-        if b"second" in data:
-            raise OSError("database is down")
-        seen.append(data)
-        return True
+    def database_down(messages: Sequence[bytes]) -> list[bool]:
+        raise OSError("database is down")
 
-    with pytest.raises(OSError):
-        poller.poll_once(fails_on_second)
-    assert [b"first" in d for d in seen] == [True]
-    assert imap.held("INBOX") == [b"Subject: two\r\n\r\nsecond\r\n"]  # the failed one stays
-
-    def keeps(data: bytes) -> bool:
-        seen.append(data)
-        return True
-
-    assert poller.poll_once(keeps) == 1
-    assert imap.held("INBOX") == []
-    assert [b"second" in d for d in seen] == [False, True]
+    with pytest.raises(OSError, match="database is down"):
+        poller.poll_once(database_down)
+    assert len(imap.held("INBOX")) == 2
 
 
 def test_an_imap_password_in_a_readable_config_file_is_flagged(tmp_path: Path) -> None:

@@ -12,10 +12,10 @@ import pytest
 from publisher.app import App
 from publisher.config import load_settings
 from publisher.errors import ConfigError
-from publisher.listener import InboundListener
 from publisher.messages import envelope_sender, unsubscribe_mailto
 from publisher.model import SubscriberStatus
 from publisher.runner import RunOptions, run
+from publisher.smtpserver.inbound import InboundListener
 from publisher.tokens import UNSUBSCRIBE, Tokens
 from tests.conftest import TEST_SECRET_KEY, write_config
 from tests.integration.test_run import free_port

@@ -4,6 +4,7 @@ the preference centre, the welcome mail, the one subscribe form and the unsubscr
 from __future__ import annotations
 
 import json
+import logging
 import re
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -338,6 +339,20 @@ def test_unsubscribe_states_already_left_offers_resubscribe_and_expired_mails_a_
     assert httpx.get(_on(running, preference_link), timeout=10).status_code == 200
     running.run(app.preferences.drain())
     assert smtp_sink.to("who@example.com") == []
+
+
+def test_a_failed_fresh_link_mail_logs_the_address_masked(
+    server: tuple[App, Served], smtp_sink: SmtpSink, caplog: pytest.LogCaptureFixture
+) -> None:
+    app, running = server
+    caplog.set_level(logging.WARNING, logger="publisher.subscribers")
+    app.add_subscriber("secret.reader@example.com")
+    smtp_sink.reject.add("secret.reader@example.com")
+    httpx.post(running.url + "links", data={"email": "secret.reader@example.com"}, timeout=10)
+    running.run(app.preferences.drain())
+    lines = [r.getMessage() for r in caplog.records if r.name == "publisher.subscribers"]
+    assert any(line.startswith("fresh link to s***@example.com #") for line in lines), lines
+    assert not any("secret.reader" in line for line in lines), lines
 
 
 def test_the_fresh_link_form_is_rate_limited(

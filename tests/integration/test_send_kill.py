@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -16,7 +15,8 @@ import pytest
 from publisher.app import App
 from publisher.config import load_settings
 from tests.conftest import ROOT, SEEDS
-from tests.smtp_sink import Received, SmtpSink, send_config
+from tests.resumed_send import by_recipient, resume_send
+from tests.smtp_sink import SmtpSink, send_config
 
 INGESTED = datetime(2026, 11, 20, 10, 0, tzinfo=UTC)
 NOW = INGESTED + timedelta(hours=2)
@@ -89,16 +89,10 @@ def test_kill_9_mid_run_then_rerun_sends_everyone_exactly_once(
     assert killed and killed[0] < PEOPLE
     smtp_sink.on_mail = smtp_sink.on_data = None
 
-    rerun = _send(config)
-    out, err = rerun.communicate(timeout=60)
-    assert rerun.returncode == 0, err.decode()
-    assert b"resumed unfinished run" in out
-
-    by_recipient: dict[str, list[Received]] = defaultdict(list)
-    for received in smtp_sink.messages:
-        by_recipient[received.rcpt_tos[0]].append(received)
-    assert set(by_recipient) == {f"reader{n:03}@example.com" for n in range(PEOPLE)}
-    repeated = {r: m for r, m in by_recipient.items() if len(m) > 1}
+    resume_send(config, NOW)
+    copies_of = by_recipient(smtp_sink)
+    assert set(copies_of) == {f"reader{n:03}@example.com" for n in range(PEOPLE)}
+    repeated = {r: m for r, m in copies_of.items() if len(m) > 1}
     for recipient, copies in repeated.items():
         assert len(copies) == 2, recipient
         assert len({c.message["Message-ID"] for c in copies}) == 1, recipient

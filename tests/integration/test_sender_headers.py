@@ -5,14 +5,8 @@ the EHLO name a real aiosmtpd server hears."""
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
-import subprocess
-import sys
-from collections import defaultdict
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
-from email.utils import parsedate_to_datetime
 from pathlib import Path
 
 import pytest
@@ -23,7 +17,8 @@ from publisher.config import SmtpSettings, ehlo_name, load_settings
 from publisher.errors import ConfigError
 from publisher.mailer import Mailer
 from publisher.store.schema import digest_runs
-from tests.conftest import ROOT, SEEDS
+from tests.conftest import SEEDS
+from tests.resumed_send import by_recipient, date_of, kill_mid_send, resume_send
 from tests.smtp_sink import Received, SmtpSink, send_config
 
 INGESTED = datetime(2026, 11, 20, 10, 0, tzinfo=UTC)
@@ -31,31 +26,6 @@ NOW = INGESTED + timedelta(hours=2)
 LATER = NOW + timedelta(days=1)
 PEOPLE = 12
 SLACK = timedelta(minutes=10)  # the shifted clock ticks on while the process runs
-
-
-def _date(received: Received) -> datetime:
-    return parsedate_to_datetime(str(received.message["Date"]))
-
-
-def _send_at(config: Path, instant: datetime) -> subprocess.Popen[bytes]:
-    """`publisher send --now instant` in a process whose clock reads `instant`."""
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "tests.clock_shift",
-            instant.isoformat(),
-            "--config",
-            str(config),
-            "send",
-            "--now",
-            instant.isoformat(),
-        ],
-        cwd=ROOT,
-        env={**os.environ, "PUBLISHER_CONFIG": ""},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
 
 
 def test_a_run_resumed_a_day_later_is_dated_when_it_is_handed_over(
@@ -68,43 +38,20 @@ def test_a_run_resumed_a_day_later_is_dated_when_it_is_handed_over(
         app.add_subscriber(f"reader{n:02}@example.com", frequency="daily")
     app.close()
 
-    first = _send_at(config, NOW)
-    killed: list[str] = []
-
-    def kill(received: Received) -> None:
-        if not killed and len(smtp_sink.messages) >= 4:
-            killed.append(received.rcpt_tos[0])
-            os.kill(first.pid, signal.SIGKILL)
-            first.wait(timeout=10)  # the kill lands while this DATA is in flight
-
-    smtp_sink.on_data = kill
-    try:
-        first.wait(timeout=60)
-    finally:
-        if first.poll() is None:
-            first.kill()
-    assert first.returncode == -signal.SIGKILL
-    smtp_sink.on_data = None
+    in_flight = kill_mid_send(config, smtp_sink, NOW, after=4)
     before = len(smtp_sink.messages)
     assert 0 < before < PEOPLE
-    assert all(NOW <= _date(m) < NOW + SLACK for m in smtp_sink.messages)
+    assert all(NOW <= date_of(m) < NOW + SLACK for m in smtp_sink.messages)
 
-    rerun = _send_at(config, LATER)  # the next day's schedule resumes the open run
-    out, err = rerun.communicate(timeout=60)
-    assert rerun.returncode == 0, err.decode()
-    assert b"resumed unfinished run" in out
-
-    copies: dict[str, list[Received]] = defaultdict(list)
-    for received in smtp_sink.messages:
-        copies[received.rcpt_tos[0]].append(received)
+    resume_send(config, LATER)  # the next day's schedule resumes the open run
+    copies = by_recipient(smtp_sink)
     assert len(copies) == PEOPLE
     resumed = smtp_sink.messages[before:]
-    assert resumed and all(LATER <= _date(m) < LATER + SLACK for m in resumed)
+    assert resumed and all(LATER <= date_of(m) < LATER + SLACK for m in resumed)
     # the message in flight at the kill went again: the same Message-ID, today's Date
-    [in_flight] = killed
     old, new = copies[in_flight]
     assert old.message["Message-ID"] == new.message["Message-ID"]
-    assert NOW <= _date(old) < NOW + SLACK and LATER <= _date(new) < LATER + SLACK
+    assert NOW <= date_of(old) < NOW + SLACK and LATER <= date_of(new) < LATER + SLACK
 
 
 def _one_digest(tmp_path: Path, sqlite_url: str, sink: SmtpSink, **smtp: object) -> Received:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import email
+import logging
 import smtplib
 import socket
 import time
@@ -11,7 +12,9 @@ from email.message import EmailMessage
 from email.policy import default
 from pathlib import Path
 
-from publisher.smtpsink import SmtpSink
+import pytest
+
+from publisher.smtpserver.sink import SmtpSink
 
 
 def _message(to: str, subject: str) -> EmailMessage:
@@ -96,3 +99,15 @@ def test_stop_lets_a_transaction_in_flight_finish(tmp_path: Path) -> None:
     asyncio.run(scenario())
     [saved] = mailbox.glob("*.eml")
     assert "in flight" in saved.read_text(encoding="utf-8")
+
+
+def test_the_sink_logs_recipients_masked(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="publisher.smtpsink")
+
+    async def scenario() -> None:
+        async with SmtpSink(tmp_path / "mailbox", "127.0.0.1", 0) as sink:
+            await asyncio.to_thread(_send, sink.port, _message("reader@example.org", "hi"))
+
+    asyncio.run(scenario())
+    [line] = [r.getMessage() for r in caplog.records if "mailbox: saved" in r.getMessage()]
+    assert "r***@example.org #" in line and "reader@example.org" not in line

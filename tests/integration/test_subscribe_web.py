@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import re
+import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -203,3 +205,53 @@ def test_a_repeated_request_within_the_cooldown_says_when_the_last_confirmation_
     app.add_subscriber("ann@example.com")
     known = _subscribe(url, "ann@example.com")
     assert known.status_code == 200 and known.text == _subscribe(url, "new@example.com").text
+
+
+def test_failed_confirmation_and_welcome_mails_log_the_address_masked(
+    server: tuple[App, Served], smtp_sink: SmtpSink, caplog: pytest.LogCaptureFixture
+) -> None:
+    app, running = server
+    caplog.set_level(logging.WARNING, logger="publisher.subscribers")
+    address = "secret.reader@example.com"
+    smtp_sink.reject.add(address)
+    _subscribe(running.url, address, categories="Harbin Today")
+    running.run(app.subscriptions.drain())
+    smtp_sink.reject.discard(address)
+    _subscribe(running.url, address, categories="Harbin Today")  # not sent: no cool-down
+    _wait_until(lambda: len(smtp_sink.to(address)) == 1)
+    text = smtp_sink.to(address)[0].message.get_body(("plain",)).get_content()
+    [link] = re.findall(r"https?://\S+/confirm/\S+", text)
+    smtp_sink.reject.add(address)
+    httpx.post(running.url + "confirm/" + link.rsplit("/confirm/", 1)[1], timeout=10)
+    running.run(app.subscriptions.drain())
+
+    lines = [r.getMessage() for r in caplog.records if r.name == "publisher.subscribers"]
+    failed = [line for line in lines if "mail to" in line and "failed" in line]
+    assert any(line.startswith("confirmation mail") for line in failed), lines
+    assert any(line.startswith("welcome mail") for line in failed), lines
+    assert all("s***@example.com #" in line for line in failed), failed
+    assert not any(address in line or "secret.reader" in line for line in lines), lines
+
+
+def test_a_dropped_confirmation_mail_logs_the_address_masked(
+    tmp_path: Path, sqlite_url: str, smtp_sink: SmtpSink, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = send_config(tmp_path, sqlite_url, smtp_sink)
+    with path.open("a", encoding="utf-8") as out:
+        out.write("\n[server]\nconfirmation_senders = 1\nconfirmation_backlog = 0\n")
+    app = App(load_settings(path, environ={}))
+    caplog.set_level(logging.WARNING, logger="publisher.subscribers")
+    held = threading.Event()
+    smtp_sink.on_mail = lambda: held.wait(30) and None  # the one sender is busy
+    try:
+        for running in served(app, app.web_routes()):
+            _subscribe(running.url, "first.reader@example.com")
+            _subscribe(running.url, "secret.reader@example.com")  # one sender, no backlog
+            held.set()
+            running.run(app.subscriptions.drain())
+    finally:
+        app.close()
+    lines = [r.getMessage() for r in caplog.records if r.name == "publisher.subscribers"]
+    dropped = [line for line in lines if "dropped" in line]
+    assert dropped and dropped[0].startswith("confirmation mail to s***@example.com #"), lines
+    assert not any("secret.reader" in line for line in lines), lines

@@ -5,24 +5,18 @@ in a subprocess), as in test_upgrade_source_keys.py."""
 
 from __future__ import annotations
 
-import io
-import os
-import subprocess
-import sys
-import tarfile
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import pytest
 from sqlalchemy import select
 
 from publisher.app import App
 from publisher.config import load_settings
 from publisher.store.schema import SCHEMA_VERSION, articles, deliveries, schema_version
 from tests.conftest import SEEDS
+from tests.old_release import run_old_release
 from tests.smtp_sink import SmtpSink, send_config
 
-REPOSITORY = Path(__file__).resolve().parents[2]
 SCHEMA_7_RELEASE = "e59495d"  # main when deletions were added: the last to write schema 7
 INGESTED = datetime(2026, 11, 20, 10, 0, tzinfo=UTC)
 
@@ -44,43 +38,19 @@ app.close()
 """
 
 
-def _write_with_old_release(tmp_path: Path, config: Path) -> None:
-    archive = subprocess.run(
-        ["git", "-C", str(REPOSITORY), "archive", SCHEMA_7_RELEASE, "publisher", "templates"],
-        capture_output=True,
-        check=False,
-    )
-    if archive.returncode != 0:
-        pytest.fail(f"cannot read release {SCHEMA_7_RELEASE}: {archive.stderr.decode()}")
-    code = tmp_path / "release"
-    with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
-        tar.extractall(code, filter="data")
-    environment = {**os.environ, "PYTHONPATH": str(code)}
-    done = subprocess.run(
-        [sys.executable, "-c", _OLD_RUN, str(config), str(SEEDS), INGESTED.isoformat()],
-        env=environment,
-        cwd=code,  # its own package first, not the worktree's
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    old = subprocess.run(
-        [sys.executable, "-c", "from publisher.store.schema import SCHEMA_VERSION as v; print(v)"],
-        env=environment,
-        cwd=code,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    assert old.stdout.strip() == "7"
-
-
 def test_a_schema_7_database_upgrades_keeping_everything_then_deletes(
     tmp_path: Path, database_url: str, smtp_sink: SmtpSink
 ) -> None:
     config = send_config(tmp_path, database_url, smtp_sink)
-    _write_with_old_release(tmp_path, config)
+    run_old_release(
+        tmp_path / "release",
+        SCHEMA_7_RELEASE,
+        7,
+        _OLD_RUN,
+        str(config),
+        str(SEEDS),
+        INGESTED.isoformat(),
+    )
 
     app = App(load_settings(config, environ={}))
     try:

@@ -6,15 +6,9 @@ in a subprocess against the same database the test then opens with today's code.
 
 from __future__ import annotations
 
-import io
-import os
-import subprocess
-import sys
-import tarfile
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import pytest
 from sqlalchemy import select, text
 
 from publisher.app import App
@@ -22,9 +16,9 @@ from publisher.config import load_settings
 from publisher.model import FileOutcome
 from publisher.store.schema import SCHEMA_VERSION, articles, deliveries, schema_version
 from tests.conftest import SEEDS
+from tests.old_release import run_old_release
 from tests.smtp_sink import SmtpSink, send_config
 
-REPOSITORY = Path(__file__).resolve().parents[2]
 SCHEMA_5_RELEASE = "eb72079"  # the last commit that wrote schema 5
 INGESTED = datetime(2026, 11, 20, 10, 0, tzinfo=UTC)
 
@@ -54,50 +48,19 @@ app.close()
 """
 
 
-def _old_release(folder: Path) -> Path:
-    """The schema 5 release's package, templates and config, unpacked into `folder`."""
-    archive = subprocess.run(
-        ["git", "-C", str(REPOSITORY), "archive", SCHEMA_5_RELEASE, "publisher", "templates"],
-        capture_output=True,
-        check=False,
-    )
-    if archive.returncode != 0:
-        pytest.fail(f"cannot read release {SCHEMA_5_RELEASE}: {archive.stderr.decode()}")
-    with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
-        tar.extractall(folder, filter="data")
-    return folder
-
-
-def _write_with_old_release(tmp_path: Path, config: Path) -> None:
-    code = _old_release(tmp_path / "release")
-    environment = {**os.environ, "PYTHONPATH": str(code)}
-    done = subprocess.run(
-        [sys.executable, "-c", _OLD_RUN, str(config), str(SEEDS), INGESTED.isoformat()],
-        env=environment,
-        cwd=code,  # its own package first, not the worktree's
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    assert (
-        str(code)
-        in subprocess.run(
-            [sys.executable, "-c", "import publisher; print(publisher.__file__)"],
-            env=environment,
-            cwd=code,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
-    )
-
-
 def test_a_schema_5_database_upgrades_keeping_everything(
     tmp_path: Path, database_url: str, smtp_sink: SmtpSink
 ) -> None:
     config = send_config(tmp_path, database_url, smtp_sink)
-    _write_with_old_release(tmp_path, config)
+    run_old_release(
+        tmp_path / "release",
+        SCHEMA_5_RELEASE,
+        5,
+        _OLD_RUN,
+        str(config),
+        str(SEEDS),
+        INGESTED.isoformat(),
+    )
 
     app = App(load_settings(config, environ={}))
     try:

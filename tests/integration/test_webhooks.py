@@ -23,6 +23,7 @@ import pytest
 
 from publisher.app import App
 from publisher.config import load_settings
+from publisher.inbound import WebhookReplays
 from publisher.model import ConsentEvent, ConsentSource, SubscriberStatus
 from tests.conftest import write_config
 from tests.integration.in_process import publisher_cli
@@ -291,6 +292,62 @@ def test_forged_stale_and_replayed_mailgun_requests_get_401(hooked: Hooked) -> N
     assert len(hooked.webhook_history("alice@example.com")) == 1
 
 
+def _second_instance(hooked: Hooked) -> Iterator[str]:
+    """The URL of another App (another process, say) on the same database and settings."""
+    other = App(hooked.app.settings)
+    try:
+        for server in start(other):
+            yield server.url
+    finally:
+        other.close()
+
+
+def test_a_mailgun_replay_to_a_second_instance_on_the_same_database_is_refused(
+    hooked: Hooked,
+) -> None:
+    genuine = body_of(mailgun_body("mailgun_failed_permanent.json", MAILGUN_KEY))
+    assert hooked.post("mailgun", genuine).status_code == 200
+    for url in _second_instance(hooked):
+        again = httpx.post(
+            f"{url}webhooks/mailgun",
+            content=genuine,
+            headers={"Content-Type": "application/json"},
+            timeout=30,
+        )
+        assert again.status_code == 401
+    assert len(hooked.webhook_history("alice@example.com")) == 1
+
+
+def test_an_sns_message_redelivered_to_a_second_instance_is_acted_on_once(
+    hooked: Hooked,
+) -> None:
+    genuine = hooked.signer.notification(fixture("ses_bounce_permanent.json"))
+    assert hooked.post("ses", genuine).json()["acted"] == 1
+    for url in _second_instance(hooked):
+        again = httpx.post(f"{url}webhooks/ses", json=genuine, timeout=30)
+        assert again.status_code == 200 and again.json()["acted"] == 0
+    assert len(hooked.webhook_history("jane@example.com")) == 1
+
+
+def test_seen_tokens_are_kept_until_their_window_ends_then_dropped(
+    tmp_path: Path, database_url: str
+) -> None:
+    app = App(load_settings(write_config(tmp_path, database_url), environ={}))
+    replays = WebhookReplays(app.settings, app.store)
+    try:
+        assert replays.claim_now("mailgun", "token-1", now=1000.0, until=1300.0)
+        assert not replays.claim_now("mailgun", "token-1", now=1299.0, until=1599.0)
+        assert replays.claim_now("ses", "token-1", now=1299.0, until=1599.0)  # per provider
+        replays.release_now("ses", "token-1")  # acting on it failed: the retry is taken
+        assert replays.claim_now("ses", "token-1", now=1299.0, until=1599.0)
+        # past its window the row goes (its timestamp check refuses a replay from then on)
+        assert replays.claim_now("mailgun", "token-2", now=1301.0, until=1601.0)
+        assert replays.kept() == 2
+        assert replays.claim_now("mailgun", "token-1", now=1301.0, until=1601.0)
+    finally:
+        app.close()
+
+
 # -- SendGrid --------------------------------------------------------------------------------
 
 
@@ -383,6 +440,20 @@ def test_credentials_come_from_the_environment(tmp_path: Path, sqlite_url: str) 
     assert found[0].status is SubscriberStatus.BOUNCED
 
 
+def _a_bounce_answers_503_and_changes_nothing(config: Path, signer: SnsSigner) -> None:
+    """A signed SES bounce for a subscriber, to a server that cannot verify it."""
+    app = App(load_settings(config, environ={}))
+    app.add_subscriber("jane@example.com")
+    try:
+        for server in start(app):
+            message = signer.notification(fixture("ses_bounce_permanent.json"))
+            answer = httpx.post(f"{server.url}webhooks/ses", json=message, timeout=30)
+            assert answer.status_code == 503
+        assert app.subscribers(search="jane@example.com")[0].status is SubscriberStatus.CONFIRMED
+    finally:
+        app.close()
+
+
 def test_an_sns_impostor_without_a_trusted_certificate_is_not_believed(
     tmp_path: Path, sqlite_url: str
 ) -> None:
@@ -393,17 +464,8 @@ def test_an_sns_impostor_without_a_trusted_certificate_is_not_believed(
         config = webhook_config(
             tmp_path, sqlite_url, sns, SendgridSigner().public_key, trusted=False
         )
-        app = App(load_settings(config, environ={}))
-        app.add_subscriber("jane@example.com")
-        try:
-            for server in start(app):
-                message = signer.notification(fixture("ses_bounce_permanent.json"))
-                answer = httpx.post(f"{server.url}webhooks/ses", json=message, timeout=30)
-                assert answer.status_code == 503
-        finally:
-            app.close()
+        _a_bounce_answers_503_and_changes_nothing(config, signer)
         assert sns.requests == []  # the TLS handshake failed before any request
-    assert app.subscribers(search="jane@example.com")[0].status is SubscriberStatus.CONFIRMED
 
 
 def test_an_unreachable_sns_answers_503_so_sns_retries(tmp_path: Path, sqlite_url: str) -> None:
@@ -411,16 +473,7 @@ def test_an_unreachable_sns_answers_503_so_sns_retries(tmp_path: Path, sqlite_ur
     sns = FakeSns(tmp_path, signer)  # never started: its port refuses connections
     sns.server.server_close()
     config = webhook_config(tmp_path, sqlite_url, sns, SendgridSigner().public_key)
-    app = App(load_settings(config, environ={}))
-    app.add_subscriber("jane@example.com")
-    try:
-        for server in start(app):
-            message = signer.notification(fixture("ses_bounce_permanent.json"))
-            answer = httpx.post(f"{server.url}webhooks/ses", json=message, timeout=30)
-            assert answer.status_code == 503
-    finally:
-        app.close()
-    assert app.subscribers(search="jane@example.com")[0].status is SubscriberStatus.CONFIRMED
+    _a_bounce_answers_503_and_changes_nothing(config, signer)
 
 
 # -- settings ---------------------------------------------------------------------------------

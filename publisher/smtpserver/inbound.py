@@ -11,12 +11,13 @@ MTA's queue, which retries it; a failure answers 451 for the same reason.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable, Sequence
+from typing import Self
 
-from aiosmtpd.lmtp import LMTP
 from aiosmtpd.smtp import SMTP, Envelope, Session
+
+from publisher.smtpserver import SmtpServer
 
 __all__ = ["InboundListener", "Receive", "ReceiveMany"]
 
@@ -110,29 +111,7 @@ class _Handler:
         return reply
 
 
-class _Tracked(SMTP):
-    """Keeps itself in `connections` while open, so stop() can wait for sessions."""
-
-    connections: set[SMTP]
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.connections.add(self)
-        super().connection_made(transport)
-
-    def connection_lost(self, error: Exception | None) -> None:
-        self.connections.discard(self)
-        super().connection_lost(error)
-
-
-class _TrackedSMTP(_Tracked):
-    pass
-
-
-class _TrackedLMTP(_Tracked, LMTP):
-    pass
-
-
-class InboundListener:
+class InboundListener(SmtpServer):
     """An SMTP/LMTP server on the caller's event loop that hands the messages to `receive_many`."""
 
     def __init__(
@@ -156,53 +135,27 @@ class InboundListener:
             def receive_many(messages: Sequence[bytes]) -> list[bool]:
                 return [one(data) for data in messages]
 
-        self.host = host
-        self.port = port
-        self.lmtp = lmtp
         self.max_message_bytes = max_message_bytes
-        self._handler = _Handler(_Batches(receive_many, batch_window, batch_max), lmtp)
-        self._connections: set[SMTP] = set()
-        self._server: asyncio.Server | None = None
+        self.batches = _Batches(receive_many, batch_window, batch_max)
+        super().__init__(
+            _Handler(self.batches, lmtp),
+            host,
+            port,
+            hostname="publisher-inbound",
+            ident="publisher inbound",
+            lmtp=lmtp,
+            data_size_limit=max_message_bytes * HARD_LIMIT_FACTOR,
+        )
 
     @property
     def queued(self) -> int:
         """Messages received in full that wait for a batch to start (not yet answered)."""
-        return len(self._handler.batches.waiting)
+        return len(self.batches.waiting)
 
-    def _protocol(self) -> SMTP:
-        kind: type[_Tracked] = _TrackedLMTP if self.lmtp else _TrackedSMTP
-        protocol = kind(
-            self._handler,
-            hostname="publisher-inbound",
-            ident="publisher inbound",
-            data_size_limit=self.max_message_bytes * HARD_LIMIT_FACTOR,
-        )
-        protocol.connections = self._connections
-        return protocol
-
-    async def start(self) -> InboundListener:
+    async def start(self) -> Self:
         """Listen (port 0 picks a free port; `self.port` is then the real one)."""
-        loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(self._protocol, host=self.host, port=self.port)
-        self.port = self._server.sockets[0].getsockname()[1]
+        await super().start()
         log.info(
             "inbound %s listener on %s:%s", "LMTP" if self.lmtp else "SMTP", self.host, self.port
         )
         return self
-
-    async def stop(self, grace: float = 2.0) -> None:
-        """Stop listening; give open sessions `grace` seconds, then close them (a message
-        not yet answered stays with the MTA, which retries it)."""
-        if self._server is None:
-            return
-        self._server.close()
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + grace
-        while self._connections and loop.time() < deadline:
-            await asyncio.sleep(0.02)
-        for connection in list(self._connections):
-            if connection.transport is not None:
-                connection.transport.close()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._server.wait_closed(), 1.0)
-        self._server = None

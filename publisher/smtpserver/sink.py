@@ -10,15 +10,17 @@ It runs on the caller's event loop; `stop()` lets a transaction in flight finish
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import logging
 import os
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Self
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
+
+from publisher.secrecy import masked_address
+from publisher.smtpserver import SmtpServer
 
 __all__ = ["SmtpSink"]
 
@@ -41,7 +43,8 @@ class _MailboxHandler:
         )
         path = await asyncio.to_thread(self._save, head.encode("utf-8") + content)
         self.saved.append(path)
-        log.info("mailbox: saved %s for %s", path.name, ", ".join(recipients))
+        shown = ", ".join(masked_address(rcpt, None) for rcpt in recipients)
+        log.info("mailbox: saved %s for %s", path.name, shown)
         return "250 OK: saved"
 
     def _save(self, data: bytes) -> Path:
@@ -54,76 +57,26 @@ class _MailboxHandler:
         return path
 
 
-class _CountingSMTP(SMTP):
-    """aiosmtpd's protocol, counting open connections so stop() can wait for them."""
-
-    def __init__(self, handler: Any, connections: set[_CountingSMTP], **kwargs: Any) -> None:
-        super().__init__(handler, **kwargs)
-        self._connections = connections
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._connections.add(self)
-        super().connection_made(transport)
-
-    def connection_lost(self, error: Exception | None) -> None:
-        self._connections.discard(self)
-        super().connection_lost(error)
-
-
-class SmtpSink:
+class SmtpSink(SmtpServer):
     """An SMTP server on this event loop that stores mail in a folder instead of sending it."""
 
     def __init__(self, mailbox: Path, host: str = "127.0.0.1", port: int = 1025) -> None:
         self.mailbox = mailbox
-        self.host = host
-        self.port = port
-        self._handler = _MailboxHandler(mailbox)
-        self._connections: set[_CountingSMTP] = set()
-        self._server: asyncio.Server | None = None
+        self.mailbox_handler = _MailboxHandler(mailbox)
+        super().__init__(
+            self.mailbox_handler, host, port, hostname="publisher-sink", ident="publisher smtp sink"
+        )
 
     @property
     def saved(self) -> list[Path]:
         """Files written so far, in arrival order."""
-        return list(self._handler.saved)
+        return list(self.mailbox_handler.saved)
 
-    async def start(self) -> SmtpSink:
+    async def start(self) -> Self:
         """Listen (port 0 picks a free port; `self.port` is then the real one)."""
         self.mailbox.mkdir(parents=True, exist_ok=True)
-        loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(
-            lambda: _CountingSMTP(
-                self._handler,
-                self._connections,
-                hostname="publisher-sink",
-                ident="publisher smtp sink",
-            ),
-            host=self.host,
-            port=self.port,
-        )
-        self.port = self._server.sockets[0].getsockname()[1]
+        await super().start()
         log.info(
             "smtp sink listening on %s:%s, saving mail to %s", self.host, self.port, self.mailbox
         )
         return self
-
-    async def stop(self, grace: float = 2.0) -> None:
-        """Stop listening; give open connections `grace` seconds to finish, then close them."""
-        if self._server is None:
-            return
-        self._server.close()
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + grace
-        while self._connections and loop.time() < deadline:
-            await asyncio.sleep(0.02)
-        for connection in list(self._connections):
-            if connection.transport is not None:
-                connection.transport.close()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._server.wait_closed(), 1.0)
-        self._server = None
-
-    async def __aenter__(self) -> SmtpSink:
-        return await self.start()
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.stop()
