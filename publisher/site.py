@@ -31,6 +31,7 @@ import hashlib
 import json
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -60,7 +61,7 @@ from publisher.render import builtin_templates, render, template_environment
 from publisher.store import Store
 from publisher.store.builds import SiteBuilds
 from publisher.store.deletions import Deletion, Deletions
-from publisher.store.pages import ArticleStamp, SiteQueries
+from publisher.store.pages import ArticleStamp, ListedArticle, SiteQueries
 from publisher.websub import hub_urls
 
 __all__ = ["BuildResult", "ChangeReport", "ChangedArticle", "SiteBuilder", "category_slugs"]
@@ -69,7 +70,7 @@ log = logging.getLogger("publisher.site")
 
 STATE = ".build/state.json"
 PAGES_STATE = ".build/pages.json"
-STATE_VERSION = 3  # bumped whenever the state file changes shape
+STATE_VERSION = 4  # bumped whenever the state file changes shape
 # removals recorded by a writer that committed after our last build may carry a
 # slightly older timestamp; look back this far so none is missed
 REMOVAL_LOOKBACK = timedelta(minutes=5)
@@ -243,6 +244,7 @@ class SiteBuilder:
         self._save_state(
             out,
             {
+                "category_counts": dict(Counter(s.category for s in stamps)),
                 "categories": held,
                 "category_names": names,
                 "archives": archives,
@@ -276,7 +278,10 @@ class SiteBuilder:
             current = self._current(queries, latest, total)
             self._site_feeds(out, current, archived, self._tombstones(deleted.values()))
             held: dict[str, list[str]] = state.get("categories", {})
-            wanted = {a.category for a in found}
+            counts = dict(categories)
+            ranks = queries.ranks(changed, total)
+            shifted = self._shifted_categories(state, counts, found, ranks)
+            wanted = {a.category for a in found} | shifted
             wanted |= {name for name, slug in slugs.items() if changed & set(held.get(slug, ()))}
             for name in sorted(wanted):
                 slug = slugs.get(name, category_slug(name))
@@ -286,23 +291,29 @@ class SiteBuilder:
                 held[slug] = [a.id for a in in_category]
             names = self._emptied_categories(out, state, slugs, held)
             # archives holding a changed article, and the pages that filled up since
-            ranks = list(queries.ranks(changed, total).values())
-            numbers = {rank // self.size + 1 for rank in ranks}
+            numbers = {rank // self.size + 1 for rank in ranks.values()}
             numbers |= set(range(int(state.get("archived", 0)) + 1, archived + 1))
             archives: dict[str, str] = state.get("archives", {})
             for number in sorted(n for n in numbers if n <= archived):
                 self._archive_page(out, queries, number, total=total)
                 archives.pop(str(number), None)  # next full build re-checks it
             self._changed_listing(
-                out, queries, ARCHIVE_FOLDER, "All articles", None, total, ranks, state, slugs
+                out,
+                queries,
+                ARCHIVE_FOLDER,
+                "All articles",
+                None,
+                total,
+                ranks.values(),
+                state,
+                slugs,
             )
-            counts = dict(categories)
             now_in = {a.category for a in found}
             for name in sorted(wanted):
                 in_total = counts.get(name, 0)
                 own: Iterable[int] = queries.ranks(changed, in_total, category=name).values()
-                if name not in now_in:
-                    # a changed article left this category: every later position moved
+                if name not in now_in or name in shifted:
+                    # an article left or joined this category: every later position moved
                     own = range(in_total)
                 folder = category_path(slugs.get(name, category_slug(name)))
                 self._changed_listing(out, queries, folder, name, name, in_total, own, state, slugs)
@@ -310,8 +321,9 @@ class SiteBuilder:
                 self._article_page(out, article, slugs)
                 result.rendered += 1
             self._index(out, latest, queries.categories(include_deleted=False), slugs)
-            self._changed_sitemap(out, queries, ranks, total, state["listing_lastmod"])
+            self._changed_sitemap(out, queries, ranks.values(), total, state["listing_lastmod"])
         state.update(
+            category_counts=counts,
             categories=held,
             category_names=names,
             archives=archives,
@@ -320,6 +332,25 @@ class SiteBuilder:
         )
         self._save_state(out, state)
         return result
+
+    @staticmethod
+    def _shifted_categories(
+        state: dict[str, Any],
+        counts: dict[str, int],
+        found: Sequence[Article],
+        ranks: dict[str, int],
+    ) -> set[str]:
+        """Categories an older article joined or left since the last build: their count
+        moved by other than the new articles (ranked after every row the last build saw),
+        so every listing position after the mover shifted."""
+        before: dict[str, int] = state.get("category_counts", {})
+        seen = sum(before.values())
+        new = Counter(a.category for a in found if ranks.get(a.id, -1) >= seen)
+        return {
+            name
+            for name in set(before) | set(counts)
+            if counts.get(name, 0) - before.get(name, 0) != new.get(name, 0)
+        }
 
     # -- feeds -------------------------------------------------------------------
 
@@ -520,7 +551,7 @@ class SiteBuilder:
         heading: str,
         number: int,
         pages: int,
-        found: Sequence[Article],
+        found: Sequence[ListedArticle],
         slugs: dict[str, str],
         lastmods: dict[str, str],
     ) -> None:
@@ -606,7 +637,7 @@ class SiteBuilder:
                 wanted = {f"{number}.html"} | ({"index.html"} if number == pages else set())
                 if known.get(key) == fingerprints[key] and wanted <= present:
                     continue
-                found = queries.by_ids(s.id for s in members)
+                found = queries.listed(s.id for s in members)
                 self._listing_page(out, folder, heading, number, pages, found, slugs, lastmods)
             for name in present:
                 number_text = name.removesuffix(".html")
@@ -640,9 +671,13 @@ class SiteBuilder:
         numbers |= set(range(max(1, min(before, pages)), pages + 1))
         for number in sorted(n for n in numbers if 1 <= n <= pages):
             offset = (number - 1) * self.size
-            found = queries.in_ingest_order(offset, self.size, total, category=category)
+            found = queries.listed_in_ingest_order(offset, self.size, total, category=category)
             self._listing_page(out, folder, heading, number, pages, found, slugs, lastmods)
             known.pop(listing_page_path(folder, number), None)  # next full build re-checks it
+        for number in range(pages + 1, before + 1):  # the listing lost a page
+            out.remove(listing_page_path(folder, number))
+            lastmods.pop(listing_page_path(folder, number), None)
+            known.pop(listing_page_path(folder, number), None)
         counts[folder] = pages
 
     # -- pages ---------------------------------------------------------------------
@@ -842,7 +877,7 @@ class SiteBuilder:
         out.write(STATE, _json_bytes(state))
 
 
-def _lastmod(article: Article) -> str:
+def _lastmod(article: Article | ListedArticle) -> str:
     """A page's sitemap lastmod from an article: its UTC date."""
     return article.updated.astimezone(UTC).date().isoformat()
 
