@@ -320,7 +320,7 @@ class SiteBuilder:
             for article in found:
                 self._article_page(out, article, slugs)
                 result.rendered += 1
-            self._index(out, latest, queries.categories(include_deleted=False), slugs)
+            self._index(out, latest, queries.live_categories(categories), slugs)
             self._changed_sitemap(out, queries, ranks.values(), total, state["listing_lastmod"])
         state.update(
             category_counts=counts,
@@ -374,7 +374,11 @@ class SiteBuilder:
         )
 
     def _entries(self, found: Sequence[Article]) -> list[Entry]:
-        return [Entry(a, self.settings.url(article_path(a.slug))) for a in found]
+        # each body made once: it goes into Atom, RSS and JSON Feed alike
+        return [
+            Entry(a, self.settings.url(article_path(a.slug)), feeds.content_html(a.blocks))
+            for a in found
+        ]
 
     def _current(
         self, queries: SiteQueries, latest: Sequence[Article], total: int

@@ -11,7 +11,7 @@ import shutil
 from datetime import UTC, datetime
 from pathlib import Path
 
-from sqlalchemy import insert, select
+from sqlalchemy import insert, inspect, select, text
 
 from publisher.app import App
 from publisher.config import load_settings
@@ -116,3 +116,17 @@ def test_an_old_article_moved_to_another_category_moves_on_every_page_incrementa
         assert listing_files(public) == incremental
     finally:
         app.close()
+
+
+def test_a_database_without_the_listing_index_gains_it_on_open(tmp_path: Path) -> None:
+    app = site(tmp_path, 3)
+    with app.store.begin() as connection:
+        connection.execute(text("DROP INDEX ix_articles_category_seq"))
+    app.close()
+    again = App(app.settings)
+    try:
+        names = {index["name"] for index in inspect(again.store.engine).get_indexes("articles")}
+        assert "ix_articles_category_seq" in names
+        assert len(again.articles()) == 3
+    finally:
+        again.close()
