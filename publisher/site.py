@@ -22,7 +22,8 @@ removed and named in GONE_PAGES, which the web server answers 410 Gone; the Atom
 
 A small state file (`.build/state.json`, never served) remembers fingerprints so a full
 build re-renders only what changed and an incremental build knows which category feeds
-held a changed article.
+held a changed article, and which categories an older article joined or left (their row
+counts).
 """
 
 from __future__ import annotations
