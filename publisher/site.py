@@ -265,6 +265,7 @@ class SiteBuilder:
         changed = {r.article_id for r in report.changed if r.article_id}
         mark = state.get("removal_mark")
         since = datetime.fromisoformat(mark) - REMOVAL_LOOKBACK if mark else None
+        listed_before = dict(state.get("listing_lastmod", {}))
         with self.store.read() as connection:
             queries = SiteQueries(connection)
             touched, newest_removal = queries.removals_since(since)
@@ -322,7 +323,10 @@ class SiteBuilder:
                 self._article_page(out, article, slugs)
                 result.rendered += 1
             self._index(out, latest, queries.live_categories(categories), slugs)
-            self._changed_sitemap(out, queries, ranks.values(), total, state["listing_lastmod"])
+            lastmods = state["listing_lastmod"]
+            self._changed_sitemap(
+                out, queries, ranks.values(), total, lastmods, lastmods != listed_before
+            )
         state.update(
             category_counts=counts,
             categories=held,
@@ -795,12 +799,17 @@ class SiteBuilder:
         ranks: Iterable[int],
         total: int,
         lastmods: dict[str, str],
+        listings_changed: bool = True,
     ) -> None:
         count = self._sitemap_pages(total)
         for number in sorted({rank // SITEMAP_PAGE + 1 for rank in ranks} | {count}):
             offset = (number - 1) * SITEMAP_PAGE
             self._sitemap_page(out, number, queries.live_slugs(offset, SITEMAP_PAGE, total))
-        self._sitemap_index(out, count, self._listing_sitemaps(out, lastmods))
+        listings = self._listing_sitemap_count(lastmods)
+        # thousands of listing URLs: rendered again only when one of them changed
+        if listings_changed or not out.path(sitemap_listing_path(listings)).is_file():
+            listings = self._listing_sitemaps(out, lastmods)
+        self._sitemap_index(out, count, listings)
 
     def _sitemap_page(self, out: OutputDir, number: int, pages: Sequence[tuple[str, str]]) -> None:
         url = self.settings.url
@@ -815,7 +824,7 @@ class SiteBuilder:
             ("index.html", max(lastmods.values(), default=None))
         ]
         entries += sorted(lastmods.items())
-        count = max(1, -(-len(entries) // LISTING_SITEMAP))
+        count = self._listing_sitemap_count(lastmods)
         for number in range(1, count + 1):
             chunk = entries[(number - 1) * LISTING_SITEMAP : number * LISTING_SITEMAP]
             document = feeds.sitemap([(url(path), lastmod) for path, lastmod in chunk])
@@ -825,6 +834,11 @@ class SiteBuilder:
             if name.startswith("listings-") and number_text.isdigit() and int(number_text) > count:
                 out.remove(sitemap_listing_path(int(number_text)))
         return count
+
+    @staticmethod
+    def _listing_sitemap_count(lastmods: dict[str, str]) -> int:
+        """How many sitemap/listings-<n>.xml files: the index page, then every listing page."""
+        return max(1, -(-(len(lastmods) + 1) // LISTING_SITEMAP))
 
     def _sitemap_index(self, out: OutputDir, count: int, listings: int) -> None:
         urls = [self.settings.url(sitemap_listing_path(n)) for n in range(1, listings + 1)]

@@ -267,14 +267,14 @@ class Articles:
     def live_categories(self, counts: Sequence[tuple[str, int]]) -> list[tuple[str, int]]:
         """`counts` of every row (from `categories`) less the deleted ones: the few deleted
         rows are counted, not a LIVE test made on every row."""
-        gone = {
-            str(name): int(n)
-            for name, n in self.connection.execute(
-                select(articles.c.category, func.count())
-                .join(deletions, deletions.c.article_id == articles.c.id)
-                .group_by(articles.c.category)
-            )
-        }
+        gone: dict[str, int] = defaultdict(int)
+        # the deleted ids first: a join lets the planner walk every article instead
+        deleted = list(self.connection.execute(select(deletions.c.article_id)).scalars())
+        for chunk in chunks(deleted, 500):
+            for name in self.connection.execute(
+                select(articles.c.category).where(articles.c.id.in_(chunk))
+            ).scalars():
+                gone[str(name)] += 1
         live = [(name, n - gone.get(name, 0)) for name, n in counts]
         return [(name, n) for name, n in live if n > 0]
 
