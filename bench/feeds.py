@@ -1,6 +1,7 @@
 """Benchmark: feed builds from a large store, against a direct lxml Atom baseline.
 
 Usage: python bench/feeds.py [--articles 100000] [--repeat 3]
+                             [--incremental-sizes 10000,100000] [--incremental-only]
 
 Measures (median of --repeat runs, all in this one process):
   - store generation (synthetic rows inserted straight into the store's tables)
@@ -9,6 +10,12 @@ Measures (median of --repeat runs, all in this one process):
   - all subscription feeds (site + every category, Atom/RSS/JSON), loaded from the store
   - incremental build after one new article (what `publisher watch` does per change)
   - Atom serialization of every entry (all archive pages): feedgen vs direct lxml
+  - at each of --incremental-sizes: the incremental build after one new article, with
+    category and archive pages, against the previous code path measured in the same run
+    (see previous_code_path), runs interleaved; the
+    store and its full build are made once and kept under --cache (/tmp), each run
+    works on a copy (the database copied, the output hard-linked: builds replace files,
+    never write into them)
 Prints a table and appends it to bench/results.md.
 """
 
@@ -20,26 +27,30 @@ import platform
 import random
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from lxml import etree
-from sqlalchemy import insert
+from sqlalchemy import func, insert, select
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from publisher import feeds
-from publisher.config import load_settings
+from publisher.config import Settings, load_settings
 from publisher.feeds import Channel, Entry, content_html
 from publisher.ingest import FileResult, IngestReport
 from publisher.model import Article
-from publisher.site import SiteBuilder
+from publisher.site import BuildResult, SiteBuilder
 from publisher.store import Store
+from publisher.store.articles import LIVE
 from publisher.store.pages import SiteQueries
 from publisher.store.schema import articles, blocks
 
@@ -198,14 +209,164 @@ def median_time(function: Callable[[], object], repeat: int) -> tuple[float, lis
     return statistics.median(times), times
 
 
+def bench_settings(folder: Path) -> Settings:
+    config = folder / "publisher.toml"
+    config.write_text(
+        f'database_url = "sqlite:///{folder}/bench.db"\ninbox = "inbox"\noutput_dir = "public"\n'
+        'base_url = "http://bench.example/"\n',
+        encoding="utf-8",
+    )
+    return load_settings(config, environ={})
+
+
+def cached_site(cache: Path, n: int) -> Path:
+    """A store of n synthetic articles and its full build, made once under `cache`."""
+    folder = cache / f"feeds-{n}"
+    if (folder / "ready").exists():
+        return folder
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    settings = bench_settings(folder)
+    store = Store(settings.database_url)
+    started = time.perf_counter()
+    insert_articles(store, 0, n, random.Random(7))
+    SiteBuilder(settings, store).build()
+    store.close()
+    (folder / "ready").write_text(f"{time.perf_counter() - started:.1f} s\n", encoding="utf-8")
+    return folder
+
+
+def working_copy(cached: Path, folder: Path) -> Settings:
+    for name in ("bench.db", "bench.db-wal"):
+        if (cached / name).exists():
+            shutil.copy2(cached / name, folder / name)
+    subprocess.run(["cp", "-al", str(cached / "public"), str(folder / "public")], check=True)
+    return bench_settings(folder)
+
+
+@contextmanager
+def previous_code_path() -> Iterator[None]:
+    """The incremental build as it was: listing pages load whole articles (blocks,
+    removals, deletion) to show a summary, the index's live counts test LIVE on every
+    row, and each feed format renders every body again. (The category/seq index stays:
+    an index cannot come and go between interleaved runs.)"""
+    saved = (
+        SiteQueries.listed,
+        SiteQueries.listed_in_ingest_order,
+        SiteQueries.live_categories,
+        SiteBuilder._entries,
+    )
+
+    def listed(self: SiteQueries, ids: Iterable[str]) -> list[Any]:
+        return list(self.by_ids(ids))
+
+    def in_order(
+        self: SiteQueries, offset: int, limit: int, total: int, *, category: str | None = None
+    ) -> list[Any]:
+        return list(self.in_ingest_order(offset, limit, total, category=category))
+
+    def live_categories(self: SiteQueries, counts: object) -> list[tuple[str, int]]:
+        rows = self.connection.execute(
+            select(articles.c.category, func.count())
+            .where(LIVE)
+            .group_by(articles.c.category)
+            .order_by(articles.c.category)
+        )
+        return [(str(name), int(n)) for name, n in rows]
+
+    def entries(self: SiteBuilder, found: Sequence[Article]) -> list[Entry]:
+        return [Entry(a, self.settings.url(f"articles/{a.slug}.html")) for a in found]
+
+    SiteQueries.listed = listed  # type: ignore[method-assign]
+    SiteQueries.listed_in_ingest_order = in_order  # type: ignore[method-assign]
+    SiteQueries.live_categories = live_categories  # type: ignore[method-assign,assignment]
+    SiteBuilder._entries = entries  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        (
+            SiteQueries.listed,  # type: ignore[method-assign]
+            SiteQueries.listed_in_ingest_order,  # type: ignore[method-assign]
+            SiteQueries.live_categories,  # type: ignore[method-assign]
+            SiteBuilder._entries,  # type: ignore[method-assign]
+        ) = saved
+
+
+def incremental_rows(cache: Path, n: int, repeat: int) -> list[tuple[str, str, str]]:
+    cached = cached_site(cache, n)
+    folder = Path(tempfile.mkdtemp(prefix="publisher-bench-", dir=cache))
+    try:
+        settings = working_copy(cached, folder)
+        store = Store(settings.database_url)
+        builder = SiteBuilder(settings, store)
+        rng = random.Random(11)
+        with store.read() as connection:
+            next_n = [SiteQueries(connection).max_seq()]  # synthetic seq is number + 1
+
+        def one_new_article() -> BuildResult:
+            ids = insert_articles(store, next_n[0], 1, rng)
+            next_n[0] += 1
+            report = IngestReport([FileResult("new.txt", "added", "", ids[0], CATEGORIES[0])])
+            return builder.build(report)
+
+        # not measured: a state file of another version makes the first build a full one,
+        # and at a round n the first article of each category starts its new last page
+        for _ in CATEGORIES:
+            one_new_article()
+        times: dict[str, list[float]] = {"new": [], "old": []}
+        written: list[int] = []
+        for _ in range(repeat):
+            for path in ("new", "old"):
+                with previous_code_path() if path == "old" else _nothing():
+                    result = one_new_article()
+                assert not result.full
+                times[path].append(result.seconds)
+                if path == "new":
+                    written.append(len(result.written))
+        store.close()
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    new, old = statistics.median(times["new"]), statistics.median(times["old"])
+    pages = f"{min(written)}-{max(written)} files written per build"
+    return [
+        (
+            f"incremental build, one new article, {n} articles (category + archive pages)",
+            f"{new * 1000:.0f} ms",
+            f"{_runs(times['new'])}; {pages}",
+        ),
+        (
+            f"  baseline: same build, previous code path, {n} articles",
+            f"{old * 1000:.0f} ms",
+            _runs(times["old"]),
+        ),
+        (f"  incremental / baseline, {n} articles", f"{new / old:.2f}x", "target < 150 ms at 100k"),
+    ]
+
+
+@contextmanager
+def _nothing() -> Iterator[None]:
+    yield
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--articles", type=int, default=100_000)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--incremental-sizes", default="10000,100000")
+    parser.add_argument("--incremental-only", action="store_true")
+    parser.add_argument(
+        "--cache", type=Path, default=Path(tempfile.gettempdir()) / "publisher-bench-cache"
+    )
     options = parser.parse_args()
     n, repeat = options.articles, max(3, options.repeat)
-    folder = Path(tempfile.mkdtemp(prefix="publisher-bench-"))
+    sizes = [int(size) for size in options.incremental_sizes.split(",") if size]
     rows: list[tuple[str, str, str]] = []
+    if options.incremental_only:
+        for size in sizes:
+            rows += incremental_rows(options.cache, size, max(5, repeat))
+        report(rows, max(sizes))
+        return
+    folder = Path(tempfile.mkdtemp(prefix="publisher-bench-"))
     try:
         config = folder / "publisher.toml"
         config.write_text(
@@ -327,6 +488,8 @@ def main() -> None:
         store.close()
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+    for size in sizes:
+        rows += incremental_rows(options.cache, size, max(5, repeat))
     report(rows, n)
 
 

@@ -549,7 +549,11 @@ def articles_delete(ctx: click.Context, references: tuple[str, ...], yes: bool) 
             terminal.say(f"{article.slug}: {article.title}")
         if not click.confirm(f"Delete {len(chosen)} article(s)?", default=False):
             terminal.fail("nothing deleted", None, 1)
-    for done in app.delete_articles(references):
+    deleted = app.delete_articles(references)
+    # the hubs hear of every feed change, as after an ingest (also the built-in hub's
+    # subscribers while `publisher run` serves it: they are in the database)
+    app.announce_pending(WEBSUB_ONE_SHOT_SECONDS)
+    for done in deleted:
         if done.already:
             terminal.say(f"already deleted: {done.article.slug}")
             continue
@@ -567,6 +571,7 @@ def articles_restore(ctx: click.Context, reference: str) -> None:
     """
     app, terminal = _app(ctx), _terminal(ctx)
     restored = app.restore_article(reference)
+    app.announce_pending(WEBSUB_ONE_SHOT_SECONDS)
     where = f"; file back at {restored.moved_back}" if restored.moved_back else ""
     terminal.say(f"restored {restored.article.slug}{where}")
     if restored.note:
@@ -651,6 +656,7 @@ def boilerplate_keep(ctx: click.Context, block: str) -> None:
         kept, built = app.keep_boilerplate(block)
     except UnknownBlock as exc:
         terminal.fail(exc.message, exc.hint, 2, one_line=True)
+    app.announce_pending(WEBSUB_ONE_SHOT_SECONDS)
     terminal.say(
         f"kept {kept.block.key} '{_short(kept.block.text)}': back in "
         f"{len(kept.changed)} articles; {len(built.written)} files written"

@@ -101,6 +101,12 @@ class Entry:
 
     article: Article
     url: str
+    # the article's content_html, when made once for the three formats of a build
+    content: str | None = None
+
+    @property
+    def html(self) -> str:
+        return self.content if self.content is not None else content_html(self.article.blocks)
 
 
 @dataclass(frozen=True, slots=True)
@@ -285,7 +291,7 @@ def _add_entry(fg: FeedGenerator, entry: Entry, channel: Channel) -> None:
         fe.contributor({"name": article.source})
     fe.category({"term": article.category, "label": article.category})
     fe.summary(article.summary or article.title)
-    fe.content(content_html(article.blocks), type="html")
+    fe.content(entry.html, type="html")
     if article.language:
         fe.register_extension("language", _EntryLanguage, atom=True, rss=False)
         fe.language.language = article.language
@@ -364,7 +370,7 @@ def _json_item(entry: Entry, channel: Channel, feed_level: str | None) -> dict[s
         "id": article.id,
         "url": entry.url,
         "title": article.title,
-        "content_html": content_html(article.blocks),
+        "content_html": entry.html,
         "summary": article.summary or article.title,
         "date_published": article.published.astimezone(channel.zone).isoformat(),
         "date_modified": article.updated.astimezone(channel.zone).isoformat(),

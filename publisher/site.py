@@ -22,7 +22,8 @@ removed and named in GONE_PAGES, which the web server answers 410 Gone; the Atom
 
 A small state file (`.build/state.json`, never served) remembers fingerprints so a full
 build re-renders only what changed and an incremental build knows which category feeds
-held a changed article.
+held a changed article, and which categories an older article joined or left (their row
+counts).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ import hashlib
 import json
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -60,7 +62,7 @@ from publisher.render import builtin_templates, render, template_environment
 from publisher.store import Store
 from publisher.store.builds import SiteBuilds
 from publisher.store.deletions import Deletion, Deletions
-from publisher.store.pages import ArticleStamp, SiteQueries
+from publisher.store.pages import ArticleStamp, ListedArticle, SiteQueries
 from publisher.websub import hub_urls
 
 __all__ = ["BuildResult", "ChangeReport", "ChangedArticle", "SiteBuilder", "category_slugs"]
@@ -69,7 +71,7 @@ log = logging.getLogger("publisher.site")
 
 STATE = ".build/state.json"
 PAGES_STATE = ".build/pages.json"
-STATE_VERSION = 3  # bumped whenever the state file changes shape
+STATE_VERSION = 4  # bumped whenever the state file changes shape
 # removals recorded by a writer that committed after our last build may carry a
 # slightly older timestamp; look back this far so none is missed
 REMOVAL_LOOKBACK = timedelta(minutes=5)
@@ -243,6 +245,7 @@ class SiteBuilder:
         self._save_state(
             out,
             {
+                "category_counts": dict(Counter(s.category for s in stamps)),
                 "categories": held,
                 "category_names": names,
                 "archives": archives,
@@ -262,6 +265,7 @@ class SiteBuilder:
         changed = {r.article_id for r in report.changed if r.article_id}
         mark = state.get("removal_mark")
         since = datetime.fromisoformat(mark) - REMOVAL_LOOKBACK if mark else None
+        listed_before = dict(state.get("listing_lastmod", {}))
         with self.store.read() as connection:
             queries = SiteQueries(connection)
             touched, newest_removal = queries.removals_since(since)
@@ -276,7 +280,10 @@ class SiteBuilder:
             current = self._current(queries, latest, total)
             self._site_feeds(out, current, archived, self._tombstones(deleted.values()))
             held: dict[str, list[str]] = state.get("categories", {})
-            wanted = {a.category for a in found}
+            counts = dict(categories)
+            ranks = queries.ranks(changed, total)
+            shifted = self._shifted_categories(state, counts, found, ranks)
+            wanted = {a.category for a in found} | shifted
             wanted |= {name for name, slug in slugs.items() if changed & set(held.get(slug, ()))}
             for name in sorted(wanted):
                 slug = slugs.get(name, category_slug(name))
@@ -286,32 +293,42 @@ class SiteBuilder:
                 held[slug] = [a.id for a in in_category]
             names = self._emptied_categories(out, state, slugs, held)
             # archives holding a changed article, and the pages that filled up since
-            ranks = list(queries.ranks(changed, total).values())
-            numbers = {rank // self.size + 1 for rank in ranks}
+            numbers = {rank // self.size + 1 for rank in ranks.values()}
             numbers |= set(range(int(state.get("archived", 0)) + 1, archived + 1))
             archives: dict[str, str] = state.get("archives", {})
             for number in sorted(n for n in numbers if n <= archived):
                 self._archive_page(out, queries, number, total=total)
                 archives.pop(str(number), None)  # next full build re-checks it
             self._changed_listing(
-                out, queries, ARCHIVE_FOLDER, "All articles", None, total, ranks, state, slugs
+                out,
+                queries,
+                ARCHIVE_FOLDER,
+                "All articles",
+                None,
+                total,
+                ranks.values(),
+                state,
+                slugs,
             )
-            counts = dict(categories)
             now_in = {a.category for a in found}
             for name in sorted(wanted):
                 in_total = counts.get(name, 0)
                 own: Iterable[int] = queries.ranks(changed, in_total, category=name).values()
-                if name not in now_in:
-                    # a changed article left this category: every later position moved
+                if name not in now_in or name in shifted:
+                    # an article left or joined this category: every later position moved
                     own = range(in_total)
                 folder = category_path(slugs.get(name, category_slug(name)))
                 self._changed_listing(out, queries, folder, name, name, in_total, own, state, slugs)
             for article in found:
                 self._article_page(out, article, slugs)
                 result.rendered += 1
-            self._index(out, latest, queries.categories(include_deleted=False), slugs)
-            self._changed_sitemap(out, queries, ranks, total, state["listing_lastmod"])
+            self._index(out, latest, queries.live_categories(categories), slugs)
+            lastmods = state["listing_lastmod"]
+            self._changed_sitemap(
+                out, queries, ranks.values(), total, lastmods, lastmods != listed_before
+            )
         state.update(
+            category_counts=counts,
             categories=held,
             category_names=names,
             archives=archives,
@@ -320,6 +337,25 @@ class SiteBuilder:
         )
         self._save_state(out, state)
         return result
+
+    @staticmethod
+    def _shifted_categories(
+        state: dict[str, Any],
+        counts: dict[str, int],
+        found: Sequence[Article],
+        ranks: dict[str, int],
+    ) -> set[str]:
+        """Categories an older article joined or left since the last build: their count
+        moved by other than the new articles (ranked after every row the last build saw),
+        so every listing position after the mover shifted."""
+        before: dict[str, int] = state.get("category_counts", {})
+        seen = sum(before.values())
+        new = Counter(a.category for a in found if ranks.get(a.id, -1) >= seen)
+        return {
+            name
+            for name in set(before) | set(counts)
+            if counts.get(name, 0) - before.get(name, 0) != new.get(name, 0)
+        }
 
     # -- feeds -------------------------------------------------------------------
 
@@ -343,7 +379,11 @@ class SiteBuilder:
         )
 
     def _entries(self, found: Sequence[Article]) -> list[Entry]:
-        return [Entry(a, self.settings.url(article_path(a.slug))) for a in found]
+        # each body made once: it goes into Atom, RSS and JSON Feed alike
+        return [
+            Entry(a, self.settings.url(article_path(a.slug)), feeds.content_html(a.blocks))
+            for a in found
+        ]
 
     def _current(
         self, queries: SiteQueries, latest: Sequence[Article], total: int
@@ -520,7 +560,7 @@ class SiteBuilder:
         heading: str,
         number: int,
         pages: int,
-        found: Sequence[Article],
+        found: Sequence[ListedArticle],
         slugs: dict[str, str],
         lastmods: dict[str, str],
     ) -> None:
@@ -606,7 +646,7 @@ class SiteBuilder:
                 wanted = {f"{number}.html"} | ({"index.html"} if number == pages else set())
                 if known.get(key) == fingerprints[key] and wanted <= present:
                     continue
-                found = queries.by_ids(s.id for s in members)
+                found = queries.listed(s.id for s in members)
                 self._listing_page(out, folder, heading, number, pages, found, slugs, lastmods)
             for name in present:
                 number_text = name.removesuffix(".html")
@@ -640,9 +680,13 @@ class SiteBuilder:
         numbers |= set(range(max(1, min(before, pages)), pages + 1))
         for number in sorted(n for n in numbers if 1 <= n <= pages):
             offset = (number - 1) * self.size
-            found = queries.in_ingest_order(offset, self.size, total, category=category)
+            found = queries.listed_in_ingest_order(offset, self.size, total, category=category)
             self._listing_page(out, folder, heading, number, pages, found, slugs, lastmods)
             known.pop(listing_page_path(folder, number), None)  # next full build re-checks it
+        for number in range(pages + 1, before + 1):  # the listing lost a page
+            out.remove(listing_page_path(folder, number))
+            lastmods.pop(listing_page_path(folder, number), None)
+            known.pop(listing_page_path(folder, number), None)
         counts[folder] = pages
 
     # -- pages ---------------------------------------------------------------------
@@ -755,12 +799,17 @@ class SiteBuilder:
         ranks: Iterable[int],
         total: int,
         lastmods: dict[str, str],
+        listings_changed: bool = True,
     ) -> None:
         count = self._sitemap_pages(total)
         for number in sorted({rank // SITEMAP_PAGE + 1 for rank in ranks} | {count}):
             offset = (number - 1) * SITEMAP_PAGE
             self._sitemap_page(out, number, queries.live_slugs(offset, SITEMAP_PAGE, total))
-        self._sitemap_index(out, count, self._listing_sitemaps(out, lastmods))
+        listings = self._listing_sitemap_count(lastmods)
+        # thousands of listing URLs: rendered again only when one of them changed
+        if listings_changed or not out.path(sitemap_listing_path(listings)).is_file():
+            listings = self._listing_sitemaps(out, lastmods)
+        self._sitemap_index(out, count, listings)
 
     def _sitemap_page(self, out: OutputDir, number: int, pages: Sequence[tuple[str, str]]) -> None:
         url = self.settings.url
@@ -775,7 +824,7 @@ class SiteBuilder:
             ("index.html", max(lastmods.values(), default=None))
         ]
         entries += sorted(lastmods.items())
-        count = max(1, -(-len(entries) // LISTING_SITEMAP))
+        count = self._listing_sitemap_count(lastmods)
         for number in range(1, count + 1):
             chunk = entries[(number - 1) * LISTING_SITEMAP : number * LISTING_SITEMAP]
             document = feeds.sitemap([(url(path), lastmod) for path, lastmod in chunk])
@@ -785,6 +834,11 @@ class SiteBuilder:
             if name.startswith("listings-") and number_text.isdigit() and int(number_text) > count:
                 out.remove(sitemap_listing_path(int(number_text)))
         return count
+
+    @staticmethod
+    def _listing_sitemap_count(lastmods: dict[str, str]) -> int:
+        """How many sitemap/listings-<n>.xml files: the index page, then every listing page."""
+        return max(1, -(-(len(lastmods) + 1) // LISTING_SITEMAP))
 
     def _sitemap_index(self, out: OutputDir, count: int, listings: int) -> None:
         urls = [self.settings.url(sitemap_listing_path(n)) for n in range(1, listings + 1)]
@@ -842,7 +896,7 @@ class SiteBuilder:
         out.write(STATE, _json_bytes(state))
 
 
-def _lastmod(article: Article) -> str:
+def _lastmod(article: Article | ListedArticle) -> str:
     """A page's sitemap lastmod from an article: its UTC date."""
     return article.updated.astimezone(UTC).date().isoformat()
 

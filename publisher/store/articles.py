@@ -256,13 +256,27 @@ class Articles:
     def categories(self, *, include_deleted: bool = True) -> list[tuple[str, int]]:
         """(category, articles in it) by name; every row counts unless `include_deleted` is
         False (archive positions count every row; what a page lists does not)."""
-        query = select(articles.c.category, func.count())
-        if not include_deleted:
-            query = query.where(LIVE)
         rows = self.connection.execute(
-            query.group_by(articles.c.category).order_by(articles.c.category)
+            select(articles.c.category, func.count())
+            .group_by(articles.c.category)
+            .order_by(articles.c.category)
         )
-        return [(str(name), int(n)) for name, n in rows]
+        counts = [(str(name), int(n)) for name, n in rows]
+        return counts if include_deleted else self.live_categories(counts)
+
+    def live_categories(self, counts: Sequence[tuple[str, int]]) -> list[tuple[str, int]]:
+        """`counts` of every row (from `categories`) less the deleted ones: the few deleted
+        rows are counted, not a LIVE test made on every row."""
+        gone: dict[str, int] = defaultdict(int)
+        # the deleted ids first: a join lets the planner walk every article instead
+        deleted = list(self.connection.execute(select(deletions.c.article_id)).scalars())
+        for chunk in chunks(deleted, 500):
+            for name in self.connection.execute(
+                select(articles.c.category).where(articles.c.id.in_(chunk))
+            ).scalars():
+                gone[str(name)] += 1
+        live = [(name, n - gone.get(name, 0)) for name, n in counts]
+        return [(name, n) for name, n in live if n > 0]
 
     def last_ingest(self) -> datetime | None:
         value: datetime | None = self.connection.execute(select(func.max(ingest_log.c.at))).scalar()

@@ -4,18 +4,20 @@ from __future__ import annotations
 
 import hashlib
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, String, cast, func, select
+from sqlalchemy import Row, Select, String, and_, cast, func, select
 
-from publisher.model import Article
+from publisher.model import Article, Block
+from publisher.parse import summarize
 from publisher.store.articles import LIVE, Articles
-from publisher.store.schema import articles, deletions, removals
+from publisher.store.chunks import chunks
+from publisher.store.schema import articles, blocks, deletions, removals
 
-__all__ = ["ArticleStamp", "SiteQueries"]
+__all__ = ["ArticleStamp", "ListedArticle", "SiteQueries"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +31,36 @@ class ArticleStamp:
     key: bytes  # digest of everything that shows: dates, content, removed blocks, deletion
     deleted: bool = False
     updated: str = ""  # the stored text; its first 10 characters are the date (sitemap lastmod)
+
+
+@dataclass(frozen=True, slots=True)
+class ListedArticle:
+    """What a listing page shows of an article: no body, only its summary."""
+
+    seq: int
+    id: str
+    slug: str
+    title: str
+    category: str
+    published: datetime
+    updated: datetime
+    author: str | None
+    summary: str
+    deleted: bool = False
+
+
+# the columns a listing reads; `category` is the last element of category_path, as stored
+_LISTED = (
+    articles.c.seq,
+    articles.c.id,
+    articles.c.slug,
+    articles.c.title,
+    articles.c.category,
+    articles.c.published,
+    articles.c.updated,
+    articles.c.author,
+    (~LIVE).label("deleted"),
+)
 
 
 class SiteQueries(Articles):
@@ -87,6 +119,91 @@ class SiteQueries(Articles):
                 query = query.where(LIVE)
             rows = self.connection.execute(query).all()
             found.extend(self._load(rows, with_removals=False))
+        return found
+
+    def listed(self, ids: Iterable[str]) -> list[ListedArticle]:
+        """`by_ids` for a listing page: the live ones among these ids, in ingest order,
+        with their summary but no body."""
+        wanted = list(dict.fromkeys(ids))
+        rows: list[Row[Any]] = []
+        for chunk in chunks(wanted, 500):
+            query = select(*_LISTED).where(articles.c.id.in_(chunk), LIVE)
+            rows += self.connection.execute(query.order_by(articles.c.seq)).all()
+        rows.sort(key=lambda row: int(row.seq))
+        return self._listed(rows)
+
+    def listed_in_ingest_order(
+        self, offset: int, limit: int, total: int, *, category: str | None = None
+    ) -> list[ListedArticle]:
+        """`in_ingest_order` for a listing page: summaries, no bodies."""
+        if offset > total // 2:
+            skip = max(0, total - offset - limit)
+            take = min(limit, total - offset)
+            if take <= 0:
+                return []
+            newest_first = self.connection.execute(
+                _in(select(*_LISTED), category)
+                .order_by(articles.c.seq.desc())
+                .offset(skip)
+                .limit(take)
+            ).all()
+            rows = list(reversed(newest_first))
+        else:
+            rows = list(
+                self.connection.execute(
+                    _in(select(*_LISTED), category)
+                    .order_by(articles.c.seq)
+                    .offset(offset)
+                    .limit(limit)
+                ).all()
+            )
+        return [a for a in self._listed(rows) if not a.deleted]
+
+    def _listed(self, rows: Sequence[Row[Any]]) -> list[ListedArticle]:
+        firsts = self.first_kept_blocks([int(row.seq) for row in rows])
+        return [
+            ListedArticle(
+                seq=int(row.seq),
+                id=str(row.id),
+                slug=str(row.slug),
+                title=str(row.title),
+                category=str(row.category),
+                published=row.published,
+                updated=row.updated,
+                author=row.author,
+                summary=summarize((Block(firsts[row.seq]),)) if row.seq in firsts else "",
+                deleted=bool(row.deleted),
+            )
+            for row in rows
+        ]
+
+    def first_kept_blocks(self, seqs: Sequence[int]) -> dict[int, str]:
+        """The text of each article's first block that no removal took (what its summary
+        is made of), read without the rest of its body."""
+        found: dict[int, str] = {}
+        for chunk in chunks(list(seqs), 500):
+            removed = (
+                select(removals.c.key)
+                .where(removals.c.article_id == articles.c.id, removals.c.key == blocks.c.key)
+                .exists()
+            )
+            first = (
+                select(blocks.c.article_seq, func.min(blocks.c.position).label("position"))
+                .join(articles, articles.c.seq == blocks.c.article_seq)
+                .where(blocks.c.article_seq.in_(chunk), ~removed)
+                .group_by(blocks.c.article_seq)
+                .subquery()
+            )
+            rows = self.connection.execute(
+                select(blocks.c.article_seq, blocks.c.text).join(
+                    first,
+                    and_(
+                        blocks.c.article_seq == first.c.article_seq,
+                        blocks.c.position == first.c.position,
+                    ),
+                )
+            )
+            found.update((int(row.article_seq), str(row.text)) for row in rows)
         return found
 
     def in_ingest_order(

@@ -382,3 +382,5 @@ Index(
     "ix_articles_category_published_seq", articles.c.category, articles.c.published, articles.c.seq
 )
 Index("ix_removals_decided", removals.c.decided)
+# listing pages go by ingest order within a category: its newest page, and ranks in it
+Index("ix_articles_category_seq", articles.c.category, articles.c.seq)
