@@ -44,6 +44,8 @@ __all__ = ["ClaimingSender", "WorkerReport", "require_shared_database", "worker_
 
 log = logging.getLogger("publisher.worker")
 
+LET_GO_PAGE = 1000  # rows warm-up lets go at once, a claim batch or more (bench/warmup.py)
+
 
 @dataclass
 class WorkerReport:
@@ -258,23 +260,27 @@ class ClaimingSender:
             yield page
 
     def _claim(self, run_id: int, after: int) -> list[tuple[Delivery, Subscriber]]:
-        """A batch of free rows; under warm-up, rows let go today, topped up with rows let
-        go now (within the day's allowance, in the same transaction)."""
+        """A batch of free rows; under warm-up only rows let go today, and when those run
+        short, more let go first (within the day's allowance, in the same transaction)."""
 
         def claim(connection: Any) -> list[tuple[Delivery, Subscriber]]:
             limit = self.warmup.day_limit(connection, self.now())
             day = self._let_go_on = None if limit is None else limit.day
-            page = Claims(connection).claim(
+            claims = Claims(connection)
+            page = claims.claim(
                 run_id, self.name, self.batch, self.lease, after=after, let_go_on=day
             )
-            if limit is not None and len(page) < self.batch:
-                page += self.warmup.admit(
-                    connection,
-                    run_id,
-                    limit,
-                    self.batch - len(page),
-                    worker=self.name,
-                    lease_seconds=self.lease,
+            # Letting go reads every held row of the run, so it goes a page at a time
+            # (not a claim batch): the rows let go and not claimed here are free to every
+            # worker's next claim.
+            more = max(LET_GO_PAGE, self.batch)
+            if (
+                limit is not None
+                and len(page) < self.batch
+                and self.warmup.admit(connection, run_id, limit, more)
+            ):
+                page += claims.claim(
+                    run_id, self.name, self.batch - len(page), self.lease, let_go_on=day
                 )
                 page.sort(key=lambda pair: pair[0].id)
             return page

@@ -76,7 +76,6 @@ class WarmupDays:
         room = min(limit, allowance - used)
         if room <= 0:
             return []
-        postgres = self.connection.dialect.name == "postgresql"
         chosen = (
             select(deliveries.c.id)
             .join(subscribers, subscribers.c.id == deliveries.c.subscriber_id)
@@ -91,18 +90,32 @@ class WarmupDays:
             )
             .limit(room)
         )
-        if postgres:
+        if self.connection.dialect.name == "postgresql":
             # a row another worker holds under a live lease is not free to take
             chosen = chosen.where(
                 or_(deliveries.c.lease_until.is_(None), deliveries.c.lease_until < func.now())
-            ).with_for_update(of=deliveries, skip_locked=True)
-        ids = [int(i) for i in self.connection.execute(chosen).scalars()]
-        if not ids:
-            return []
+            )
         values: dict[str, object] = {"warmup_day": day}
         if worker is not None:
             values.update(claimed_by=worker, lease_until=lease(lease_seconds))
-        self.connection.execute(update(deliveries).where(deliveries.c.id.in_(ids)).values(values))
+        # No FOR UPDATE on the choice: under LockRows PostgreSQL sorts every held row of
+        # the run instead of keeping the first `room`. The day's lock already keeps other
+        # senders from choosing at the same time, and the UPDATE checks each row again.
+        ids = [
+            int(i)
+            for i in self.connection.execute(
+                update(deliveries)
+                .where(
+                    deliveries.c.id.in_(chosen.scalar_subquery()),
+                    deliveries.c.status == _PENDING,
+                    held(day),
+                )
+                .values(values)
+                .returning(deliveries.c.id)
+            ).scalars()
+        ]
+        if not ids:
+            return []
         self.connection.execute(
             update(warmup_days)
             .where(warmup_days.c.domain == domain, warmup_days.c.day == day)
