@@ -154,6 +154,37 @@ def test_a_second_send_on_the_same_day_sends_nothing_more(
     assert len(smtp_sink.messages) == 200
 
 
+def test_a_row_let_go_yesterday_and_never_sent_counts_against_the_day_it_goes(
+    warming: App, smtp_sink: SmtpSink
+) -> None:
+    """An interrupted send leaves rows let go but pending: the next day sends them once,
+    within that day's allowance, still oldest subscription first."""
+    oldest_first = _subscribe(warming, 600)
+    assert warming.send_digests(now=NOW).sent == 200
+    with warming.store.begin() as connection:  # what a send killed after letting go leaves
+        stranded = connection.execute(
+            update(deliveries)
+            .where(
+                deliveries.c.subscriber_id.in_(
+                    select(subscribers.c.id).where(subscribers.c.email.in_(oldest_first[-10:]))
+                )
+            )
+            .values(warmup_day="2026-11-20")
+            .returning(deliveries.c.id)
+        ).all()
+    assert len(stranded) == 10
+    second = warming.send_digests(now=NOW + DAY)
+    # the stranded rows are the newest subscriptions: they wait their turn, not sent
+    # on top of the day's 300
+    assert second.sent == 300
+    assert second.warmup == WarmupState("localhost", 2, 300, 300, 100)
+    assert set(smtp_sink.per_recipient()) == set(oldest_first[:500])
+    third = warming.send_digests(now=NOW + 2 * DAY)
+    assert third.sent == 100
+    assert third.warmup == WarmupState("localhost", 3, 450, 100, 0)
+    assert smtp_sink.per_recipient() == dict.fromkeys(oldest_first, 1)
+
+
 def test_send_and_status_show_the_warm_up_line(
     tmp_path: Path, sqlite_url: str, smtp_sink: SmtpSink
 ) -> None:
