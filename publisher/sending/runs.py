@@ -165,6 +165,8 @@ class DigestSender:
         if not deliver:
             log.info("digest run %s: %d messages left to the workers", run.id, total)
             return
+        if self.warmup.enabled:  # the bar ends at what today's allowance lets go
+            total = await asyncio.to_thread(self._sendable_today, run.id, now, total)
 
         def count(smtp: SendReport) -> None:
             if progress is not None:
@@ -262,6 +264,10 @@ class DigestSender:
         return self._read(
             lambda runs: runs.unfinished(run_id, after=after, limit=PAGE, let_go_on=let_go_on)
         )
+
+    def _sendable_today(self, run_id: int, now: datetime, open_rows: int) -> int:
+        with self.store.begin() as connection:
+            return self.warmup.sendable(connection, run_id, now, open_rows)
 
     def _day_limit(self, now: datetime) -> DayLimit | None:
         if not self.warmup.enabled:

@@ -72,6 +72,14 @@ class WarmupGate:
             lease_seconds=lease_seconds,
         )
 
+    def sendable(self, connection: Any, run_id: int, now: datetime, open_rows: int) -> int:
+        """Of a run's `open_rows`, how many may go today (a progress bar's total)."""
+        limit = self.day_limit(connection, now)
+        if limit is None:
+            return open_rows
+        days = WarmupDays(connection)
+        return min(open_rows, days.sendable(run_id, self.domain, limit.day, limit.allowance))
+
     def state(self, store: Store, now: datetime) -> WarmupState | None:
         """Today's warm-up as `send` and `status` show it; reads only. None: warm-up off."""
         if not self.enabled:

@@ -16,12 +16,13 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from publisher.model import Delivery, DeliveryStatus, RunStatus, Subscriber
 from publisher.store.claims import lease
-from publisher.store.rows import PAIR_COLUMNS, delivery_and_subscriber
+from publisher.store.rows import OPEN, PAIR_COLUMNS, delivery_and_subscriber
 from publisher.store.schema import deliveries, digest_runs, subscribers, warmup_days
 
 __all__ = ["WarmupDays", "held"]
 
 _PENDING = DeliveryStatus.PENDING.value
+_SENDING = DeliveryStatus.SENDING.value
 
 
 def held(day: str) -> ColumnElement[bool]:
@@ -128,6 +129,25 @@ class WarmupDays:
             .order_by(deliveries.c.id)
         )
         return [delivery_and_subscriber(row) for row in rows]
+
+    def sendable(self, run_id: int, domain: str, day: str, allowance: int) -> int:
+        """How many of the run's open rows may go today: those let go today or left
+        'sending', and held rows up to what is left of the day's allowance."""
+        open_now = self.connection.execute(
+            select(
+                func.count().filter(
+                    or_(deliveries.c.status == _SENDING, deliveries.c.warmup_day == day)
+                ),
+                func.count().filter(deliveries.c.status == _PENDING, held(day)),
+            ).where(deliveries.c.run_id == run_id, deliveries.c.status.in_(OPEN))
+        ).one()
+        used = self.connection.execute(
+            select(warmup_days.c.admitted).where(
+                warmup_days.c.domain == domain, warmup_days.c.day == day
+            )
+        ).scalar()
+        left = max(0, allowance - int(used or 0))
+        return int(open_now[0]) + min(int(open_now[1]), left)
 
     def sent_on(self, day: str) -> int:
         """Digests sent that were let go on `day`."""

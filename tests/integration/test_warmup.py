@@ -147,7 +147,9 @@ def test_a_second_send_on_the_same_day_sends_nothing_more(
     warming: App, smtp_sink: SmtpSink
 ) -> None:
     _subscribe(warming, 260)
-    assert warming.send_digests(now=NOW).sent == 200
+    shown: list[tuple[int, int]] = []
+    assert warming.send_digests(now=NOW, progress=lambda *p: shown.append(p)).sent == 200
+    assert shown[0] == (0, 200) and shown[-1] == (200, 200)  # the bar ends at today's share
     again = warming.send_digests(now=NOW + timedelta(hours=6))  # still day 1 in Shanghai
     assert again.sent == 0
     assert again.warmup == WarmupState("localhost", 1, 200, 200, 60)
