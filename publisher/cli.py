@@ -1098,6 +1098,8 @@ def send(
     terminal.show(counts_table("Send summary", report.summary()))
     if report.warmup is not None:  # the rest of the run waits, pending, for a later day
         terminal.say(report.warmup.line())
+    if report.failover:
+        terminal.warn(report.failover)
     if report.unreachable:  # nothing is lost: the rows wait for the next run
         terminal.fail(
             f"{report.unreachable}; {report.deferred} messages not sent (still pending)",
