@@ -381,11 +381,12 @@ class App:
             self.sender.producer, concurrency=concurrency, on_progress=on_progress
         )
 
-    def status(self) -> dict[str, Any]:
-        """What `publisher status` shows (see status.py); reads only, creates nothing."""
+    def status(self, now: datetime | None = None) -> dict[str, Any]:
+        """What `publisher status` shows (see status.py); reads only, creates nothing.
+        `now`: the moment whose day the warm-up figures are for (default: the clock)."""
         from publisher.status import gather_status
 
-        return gather_status(self.settings, lambda: self.store)
+        return gather_status(self.settings, lambda: self.store, now)
 
     def doctor(self, *, probe: bool = True) -> list[Check]:
         """`publisher doctor`'s checks (see doctor.py); reads only, creates nothing."""

@@ -1102,6 +1102,8 @@ def send(
             table.add_row(text(recipient), text(error))
         terminal.show(table)
     terminal.show(counts_table("Send summary", report.summary()))
+    if report.warmup is not None:  # the rest of the run waits, pending, for a later day
+        terminal.say(report.warmup.line())
     if report.failover:
         terminal.warn(report.failover)
     if report.unreachable:  # nothing is lost: the rows wait for the next run
@@ -1285,6 +1287,8 @@ def _show_status(terminal: Terminal, found: dict[str, Any]) -> None:
         for label, key in (("mail, last run", "last_run"), ("mail, 30 days", "last_30_days")):
             if (figures := found.get("mail", {}).get(key)) is not None:
                 lines.append((label, _mail_figures(figures)))
+    if (warmup := found.get("warmup")) is not None:
+        lines.append(("warm-up", f"{warmup['summary']} ({warmup['domain']})"))
     for open_run in found.get("open_runs", []):
         by_worker = ", ".join(f"{name} {n}" for name, n in sorted(open_run["sent_by"].items()))
         lines.append(

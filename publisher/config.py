@@ -349,6 +349,21 @@ class WebSubSettings:
         return tuple(h.strip() for h in self.hubs.split(",") if h.strip())
 
 
+@dataclass(frozen=True)
+class WarmupSettings:
+    """`[warmup]`: a daily cap on digests while a new sending domain builds its reputation.
+
+    Off without the section; a `[warmup]` table turns it on unless it says enabled = false.
+    """
+
+    # on when the [warmup] section is present; false turns it off (no section: off)
+    enabled: bool = True
+    start: int = 200  # messages on the first day the From domain sent
+    growth: float = 1.5  # each later day allows this many times the day before
+    # the cap on one day's messages; the day after the first capped day warm-up ends
+    until: int = 200_000
+
+
 # -- scale-out workers --
 @dataclass(frozen=True)
 class WorkerSettings:
@@ -408,6 +423,8 @@ class Settings:
     schedule: ScheduleSettings = field(default_factory=ScheduleSettings)
     digest: DigestSettings = field(default_factory=DigestSettings)
     workers: WorkerSettings = field(default_factory=WorkerSettings)
+    # daily limits for a new sending domain; off unless the config has a [warmup] section
+    warmup: WarmupSettings = field(default_factory=lambda: WarmupSettings(enabled=False))
     watch: WatchSettings = field(default_factory=WatchSettings)
     inbound: InboundSettings = field(default_factory=InboundSettings)
     webhooks: WebhookSettings = field(default_factory=WebhookSettings)
@@ -485,6 +502,7 @@ _SECTIONS: Mapping[str, type] = {
     "schedule": ScheduleSettings,
     "digest": DigestSettings,
     "workers": WorkerSettings,
+    "warmup": WarmupSettings,
     "watch": WatchSettings,
     "inbound": InboundSettings,
     "webhooks": WebhookSettings,
@@ -979,6 +997,9 @@ _RANGES: Mapping[str, tuple[float, float | None]] = {
     "workers.claim_batch": (1, None),
     "workers.concurrency": (0, 1000),
     "workers.poll_seconds": (0.001, None),
+    "warmup.start": (1, None),
+    "warmup.growth": (1, 100),
+    "warmup.until": (1, None),
     "watch.settle_seconds": (0.1, 3600),
     "inbound.soft_bounce_limit": (1, None),
     "inbound.soft_bounce_days": (0.001, 3650),

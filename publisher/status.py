@@ -14,6 +14,7 @@ from publisher.config import Settings, redact_url
 from publisher.errors import MissingDatabase
 from publisher.model import ConsentKind, SubscriberStatus
 from publisher.schedule import JOBS_TABLE, JobInfo, job_specs, stored_jobs
+from publisher.sending.warmup import WarmupGate
 from publisher.store import Articles, Store
 from publisher.store.claims import Claims
 from publisher.store.locks import DatabaseLock
@@ -25,11 +26,14 @@ __all__ = ["SCHEDULER_LOCK", "complaint_flag", "gather_status", "mail_health", "
 SCHEDULER_LOCK = "scheduler"
 
 
-def gather_status(settings: Settings, open_store: Callable[[], Store]) -> dict[str, Any]:
+def gather_status(
+    settings: Settings, open_store: Callable[[], Store], now: datetime | None = None
+) -> dict[str, Any]:
     """What `publisher status` shows; reads the database and the output folder, starts nothing.
 
     `open_store` raises MissingDatabase where no database exists yet: then the same shape
-    comes back, all empty, and nothing is created.
+    comes back, all empty, and nothing is created. `now`: the moment whose local day the
+    warm-up figures are for (default: the real clock).
     """
     atom = settings.output_dir / "atom.xml"
     built = datetime.fromtimestamp(atom.stat().st_mtime, UTC) if atom.is_file() else None
@@ -56,6 +60,8 @@ def gather_status(settings: Settings, open_store: Callable[[], Store]) -> dict[s
     status.update(_digest_status(settings, store))
     status["mail"] = mail_health(store, datetime.now(UTC), settings.zone)
     status.update(run_progress(store))
+    state = WarmupGate(settings).state(store, now or datetime.now(UTC))
+    status["warmup"] = None if state is None else state.as_dict()
     return status
 
 
@@ -139,6 +145,7 @@ def _before_the_first_ingest(settings: Settings, feeds: dict[str, Any]) -> dict[
         "mail": {"last_run": None, "last_30_days": None},
         "open_runs": [],
         "workers": [],
+        "warmup": None,
     }
 
 

@@ -54,6 +54,7 @@ BANDS = {
     "webhooks.sendgrid": CORE,
     "webhooks.ses": CORE,
     "bounces": CORE,
+    "warmup": CORE,  # a new sending domain's daily allowance
     "initconfig": CORE,  # what `publisher init` writes: checked answers, config text, DNS
     "websub": CORE,
     "mailkeep": ADAPTER,
@@ -99,6 +100,7 @@ BANDS = {
     "store.status": ADAPTER,
     "store.subscribers": ADAPTER,
     "store.websub": ADAPTER,
+    "store.warmup": ADAPTER,
     "web": ADAPTER,
     "web.connections": ADAPTER,
     "web.security": ADAPTER,
@@ -132,6 +134,7 @@ BANDS = {
     "sending.produce": USE_CASE,
     "sending.reports": USE_CASE,
     "sending.runs": USE_CASE,
+    "sending.warmup": USE_CASE,
     # wiring and face
     "app": WIRING,
     "runner": WIRING,

@@ -35,6 +35,7 @@ from publisher.model import Article, Delivery, DigestRun, RunStatus, Subscriber
 from publisher.sending.archive import ArchivingLedger
 from publisher.sending.produce import DigestProducer, Page
 from publisher.sending.reports import DigestReport
+from publisher.sending.warmup import WarmupGate
 from publisher.store import Store
 from publisher.store.claims import Claims, RunProgress, WorkerRow
 from publisher.store.ledger import DeliveryLedger, in_ledger_transaction
@@ -42,6 +43,8 @@ from publisher.store.ledger import DeliveryLedger, in_ledger_transaction
 __all__ = ["ClaimingSender", "WorkerReport", "require_shared_database", "worker_name"]
 
 log = logging.getLogger("publisher.worker")
+
+LET_GO_PAGE = 1000  # rows warm-up lets go at once, a claim batch or more (bench/warmup.py)
 
 
 @dataclass
@@ -88,7 +91,9 @@ class ClaimingSender:
         name: str | None = None,
         concurrency: int | None = None,
         on_progress: Callable[[RunProgress, ClaimingSender], None] | None = None,
+        clock: Callable[[], datetime] | None = None,
     ) -> None:
+        """`clock`: the moment whose local day warm-up counts (default: the real clock)."""
         settings = producer.settings
         self.producer = producer
         self.settings = settings
@@ -101,6 +106,9 @@ class ClaimingSender:
         )
         self.name = name or worker_name()
         self.on_progress = on_progress
+        self.warmup = WarmupGate(settings)
+        self.now: Callable[[], datetime] = clock or (lambda: datetime.now(UTC))
+        self._let_go_on: str | None = None  # the warm-up day of the last claim, if limited
         self.report = WorkerReport(self.name)
         self.state = "idle"
         self.run: DigestRun | None = None
@@ -252,15 +260,39 @@ class ClaimingSender:
             yield page
 
     def _claim(self, run_id: int, after: int) -> list[tuple[Delivery, Subscriber]]:
-        page: list[tuple[Delivery, Subscriber]] = self._write(
-            lambda claims: claims.claim(run_id, self.name, self.batch, self.lease, after=after)
-        )
+        """A batch of free rows; under warm-up only rows let go today, and when those run
+        short, more let go first (within the day's allowance, in the same transaction)."""
+
+        def claim(connection: Any) -> list[tuple[Delivery, Subscriber]]:
+            limit = self.warmup.day_limit(connection, self.now())
+            day = self._let_go_on = None if limit is None else limit.day
+            claims = Claims(connection)
+            page = claims.claim(
+                run_id, self.name, self.batch, self.lease, after=after, let_go_on=day
+            )
+            # Letting go reads every held row of the run, so it goes a page at a time
+            # (not a claim batch): the rows let go and not claimed here are free to every
+            # worker's next claim.
+            more = max(LET_GO_PAGE, self.batch)
+            if (
+                limit is not None
+                and len(page) < self.batch
+                and self.warmup.admit(connection, run_id, limit, more)
+            ):
+                page += claims.claim(
+                    run_id, self.name, self.batch - len(page), self.lease, let_go_on=day
+                )
+                page.sort(key=lambda pair: pair[0].id)
+            return page
+
+        page: list[tuple[Delivery, Subscriber]] = in_ledger_transaction(self.store, claim)
         return page
 
     def _run_state(self, run_id: int) -> tuple[str, int]:
-        """(run status, open rows someone else holds) for the end-of-claims decision."""
+        """(run status, open rows someone else holds) for the end-of-claims decision; rows
+        warm-up holds back for a later day are nobody's to wait for."""
         with self.store.read() as connection:
-            return Claims(connection).run_state(run_id, self.name)
+            return Claims(connection).run_state(run_id, self.name, let_go_on=self._let_go_on)
 
     # -- heartbeat -------------------------------------------------------------------------
 

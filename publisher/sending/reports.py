@@ -7,6 +7,7 @@ from datetime import datetime
 from pathlib import Path
 
 from publisher.mailer import SendReport
+from publisher.warmup import WarmupState
 
 __all__ = [
     "SKIP_NOTHING_NEW",
@@ -52,6 +53,7 @@ class DigestReport:
     render_seconds: float = 0.0
     seconds: float = 0.0
     delivery: SendReport = field(default_factory=SendReport)
+    warmup: WarmupState | None = None  # today's warm-up after this send; None: off
 
     @property
     def sent(self) -> int:

@@ -41,6 +41,7 @@ from publisher.sending.due import PAGE, candidates, due_pages
 from publisher.sending.preview import DigestPreview
 from publisher.sending.produce import DigestProducer, Page
 from publisher.sending.reports import DigestReport
+from publisher.sending.warmup import DayLimit, WarmupGate
 from publisher.store import Store
 from publisher.store.ledger import DeliveryLedger
 from publisher.store.locks import DatabaseLock
@@ -68,6 +69,7 @@ class DigestSender:
         self.store = store
         self.clock = clock or (lambda: datetime.now(UTC))
         self.producer = DigestProducer(settings, store, self.clock)
+        self.warmup = WarmupGate(settings)
 
     async def send(
         self,
@@ -130,12 +132,13 @@ class DigestSender:
         for run in unfinished:
             log.info("resuming digest run %s (as of %s)", run.id, run.as_of.isoformat())
             report.resumed = True
-            await self._send_run(run, report, progress, deliver_now)
+            await self._send_run(run, report, progress, deliver_now, as_of)
             if report.unreachable:
                 break
         if not report.unreachable and all(run.frequency != key for run in unfinished):
             run = await asyncio.to_thread(self._create_run, key, as_of)
-            await self._send_run(run, report, progress, deliver_now)
+            await self._send_run(run, report, progress, deliver_now, as_of)
+        report.warmup = await asyncio.to_thread(self.warmup.state, self.store, as_of)
         report.seconds = time.monotonic() - started
         return report
 
@@ -145,8 +148,11 @@ class DigestSender:
         report: DigestReport,
         progress: Callable[[int, int], None] | None,
         deliver: bool,
+        now: datetime,
     ) -> None:
-        """Fan one run out (the rest of it, if resumed) and send it; adds to `report`."""
+        """Fan one run out (the rest of it, if resumed) and send it; adds to `report`.
+        `now`: this send's moment, whose local day warm-up counts (a resumed run's
+        `as_of` is an earlier one)."""
         chosen = None if run.frequency == "all" else Frequency(run.frequency)
         report.run_id, report.as_of = run.id, run.as_of
         articles = await asyncio.to_thread(candidates, self.store, chosen, run.as_of)
@@ -160,6 +166,8 @@ class DigestSender:
         if not deliver:
             log.info("digest run %s: %d messages left to the workers", run.id, total)
             return
+        if self.warmup.enabled:  # the bar ends at what today's allowance lets go
+            total = await asyncio.to_thread(self._sendable_today, run.id, now, total)
 
         def count(smtp: SendReport) -> None:
             if progress is not None:
@@ -170,7 +178,9 @@ class DigestSender:
         by_id = {a.id: a for a in articles}
         if self.store.dialect == "postgresql":
             # claim rows with a lease, like `publisher worker`, so both can share the run
-            async with ClaimingSender(self.producer, name=worker_name("send")) as claiming:
+            async with ClaimingSender(
+                self.producer, name=worker_name("send"), clock=lambda: now
+            ) as claiming:
                 smtp = await claiming.deliver(
                     run, until_done=True, articles=by_id, digest_report=report, progress=count
                 )
@@ -181,7 +191,8 @@ class DigestSender:
                 bounce_after=self.settings.smtp.bounce_after,
                 on_failed=send_failure_recorder(self.settings),
             )
-            messages = self.producer.messages(self._open_pages(run), run.as_of, report, by_id)
+            pages = self._open_pages(run, now)
+            messages = self.producer.messages(pages, run.as_of, report, by_id)
             archiving = ArchivingLedger(ledger, self.producer.archive)
             async with ledger:
                 smtp = await Mailer.for_settings(self.settings).send_all(
@@ -233,15 +244,41 @@ class DigestSender:
             if not counts.get(DeliveryStatus.PENDING) and not counts.get(DeliveryStatus.SENDING):
                 runs.set_run_status(run_id, RunStatus.DONE, self.clock())
 
-    async def _open_pages(self, run: DigestRun) -> AsyncIterator[Page]:
-        """The run's open rows with their subscribers, a page at a time, in id order."""
+    async def _open_pages(self, run: DigestRun, now: datetime) -> AsyncIterator[Page]:
+        """The run's open rows with their subscribers, a page at a time, in id order.
+
+        Under warm-up: first the rows already let go today (and any left 'sending'),
+        then rows let go a page at a time, oldest subscription first, until the day's
+        allowance is used; the rest stay pending for a later day."""
+        limit = await asyncio.to_thread(self._day_limit, now)
+        day = None if limit is None else limit.day
         after = 0
-        while page := await asyncio.to_thread(self._open_rows, run.id, after):
+        while page := await asyncio.to_thread(self._open_rows, run.id, after, day):
             after = page[-1][0].id
             yield page
+        if limit is None:
+            return
+        while page := await asyncio.to_thread(self._admit, run.id, limit):
+            yield page
 
-    def _open_rows(self, run_id: int, after: int) -> Page:
-        return self._read(lambda runs: runs.unfinished(run_id, after=after, limit=PAGE))
+    def _open_rows(self, run_id: int, after: int, let_go_on: str | None) -> Page:
+        return self._read(
+            lambda runs: runs.unfinished(run_id, after=after, limit=PAGE, let_go_on=let_go_on)
+        )
+
+    def _sendable_today(self, run_id: int, now: datetime, open_rows: int) -> int:
+        with self.store.begin() as connection:
+            return self.warmup.sendable(connection, run_id, now, open_rows)
+
+    def _day_limit(self, now: datetime) -> DayLimit | None:
+        if not self.warmup.enabled:
+            return None
+        with self.store.begin() as connection:
+            return self.warmup.day_limit(connection, now)
+
+    def _admit(self, run_id: int, limit: DayLimit) -> Page:
+        with self.store.begin() as connection:
+            return self.warmup.admit(connection, run_id, limit, PAGE)
 
     def _read(self, work: Callable[[DigestRuns], T]) -> T:
         with self.store.read() as connection:

@@ -74,10 +74,18 @@ class Claims:
         return [digest_run(row) for row in rows]
 
     def claim(
-        self, run_id: int, worker: str, limit: int, lease_seconds: float, *, after: int = 0
+        self,
+        run_id: int,
+        worker: str,
+        limit: int,
+        lease_seconds: float,
+        *,
+        after: int = 0,
+        let_go_on: str | None = None,
     ) -> list[tuple[Delivery, Subscriber]]:
         """Take up to `limit` open rows nobody holds (never claimed, released, or lease ran
         out), oldest first; only rows after id `after` (a worker's last claim).
+        `let_go_on` (a warm-up day): only pending rows warm-up let go that day.
 
         One status at a time, each read in id order and stopped after `limit` free rows:
         `status IN (...)` read and sorted every open row of the run for each claim, so a
@@ -97,6 +105,7 @@ class Claims:
                             deliveries.c.lease_until.is_(None),
                             deliveries.c.lease_until < func.now(),
                         ),
+                        *_let_go(status, let_go_on),
                     )
                     .order_by(deliveries.c.id)
                     .limit(limit)
@@ -182,18 +191,27 @@ class Claims:
         )
         return bool(result.rowcount)
 
-    def run_state(self, run_id: int, worker: str) -> tuple[str, int]:
-        """(run status, open rows not held by `worker`): may this worker stop waiting?"""
+    def run_state(
+        self, run_id: int, worker: str, *, let_go_on: str | None = None
+    ) -> tuple[str, int]:
+        """(run status, open rows not held by `worker`): may this worker stop waiting?
+        `let_go_on` (a warm-up day): rows warm-up holds back for a later day do not count."""
         status = self.connection.execute(
             select(digest_runs.c.status).where(digest_runs.c.id == run_id)
         ).scalar_one()
-        elsewhere = self.connection.execute(
-            select(func.count()).where(
-                deliveries.c.run_id == run_id,
-                deliveries.c.status.in_(OPEN),
-                or_(deliveries.c.claimed_by.is_(None), deliveries.c.claimed_by != worker),
+        query = select(func.count()).where(
+            deliveries.c.run_id == run_id,
+            deliveries.c.status.in_(OPEN),
+            or_(deliveries.c.claimed_by.is_(None), deliveries.c.claimed_by != worker),
+        )
+        if let_go_on is not None:
+            query = query.where(
+                or_(
+                    deliveries.c.status == DeliveryStatus.SENDING.value,
+                    deliveries.c.warmup_day == let_go_on,
+                )
             )
-        ).scalar_one()
+        elsewhere = self.connection.execute(query).scalar_one()
         return str(status), int(elsewhere)
 
     def progress(self, run: DigestRun) -> RunProgress:
@@ -267,6 +285,13 @@ class Claims:
             )
             for row in self.connection.execute(query)
         ]
+
+
+def _let_go(status: str, day: str | None) -> tuple[Any, ...]:
+    """The claim's extra condition under warm-up: a pending row only if let go on `day`."""
+    if day is None or status != DeliveryStatus.PENDING.value:
+        return ()
+    return (deliveries.c.warmup_day == day,)
 
 
 def lease(seconds: float) -> Any:

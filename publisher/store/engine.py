@@ -138,6 +138,14 @@ def _deletions(connection: Connection) -> None:
     deleted before it existed."""
 
 
+def _warmup(connection: Connection) -> None:
+    """Schema 17: deliveries.warmup_day, NULL for every row (sent before warm-up existed;
+    its day 1 is found from the oldest sent row, see store/warmup.py); the warmup_days
+    table and the column's index come from create_all and the index pass."""
+    if "warmup_day" not in {c["name"] for c in inspect(connection).get_columns("deliveries")}:
+        connection.exec_driver_sql("ALTER TABLE deliveries ADD COLUMN warmup_day VARCHAR(10)")
+
+
 MIGRATIONS: dict[int, Callable[[Connection], None]] = {
     2: _blocks_by_article_seq,
     3: _drop_unused_article_indexes,
@@ -154,7 +162,7 @@ MIGRATIONS: dict[int, Callable[[Connection], None]] = {
     14: _no_op,  # placeholder: merged from another branch
     15: _no_op,  # websub_subscriptions
     16: _no_op,  # placeholder: another branch
-    17: _no_op,  # placeholder: another branch
+    17: _warmup,
     18: _no_op,  # placeholder: another branch
     19: _no_op,  # placeholder: another branch
     20: _no_op,  # webhook_replays
@@ -281,11 +289,6 @@ class Store:
             return
         with self.begin() as connection:
             metadata.create_all(connection, checkfirst=True)
-            # create_all adds indexes only with new tables; an index added to an existing
-            # table (a speed-up, never data) is created here, idempotently.
-            for table in metadata.sorted_tables:
-                for index in table.indexes:
-                    index.create(connection, checkfirst=True)
             current = connection.execute(select(func.max(schema_version.c.version))).scalar()
             if current is None:
                 connection.execute(
@@ -303,6 +306,12 @@ class Store:
                 connection.execute(
                     insert(schema_version).values(version=version, applied=datetime.now(UTC))
                 )
+            # create_all adds indexes only with new tables; an index added to an existing
+            # table (a speed-up, never data) is created here, idempotently, after the
+            # migrations have added the columns it covers.
+            for table in metadata.sorted_tables:
+                for index in table.indexes:
+                    index.create(connection, checkfirst=True)
 
 
 def sqlite_file(url: str) -> Path | None:

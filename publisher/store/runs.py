@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, func, insert, select, update
+from sqlalchemy import Connection, func, insert, or_, select, update
 
 from publisher.model import Delivery, DeliveryStatus, DigestRun, RunStatus, Subscriber
 from publisher.store.chunks import chunks
@@ -133,10 +133,13 @@ class DigestRuns:
     # -- rows -------------------------------------------------------------------------
 
     def unfinished(
-        self, run_id: int, *, after: int, limit: int
+        self, run_id: int, *, after: int, limit: int, let_go_on: str | None = None
     ) -> list[tuple[Delivery, Subscriber]]:
-        """Rows of the run not yet sent or failed, by id, with their subscriber."""
-        rows = self.connection.execute(
+        """Rows of the run not yet sent or failed, by id, with their subscriber.
+
+        `let_go_on` (a warm-up day): of the pending rows only those warm-up let go that
+        day; 'sending' rows always (their SMTP transaction may have happened)."""
+        query = (
             select(*PAIR_COLUMNS)
             .join(subscribers, subscribers.c.id == deliveries.c.subscriber_id)
             .where(
@@ -147,6 +150,14 @@ class DigestRuns:
             .order_by(deliveries.c.id)
             .limit(limit)
         )
+        if let_go_on is not None:
+            query = query.where(
+                or_(
+                    deliveries.c.status == DeliveryStatus.SENDING.value,
+                    deliveries.c.warmup_day == let_go_on,
+                )
+            )
+        rows = self.connection.execute(query)
         return [delivery_and_subscriber(row) for row in rows]
 
     def sent_to(

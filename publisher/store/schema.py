@@ -19,6 +19,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.engine import Dialect
 
@@ -264,9 +265,20 @@ deliveries = Table(
     # claims for several workers (PostgreSQL, FOR UPDATE SKIP LOCKED); unused on one process
     Column("claimed_by", String(200)),
     Column("lease_until", UTCDateTime),
+    # schema 17: the local day (YYYY-MM-DD) warm-up let this row go; NULL: warm-up off,
+    # or held back for a later day while it is pending
+    Column("warmup_day", String(10)),
     UniqueConstraint("run_id", "subscriber_id"),
     Index("ix_deliveries_run_status", "run_id", "status", "id"),
     Index("ix_deliveries_subscriber", "subscriber_id"),
+    # what a day sent under warm-up is counted from; installs without warm-up index nothing
+    Index(
+        "ix_deliveries_warmup_day",
+        "warmup_day",
+        "status",
+        sqlite_where=text("warmup_day IS NOT NULL"),
+        postgresql_where=text("warmup_day IS NOT NULL"),
+    ),
 )
 
 # One row per `publisher worker` (or PostgreSQL `publisher send`) process, renewed with
@@ -361,6 +373,18 @@ websub_subscriptions = Table(
 )
 
 
+# Schema 17: warm-up, per sending domain and local day, the rows let go that day (the
+# allowance used). Its earliest day is the domain's day 1. Every sender takes the row of
+# the day FOR UPDATE before it lets rows go, so workers together stay within the day.
+warmup_days = Table(
+    "warmup_days",
+    metadata,
+    Column("domain", String(255), primary_key=True),
+    Column("day", String(10), primary_key=True),  # YYYY-MM-DD in the site's zone
+    Column("admitted", Integer, nullable=False),
+)
+
+
 # Schema 20: the webhook tokens (Mailgun) and SNS message ids already acted on, so a
 # replay is refused by every process on the database and after a restart. Kept as a
 # SHA-256 digest (fixed width, whatever the provider sends) until the signature's
@@ -373,6 +397,7 @@ webhook_replays = Table(
     Column("expires", UTCDateTime, nullable=False),
     Index("ix_webhook_replays_expires", "expires"),
 )
+
 
 # -- feeds and pages ----------------------------------------------------------------
 # Feeds read "newest N" (per category too) and incremental builds look up recent
