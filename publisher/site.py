@@ -57,6 +57,7 @@ from publisher.links import (
 from publisher.model import Article
 from publisher.output import OutputDir
 from publisher.render import builtin_templates, render, template_environment
+from publisher.search import SearchIndex
 from publisher.store import Store
 from publisher.store.builds import SiteBuilds
 from publisher.store.deletions import Deletion, Deletions
@@ -86,6 +87,7 @@ _TEMPLATES = (
     "static/feed.xsl",
     "static/favicon.svg",
     "static/favicon.ico",
+    "static/search.js",
 )
 # copied from templates/static into the output folder: (template name, output path)
 _STATIC_FILES = (
@@ -93,6 +95,7 @@ _STATIC_FILES = (
     ("static/favicon.svg", "static/favicon.svg"),
     ("static/feed.xsl", FEED_STYLESHEET),
     ("static/favicon.ico", "favicon.ico"),  # asked for by browsers showing a non-HTML page
+    ("static/search.js", "static/search.js"),
 )
 
 
@@ -170,6 +173,7 @@ class SiteBuilder:
         self.environment = template_environment(settings)
         self.size = max(1, settings.feeds.archive_page_size)
         self.limit = max(1, settings.feeds.max_entries)
+        self.search = SearchIndex(settings.output_dir, settings.site.language)
 
     # -- entry points ------------------------------------------------------------
 
@@ -189,6 +193,7 @@ class SiteBuilder:
         else:
             result = self._incremental(out, state, report)
             covered = max(report.build_requests, default=built)
+        self._search(out, result.full)
         if covered > built:
             try:
                 with self.store.begin(serialized=False) as connection:
@@ -727,6 +732,15 @@ class SiteBuilder:
             root="",
         )
         out.write("index.html", html.encode("utf-8"))
+
+    def _search(self, out: OutputDir, full: bool) -> None:
+        """Search follows the article pages this build wrote or removed (search.py); a
+        full build knows every deleted page."""
+        pages = [p for p in out.log.written if p.startswith("articles/")]
+        gone = [p for p in out.log.removed if p.startswith("articles/")]
+        if full:
+            gone = list(self._load_json(out, GONE_PAGES) or {})
+        self.search.update(pages, gone, every_gone=full)
 
     # -- sitemap -------------------------------------------------------------------
     # sitemap/<n>.xml pages hold SITEMAP_PAGE articles each in ingest order, as archives

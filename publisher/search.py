@@ -1,0 +1,258 @@
+"""Adapter: the site's Pagefind search index, kept as static files under search/.
+
+Pagefind cannot update an index in place, and re-indexing 100k article pages takes
+minutes, so the index is a base bundle plus small segments (an LSM tree of two levels):
+
+- ``search/<n>/`` are Pagefind bundles. The first listed is the base (every live article
+  page when it was written), the others are segments, each holding the article pages a
+  later build changed. A build that changed articles writes one new segment of just those
+  pages; past SEGMENTS_MAX segments they are folded into one, and once the pages held by
+  segments pass SEGMENT_PAGES_MAX the base is written anew (and the segments dropped).
+- ``search/index.json`` (the manifest, written last and atomically) names the bundles in
+  order, which bundle holds the newest copy of each page held by a segment, and the pages
+  of deleted articles. static/search.js searches every bundle and keeps a page's result
+  only from the bundle holding its newest copy, and never for a deleted page, so a
+  correction or a delete shows in results with the build that made it.
+- Bundles the manifest (or the one before it, which a reader may still be using) no
+  longer names are removed.
+
+The pages are indexed from the rendered article files by Pagefind's own binary (the
+Python API answers at most ten calls a second, too slow for a whole site). Only
+``data-pagefind-body`` (the article) is indexed; every page is indexed in the site's
+language so one search finds articles of every language.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from pagefind.service import get_executable
+
+from publisher.errors import PublisherError
+from publisher.links import SEARCH_MANIFEST as MANIFEST
+
+__all__ = ["MANIFEST", "SearchIndex", "SearchIndexError"]
+
+log = logging.getLogger("publisher.search")
+
+FOLDER = "search"
+STATE = ".build/search.json"  # never served
+STAGE = ".build/search-stage"
+SEGMENTS_MAX = 8  # bundles a browser merges besides the base
+SEGMENT_PAGES_MAX = 500  # pages held by segments before the base is rewritten
+TIMEOUT = 3600.0  # seconds one Pagefind run may take (a base of 100k pages takes minutes)
+ARTICLES_GLOB = "articles/*.html"
+
+
+class SearchIndexError(PublisherError):
+    """Pagefind is missing or failed; the site is whole, only its search is stale."""
+
+
+class SearchIndex:
+    """The search bundles of one output folder."""
+
+    def __init__(self, root: Path, language: str) -> None:
+        self.root = root
+        # Pagefind wants an ISO 639-1 code: "pt" of "pt-BR"
+        self.language = (language or "en").split("-")[0].lower() or "en"
+
+    # -- entry points ------------------------------------------------------------
+
+    def update(
+        self,
+        changed: Iterable[str],
+        gone: Iterable[str],
+        *,
+        every_gone: bool = False,
+        rebuild: bool = False,
+    ) -> bool:
+        """Make search match the article pages: `changed` were (re)written, `gone` were
+        deleted (`every_gone`: that is every deleted page, not only new ones). Rebuilds the
+        base when there is none, when asked, or when segments grew past their limits.
+
+        A failed Pagefind run is logged, not raised (the site itself is whole), and
+        forgets the state so the next build writes the base anew; returns False then."""
+        try:
+            self._update(changed, gone, every_gone=every_gone, rebuild=rebuild)
+        except (SearchIndexError, OSError) as exc:
+            log.error("search index not updated: %s", exc)
+            (self.root / STATE).unlink(missing_ok=True)
+            return False
+        return True
+
+    def _update(
+        self, changed: Iterable[str], gone: Iterable[str], *, every_gone: bool, rebuild: bool
+    ) -> None:
+        state = self._load_state()
+        changed_pages = sorted(set(changed))
+        gone_pages = set(gone)
+        if state is None or rebuild or not self._whole(state):
+            self._rebuild(state)
+            return
+        holder: dict[str, str] = state["holder"]
+        removed = set(state["gone"])
+        removed = gone_pages if every_gone else removed | gone_pages
+        removed -= set(changed_pages)  # a restored article is back
+        segments: list[dict[str, Any]] = state["segments"]
+        if changed_pages:
+            held = set(holder) | set(changed_pages)
+            if len(held) > SEGMENT_PAGES_MAX:
+                self._rebuild(state)
+                return
+            if len(segments) >= SEGMENTS_MAX:
+                # fold: one segment with the newest copy of every page the segments held
+                name = self._bundle(sorted(held - removed), state)
+                segments = [{"name": name}]
+                holder = {page: name for page in held}
+            else:
+                name = self._bundle(changed_pages, state)
+                segments = [*segments, {"name": name}]
+                holder.update(dict.fromkeys(changed_pages, name))
+        elif removed == set(state["gone"]):
+            return  # nothing search shows changed
+        state.update(segments=segments, holder=holder, gone=sorted(removed))
+        self._publish(state)
+
+    # -- bundles ---------------------------------------------------------------------
+
+    def _rebuild(self, previous: dict[str, Any] | None) -> None:
+        # without a state, never reuse the name of a bundle a reader may be using
+        numbers = [int(name) for name in self._bundle_names()]
+        state: dict[str, Any] = {
+            "counter": max([int(previous["counter"]) if previous else 0, *numbers]),
+            "previous": list(_names(previous)) if previous else self._published(),
+        }
+        base = self._run(self.root, ARTICLES_GLOB, state)
+        state.update(base=base, segments=[], holder={}, gone=[])
+        self._publish(state)
+
+    def _bundle(self, pages: Sequence[str], state: dict[str, Any]) -> str:
+        """A bundle of these article pages (hard links in a staging folder, so Pagefind
+        sees them at their own paths and names them by their URLs)."""
+        stage = self.root / STAGE
+        shutil.rmtree(stage, ignore_errors=True)
+        for page in pages:
+            source = self.root / page
+            target = stage / page
+            target.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.link(source, target)
+            except FileNotFoundError:
+                continue  # deleted meanwhile: a later build says so
+            except OSError:
+                shutil.copyfile(source, target)
+        try:
+            return self._run(stage, ARTICLES_GLOB, state)
+        finally:
+            shutil.rmtree(stage, ignore_errors=True)
+
+    def _run(self, site: Path, glob: str, state: dict[str, Any]) -> str:
+        """Pagefind over `site`, into a new search/<n>/; returns n."""
+        executable = get_executable()
+        if executable is None:
+            raise SearchIndexError("the Pagefind binary is missing: pip install 'pagefind[bin]'")
+        state["counter"] = int(state.get("counter", 0)) + 1
+        name = str(state["counter"])
+        target = self.root / FOLDER / name
+        shutil.rmtree(target, ignore_errors=True)
+        (site / "articles").mkdir(parents=True, exist_ok=True)  # Pagefind refuses no pages
+        command = [
+            str(executable),
+            "--site",
+            str(site),
+            "--glob",
+            glob,
+            "--output-path",
+            str(target),
+            "--force-language",
+            self.language,
+            "--silent",
+        ]
+        try:
+            done = subprocess.run(
+                command, capture_output=True, text=True, timeout=TIMEOUT, check=False
+            )
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise SearchIndexError(f"Pagefind could not run: {exc}") from exc
+        if done.returncode != 0:
+            shutil.rmtree(target, ignore_errors=True)
+            detail = (done.stderr or done.stdout).strip().splitlines()
+            raise SearchIndexError(
+                f"Pagefind failed (exit {done.returncode}): {detail[-1] if detail else ''}"
+            )
+        return name
+
+    # -- manifest and state ----------------------------------------------------------
+
+    def _publish(self, state: dict[str, Any]) -> None:
+        """Write the manifest readers follow, then drop bundles nobody can be reading."""
+        bundles = [state["base"], *(s["name"] for s in state["segments"])]
+        manifest = {
+            "bundles": [f"{name}/" for name in bundles],
+            "holder": {page: f"{name}/" for page, name in sorted(state["holder"].items())},
+            "gone": state["gone"],
+        }
+        _write(self.root / MANIFEST, manifest)
+        keep = set(bundles) | set(state.get("previous", []))
+        state["previous"] = bundles
+        _write(self.root / STATE, state)
+        for entry in self._bundle_names():
+            if entry not in keep:
+                shutil.rmtree(self.root / FOLDER / entry, ignore_errors=True)
+
+    def _published(self) -> list[str]:
+        """The bundles the manifest on disk names (readers may be using them)."""
+        try:
+            loaded = json.loads((self.root / MANIFEST).read_bytes())
+            return [str(name).rstrip("/") for name in loaded["bundles"]]
+        except (OSError, ValueError, KeyError, TypeError):
+            return []
+
+    def _bundle_names(self) -> list[str]:
+        try:
+            with os.scandir(self.root / FOLDER) as entries:
+                return [e.name for e in entries if e.is_dir() and e.name.isdigit()]
+        except FileNotFoundError:
+            return []
+
+    def _whole(self, state: dict[str, Any]) -> bool:
+        """Every bundle the state names is on disk, and so is the manifest."""
+        present = set(self._bundle_names())
+        return (self.root / MANIFEST).is_file() and set(_names(state)) <= present
+
+    def _load_state(self) -> dict[str, Any] | None:
+        try:
+            loaded = json.loads((self.root / STATE).read_bytes())
+        except (OSError, ValueError):
+            return None
+        needed = {"counter", "base", "segments", "holder", "gone"}
+        if not isinstance(loaded, dict) or not needed <= set(loaded):
+            return None
+        return loaded
+
+
+def _names(state: dict[str, Any]) -> list[str]:
+    return [str(state["base"]), *(str(s["name"]) for s in state["segments"])]
+
+
+def _write(path: Path, value: object) -> None:
+    """Atomically, as output.py does: a reader sees the old file or the new one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = json.dumps(value, sort_keys=True, separators=(",", ":")).encode("utf-8")
+    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(descriptor, "wb") as handle:
+            handle.write(data)
+        os.chmod(temporary, 0o644)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
