@@ -24,6 +24,7 @@ language so one search finds articles of every language.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -84,7 +85,8 @@ class SearchIndex:
             self._update(changed, gone, every_gone=every_gone, rebuild=rebuild)
         except (SearchIndexError, OSError) as exc:
             log.error("search index not updated: %s", exc)
-            (self.root / STATE).unlink(missing_ok=True)
+            with contextlib.suppress(OSError):  # a read-only folder: its build says so
+                (self.root / STATE).unlink(missing_ok=True)
             return False
         return True
 
