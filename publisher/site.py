@@ -193,7 +193,8 @@ class SiteBuilder:
         else:
             result = self._incremental(out, state, report)
             covered = max(report.build_requests, default=built)
-        self._search(out, result.full)
+        if self.settings.site.search:
+            self._search(out, result.full)
         if covered > built:
             try:
                 with self.store.begin(serialized=False) as connection:

@@ -4,6 +4,7 @@ loopback, Debian chromium typing into the search box."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -220,3 +221,30 @@ def test_a_failing_pagefind_is_logged_and_the_next_build_rewrites_the_base(
     # a new base with both pages, under a new name: readers of the old one may go on
     assert manifest["bundles"] == ["2/"]
     assert (tmp_path / "search" / "1").is_dir()
+
+
+def test_without_javascript_the_box_is_hidden_and_search_false_leaves_it_out(
+    tmp_path: Path,
+) -> None:
+    config = write_config(tmp_path, f"sqlite:///{tmp_path}/db.sqlite")
+    shutil.copytree(SEEDS, tmp_path / "inbox")
+    app = App(load_settings(config, environ={}))
+    try:
+        app.ingest()
+        index = (app.settings.output_dir / "index.html").read_text(encoding="utf-8")
+        # the page as served: the form waits, hidden, for search.js to show it
+        assert re.search(r'<form class="search" role="search" [^>]*\bhidden>', index)
+        assert '<script type="module" src="static/search.js"></script>' in index
+    finally:
+        app.close()
+    with config.open("a", encoding="utf-8") as out:
+        out.write("\n[site]\nsearch = false\n")
+    off = App(load_settings(config, environ={}))
+    try:
+        shutil.rmtree(off.settings.output_dir)
+        off.build_feeds()
+        index = (off.settings.output_dir / "index.html").read_text(encoding="utf-8")
+        assert "search" not in index.lower().replace("research", "")
+        assert not (off.settings.output_dir / "search").exists()
+    finally:
+        off.close()
