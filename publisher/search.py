@@ -45,8 +45,8 @@ __all__ = ["MANIFEST", "SearchIndex", "SearchIndexError"]
 log = logging.getLogger("publisher.search")
 
 FOLDER = "search"
-STATE = ".build/search.json"  # never served
-STAGE = ".build/search-stage"
+BOOKKEEPING = ".build"  # never served
+STATE = f"{BOOKKEEPING}/search.json"
 SEGMENTS_MAX = 8  # bundles a browser merges besides the base
 SEGMENT_PAGES_MAX = 500  # pages held by segments before the base is rewritten
 TIMEOUT = 3600.0  # seconds one Pagefind run may take (a base of 100k pages takes minutes)
@@ -139,8 +139,9 @@ class SearchIndex:
     def _bundle(self, pages: Sequence[str], state: dict[str, Any]) -> str:
         """A bundle of these article pages (hard links in a staging folder, so Pagefind
         sees them at their own paths and names them by their URLs)."""
-        stage = self.root / STAGE
-        shutil.rmtree(stage, ignore_errors=True)
+        (self.root / BOOKKEEPING).mkdir(parents=True, exist_ok=True)
+        # its own folder: a second build process must not empty this one's
+        stage = Path(tempfile.mkdtemp(prefix="search-stage-", dir=self.root / BOOKKEEPING))
         for page in pages:
             source = self.root / page
             target = stage / page
