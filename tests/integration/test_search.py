@@ -16,6 +16,7 @@ from publisher.config import load_settings
 from publisher.search import SEGMENTS_MAX, SearchIndex
 from tests.conftest import SEEDS, write_config
 from tests.integration.test_browser import browser  # noqa: F401 (a fixture)
+from tests.integration.test_mail_accessibility import AXE, _violations
 from tests.integration.test_web import run_server
 
 RESULT = "form.search .search-results a.search-result"
@@ -50,8 +51,8 @@ def site(tmp_path: Path) -> Iterator[tuple[App, str]]:
         app.close()
 
 
-def _page(launched: object, url: str) -> object:
-    context = launched.new_context()  # type: ignore[attr-defined]
+def _page(launched: object, url: str, *, bypass_csp: bool = False) -> object:
+    context = launched.new_context(bypass_csp=bypass_csp)  # type: ignore[attr-defined]
     # loopback only: anything else the page asks for is refused
     context.route(
         "**/*",
@@ -165,6 +166,20 @@ def test_a_deleted_article_leaves_search_and_a_new_one_joins_it(
         arg=RESULT,
         timeout=15_000,
     )
+
+
+def test_the_box_with_its_results_has_no_serious_accessibility_violation(
+    browser: object,  # noqa: F811
+    site: tuple[App, str],
+) -> None:
+    if not AXE.exists():
+        pytest.skip(f"axe-core not installed ({AXE}); run: npm ci --prefix tests/.node")
+    _, url = site
+    # axe is injected by the test, which the site's CSP would refuse
+    page = _page(browser, url, bypass_csp=True)
+    _search(page, url, "quokkasmile")
+    page.locator(RESULT).first.wait_for(timeout=15_000)  # type: ignore[attr-defined]
+    assert _violations(page) == []
 
 
 def _write_page(root: Path, slug: str, word: str) -> str:
