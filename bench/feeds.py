@@ -9,6 +9,7 @@ Measures (median of --repeat runs, all in this one process):
   - all subscription feeds (site + every category, Atom/RSS/JSON), loaded from the store
   - incremental build after one new article (what `publisher watch` does per change)
   - Atom serialization of every entry (all archive pages): feedgen vs direct lxml
+Search is off (`site.search = false`); bench/search.py measures it.
 Prints a table and appends it to bench/results.md.
 """
 
@@ -210,7 +211,8 @@ def main() -> None:
         config = folder / "publisher.toml"
         config.write_text(
             f'database_url = "sqlite:///{folder}/bench.db"\ninbox = "inbox"\noutput_dir = "public"\n'
-            'base_url = "http://bench.example/"\n',
+            # search has its own bench (bench/search.py): these figures stay the feeds' own
+            'base_url = "http://bench.example/"\n\n[site]\nsearch = false\n',
             encoding="utf-8",
         )
         settings = load_settings(config, environ={})
