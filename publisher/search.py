@@ -7,7 +7,8 @@ minutes, so the index is a base bundle plus small segments (an LSM tree of two l
   page when it was written), the others are segments, each holding the article pages a
   later build changed. A build that changed articles writes one new segment of just those
   pages; past SEGMENTS_MAX segments they are folded into one, and once the pages held by
-  segments pass SEGMENT_PAGES_MAX the base is written anew (and the segments dropped).
+  segments and the deleted pages listed pass SEGMENT_PAGES_MAX the base is written anew
+  (and the segments dropped).
 - ``search/index.json`` (the manifest, written last and atomically) names the bundles in
   order, which bundle holds the newest copy of each page held by a segment, and the pages
   of deleted articles. static/search.js searches every bundle and keeps a page's result
@@ -97,18 +98,20 @@ class SearchIndex:
         changed_pages = sorted(set(changed))
         gone_pages = set(gone)
         if state is None or rebuild or not self._whole(state):
-            self._rebuild(state)
+            self._rebuild(state, gone_pages)
             return
         holder: dict[str, str] = state["holder"]
-        removed = set(state["gone"])
-        removed = gone_pages if every_gone else removed | gone_pages
+        # pages deleted before the base was written are in no bundle, unless a segment
+        # took them up again (a restore)
+        absent = set(state["excluded"]) - set(holder)
+        removed = (gone_pages - absent) if every_gone else (set(state["gone"]) | gone_pages)
         removed -= set(changed_pages)  # a restored article is back
         segments: list[dict[str, Any]] = state["segments"]
+        held = set(holder) | set(changed_pages)
+        if len(held | removed) > SEGMENT_PAGES_MAX:
+            self._rebuild(state, removed | absent)
+            return
         if changed_pages:
-            held = set(holder) | set(changed_pages)
-            if len(held) > SEGMENT_PAGES_MAX:
-                self._rebuild(state)
-                return
             if len(segments) >= SEGMENTS_MAX:
                 # fold: one segment with the newest copy of every page the segments held
                 name = self._bundle(sorted(held - removed), state)
@@ -125,7 +128,8 @@ class SearchIndex:
 
     # -- bundles ---------------------------------------------------------------------
 
-    def _rebuild(self, previous: dict[str, Any] | None) -> None:
+    def _rebuild(self, previous: dict[str, Any] | None, absent: set[str]) -> None:
+        """A new base of every article page there is; `absent`: deleted pages known."""
         # without a state, never reuse the name of a bundle a reader may be using
         numbers = [int(name) for name in self._bundle_names()]
         state: dict[str, Any] = {
@@ -133,7 +137,7 @@ class SearchIndex:
             "previous": list(_names(previous)) if previous else self._published(),
         }
         base = self._run(self.root, ARTICLES_GLOB, state)
-        state.update(base=base, segments=[], holder={}, gone=[])
+        state.update(base=base, segments=[], holder={}, gone=[], excluded=sorted(absent))
         self._publish(state)
 
     def _bundle(self, pages: Sequence[str], state: dict[str, Any]) -> str:
@@ -236,7 +240,7 @@ class SearchIndex:
             loaded = json.loads((self.root / STATE).read_bytes())
         except (OSError, ValueError):
             return None
-        needed = {"counter", "base", "segments", "holder", "gone"}
+        needed = {"counter", "base", "segments", "holder", "gone", "excluded"}
         if not isinstance(loaded, dict) or not needed <= set(loaded):
             return None
         return loaded

@@ -218,6 +218,21 @@ def test_segments_fold_into_one_and_unnamed_bundles_are_removed(tmp_path: Path) 
     assert present == set(manifest["bundles"])
 
 
+def test_a_new_base_lists_no_page_deleted_before_it(tmp_path: Path) -> None:
+    index = SearchIndex(tmp_path, "en")
+    pages = [_write_page(tmp_path, f"a{n}", f"word{n}") for n in range(3)]
+    assert index.update(pages, [], every_gone=True)
+    (tmp_path / pages[0]).unlink()
+    assert index.update([], [pages[0]], every_gone=True)  # a delete's full build
+    manifest = json.loads((tmp_path / "search" / "index.json").read_bytes())
+    assert manifest["gone"] == [pages[0]]
+    assert index.update([], [pages[0]], every_gone=True, rebuild=True)
+    rebuilt = json.loads((tmp_path / "search" / "index.json").read_bytes())
+    assert rebuilt["gone"] == []  # the new base does not hold it
+    assert index.update([], [pages[0]], every_gone=True)  # the next full build
+    assert json.loads((tmp_path / "search" / "index.json").read_bytes()) == rebuilt
+
+
 def test_a_failing_pagefind_is_logged_and_the_next_build_rewrites_the_base(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
