@@ -6,9 +6,10 @@ minutes, so the index is a base bundle plus small segments (an LSM tree of two l
 - ``search/<n>/`` are Pagefind bundles. The first listed is the base (every live article
   page when it was written), the others are segments, each holding the article pages a
   later build changed. A build that changed articles writes one new segment of just those
-  pages; past SEGMENTS_MAX segments they are folded into one, and once the pages held by
-  segments and the deleted pages listed pass SEGMENT_PAGES_MAX the base is written anew
-  (and the segments dropped).
+  pages; past SEGMENTS_MAX segments they are folded into one. Once the pages held by
+  segments and the deleted pages listed pass SEGMENT_PAGES_MAX, a new base is written by
+  a Pagefind process of its own, off the build's path; the first build after it finished
+  makes it the base and drops the segments written before it started.
 - ``search/index.json`` (the manifest, written last and atomically) names the bundles in
   order, which bundle holds the newest copy of each page held by a segment, and the pages
   of deleted articles. static/search.js searches every bundle and keeps a page's result
@@ -31,7 +32,9 @@ import logging
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
+import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -52,6 +55,14 @@ SEGMENTS_MAX = 8  # bundles a browser merges besides the base
 SEGMENT_PAGES_MAX = 500  # pages held by segments before the base is rewritten
 TIMEOUT = 3600.0  # seconds one Pagefind run may take (a base of 100k pages takes minutes)
 ARTICLES_GLOB = "articles/*.html"
+# the background base's wrapper: Pagefind's exit status into a marker file, atomically
+_WAIT = (
+    "import os, subprocess, sys\n"
+    "code = subprocess.run(sys.argv[2:], stdout=subprocess.DEVNULL,"
+    " stderr=subprocess.DEVNULL).returncode\n"
+    "with open(sys.argv[1] + '.tmp', 'w') as f: f.write(str(code))\n"
+    "os.replace(sys.argv[1] + '.tmp', sys.argv[1])\n"
+)
 
 
 class SearchIndexError(PublisherError):
@@ -61,8 +72,17 @@ class SearchIndexError(PublisherError):
 class SearchIndex:
     """The search bundles of one output folder."""
 
-    def __init__(self, root: Path, language: str) -> None:
+    def __init__(
+        self,
+        root: Path,
+        language: str,
+        *,
+        segments_max: int = SEGMENTS_MAX,
+        pages_max: int = SEGMENT_PAGES_MAX,
+    ) -> None:
         self.root = root
+        self.segments_max = segments_max
+        self.pages_max = pages_max
         # Pagefind wants an ISO 639-1 code: "pt" of "pt-BR"
         self.language = (language or "en").split("-")[0].lower() or "en"
 
@@ -100,6 +120,7 @@ class SearchIndex:
         if state is None or rebuild or not self._whole(state):
             self._rebuild(state, gone_pages)
             return
+        restated = self._settle(state)
         holder: dict[str, str] = state["holder"]
         # pages deleted before the base was written are in no bundle, unless a segment
         # took them up again (a restore)
@@ -108,11 +129,12 @@ class SearchIndex:
         removed -= set(changed_pages)  # a restored article is back
         segments: list[dict[str, Any]] = state["segments"]
         held = set(holder) | set(changed_pages)
-        if len(held | removed) > SEGMENT_PAGES_MAX:
-            self._rebuild(state, removed | absent)
-            return
+        if len(held | removed) > self.pages_max and state.get("pending") is None:
+            # a base of 100k pages takes minutes: written beside, taken up by a later build
+            self._start_base(state, removed | absent)
+            restated = True  # the state names it now
         if changed_pages:
-            if len(segments) >= SEGMENTS_MAX:
+            if len(segments) >= self.segments_max:
                 # fold: one segment with the newest copy of every page the segments held
                 name = self._bundle(sorted(held - removed), state)
                 segments = [{"name": name}]
@@ -121,7 +143,7 @@ class SearchIndex:
                 name = self._bundle(changed_pages, state)
                 segments = [*segments, {"name": name}]
                 holder.update(dict.fromkeys(changed_pages, name))
-        elif removed == set(state["gone"]):
+        elif removed == set(state["gone"]) and not restated:
             return  # nothing search shows changed
         state.update(segments=segments, holder=holder, gone=sorted(removed))
         self._publish(state)
@@ -136,9 +158,66 @@ class SearchIndex:
             "counter": max([int(previous["counter"]) if previous else 0, *numbers]),
             "previous": list(_names(previous)) if previous else self._published(),
         }
-        base = self._run(self.root, ARTICLES_GLOB, state)
+        base = self._run(self.root, state)
         state.update(base=base, segments=[], holder={}, gone=[], excluded=sorted(absent))
         self._publish(state)
+
+    def _start_base(self, state: dict[str, Any], absent: set[str]) -> None:
+        """Pagefind over every article page in a process of its own, which outlives this
+        one (a one-shot `publisher build`) and leaves its exit status in a marker file."""
+        name, command = self._command(self.root, state)
+        marker = self._marker(name)
+        marker.unlink(missing_ok=True)
+        try:
+            subprocess.Popen(
+                [sys.executable, "-c", _WAIT, str(marker), *command],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        except OSError as exc:
+            raise SearchIndexError(f"Pagefind could not run: {exc}") from exc
+        state["pending"] = {
+            "name": name,
+            "started": time.time(),
+            "segments": [s["name"] for s in state["segments"]],
+            "gone": sorted(state["gone"]),
+            "absent": sorted(absent),
+        }
+        log.info("search: writing a new base (search/%s/) in the background", name)
+
+    def _settle(self, state: dict[str, Any]) -> bool:
+        """A background base that finished becomes the base: the segments written before
+        it started are dropped (it read newer copies of their pages), the later ones kept.
+        True if the state changed."""
+        pending = state.get("pending")
+        if pending is None:
+            return False
+        marker = self._marker(str(pending["name"]))
+        try:
+            status = marker.read_text(encoding="ascii").strip()
+        except FileNotFoundError:
+            if time.time() - float(pending["started"]) < TIMEOUT:
+                return False  # still running
+            status = "timeout"
+        marker.unlink(missing_ok=True)
+        del state["pending"]
+        if status != "0":
+            log.error("search: the new base failed (%s); the next build tries again", status)
+            shutil.rmtree(self.root / FOLDER / str(pending["name"]), ignore_errors=True)
+            return True
+        before = set(pending["segments"])
+        state["base"] = pending["name"]
+        state["segments"] = [s for s in state["segments"] if s["name"] not in before]
+        state["holder"] = {p: n for p, n in state["holder"].items() if n not in before}
+        # pages deleted before it started are not in it; later ones may be
+        state["gone"] = sorted(set(state["gone"]) - set(pending["gone"]))
+        state["excluded"] = pending["absent"]
+        return True
+
+    def _marker(self, name: str) -> Path:
+        return self.root / BOOKKEEPING / f"search-base-{name}.exit"
 
     def _bundle(self, pages: Sequence[str], state: dict[str, Any]) -> str:
         """A bundle of these article pages (hard links in a staging folder, so Pagefind
@@ -157,32 +236,14 @@ class SearchIndex:
             except OSError:
                 shutil.copyfile(source, target)
         try:
-            return self._run(stage, ARTICLES_GLOB, state)
+            return self._run(stage, state)
         finally:
             shutil.rmtree(stage, ignore_errors=True)
 
-    def _run(self, site: Path, glob: str, state: dict[str, Any]) -> str:
+    def _run(self, site: Path, state: dict[str, Any]) -> str:
         """Pagefind over `site`, into a new search/<n>/; returns n."""
-        executable = get_executable()
-        if executable is None:
-            raise SearchIndexError("the Pagefind binary is missing: pip install 'pagefind[bin]'")
-        state["counter"] = int(state.get("counter", 0)) + 1
-        name = str(state["counter"])
+        name, command = self._command(site, state)
         target = self.root / FOLDER / name
-        shutil.rmtree(target, ignore_errors=True)
-        (site / "articles").mkdir(parents=True, exist_ok=True)  # Pagefind refuses no pages
-        command = [
-            str(executable),
-            "--site",
-            str(site),
-            "--glob",
-            glob,
-            "--output-path",
-            str(target),
-            "--force-language",
-            self.language,
-            "--silent",
-        ]
         try:
             done = subprocess.run(
                 command, capture_output=True, text=True, timeout=TIMEOUT, check=False
@@ -197,6 +258,30 @@ class SearchIndex:
             )
         return name
 
+    def _command(self, site: Path, state: dict[str, Any]) -> tuple[str, list[str]]:
+        """The name of a new bundle, and the Pagefind command writing it from `site`."""
+        executable = get_executable()
+        if executable is None:
+            raise SearchIndexError("the Pagefind binary is missing: pip install 'pagefind[bin]'")
+        state["counter"] = int(state.get("counter", 0)) + 1
+        name = str(state["counter"])
+        target = self.root / FOLDER / name
+        shutil.rmtree(target, ignore_errors=True)
+        (site / "articles").mkdir(parents=True, exist_ok=True)  # Pagefind refuses no pages
+        command = [
+            str(executable),
+            "--site",
+            str(site),
+            "--glob",
+            ARTICLES_GLOB,
+            "--output-path",
+            str(target),
+            "--force-language",
+            self.language,
+            "--silent",
+        ]
+        return name, command
+
     # -- manifest and state ----------------------------------------------------------
 
     def _publish(self, state: dict[str, Any]) -> None:
@@ -209,6 +294,8 @@ class SearchIndex:
         }
         _write(self.root / MANIFEST, manifest)
         keep = set(bundles) | set(state.get("previous", []))
+        if state.get("pending"):
+            keep.add(str(state["pending"]["name"]))  # being written
         state["previous"] = bundles
         _write(self.root / STATE, state)
         for entry in self._bundle_names():

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -231,6 +232,33 @@ def test_a_new_base_lists_no_page_deleted_before_it(tmp_path: Path) -> None:
     assert rebuilt["gone"] == []  # the new base does not hold it
     assert index.update([], [pages[0]], every_gone=True)  # the next full build
     assert json.loads((tmp_path / "search" / "index.json").read_bytes()) == rebuilt
+
+
+def test_past_its_limit_a_new_base_is_written_in_the_background_then_taken_up(
+    tmp_path: Path,
+) -> None:
+    index = SearchIndex(tmp_path, "en", pages_max=1)
+    assert index.update([_write_page(tmp_path, "a0", "alpha")], [], every_gone=True)
+    assert index.update([_write_page(tmp_path, "a1", "beta")], [])
+    # two pages held by segments, past the limit of one: the build goes on with its segment
+    assert index.update([_write_page(tmp_path, "a2", "gamma")], [])
+    state = json.loads((tmp_path / ".build" / "search.json").read_bytes())
+    pending = state["pending"]["name"]
+    manifest = json.loads((tmp_path / "search" / "index.json").read_bytes())
+    assert manifest["bundles"][0] == "1/"
+    assert manifest["holder"]["articles/a2.html"] == manifest["bundles"][-1]
+    marker = tmp_path / ".build" / f"search-base-{pending}.exit"
+    deadline = time.monotonic() + 120
+    while not marker.exists():  # the background Pagefind's own signal
+        assert time.monotonic() < deadline, "the background base never finished"
+        time.sleep(0.1)
+    assert index.update([], [])  # the next build takes it up
+    manifest = json.loads((tmp_path / "search" / "index.json").read_bytes())
+    assert manifest["bundles"][0] == f"{pending}/"
+    # the segment of the build that started it was written after it: kept
+    assert len(manifest["bundles"]) == 2
+    assert set(manifest["holder"]) == {"articles/a2.html"}
+    assert not marker.exists()
 
 
 def test_a_failing_pagefind_is_logged_and_the_next_build_rewrites_the_base(
