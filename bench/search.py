@@ -9,6 +9,8 @@ Measures, in this one process:
     manifest), median of --repeat: what every incremental build adds
   - a delete's search update (the manifest only), median of --repeat
   - the update that folds SEGMENTS_MAX segments into one, median of --repeat
+  - the update that passes the segment limit and starts a background base, and how long
+    that base takes, median of --repeat
   - baseline, same run: Pagefind over one page into an empty folder (process start)
   - with a real store of --site-articles: an incremental site build after one new
     article with search on, against the same build with `site.search = false`
@@ -153,6 +155,30 @@ def index_figures(folder: Path, n: int, repeat: int) -> list[tuple[str, str, str
             f"widest fold: a segment of {SEGMENT_PAGES_MAX} pages",
             f"{widest:.2f} s",
             f"{_runs(widest_times)} (page writing included)",
+        )
+    )
+
+    # the build that passes the limit: it starts the background base and writes its segment
+    eager = SearchIndex(site, "en", pages_max=0)
+    start_times: list[float] = []
+    background: list[float] = []
+    for _ in range(repeat):
+        page = write_page(site, counter[0], rng)
+        counter[0] += 1
+        started = time.perf_counter()
+        assert eager.update([page], [])
+        start_times.append(time.perf_counter() - started)
+        state = json.loads((site / ".build" / "search.json").read_bytes())
+        marker = site / ".build" / f"search-base-{state['pending']['name']}.exit"
+        while not marker.exists():
+            time.sleep(0.05)
+        background.append(time.perf_counter() - started)
+        assert eager.update([], [])  # taken up
+    rows.append(
+        (
+            "search update that starts a new base in the background",
+            f"{statistics.median(start_times) * 1000:.0f} ms",
+            f"{_runs(start_times)}; the base itself: median {statistics.median(background):.1f} s",
         )
     )
 
