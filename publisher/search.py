@@ -56,13 +56,17 @@ SEGMENT_PAGES_MAX = 500  # pages held by segments before the base is rewritten
 TIMEOUT = 3600.0  # seconds one Pagefind run may take (a base of 100k pages takes minutes)
 ARTICLES_GLOB = "articles/*.html"
 # the background base's wrapper: Pagefind's exit status into a marker file, atomically
+# at the lowest CPU priority, so the builds' own Pagefind runs go first
 _WAIT = (
     "import os, subprocess, sys\n"
+    "os.nice(19)\n"
     "code = subprocess.run(sys.argv[2:], stdout=subprocess.DEVNULL,"
     " stderr=subprocess.DEVNULL).returncode\n"
     "with open(sys.argv[1] + '.tmp', 'w') as f: f.write(str(code))\n"
     "os.replace(sys.argv[1] + '.tmp', sys.argv[1])\n"
 )
+# removing a base of 100k pages takes seconds: done beside the build, at low priority
+_REMOVE = "import os, shutil, sys\nos.nice(19)\nshutil.rmtree(sys.argv[1], ignore_errors=True)\n"
 
 
 class SearchIndexError(PublisherError):
@@ -298,9 +302,27 @@ class SearchIndex:
             keep.add(str(state["pending"]["name"]))  # being written
         state["previous"] = bundles
         _write(self.root / STATE, state)
-        for entry in self._bundle_names():
-            if entry not in keep:
-                shutil.rmtree(self.root / FOLDER / entry, ignore_errors=True)
+        unused = [entry for entry in self._bundle_names() if entry not in keep]
+        if unused:
+            self._discard(unused)
+
+    def _discard(self, names: Sequence[str]) -> None:
+        """Move bundles out of search/ (one rename each), then remove them in a process
+        of their own."""
+        trash = Path(tempfile.mkdtemp(prefix="search-trash-", dir=self.root / BOOKKEEPING))
+        for name in names:
+            with contextlib.suppress(FileNotFoundError):  # another build took it
+                os.replace(self.root / FOLDER / name, trash / name)
+        try:
+            subprocess.Popen(
+                [sys.executable, "-c", _REMOVE, str(trash)],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        except OSError:
+            shutil.rmtree(trash, ignore_errors=True)
 
     def _published(self) -> list[str]:
         """The bundles the manifest on disk names (readers may be using them)."""
