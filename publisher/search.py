@@ -16,7 +16,9 @@ minutes, so the index is a base bundle plus small segments (an LSM tree of two l
   only from the bundle holding its newest copy, and never for a deleted page, so a
   correction or a delete shows in results with the build that made it.
 - Bundles the manifest (or the one before it, which a reader may still be using) no
-  longer names are removed.
+  longer names are moved aside and removed by a process of their own.
+- Background work (a new base, removals) runs at the lowest CPU priority, so the builds'
+  own small Pagefind runs go first.
 
 The pages are indexed from the rendered article files by Pagefind's own binary (the
 Python API answers at most ten calls a second, too slow for a whole site). Only
