@@ -16,6 +16,7 @@ Measures (median of --repeat runs, all in this one process):
     store and its full build are made once and kept under --cache (/tmp), each run
     works on a copy (the database copied, the output hard-linked: builds replace files,
     never write into them)
+Search is off (`site.search = false`); bench/search.py measures it.
 Prints a table and appends it to bench/results.md.
 """
 
@@ -213,7 +214,8 @@ def bench_settings(folder: Path) -> Settings:
     config = folder / "publisher.toml"
     config.write_text(
         f'database_url = "sqlite:///{folder}/bench.db"\ninbox = "inbox"\noutput_dir = "public"\n'
-        'base_url = "http://bench.example/"\n',
+        # search has its own bench (bench/search.py): these figures stay the feeds' own
+        'base_url = "http://bench.example/"\n\n[site]\nsearch = false\n',
         encoding="utf-8",
     )
     return load_settings(config, environ={})
@@ -368,13 +370,7 @@ def main() -> None:
         return
     folder = Path(tempfile.mkdtemp(prefix="publisher-bench-"))
     try:
-        config = folder / "publisher.toml"
-        config.write_text(
-            f'database_url = "sqlite:///{folder}/bench.db"\ninbox = "inbox"\noutput_dir = "public"\n'
-            'base_url = "http://bench.example/"\n',
-            encoding="utf-8",
-        )
-        settings = load_settings(config, environ={})
+        settings = bench_settings(folder)
         store = Store(settings.database_url)
         rng = random.Random(7)
 

@@ -82,6 +82,8 @@ class SiteSettings:
     categories: str = ""
     # the sender's postal address, printed in the footer of every mail (CAN-SPAM asks for it)
     postal_address: str = ""
+    # a search box on every page, its Pagefind index under search/; false: neither, no script
+    search: bool = True
 
     @property
     def category_names(self) -> tuple[str, ...]:

@@ -21,6 +21,7 @@ __all__ = [
     "FEED_STYLESHEET",
     "GONE_PAGES",
     "PREFERENCES_ROUTE",
+    "SEARCH_MANIFEST",
     "UNSUBSCRIBE_ROUTE",
     "absolute",
     "archive_json_path",
@@ -44,6 +45,8 @@ ARCHIVE_INDEX = "archive/index.html"  # the HTML archive's newest page: reaches 
 FEED_STYLESHEET = "feed.xsl"  # turns atom.xml / rss.xml into a page a browser shows
 # in the output folder, never served: the pages of deleted articles, answered 410 Gone
 GONE_PAGES = ".build/gone.json"
+# names the Pagefind bundles under search/ that the search box reads (search.py)
+SEARCH_MANIFEST = "search/index.json"
 PREFERENCES_ROUTE = "/preferences/{token}"
 
 

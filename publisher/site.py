@@ -59,6 +59,7 @@ from publisher.links import (
 from publisher.model import Article
 from publisher.output import OutputDir
 from publisher.render import builtin_templates, render, template_environment
+from publisher.search import SearchIndex
 from publisher.store import Store
 from publisher.store.builds import SiteBuilds
 from publisher.store.deletions import Deletion, Deletions
@@ -88,6 +89,7 @@ _TEMPLATES = (
     "static/feed.xsl",
     "static/favicon.svg",
     "static/favicon.ico",
+    "static/search.js",
 )
 # copied from templates/static into the output folder: (template name, output path)
 _STATIC_FILES = (
@@ -95,6 +97,7 @@ _STATIC_FILES = (
     ("static/favicon.svg", "static/favicon.svg"),
     ("static/feed.xsl", FEED_STYLESHEET),
     ("static/favicon.ico", "favicon.ico"),  # asked for by browsers showing a non-HTML page
+    ("static/search.js", "static/search.js"),
 )
 
 
@@ -172,6 +175,7 @@ class SiteBuilder:
         self.environment = template_environment(settings)
         self.size = max(1, settings.feeds.archive_page_size)
         self.limit = max(1, settings.feeds.max_entries)
+        self.search = SearchIndex(settings.output_dir, settings.site.language)
 
     # -- entry points ------------------------------------------------------------
 
@@ -191,6 +195,8 @@ class SiteBuilder:
         else:
             result = self._incremental(out, state, report)
             covered = max(report.build_requests, default=built)
+        if self.settings.site.search:
+            self._search(out, result.full)
         if covered > built:
             try:
                 with self.store.begin(serialized=False) as connection:
@@ -771,6 +777,15 @@ class SiteBuilder:
             root="",
         )
         out.write("index.html", html.encode("utf-8"))
+
+    def _search(self, out: OutputDir, full: bool) -> None:
+        """Search follows the article pages this build wrote or removed (search.py); a
+        full build knows every deleted page."""
+        pages = [p for p in out.log.written if p.startswith("articles/")]
+        gone = [p for p in out.log.removed if p.startswith("articles/")]
+        if full:
+            gone = list(self._load_json(out, GONE_PAGES) or {})
+        self.search.update(pages, gone, every_gone=full)
 
     # -- sitemap -------------------------------------------------------------------
     # sitemap/<n>.xml pages hold SITEMAP_PAGE articles each in ingest order, as archives

@@ -69,6 +69,7 @@ BANDS = {
     "inbox.reading": ADAPTER,
     "inbox.tree": ADAPTER,
     "output": ADAPTER,
+    "search": ADAPTER,  # the Pagefind search bundles under search/
     "mailer": ADAPTER,
     "resolver": ADAPTER,
     "webprobe": ADAPTER,
@@ -153,6 +154,7 @@ OWNERS = {
     "aiosmtpd": {"smtpserver"},
     "apscheduler": {"schedule"},
     "watchfiles": {"watch"},
+    "pagefind": {"search"},
     "inotify_simple": {"watch"},
     "starlette": {"web"},
     "uvicorn": {"web"},

@@ -25,7 +25,7 @@ from starlette.responses import HTMLResponse, PlainTextResponse, RedirectRespons
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from publisher.config import Settings
-from publisher.links import GONE_PAGES
+from publisher.links import GONE_PAGES, SEARCH_MANIFEST
 from publisher.render import render, template_environment
 
 try:  # br only when a Brotli library happens to be installed; gzip always
@@ -38,10 +38,13 @@ __all__ = ["CONTENT_SECURITY_POLICY", "SecurityHeaders", "StaticSite", "content_
 log = logging.getLogger("publisher.web")
 
 # connect-src 'self': crawler audits (Lighthouse's robots.txt check) fetch from the page.
+# script-src 'self' 'wasm-unsafe-eval' and worker-src 'self': the search box runs our
+# search.js and Pagefind's own files, which compile its WebAssembly (no eval of strings).
 # Only HTML gets a policy: robots.txt, sitemaps and feeds are read by crawlers and
 # readers, and a browser applying feed.xsl to a feed needs no permission beyond its origin.
 CONTENT_SECURITY_POLICY = (
-    "default-src 'none'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
+    "default-src 'none'; script-src 'self' 'wasm-unsafe-eval'; worker-src 'self'; "
+    "style-src 'self'; img-src 'self' data:; connect-src 'self'; "
     "form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
 )
 _FEED_TYPES = {
@@ -78,6 +81,10 @@ def cache_control_of(relative: str) -> str:
     """Readers poll feeds; pages change rarely; full archive pages and styles hardly ever."""
     if relative.startswith("static/"):
         return "public, max-age=86400"
+    if relative == SEARCH_MANIFEST:
+        return "no-cache"  # names the bundles of the newest build: a delete shows at once
+    if relative.startswith("search/"):
+        return "public, max-age=86400"  # a bundle is never rewritten, only replaced
     if relative.endswith(".html"):
         return "public, max-age=60"  # archive/index.html changes with every article
     if relative.startswith("archive/"):
