@@ -161,7 +161,6 @@ OWNERS = {
     "email_validator": {"messages"},
     "itsdangerous": {"tokens"},
     "cryptography": {"webhooks", "scaffold", "signing"},
-    "dkim": {"signing"},
     "dns": {"resolver"},
     "numpy": {"dedup", "prepare", "ingest"},
     "xxhash": {"dedup", "prepare"},
