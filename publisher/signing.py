@@ -119,9 +119,9 @@ class Signer:
     def __init__(self, domain: str, keys: tuple[DkimKey, ...]) -> None:
         self.domain = domain.encode("ascii")
         self.keys = keys
-        # the folded tags before bh= of each key, for this second's t= and one h= list:
-        # they repeat for every message of a digest run
-        self._tags: dict[tuple[int, tuple[bytes, ...]], bytes] = {}
+        # the folded tags before bh= of each key for one t= and one h= list: they repeat
+        # for every message of a digest run; emptied each new second
+        self._tags: dict[tuple[int, bytes, tuple[bytes, ...]], bytes] = {}
         self._tags_stamp = b""
 
     @classmethod
@@ -153,9 +153,9 @@ class Signer:
             self._tags_stamp = stamp
         signatures = []
         for number, key in enumerate(self.keys):
-            tags = self._tags.get((number, include))
+            tags = self._tags.get((number, stamp, include))
             if tags is None:
-                tags = self._tags[number, include] = self._tag_lines(key, stamp, include)
+                tags = self._tags[number, stamp, include] = self._tag_lines(key, stamp, include)
             value = tags + b"\r\n bh=" + body_hash + b";\r\n b="
             # a later signature covers none of the earlier ones: each verifies alone
             hashed = canonical + b"dkim-signature:" + _relaxed(value)  # no CRLF after it
