@@ -170,7 +170,6 @@ OWNERS = {
     "email_validator": {"messages"},
     "itsdangerous": {"tokens"},
     "cryptography": {"webhooks", "scaffold", "signing"},
-    "dkim": {"signing"},
     "dns": {"resolver"},
     "publicsuffixlist": {"resolver"},
     "numpy": {"dedup", "prepare", "ingest"},

@@ -209,10 +209,15 @@ class DigestProducer:
             preferences_url=self.settings.url(preferences_path(choices)),
         )
 
+    @functools.cached_property
+    def from_sender(self) -> str:
+        """The envelope sender without VERP: the From address, parsed once, not per message."""
+        return envelope_sender(self.settings, None)
+
     def sender(self, subscriber: Subscriber, delivery: Delivery) -> str:
         """The envelope sender: a VERP address naming this delivery when bounces are read."""
         if not self.settings.smtp.bounce_address:
-            return envelope_sender(self.settings, None)
+            return self.from_sender
         return envelope_sender(self.settings, self.tokens.bounce(subscriber.id, delivery.id))
 
     async def produce(
