@@ -9,6 +9,13 @@ Exactly-once is the ledger's job, reached through the small `Ledger` protocol (a
 the store's delivery ledger in): `sending()` is awaited — committed — BEFORE the SMTP
 transaction starts, `sent()`/`failed()` after. The only message that can repeat after a
 crash is the one in flight at that instant, and it keeps its Message-ID.
+
+Pacing per recipient domain group goes through the small `Pacer` protocol (app.py and the
+senders wire the database's in): a limited group's messages wait in their own lane for a
+slot, so a slow group never holds up the connections the others use; past a lane's
+capacity `admits()` says no and the caller leaves the row pending, to read it again when
+the lane has room. A 421 or 451 4.7.x reply pauses the group and puts the message back
+in its lane (still 'sending', the same Message-ID): it goes again in the same run.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ import contextlib
 import logging
 import random
 import time
+from collections import Counter, deque
 from collections.abc import AsyncIterable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -28,9 +36,18 @@ import aiosmtplib
 from publisher.config import Settings, SmtpSettings, TlsMode, ehlo_name
 from publisher.errors import SendError
 from publisher.messages import date_header
+from publisher.pacing import is_slow_down
 from publisher.signing import Signer, signer_for
 
-__all__ = ["Ledger", "Mailer", "Outgoing", "SendReport", "ServerUnreachable", "probe_relay"]
+__all__ = [
+    "Ledger",
+    "Mailer",
+    "Outgoing",
+    "Pacer",
+    "SendReport",
+    "ServerUnreachable",
+    "probe_relay",
+]
 
 log = logging.getLogger("publisher.mailer")
 
@@ -79,6 +96,35 @@ class Ledger(Protocol):
     async def failed(self, item: Outgoing, error: SendError, attempts: int) -> None: ...
 
 
+class Pacer(Protocol):
+    """Per recipient domain group limits shared with every other sending process."""
+
+    def group(self, recipient: str) -> str:
+        """The name of the recipient's domain group."""
+        ...
+
+    def paced(self, group: str) -> bool:
+        """Whether the group's messages wait for slots now (False: unlimited, no pause)."""
+        ...
+
+    def capacity(self, group: str) -> int:
+        """How many of the group's messages may wait in memory at once."""
+        ...
+
+    async def reserve(self, group: str, count: int) -> list[float]:
+        """Start times (epoch seconds) of the group's next slots, at most `count`, reserved
+        for this process."""
+        ...
+
+    async def slow_down(self, group: str) -> None:
+        """The group's server asked to slow down: pause it, for every process."""
+        ...
+
+
+# a message answered "slow down" this often goes the ordinary 4xx way (retries, then failed)
+MAX_SLOW_DOWNS = 10
+
+
 @dataclass
 class SendReport:
     sent: int = 0
@@ -90,6 +136,9 @@ class SendReport:
     # the server could not be reached; `deferred` rows were left open
     deferred: int = 0
     unreachable: str | None = None
+    # rows left pending at least once because their domain group's lane was full
+    held: int = 0
+    slowed: int = 0  # 421 / 451 4.7.x replies that paused a domain group
 
     def add(self, other: SendReport) -> None:
         """Count another pool's sending into this one (a send that finished several runs)."""
@@ -100,6 +149,8 @@ class SendReport:
         self.failures.extend(other.failures)
         self.seconds += other.seconds
         self.deferred += other.deferred
+        self.held += other.held
+        self.slowed += other.slowed
         self.unreachable = self.unreachable or other.unreachable
 
 
@@ -123,19 +174,46 @@ class _RateLimit:
 class Mailer:
     """Sends through a pool of `pool_size` connections."""
 
-    def __init__(self, settings: SmtpSettings, signer: Signer | None = None) -> None:
+    def __init__(
+        self, settings: SmtpSettings, signer: Signer | None = None, pacer: Pacer | None = None
+    ) -> None:
         self.settings = settings
         self.signer = signer
+        self.pacer = pacer
+        self._lanes = _Lanes(pacer) if pacer is not None else None
         self.helo_name = ehlo_name(settings)  # ConfigError before anything is sent
         self._rate = _RateLimit(settings.rate_per_second)
         self.unreachable: ServerUnreachable | None = None  # set once: the pool stops
         self._date_line: tuple[int, bytes] = (0, b"")
 
     @classmethod
-    def for_settings(cls, settings: Settings, smtp: SmtpSettings | None = None) -> Mailer:
+    def for_settings(
+        cls, settings: Settings, smtp: SmtpSettings | None = None, pacer: Pacer | None = None
+    ) -> Mailer:
         """The mailer every outgoing mail of these settings goes through: their relay (or
-        `smtp`, a variant of it) and their DKIM signer."""
-        return cls(smtp or settings.smtp, signer_for(settings))
+        `smtp`, a variant of it), their DKIM signer and, for digests, the pacer."""
+        return cls(smtp or settings.smtp, signer_for(settings), pacer)
+
+    # -- pacing ---------------------------------------------------------------------------
+
+    def admits(self, key: int, recipient: str) -> bool:
+        """Whether the row `key` may be handed to `send_all` now: never twice, and not
+        while its domain group's lane is full (then it is held: leave it pending and
+        offer it again after `room()`)."""
+        if self._lanes is None:
+            return True
+        return self._lanes.admits(key, recipient)
+
+    @property
+    def holding(self) -> int:
+        """Rows held back since the last `room()`."""
+        return self._lanes.holding if self._lanes is not None else 0
+
+    async def room(self) -> None:
+        """Wait until a lane that held rows back has room for them again (or the server
+        is found unreachable); then count held rows afresh."""
+        if self._lanes is not None:
+            await self._lanes.room_for_held(lambda: self.unreachable is not None)
 
     def dated(self, item: Outgoing) -> bytes:
         """The bytes to hand over now: a `stamp_date` item gets its Date header here
@@ -175,12 +253,32 @@ class Mailer:
         started = time.monotonic()
         size = max(1, self.settings.pool_size)
         queue: asyncio.Queue[Outgoing | None] = asyncio.Queue(maxsize=size * 4)
+        lanes = self._lanes
+        # items taken from `items` and not yet sent, failed or given up: the pool ends
+        # when the producer is done and this is 0 (a paused message comes back)
+        outstanding = 0
+        produced_all = False
+        finished = asyncio.Event()
+
+        def done_one() -> None:
+            nonlocal outstanding
+            outstanding -= 1
+            if produced_all and outstanding == 0:
+                finished.set()
 
         async def produce() -> None:
+            nonlocal outstanding, produced_all
             async for item in items:
                 if self.unreachable is not None:
                     break  # render no more messages for a server that is down
+                outstanding += 1
+                if lanes is not None and lanes.route(item, queue, lambda: self.unreachable):
+                    continue  # waits for its domain group's slot
                 await queue.put(item)
+            produced_all = True
+            if outstanding == 0:
+                finished.set()
+            await finished.wait()
             # Only on a normal end: after an error every task is cancelled, and waiting to
             # put into a full queue nobody reads would hang the process.
             for _ in range(size):
@@ -192,12 +290,21 @@ class Mailer:
                 while (item := await queue.get()) is not None:
                     if self.unreachable is not None:
                         report.deferred += 1  # still 'pending': the next run sends it
+                        done_one()
                         continue
                     if not await ledger.sending(item):
                         report.skipped += 1
+                        done_one()
                         continue
                     try:
                         attempts = await worker.deliver(item, report)
+                    except _SlowedDown:
+                        # not accepted: the row stays 'sending' and goes again, from its
+                        # lane, once the domain group's pause is over
+                        report.slowed += 1
+                        assert lanes is not None
+                        await lanes.slow_down(item, queue, lambda: self.unreachable)
+                        continue
                     except ServerUnreachable as exc:
                         # never connected, so nothing was handed over: the row stays open
                         # ('sending') and the next run resumes it, like any unfinished row
@@ -210,6 +317,7 @@ class Mailer:
                     else:
                         report.sent += 1
                         await ledger.sent(item, attempts)
+                    done_one()
                     if progress is not None:
                         progress(report)
             finally:
@@ -224,11 +332,160 @@ class Mailer:
                 task.cancel()
             await asyncio.gather(producer, *workers, return_exceptions=True)
             raise
+        finally:
+            if lanes is not None:
+                report.held = lanes.held
+                await lanes.close()
         report.seconds = time.monotonic() - started
         if self.unreachable is not None:
             found = self.unreachable
             report.unreachable = found.message + (f" ({found.hint})" if found.hint else "")
         return report
+
+
+class _SlowedDown(SendError):
+    """The recipient's server asked to slow down (421, 451 4.7.x): pause its group."""
+
+
+class _Lanes:
+    """The waiting messages of paced domain groups, one lane (and one task handing its
+    messages to the pool at their slots) per group."""
+
+    def __init__(self, pacer: Pacer) -> None:
+        self.pacer = pacer
+        self.seen: set[int] = set()  # rows admitted: one run's pool never takes a row twice
+        self.coming: Counter[str] = Counter()  # admitted to a paced lane, not yet there
+        self.counted: set[int] = set()  # ... their rows
+        self.lanes: dict[str, deque[Outgoing]] = {}
+        self.slots: dict[str, deque[float]] = {}
+        self.wake: dict[str, asyncio.Event] = {}  # a message came into the lane
+        self.paused: dict[str, asyncio.Event] = {}  # the group paused: slots cleared
+        self.runners: dict[str, asyncio.Task[None]] = {}
+        self.slowed: Counter[int] = Counter()
+        self.full: set[str] = set()  # groups that held rows back since the last room()
+        self.holding = 0
+        self.held = 0
+        self.changed = asyncio.Event()
+
+    def waiting(self, group: str) -> int:
+        return self.coming[group] + len(self.lanes.get(group, ()))
+
+    def admits(self, key: int, recipient: str) -> bool:
+        if key in self.seen:
+            return False
+        group = self.pacer.group(recipient)
+        if self.pacer.paced(group):
+            if self.waiting(group) >= self.pacer.capacity(group):
+                self.full.add(group)
+                self.holding += 1
+                self.held += 1
+                return False
+            self.coming[group] += 1
+            self.counted.add(key)
+        self.seen.add(key)
+        return True
+
+    async def room_for_held(self, given_up: Callable[[], bool]) -> None:
+        while self.full and not given_up():
+            if any(
+                self.waiting(group) <= self.pacer.capacity(group) // 2
+                or not self.pacer.paced(group)
+                for group in self.full
+            ):
+                break
+            self.changed.clear()
+            with contextlib.suppress(TimeoutError):
+                # a pause of an unlimited group ends by the clock, not by a message
+                await asyncio.wait_for(self.changed.wait(), 1.0)
+        self.full.clear()
+        self.holding = 0
+
+    def route(
+        self,
+        item: Outgoing,
+        queue: asyncio.Queue[Outgoing | None],
+        down: Callable[[], ServerUnreachable | None],
+    ) -> bool:
+        """Put a paced group's item in its lane (True); False: it goes straight on."""
+        group = self.pacer.group(item.recipient)
+        if item.key in self.counted:
+            self.counted.discard(item.key)
+            self.coming[group] -= 1
+        elif not self.pacer.paced(group) and group not in self.lanes:
+            return False
+        if not self.pacer.paced(group) and not self.lanes.get(group):
+            return False
+        self._lane(group, queue, down).append(item)
+        self.wake[group].set()
+        return True
+
+    def _lane(
+        self,
+        group: str,
+        queue: asyncio.Queue[Outgoing | None],
+        down: Callable[[], ServerUnreachable | None],
+    ) -> deque[Outgoing]:
+        if group not in self.lanes:
+            self.lanes[group] = deque()
+            self.slots[group] = deque()
+            self.wake[group] = asyncio.Event()
+            self.paused[group] = asyncio.Event()
+        runner = self.runners.get(group)
+        if runner is None or runner.done():
+            self.runners[group] = asyncio.create_task(self._run(group, queue, down))
+        return self.lanes[group]
+
+    async def _run(
+        self,
+        group: str,
+        queue: asyncio.Queue[Outgoing | None],
+        down: Callable[[], ServerUnreachable | None],
+    ) -> None:
+        """Hand the lane's messages to the pool, each at a slot of its group."""
+        lane, slots, wake = self.lanes[group], self.slots[group], self.wake[group]
+        paused = self.paused[group]
+        while True:
+            if not lane:
+                wake.clear()
+                await wake.wait()
+                continue
+            if down() is None:
+                if not slots:
+                    slots.extend(await self.pacer.reserve(group, len(lane)))
+                    continue
+                delay = slots[0] - time.time()
+                if delay > 0:
+                    paused.clear()
+                    with contextlib.suppress(TimeoutError):
+                        # set early by a pause, which clears the slots: take new ones
+                        await asyncio.wait_for(paused.wait(), delay)
+                    continue
+                slots.popleft()
+            await queue.put(lane.popleft())
+            self.changed.set()
+
+    async def slow_down(
+        self,
+        item: Outgoing,
+        queue: asyncio.Queue[Outgoing | None],
+        down: Callable[[], ServerUnreachable | None],
+    ) -> None:
+        group = self.pacer.group(item.recipient)
+        self.slowed[item.key] += 1
+        await self.pacer.slow_down(group)
+        self._lane(group, queue, down).appendleft(item)
+        self.slots[group].clear()  # reserved before the pause
+        self.wake[group].set()
+        self.paused[group].set()
+
+    def may_defer(self, item: Outgoing) -> bool:
+        return self.slowed[item.key] < MAX_SLOW_DOWNS
+
+    async def close(self) -> None:
+        for runner in self.runners.values():
+            runner.cancel()
+        await asyncio.gather(*self.runners.values(), return_exceptions=True)
+        self.runners.clear()
 
 
 class _Worker:
@@ -282,6 +539,14 @@ class _Worker:
                 await self._transaction(item)
                 return self.attempts
             except SendError as exc:
+                lanes = self.mailer._lanes
+                if (
+                    lanes is not None
+                    and not isinstance(exc, ServerUnreachable)
+                    and is_slow_down(exc.code, exc.message)
+                    and lanes.may_defer(item)
+                ):
+                    raise _SlowedDown(exc.message, code=exc.code, recipient=item.recipient) from exc
                 if exc.permanent or self.attempts >= limit:
                     raise
                 if isinstance(exc, ServerUnreachable) and self.mailer.unreachable is not None:

@@ -25,7 +25,7 @@ from typing import TypeVar
 from publisher.config import Settings, ehlo_name
 from publisher.consent import send_failure_recorder
 from publisher.errors import PublisherError
-from publisher.mailer import Mailer, SendReport
+from publisher.mailer import Mailer, Pacer, SendReport
 from publisher.messages import digest_message_id, parse_frequency
 from publisher.model import (
     Article,
@@ -63,9 +63,11 @@ class DigestSender:
         store: Store,
         *,
         clock: Callable[[], datetime] | None = None,
+        pacer: Pacer | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
+        self.pacer = pacer  # per domain group limits; None: only smtp.rate_per_second
         self.clock = clock or (lambda: datetime.now(UTC))
         self.producer = DigestProducer(settings, store, self.clock)
 
@@ -169,7 +171,9 @@ class DigestSender:
         by_id = {a.id: a for a in articles}
         if self.store.dialect == "postgresql":
             # claim rows with a lease, like `publisher worker`, so both can share the run
-            async with ClaimingSender(self.producer, name=worker_name("send")) as claiming:
+            async with ClaimingSender(
+                self.producer, name=worker_name("send"), pacer=self.pacer
+            ) as claiming:
                 smtp = await claiming.deliver(
                     run, until_done=True, articles=by_id, digest_report=report, progress=count
                 )
@@ -180,12 +184,12 @@ class DigestSender:
                 bounce_after=self.settings.smtp.bounce_after,
                 on_failed=send_failure_recorder(self.settings),
             )
-            messages = self.producer.messages(self._open_pages(run), run.as_of, report, by_id)
+            mailer = Mailer.for_settings(self.settings, pacer=self.pacer)
+            pages = self._open_pages(run, mailer)
+            messages = self.producer.messages(pages, run.as_of, report, by_id)
             archiving = ArchivingLedger(ledger, self.producer.archive)
             async with ledger:
-                smtp = await Mailer.for_settings(self.settings).send_all(
-                    messages, archiving, progress=count
-                )
+                smtp = await mailer.send_all(messages, archiving, progress=count)
         report.delivery.add(smtp)
         await asyncio.to_thread(self._finish_run, run.id)
 
@@ -232,12 +236,20 @@ class DigestSender:
             if not counts.get(DeliveryStatus.PENDING) and not counts.get(DeliveryStatus.SENDING):
                 runs.set_run_status(run_id, RunStatus.DONE, self.clock())
 
-    async def _open_pages(self, run: DigestRun) -> AsyncIterator[Page]:
-        """The run's open rows with their subscribers, a page at a time, in id order."""
-        after = 0
-        while page := await asyncio.to_thread(self._open_rows, run.id, after):
-            after = page[-1][0].id
-            yield page
+    async def _open_pages(self, run: DigestRun, mailer: Mailer) -> AsyncIterator[Page]:
+        """The run's open rows with their subscribers, a page at a time, in id order; the
+        rows the mailer holds back (their domain group's lane is full) stay pending and
+        are read again, from the start, once it has room: all in this run."""
+        while True:
+            after = 0
+            while page := await asyncio.to_thread(self._open_rows, run.id, after):
+                after = page[-1][0].id
+                admitted = [pair for pair in page if mailer.admits(pair[0].id, pair[1].email)]
+                if admitted:
+                    yield admitted
+            if not mailer.holding or mailer.unreachable is not None:
+                return
+            await mailer.room()
 
     def _open_rows(self, run_id: int, after: int) -> Page:
         return self._read(lambda runs: runs.unfinished(run_id, after=after, limit=PAGE))

@@ -153,6 +153,7 @@ MIGRATIONS: dict[int, Callable[[Connection], None]] = {
     13: _no_op,  # pauses (a new table: create_all makes it)
     14: _no_op,  # placeholder: merged from another branch
     15: _no_op,  # websub_subscriptions
+    16: _no_op,  # pacing_slots
 }
 
 # Serializes writers on PostgreSQL the way BEGIN IMMEDIATE does on SQLite.

@@ -9,6 +9,7 @@ from sqlalchemy import (
     BigInteger,
     Column,
     DateTime,
+    Double,
     ForeignKey,
     Index,
     Integer,
@@ -25,7 +26,7 @@ from sqlalchemy.engine import Dialect
 __all__ = ["SCHEMA_VERSION", "UTCDateTime", "metadata"]
 
 # Bump with a migration in store/engine.py; an upgrade never drops data.
-SCHEMA_VERSION = 15
+SCHEMA_VERSION = 16
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -369,3 +370,14 @@ Index(
     "ix_articles_category_published_seq", articles.c.category, articles.c.published, articles.c.seq
 )
 Index("ix_removals_decided", removals.c.decided)
+
+# Per domain group pacing shared by every sending process (publisher/pacing.py): times
+# are seconds since the epoch, as every process's clock reads them (schema 16)
+pacing_slots = Table(
+    "pacing_slots",
+    metadata,
+    Column("domain_group", String(2000), primary_key=True),
+    Column("next_slot", Double, nullable=False),
+    Column("backoff_until", Double, nullable=False),
+    Column("level", Integer, nullable=False),
+)
