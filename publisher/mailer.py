@@ -252,7 +252,7 @@ class Mailer:
         report = SendReport()
         started = time.monotonic()
         size = max(1, self.settings.pool_size)
-        queue: asyncio.Queue[Outgoing | None] = asyncio.Queue(maxsize=size * 4)
+        queue = _Feed(size * 4)
         lanes = self._lanes
         # items taken from `items` and not yet sent, failed or given up: the pool ends
         # when the producer is done and this is 0 (a paused message comes back)
@@ -274,11 +274,15 @@ class Mailer:
                 outstanding += 1
                 if lanes is not None and lanes.route(item, queue, lambda: self.unreachable):
                     continue  # waits for its domain group's slot
-                await queue.put(item)
+                # while a paced group has rows held, the reader must come back to them
+                # soon: unpaced rows wait here instead (admission bounds them)
+                await queue.put(item, bounded=lanes is None or not lanes.pacing_held)
             produced_all = True
             if outstanding == 0:
                 finished.set()
-            await finished.wait()
+            await _first(finished, lanes.stop if lanes is not None else None)
+            if lanes is not None and lanes.failure is not None:
+                raise lanes.failure
             # Only on a normal end: after an error every task is cancelled, and waiting to
             # put into a full queue nobody reads would hang the process.
             for _ in range(size):
@@ -288,6 +292,8 @@ class Mailer:
             worker = _Worker(self, number)
             try:
                 while (item := await queue.get()) is not None:
+                    if lanes is not None:
+                        lanes.taken(item)
                     if self.unreachable is not None:
                         report.deferred += 1  # still 'pending': the next run sends it
                         done_one()
@@ -343,8 +349,59 @@ class Mailer:
         return report
 
 
+async def _first(event: asyncio.Event, other: asyncio.Event | None) -> None:
+    """Wait until `event` (or `other`) is set."""
+    if other is None:
+        await event.wait()
+        return
+    waits = {asyncio.ensure_future(event.wait()), asyncio.ensure_future(other.wait())}
+    try:
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for wait in waits:
+            wait.cancel()
+
+
+class _Feed:
+    """The pool's intake: messages whose slot has come first (a slot missed is a rate
+    lost), then the others, at most `size` of those waiting (memory stays flat)."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.due: deque[Outgoing] = deque()
+        self.others: deque[Outgoing | None] = deque()
+        self.ready = asyncio.Event()
+        self.space = asyncio.Event()
+
+    async def put(self, item: Outgoing | None, *, bounded: bool = True) -> None:
+        while bounded and len(self.others) >= self.size:
+            self.space.clear()
+            await self.space.wait()
+        self.others.append(item)
+        self.ready.set()
+
+    def put_due(self, item: Outgoing) -> None:
+        self.due.append(item)
+        self.ready.set()
+
+    async def get(self) -> Outgoing | None:
+        while not (self.due or self.others):
+            self.ready.clear()
+            await self.ready.wait()
+        if self.due:
+            return self.due.popleft()
+        self.space.set()
+        return self.others.popleft()
+
+
 class _SlowedDown(SendError):
     """The recipient's server asked to slow down (421, 451 4.7.x): pause its group."""
+
+
+# unpaced rows waiting for a connection, past which more of them are held back while a
+# paced group has rows held (see `_Lanes.admits`)
+LOOSE_CAPACITY = 1000
+_LOOSE = ""  # `_Lanes.full` member: unpaced rows were held
 
 
 class _Lanes:
@@ -361,10 +418,15 @@ class _Lanes:
         self.wake: dict[str, asyncio.Event] = {}  # a message came into the lane
         self.paused: dict[str, asyncio.Event] = {}  # the group paused: slots cleared
         self.runners: dict[str, asyncio.Task[None]] = {}
+        self.pauses: Counter[str] = Counter()
+        self.failure: Exception | None = None  # a lane could not reserve slots
+        self.stop = asyncio.Event()  # set with `failure`
         self.slowed: Counter[int] = Counter()
         self.full: set[str] = set()  # groups that held rows back since the last room()
         self.holding = 0
         self.held = 0
+        self.loose = 0  # admitted rows of unpaced groups no connection has taken yet
+        self.loose_keys: set[int] = set()
         self.changed = asyncio.Event()
 
     def waiting(self, group: str) -> int:
@@ -382,13 +444,37 @@ class _Lanes:
                 return False
             self.coming[group] += 1
             self.counted.add(key)
+        elif self.loose >= LOOSE_CAPACITY and self.pacing_held:
+            # a paced group waits for rows behind these: do not let unpaced rows, which
+            # go only as fast as the server takes them, keep the reader from coming back
+            self.full.add(_LOOSE)
+            self.holding += 1
+            self.held += 1
+            return False
+        else:
+            self.loose += 1
+            self.loose_keys.add(key)
         self.seen.add(key)
         return True
+
+    @property
+    def pacing_held(self) -> bool:
+        """Whether a paced group's rows were held in this pass."""
+        return bool(self.full - {_LOOSE})
+
+    def taken(self, item: Outgoing) -> None:
+        """A connection took the item."""
+        if item.key in self.loose_keys:
+            self.loose_keys.discard(item.key)
+            self.loose -= 1
+            self.changed.set()
 
     async def room_for_held(self, given_up: Callable[[], bool]) -> None:
         while self.full and not given_up():
             if any(
-                self.waiting(group) <= self.pacer.capacity(group) // 2
+                self.loose <= LOOSE_CAPACITY // 2
+                if group == _LOOSE
+                else self.waiting(group) <= self.pacer.capacity(group) // 2
                 or not self.pacer.paced(group)
                 for group in self.full
             ):
@@ -403,7 +489,7 @@ class _Lanes:
     def route(
         self,
         item: Outgoing,
-        queue: asyncio.Queue[Outgoing | None],
+        queue: _Feed,
         down: Callable[[], ServerUnreachable | None],
     ) -> bool:
         """Put a paced group's item in its lane (True); False: it goes straight on."""
@@ -422,7 +508,7 @@ class _Lanes:
     def _lane(
         self,
         group: str,
-        queue: asyncio.Queue[Outgoing | None],
+        queue: _Feed,
         down: Callable[[], ServerUnreachable | None],
     ) -> deque[Outgoing]:
         if group not in self.lanes:
@@ -438,36 +524,69 @@ class _Lanes:
     async def _run(
         self,
         group: str,
-        queue: asyncio.Queue[Outgoing | None],
+        queue: _Feed,
         down: Callable[[], ServerUnreachable | None],
     ) -> None:
-        """Hand the lane's messages to the pool, each at a slot of its group."""
+        try:
+            await self._hand_over(group, queue, down)
+        except Exception as exc:  # the database failed: the pool stops and says why
+            self.failure = self.failure or exc
+            self.stop.set()
+
+    async def _hand_over(
+        self,
+        group: str,
+        queue: _Feed,
+        down: Callable[[], ServerUnreachable | None],
+    ) -> None:
+        """Hand the lane's messages to the pool, each at a slot of its group.
+
+        The next batch of slots is reserved while half of the current one is left, so
+        batches follow each other without a gap (a gap would be rate lost: an idle
+        group's next slot is now, not when the last batch ended).
+        """
         lane, slots, wake = self.lanes[group], self.slots[group], self.wake[group]
         paused = self.paused[group]
+        coming: asyncio.Task[list[float]] | None = None
+        asked_in = 0  # the pause count when `coming` was asked for
+        batch = 1
         while True:
             if not lane:
                 wake.clear()
                 await wake.wait()
                 continue
-            if down() is None:
-                if not slots:
-                    slots.extend(await self.pacer.reserve(group, len(lane)))
-                    continue
-                delay = slots[0] - time.time()
-                if delay > 0:
-                    paused.clear()
-                    with contextlib.suppress(TimeoutError):
-                        # set early by a pause, which clears the slots: take new ones
-                        await asyncio.wait_for(paused.wait(), delay)
-                    continue
-                slots.popleft()
-            await queue.put(lane.popleft())
+            if down() is not None:  # nothing goes out: let the pool count them deferred
+                queue.put_due(lane.popleft())
+                self.changed.set()
+                continue
+            if coming is not None and coming.done():
+                found = coming.result()
+                coming = None
+                batch = max(batch, len(found))
+                if asked_in == self.pauses[group]:  # else: slots from before a pause
+                    slots.extend(found)
+            if coming is None and len(lane) > len(slots) and len(slots) <= batch // 2:
+                asked_in = self.pauses[group]
+                coming = asyncio.create_task(self.pacer.reserve(group, len(lane) - len(slots)))
+            if not slots:
+                assert coming is not None
+                await asyncio.wait({coming})
+                continue
+            delay = slots[0] - time.time()
+            if delay > 0:
+                paused.clear()
+                with contextlib.suppress(TimeoutError):
+                    # set early by a pause, which clears the slots: take new ones
+                    await asyncio.wait_for(paused.wait(), min(delay, 0.05 if coming else delay))
+                continue
+            slots.popleft()
+            queue.put_due(lane.popleft())
             self.changed.set()
 
     async def slow_down(
         self,
         item: Outgoing,
-        queue: asyncio.Queue[Outgoing | None],
+        queue: _Feed,
         down: Callable[[], ServerUnreachable | None],
     ) -> None:
         group = self.pacer.group(item.recipient)
@@ -475,6 +594,7 @@ class _Lanes:
         await self.pacer.slow_down(group)
         self._lane(group, queue, down).appendleft(item)
         self.slots[group].clear()  # reserved before the pause
+        self.pauses[group] += 1
         self.wake[group].set()
         self.paused[group].set()
 

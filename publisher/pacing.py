@@ -102,15 +102,23 @@ class SlotState:
     level: int = 0
 
 
+# A group whose next slot passed less than this long ago keeps its schedule: the slots
+# missed while a reservation was slow (a busy database, a loaded machine) are used at once,
+# so the long-run rate stays the limit. An idle group starts again from now.
+CATCH_UP_SECONDS = 1.0
+
+
 def reserve(
     state: SlotState, now: float, interval: float, count: int
 ) -> tuple[SlotState, list[float]]:
     """The next `count` slots of a group (their start times) and its state after them.
 
-    Never before now nor inside a pause; an idle group starts at once, without the burst
-    a bucket that filled while idle would allow.
+    Never inside a pause; in the past only by CATCH_UP_SECONDS at most (slots missed by a
+    group sending all along), so a group idle for longer starts at once, without the
+    burst a bucket that filled while idle would allow.
     """
-    start = max(state.next_slot, now, state.backoff_until)
+    resumes = state.next_slot if now - state.next_slot < CATCH_UP_SECONDS else now
+    start = max(resumes, state.backoff_until)
     slots = [start + i * interval for i in range(max(0, count))]
     after = SlotState(start + max(0, count) * interval, state.backoff_until, state.level)
     return after, slots

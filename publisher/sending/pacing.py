@@ -2,8 +2,8 @@
 sending process (`publisher send`, each `publisher worker`) takes from the same rows, so a
 limit holds for all of them together.
 
-Slots are reserved a batch at a time (a quarter second of a group's messages), so a group
-at 50/s costs four short transactions a second, and an unlimited group none at all.
+Slots are reserved a batch at a time (half a second of a group's messages), so a group
+at 50/s costs two short transactions a second, and an unlimited group none at all.
 """
 
 from __future__ import annotations
@@ -23,9 +23,9 @@ __all__ = ["DatabasePacer"]
 
 # seconds of a limited group's messages a process keeps rendered and waiting; more of them
 # are left pending in the database and read again when these have gone
-HORIZON_SECONDS = 4.0
+HORIZON_SECONDS = 10.0
 # seconds of a group's slots reserved per transaction
-BATCH_SECONDS = 0.25
+BATCH_SECONDS = 0.5
 # messages of an unlimited group kept waiting while it pauses after a slow-down reply
 PAUSED_CAPACITY = 200
 
