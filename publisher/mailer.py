@@ -274,9 +274,9 @@ class Mailer:
                 outstanding += 1
                 if lanes is not None and lanes.route(item, queue, lambda: self.unreachable):
                     continue  # waits for its domain group's slot
-                # while a paced group has rows held, the reader must come back to them
-                # soon: unpaced rows wait here instead (admission bounds them)
-                await queue.put(item, bounded=lanes is None or not lanes.pacing_held)
+                # with paced groups the reader must go on to their rows: unpaced rows
+                # wait here instead (admission bounds them)
+                await queue.put(item, bounded=lanes is None or not lanes.pacing)
             produced_all = True
             if outstanding == 0:
                 finished.set()
@@ -398,8 +398,8 @@ class _SlowedDown(SendError):
     """The recipient's server asked to slow down (421, 451 4.7.x): pause its group."""
 
 
-# unpaced rows waiting for a connection, past which more of them are held back while a
-# paced group has rows held (see `_Lanes.admits`)
+# unpaced rows waiting for a connection, past which more of them are held back once a
+# paced group is being sent (see `_Lanes.admits`)
 LOOSE_CAPACITY = 1000
 _LOOSE = ""  # `_Lanes.full` member: unpaced rows were held
 
@@ -425,6 +425,7 @@ class _Lanes:
         self.full: set[str] = set()  # groups that held rows back since the last room()
         self.holding = 0
         self.held = 0
+        self.pacing = False  # a paced group's row was admitted: unpaced ones are bounded
         self.loose = 0  # admitted rows of unpaced groups no connection has taken yet
         self.loose_keys: set[int] = set()
         self.changed = asyncio.Event()
@@ -444,7 +445,8 @@ class _Lanes:
                 return False
             self.coming[group] += 1
             self.counted.add(key)
-        elif self.loose >= LOOSE_CAPACITY and self.pacing_held:
+            self.pacing = True
+        elif self.loose >= LOOSE_CAPACITY and self.pacing:
             # a paced group waits for rows behind these: do not let unpaced rows, which
             # go only as fast as the server takes them, keep the reader from coming back
             self.full.add(_LOOSE)
@@ -456,11 +458,6 @@ class _Lanes:
             self.loose_keys.add(key)
         self.seen.add(key)
         return True
-
-    @property
-    def pacing_held(self) -> bool:
-        """Whether a paced group's rows were held in this pass."""
-        return bool(self.full - {_LOOSE})
 
     def taken(self, item: Outgoing) -> None:
         """A connection took the item."""

@@ -6,6 +6,9 @@ Rates are measured over the steady part, first to last arrival of a domain, and 
 within 10 % of the limit. The run keeps the issue's limits (gmail.com 50/s, outlook.com
 20/s, the rest unlimited) with 3,000 recipients, but fewer of them at outlook.com (300:
 15 s) than an even split would give (1,000: 50 s), so the whole test stays near 20 s.
+The two-worker test runs at 20/s and 8/s: two worker processes and the sink on one
+loaded machine could not always keep 70 messages a second going (bench/send.py has
+the figures).
 """
 
 from __future__ import annotations
@@ -34,10 +37,9 @@ from tests.smtp_sink import SmtpSink, send_config
 INGESTED = datetime(2026, 11, 20, 10, 0, tzinfo=UTC)
 NOW = INGESTED + timedelta(hours=2)
 LIMITS = {"gmail.com": 50.0, "outlook.com": 20.0}
-PACING = (
-    '\n[pacing]\n"gmail.com|googlemail.com" = "50/s"\n'
-    '"outlook.com|hotmail.com|live.com|msn.com" = "20/s"\ndefault = "unlimited"\n'
-)
+# two worker processes and the sink share this machine's cores: limits they keep up with
+# on a loaded CI host, the same 5 : 2 ratio
+WORKER_LIMITS = {"gmail.com": 20.0, "outlook.com": 8.0}
 
 
 def _people(counts: dict[str, int]) -> list[str]:
@@ -51,10 +53,25 @@ def _people(counts: dict[str, int]) -> list[str]:
     return mixed
 
 
-def _prepare(tmp_path: Path, url: str, sink: SmtpSink, people: list[str], extra: str = "") -> Path:
+def _pacing(limits: dict[str, float]) -> str:
+    return (
+        f'\n[pacing]\n"gmail.com|googlemail.com" = "{limits["gmail.com"]:g}/s"\n'
+        f'"outlook.com|hotmail.com|live.com|msn.com" = "{limits["outlook.com"]:g}/s"\n'
+        'default = "unlimited"\n'
+    )
+
+
+def _prepare(
+    tmp_path: Path,
+    url: str,
+    sink: SmtpSink,
+    people: list[str],
+    extra: str = "",
+    limits: dict[str, float] = LIMITS,
+) -> Path:
     config = send_config(tmp_path, url, sink, pool_size=8)
     with config.open("a", encoding="utf-8") as out:
-        out.write(PACING + extra)
+        out.write(_pacing(limits) + extra)
     app = App(load_settings(config, environ={}))
     app.ingest([SEEDS], now=lambda: INGESTED)
     with app.store.begin() as connection:
@@ -95,8 +112,8 @@ def _span(sink: SmtpSink, domain: str) -> float:
     return max(found) - min(found)
 
 
-def _assert_within(rates: dict[str, float]) -> None:
-    for domain, limit in LIMITS.items():
+def _assert_within(rates: dict[str, float], limits: dict[str, float] = LIMITS) -> None:
+    for domain, limit in limits.items():
         assert abs(rates[domain] - limit) <= 0.1 * limit, (domain, rates[domain], limit)
 
 
@@ -196,7 +213,7 @@ def _run_done(store: Store) -> bool:
 def test_two_workers_on_postgresql_share_each_limit(
     tmp_path: Path, pg_url: str, smtp_sink: SmtpSink
 ) -> None:
-    people = _people({"gmail.com": 500, "outlook.com": 200, "example.org": 500})
+    people = _people({"gmail.com": 300, "outlook.com": 120, "example.org": 300})
     config = _prepare(
         tmp_path,
         pg_url,
@@ -204,6 +221,7 @@ def test_two_workers_on_postgresql_share_each_limit(
         people,
         "\n[workers]\nlease_seconds = 30\nclaim_batch = 100\npoll_seconds = 0.2\n"
         "deliver_locally = false\n",
+        WORKER_LIMITS,
     )
     store = Store(pg_url)
     logs = [tmp_path / f"worker{n}.log" for n in range(2)]
@@ -235,4 +253,4 @@ def test_two_workers_on_postgresql_share_each_limit(
     for domain in LIMITS:
         senders = [who for (who, d), n in by_worker.items() if d == domain and n > 0]
         assert len(senders) == 2, by_worker
-    _assert_within(_rates(smtp_sink))
+    _assert_within(_rates(smtp_sink), WORKER_LIMITS)
