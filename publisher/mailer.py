@@ -204,6 +204,10 @@ class Mailer:
             return True
         return self._lanes.admits(key, recipient)
 
+    def handed(self, key: int) -> bool:
+        """Whether the row `key` was admitted to this mailer (sent, or on its way)."""
+        return self._lanes is not None and key in self._lanes.seen
+
     @property
     def holding(self) -> int:
         """Rows held back since the last `room()`."""

@@ -264,7 +264,11 @@ class ClaimingSender:
             admitted = [pair for pair in page if mailer.admits(pair[0].id, pair[1].email)]
             if len(admitted) < len(page):
                 taken = {pair[0].id for pair in admitted}
-                held = [pair[0].id for pair in page if pair[0].id not in taken]
+                held = [
+                    pair[0].id
+                    for pair in page
+                    if pair[0].id not in taken and not mailer.handed(pair[0].id)
+                ]
                 await asyncio.to_thread(self._give_back, run.id, held)
             if admitted:
                 yield admitted
