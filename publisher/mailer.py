@@ -13,7 +13,7 @@ crash is the one in flight at that instant, and it keeps its Message-ID.
 Pacing per recipient domain group goes through the small `Pacer` protocol (app.py and the
 senders wire the database's in): a limited group's messages wait in their own lane for a
 slot, so a slow group never holds up the connections the others use; past a lane's
-capacity `admits()` says no and the caller leaves the row pending, to read it again when
+capacity `admitting()` leaves it out and the caller leaves the row pending, to read it again when
 the lane has room. A 421 or 451 4.7.x reply pauses the group and puts the message back
 in its lane (still 'sending', the same Message-ID): it goes again in the same run.
 """
@@ -196,13 +196,15 @@ class Mailer:
 
     # -- pacing ---------------------------------------------------------------------------
 
-    def admits(self, key: int, recipient: str) -> bool:
-        """Whether the row `key` may be handed to `send_all` now: never twice, and not
-        while its domain group's lane is full (then it is held: leave it pending and
-        offer it again after `room()`)."""
+    def admitting(self, page: list[tuple[int, str]]) -> set[int]:
+        """The keys of the (row key, recipient) pairs of a page that `send_all` may take
+        now: never a row twice, and none while its domain group's lane is full (held: the
+        caller leaves it pending and offers it again after `room()`). The rows of the page
+        before it are all taken or dropped by then."""
         if self._lanes is None:
-            return True
-        return self._lanes.admits(key, recipient)
+            return {key for key, _ in page}
+        self._lanes.next_page()
+        return {key for key, recipient in page if self._lanes.admits(key, recipient)}
 
     def handed(self, key: int) -> bool:
         """Whether the row `key` was admitted to this mailer (sent, or on its way)."""
@@ -416,7 +418,8 @@ class _Lanes:
         self.pacer = pacer
         self.seen: set[int] = set()  # rows admitted: one run's pool never takes a row twice
         self.coming: Counter[str] = Counter()  # admitted to a paced lane, not yet there
-        self.counted: set[int] = set()  # ... their rows
+        self.counted: dict[int, str] = {}  # ... their rows and groups
+        self.unrouted: set[int] = set()  # admitted unpaced rows not yet taken from `items`
         self.lanes: dict[str, deque[Outgoing]] = {}
         self.slots: dict[str, deque[float]] = {}
         self.wake: dict[str, asyncio.Event] = {}  # a message came into the lane
@@ -448,7 +451,7 @@ class _Lanes:
                 self.held += 1
                 return False
             self.coming[group] += 1
-            self.counted.add(key)
+            self.counted[key] = group
             self.pacing = True
         elif self.loose >= LOOSE_CAPACITY and self.pacing:
             # a paced group waits for rows behind these: do not let unpaced rows, which
@@ -460,8 +463,21 @@ class _Lanes:
         else:
             self.loose += 1
             self.loose_keys.add(key)
+            self.unrouted.add(key)
         self.seen.add(key)
         return True
+
+    def next_page(self) -> None:
+        """The caller's previous page is all taken from `items`: rows of it admitted but
+        never given as messages (the producer closed them: unsubscribed, emptied) take
+        no room any more."""
+        for group in self.counted.values():
+            self.coming[group] -= 1
+        self.counted.clear()
+        for key in self.unrouted:
+            self.loose_keys.discard(key)
+            self.loose -= 1
+        self.unrouted.clear()
 
     def taken(self, item: Outgoing) -> None:
         """A connection took the item."""
@@ -495,9 +511,9 @@ class _Lanes:
     ) -> bool:
         """Put a paced group's item in its lane (True); False: it goes straight on."""
         group = self.pacer.group(item.recipient)
+        self.unrouted.discard(item.key)
         if item.key in self.counted:
-            self.counted.discard(item.key)
-            self.coming[group] -= 1
+            self.coming[self.counted.pop(item.key)] -= 1
         elif not self.pacer.paced(group) and group not in self.lanes:
             return False
         if not self.pacer.paced(group) and not self.lanes.get(group):

@@ -261,7 +261,8 @@ class ClaimingSender:
                 await asyncio.sleep(self.poll)  # more rows coming, or a lease to run out
                 continue
             after = page[-1][0].id
-            admitted = [pair for pair in page if mailer.admits(pair[0].id, pair[1].email)]
+            chosen = mailer.admitting([(d.id, s.email) for d, s in page])
+            admitted = [pair for pair in page if pair[0].id in chosen]
             if len(admitted) < len(page):
                 taken = {pair[0].id for pair in admitted}
                 held = [

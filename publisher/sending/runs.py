@@ -244,7 +244,8 @@ class DigestSender:
             after = 0
             while page := await asyncio.to_thread(self._open_rows, run.id, after):
                 after = page[-1][0].id
-                admitted = [pair for pair in page if mailer.admits(pair[0].id, pair[1].email)]
+                chosen = mailer.admitting([(d.id, s.email) for d, s in page])
+                admitted = [pair for pair in page if pair[0].id in chosen]
                 if admitted:
                     yield admitted
             if not mailer.holding or mailer.unreachable is not None:
