@@ -1096,6 +1096,8 @@ def send(
             table.add_row(text(recipient), text(error))
         terminal.show(table)
     terminal.show(counts_table("Send summary", report.summary()))
+    if report.failover:
+        terminal.warn(report.failover)
     if report.unreachable:  # nothing is lost: the rows wait for the next run
         terminal.fail(
             f"{report.unreachable}; {report.deferred} messages not sent (still pending)",

@@ -31,6 +31,7 @@ __all__ = [
     "FeedSettings",
     "ImapSettings",
     "InboundSettings",
+    "RelaySettings",
     "ScheduleSettings",
     "ServerSettings",
     "Settings",
@@ -45,6 +46,7 @@ __all__ = [
     "forwarded_ips",
     "is_loopback_host",
     "load_settings",
+    "relay_chain",
 ]
 
 DEFAULT_CONFIG = Path("config/publisher.toml")
@@ -87,6 +89,27 @@ class SiteSettings:
 
 
 @dataclass(frozen=True)
+class RelaySettings:
+    """One `[[smtp.relays]]` table: a relay taken, in order, after [smtp] (relay 1) when
+    the one in use is down or refuses the login; the rest of [smtp] applies to all."""
+
+    host: str = ""  # the relay's name or address (required)
+    port: int = 587  # its port: 587 (submission, starttls), 465 (tls), 25 (an MTA)
+    tls: TlsMode = TlsMode.STARTTLS  # none (this machine only), starttls or tls
+    username: str | None = None  # its SMTP login; unset: no AUTH
+    # its password; better kept in the environment variable named by password_env
+    password: str | None = field(default=None, repr=False)
+    # the environment variable holding its password, e.g. "PUBLISHER_SMTP_BACKUP_PASSWORD"
+    password_env: str = ""
+    # check its TLS certificate and name (turn off only for a test relay)
+    verify_certificate: bool = True
+    # PEM file of the CA that signs its certificate (a private CA)
+    ca_file: str | None = None
+    # the name said in EHLO to it; unset: smtp.helo_name, else the From address's domain
+    helo_name: str | None = None
+
+
+@dataclass(frozen=True)
 class SmtpSettings:
     host: str = "localhost"  # the SMTP relay digests and confirmation mails are handed to
     port: int = 1025  # its port: 25 (an MTA), 587 (submission, starttls), 465 (tls)
@@ -117,6 +140,13 @@ class SmtpSettings:
     # address, so each bounce names its delivery; route it to `publisher inbound`.
     # Unset: the From address is the envelope sender, as before
     bounce_address: str | None = None
+    # `[[smtp.relays]]`: the relays tried after this one, in order (see below)
+    relays: tuple[RelaySettings, ...] = ()
+
+    @property
+    def name(self) -> str:
+        """host:port, as the operator wrote it: how logs and reports name this relay."""
+        return f"{self.host}:{self.port}"
 
 
 @dataclass(frozen=True)
@@ -148,6 +178,9 @@ class DoctorSettings:
     nameservers: str = ""  # comma-separated IP addresses
     port: int = 53  # the port of those nameservers
     timeout_seconds: float = 5.0  # per DNS question and per TLS or HTTP probe
+    # true: a digest `publisher run` schedules goes out even while a check fails (as
+    # `send --skip-doctor`); false: it waits, with one error line, until doctor passes
+    skip_scheduled: bool = False
 
 
 @dataclass(frozen=True)
@@ -576,8 +609,52 @@ def load_settings(
             table[key] = env[variable]
     base = path.parent.resolve() if path is not None else Path.cwd()
     settings = _build(raw, base, path)
-    notices = _exposed_secrets(path, file_raw, settings)
+    settings, unset = _relay_passwords(settings, env)
+    notices = (*_exposed_secrets(path, file_raw, settings), *unset)
     return replace(settings, notices=notices) if notices else settings
+
+
+def _relay_passwords(
+    settings: Settings, env: Mapping[str, str]
+) -> tuple[Settings, tuple[str, ...]]:
+    """Each relay's password from the variable its password_env names (it beats a password
+    in the file); a note for each such variable that is unset."""
+    relays, notices = [], []
+    for n, relay in enumerate(settings.smtp.relays, 1):
+        if relay.password_env and env.get(relay.password_env):
+            relay = replace(relay, password=env[relay.password_env])
+        elif relay.password_env and not relay.password:
+            notices.append(
+                f"smtp.relays[{n}] ({relay.host}): {relay.password_env} is unset, "
+                "so it is used without a password"
+            )
+        relays.append(relay)
+    if not settings.smtp.relays:
+        return settings, ()
+    return replace(settings, smtp=replace(settings.smtp, relays=tuple(relays))), tuple(notices)
+
+
+def relay_chain(smtp: SmtpSettings) -> tuple[SmtpSettings, ...]:
+    """[smtp] and then each [[smtp.relays]], in order, each as whole SmtpSettings: a relay
+    takes its own connection and login, and [smtp]'s pool, retry and sender settings."""
+    first = replace(smtp, relays=())
+    return (
+        first,
+        *(
+            replace(
+                first,
+                host=r.host,
+                port=r.port,
+                tls=r.tls,
+                username=r.username,
+                password=r.password,
+                verify_certificate=r.verify_certificate,
+                ca_file=r.ca_file,
+                helo_name=r.helo_name or smtp.helo_name,
+            )
+            for r in smtp.relays
+        ),
+    )
 
 
 def _config_path(config: Path | str | None, env: Mapping[str, str]) -> Path | None:
@@ -626,6 +703,12 @@ def _build(raw: dict[str, Any], base: Path, path: Path | None) -> Settings:
     if settings.smtp.ca_file:  # relative to the config file, like other paths
         ca_file = str(_resolve(base, Path(settings.smtp.ca_file)))
         settings = replace(settings, smtp=replace(settings.smtp, ca_file=ca_file))
+    if any(relay.ca_file for relay in settings.smtp.relays):
+        relays = tuple(
+            replace(r, ca_file=str(_resolve(base, Path(r.ca_file)))) if r.ca_file else r
+            for r in settings.smtp.relays
+        )
+        settings = replace(settings, smtp=replace(settings.smtp, relays=relays))
     if settings.webhooks.ses_trust_file:
         trust = str(_resolve(base, Path(settings.webhooks.ses_trust_file)))
         settings = replace(settings, webhooks=replace(settings.webhooks, ses_trust_file=trust))
@@ -727,6 +810,7 @@ def _secret_from_file(settings: Settings) -> Settings:
 SECRET_SETTINGS = (
     "secret_key",
     "smtp.password",
+    "smtp.relays.password",
     "webhooks.postmark_password",
     "webhooks.mailgun_signing_key",
     "inbound.imap.password",
@@ -769,6 +853,12 @@ def _exposed_secrets(
             for name, present in (
                 ("secret_key", bool(file_raw.get("secret_key"))),
                 ("smtp.password", isinstance(smtp, dict) and bool(smtp.get("password"))),
+                (
+                    "smtp.relays password",
+                    isinstance(smtp, dict)
+                    and isinstance(smtp.get("relays"), list)
+                    and any(isinstance(r, dict) and r.get("password") for r in smtp["relays"]),
+                ),
                 *(
                     (f"webhooks.{key}", isinstance(hooks, dict) and bool(hooks.get(key)))
                     for key in ("postmark_password", "mailgun_signing_key")
@@ -830,12 +920,23 @@ def _section(cls: type, name: str, raw: dict[str, Any], where: str) -> Any:
             if not isinstance(value, dict):
                 raise ConfigError(f"[{name}.{key}] must be a table{where}")
             values[key] = _section(_NESTED[kind], f"{name}.{key}", value, where)
+        elif kind in _ARRAYS:  # an array of tables such as [[smtp.relays]]
+            if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+                raise ConfigError(
+                    f"{name}.{key} must be a list of tables{where}",
+                    f"write each one as a [[{name}.{key}]] table",
+                )
+            values[key] = tuple(
+                _section(_ARRAYS[kind], f"{name}.{key}[{n}]", item, where)
+                for n, item in enumerate(value, 1)
+            )
         else:
             values[key] = _coerce(cls, key, value, where, prefix=f"{name}.")
     return cls(**values)
 
 
 _NESTED: Mapping[str, type] = {"ImapSettings": ImapSettings}
+_ARRAYS: Mapping[str, type] = {"tuple[RelaySettings, ...]": RelaySettings}
 
 
 def _coerce(cls: type, key: str, value: Any, where: str, prefix: str = "") -> Any:
@@ -870,7 +971,8 @@ def _coerce(cls: type, key: str, value: Any, where: str, prefix: str = "") -> An
         return value
     except (TypeError, ValueError, OverflowError) as exc:
         # never echo a secret's value
-        shown = "a secret" if f"{prefix}{key}" in SECRET_SETTINGS else repr(value)
+        secret = re.sub(r"\[\d+\]", "", f"{prefix}{key}") in SECRET_SETTINGS
+        shown = "a secret" if secret else repr(value)
         raise ConfigError(
             f"setting '{prefix}{key}' must be {_expected(kind)}, got {shown}{where}",
             _KIND_HINTS.get(kind, "write it as a quoted string"),
@@ -924,6 +1026,7 @@ def _validate(settings: Settings, where: str) -> None:
     _validate_database_url(settings.database_url, where)
     _validate_digest(settings.digest, where)
     _validate_sender(settings.smtp, where)
+    _validate_relays(settings.smtp.relays, where)
     _validate_dkim(settings.dkim, where)
     _validate_webhooks(settings.webhooks, where)
     for hub in settings.websub.hub_urls:
@@ -1119,6 +1222,30 @@ def _validate_dkim(dkim: DkimSettings, where: str) -> None:
             f"dkim.domain {dkim.domain!r} is not a domain name{where}",
             "the domain of the From address, e.g. news.example.org",
         )
+
+
+_VARIABLE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def _validate_relays(relays: tuple[RelaySettings, ...], where: str) -> None:
+    for n, relay in enumerate(relays, 1):
+        name = f"smtp.relays[{n}]"
+        if not relay.host.strip():
+            raise ConfigError(f"{name} has no host{where}", "set host in each [[smtp.relays]]")
+        if not 0 < relay.port < 65536:
+            raise ConfigError(f"{name}.port must be 1 to 65535, got {relay.port}{where}")
+        if relay.helo_name and not (
+            _DOMAIN.fullmatch(relay.helo_name) or _ADDRESS_LITERAL.fullmatch(relay.helo_name)
+        ):
+            raise ConfigError(
+                f"{name}.helo_name {relay.helo_name!r} is not a host name{where}",
+                "use this host's public name, e.g. mail.example.org",
+            )
+        if relay.password_env and not _VARIABLE.fullmatch(relay.password_env):
+            raise ConfigError(
+                f"{name}.password_env {relay.password_env!r} is not a variable name{where}",
+                'name an environment variable, e.g. "PUBLISHER_SMTP_BACKUP_PASSWORD"',
+            )
 
 
 def _validate_sender(smtp: SmtpSettings, where: str) -> None:

@@ -90,6 +90,9 @@ def _walk(cls: type, section: str) -> Iterator[SettingDoc]:
         if isinstance(kind, type) and dataclasses.is_dataclass(kind):
             nested.append((kind, f"{section}.{f.name}" if section else f.name))
             continue
+        if _table_of(kind) is not None:  # an array of tables: one [[x.y]] per item
+            nested.append((_table_of(kind), f"{section}.{f.name}" if section else f.name))
+            continue
         if f.default is not dataclasses.MISSING:
             default = f.default
         elif f.default_factory is not dataclasses.MISSING:
@@ -108,6 +111,32 @@ def _walk(cls: type, section: str) -> Iterator[SettingDoc]:
         )
     for child, name in nested:
         yield from _walk(child, name)
+
+
+def _table_of(kind: Any) -> Any:
+    """The dataclass D of a `tuple[D, ...]` field (written [[section.name]]), else None."""
+    args = typing.get_args(kind)
+    if typing.get_origin(kind) is tuple and args and dataclasses.is_dataclass(args[0]):
+        return args[0]
+    return None
+
+
+def array_sections(root: type = Settings) -> set[str]:
+    """The sections written as arrays of tables ([[smtp.relays]])."""
+    found: set[str] = set()
+
+    def walk(cls: type, section: str) -> None:
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            kind, name = hints[f.name], f"{section}.{f.name}" if section else f.name
+            if isinstance(kind, type) and dataclasses.is_dataclass(kind):
+                walk(kind, name)
+            elif _table_of(kind) is not None:
+                found.add(name)
+                walk(_table_of(kind), name)
+
+    walk(root, "")
+    return found
 
 
 _ENVIRONMENT_OF = {place: variable for variable, place in ENVIRONMENT.items()}
@@ -164,8 +193,12 @@ def render(root: type = Settings) -> str:
     by_section: dict[str, list[SettingDoc]] = {}
     for doc in setting_docs(root):
         by_section.setdefault(doc.section, []).append(doc)
+    arrays = array_sections(root)
     for section, docs in by_section.items():
-        out += [f"## `[{section}]`" if section else "## Top level", ""]
+        if section in arrays:
+            out += [f"## `[[{section}]]`", "", _ARRAY_NOTE, ""]
+        else:
+            out += [f"## `[{section}]`" if section else "## Top level", ""]
         out += ["| setting | type | default | environment | meaning |", "|---|---|---|---|---|"]
         for doc in docs:
             variable = f"`{doc.environment}`" if doc.environment else ""
@@ -173,6 +206,16 @@ def render(root: type = Settings) -> str:
             out.append(f"| `{doc.name}` | {doc.kind} | {doc.default} | {variable} | {meaning} |")
         out.append("")
     return "\n".join(out)
+
+
+_ARRAY_NOTE = (
+    "Written once per item, in order. `[[smtp.relays]]`: the relays tried after `[smtp]` "
+    "(relay 1): when the relay in use cannot be reached or refuses the login, the next one "
+    "takes over for the rest of the run (a recipient's 5xx reply is that recipient's, never "
+    "a reason to change relays); when every relay is down the run is left open for the next "
+    "`send`. A relay's password comes from the environment variable its `password_env` "
+    "names; `[smtp]`'s pool, retry and sender settings apply to every relay."
+)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -18,7 +18,14 @@ from functools import partial
 from typing import Any
 from urllib.parse import urlsplit
 
-from publisher.config import Settings, TlsMode, ehlo_name, is_loopback_host
+from publisher.config import (
+    Settings,
+    SmtpSettings,
+    TlsMode,
+    ehlo_name,
+    is_loopback_host,
+    relay_chain,
+)
 from publisher.errors import ConfigError, MissingDatabase
 from publisher.links import UNSUBSCRIBE_ROUTE
 from publisher.mailer import probe_relay
@@ -57,9 +64,11 @@ def is_demo_host(host: str) -> bool:
 
 
 def exempt_from_doctor(settings: Settings) -> bool:
-    """A loopback relay sending for a demo domain (the --smtp-debug sink, a local test
-    sink): no mail leaves this machine, so `send` does not ask doctor first."""
-    return is_loopback_host(settings.smtp.host) and is_demo_host(from_domain(settings))
+    """Loopback relays (every one of them) sending for a demo domain (the --smtp-debug
+    sink, a local test sink): no mail leaves this machine, so `send` does not ask doctor
+    first."""
+    local = all(is_loopback_host(relay.host) for relay in relay_chain(settings.smtp))
+    return local and is_demo_host(from_domain(settings))
 
 
 def run_checks(
@@ -72,7 +81,9 @@ def run_checks(
     """Every check, in the order the operator fixes them."""
     checks: list[Check] = []
     checks += _placeholders(settings)
-    relay = _relay_addresses(settings, resolver, checks)
+    chain = relay_chain(settings.smtp)  # [smtp], then each [[smtp.relays]]
+    found = [_relay_addresses(smtp, index, resolver, checks) for index, smtp in enumerate(chain)]
+    relay = list(dict.fromkeys(address for addresses in found for address in addresses))
     domains = [from_domain(settings)]
     bounce = settings.smtp.bounce_address
     if bounce:
@@ -83,13 +94,16 @@ def run_checks(
         checks.append(_guard(f"spf {domain}", partial(_spf, domain, resolver, relay)))
     checks += _dkim(settings, resolver)
     checks += _dmarc(settings, resolver, domains[-1])
-    checks.append(_guard("ptr", partial(_ptr, settings, resolver, relay)))
+    for index, smtp in enumerate(chain):
+        name = _named("ptr", index, smtp)
+        checks.append(_guard(name, partial(_ptr, smtp, index, resolver, found[index])))
     if probe:
-        checks.append(_tls(settings))
+        checks += [_tls(smtp, index) for index, smtp in enumerate(chain)]
     checks.append(_https(settings))
     if probe:
         checks.append(_guard("one-click", partial(_one_click, settings, resolver)))
     checks.append(_secret(settings))
+    checks.append(_postal_address(settings))
     if open_store is not None:
         checks += _rates(open_store)
     return checks
@@ -146,9 +160,21 @@ def _placeholders(settings: Settings) -> list[Check]:
 # -- SPF ----------------------------------------------------------------------------------
 
 
-def _relay_addresses(settings: Settings, resolver: Resolver, checks: list[Check]) -> list[str]:
+def _named(check: str, index: int, smtp: SmtpSettings) -> str:
+    """A relay check's name: "ptr" for [smtp], "ptr host:port" for each [[smtp.relays]]."""
+    return check if index == 0 else f"{check} {smtp.name}"
+
+
+def _setting(index: int) -> str:
+    """Where relay `index` is configured, for the fix lines."""
+    return "smtp" if index == 0 else f"smtp.relays[{index}]"
+
+
+def _relay_addresses(
+    smtp: SmtpSettings, index: int, resolver: Resolver, checks: list[Check]
+) -> list[str]:
     """The relay's IP addresses; empty for a relay on this machine or one DNS does not know."""
-    host = settings.smtp.host.strip("[]")
+    host = smtp.host.strip("[]")
     if is_loopback_host(host):
         return []
     try:
@@ -158,7 +184,7 @@ def _relay_addresses(settings: Settings, resolver: Resolver, checks: list[Check]
     try:
         return resolver.addresses(host)
     except LookupFailed as exc:
-        checks.append(Check("relay address", WARN, exc.message))
+        checks.append(Check(_named("relay address", index, smtp), WARN, exc.message))
         return []
 
 
@@ -300,14 +326,11 @@ def _tag(record: str, tag: str) -> str:
     return ""
 
 
-def _organizational(domain: str) -> str:
-    """The last two labels: enough for alignment of names under one registered domain
-    (no public-suffix list here, so co.uk-style suffixes count as aligned too often)."""
-    return ".".join(domain.split(".")[-2:])
-
-
-def _aligned(one: str, other: str, strict: bool) -> bool:
-    return one == other if strict else _organizational(one) == _organizational(other)
+def _aligned(one: str, other: str, strict: bool, resolver: Resolver) -> bool:
+    """RFC 7489 3.1: strict is the same name, relaxed the same organizational domain."""
+    if strict:
+        return one == other
+    return resolver.organizational(one) == resolver.organizational(other)
 
 
 def _dmarc(settings: Settings, resolver: Resolver, return_path: str) -> list[Check]:
@@ -315,8 +338,9 @@ def _dmarc(settings: Settings, resolver: Resolver, return_path: str) -> list[Che
     try:
         where = f"_dmarc.{sender}"
         records = [t for t in resolver.txt(where) if t.lower().startswith("v=dmarc1")]
-        if not records and _organizational(sender) != sender:
-            where = f"_dmarc.{_organizational(sender)}"
+        organizational = resolver.organizational(sender)
+        if not records and organizational != sender:
+            where = f"_dmarc.{organizational}"
             records = [t for t in resolver.txt(where) if t.lower().startswith("v=dmarc1")]
     except LookupFailed as exc:
         return [Check("dmarc", FAIL, exc.message, "check [doctor] nameservers, or the network")]
@@ -359,7 +383,7 @@ def _dmarc(settings: Settings, resolver: Resolver, return_path: str) -> list[Che
     dkim_domain = settings.dkim.domain or sender
     strict_dkim = _tag(record, "adkim").lower() == "s"
     strict_spf = _tag(record, "aspf").lower() == "s"
-    if not _aligned(sender, dkim_domain, strict_dkim):
+    if not _aligned(sender, dkim_domain, strict_dkim, resolver):
         checks.append(
             Check(
                 "alignment dkim",
@@ -371,7 +395,7 @@ def _dmarc(settings: Settings, resolver: Resolver, return_path: str) -> list[Che
         )
     else:
         checks.append(Check("alignment dkim", PASS, f"From {sender} aligned with d={dkim_domain}"))
-    if not _aligned(sender, return_path, strict_spf):
+    if not _aligned(sender, return_path, strict_spf, resolver):
         checks.append(
             Check(
                 "alignment return path",
@@ -391,59 +415,61 @@ def _dmarc(settings: Settings, resolver: Resolver, return_path: str) -> list[Che
 # -- the relay ------------------------------------------------------------------------------
 
 
-def _ptr(settings: Settings, resolver: Resolver, relay: list[str]) -> Check:
+def _ptr(smtp: SmtpSettings, index: int, resolver: Resolver, relay: list[str]) -> Check:
+    """Receivers score a sender whose address's PTR name differs from its EHLO name."""
+    name, where = _named("ptr", index, smtp), _setting(index)
     if not relay:
-        return Check("ptr", PASS, f"relay {settings.smtp.host} is on this machine: no PTR to check")
+        return Check(name, PASS, f"relay {smtp.host} is on this machine: no PTR to check")
     try:
-        helo = ehlo_name(settings.smtp)
+        helo = ehlo_name(smtp)
     except ConfigError as exc:
-        return Check("ptr", FAIL, exc.message, exc.hint or "")
+        return Check(name, FAIL, exc.message, (exc.hint or "").replace("smtp.", f"{where}.", 1))
     names = resolver.ptr(relay[0])
     if not names:
         return Check(
-            "ptr",
+            name,
             WARN,
             f"the relay's address {relay[0]} has no PTR record",
             f"ask the relay's provider for a PTR record {relay[0]} -> {helo}",
         )
     if helo.lower() not in names:
         return Check(
-            "ptr",
+            name,
             WARN,
             f"PTR of {relay[0]} is {names[0]}, EHLO says {helo}",
-            f'set smtp.helo_name = "{names[0]}"',
+            f'set {where}.helo_name = "{names[0]}"',
         )
-    return Check("ptr", PASS, f"PTR of {relay[0]} is {helo}, as EHLO says")
+    return Check(name, PASS, f"PTR of {relay[0]} is {helo}, as EHLO says")
 
 
-def _tls(settings: Settings) -> Check:
-    smtp = settings.smtp
+def _tls(smtp: SmtpSettings, index: int) -> Check:
+    name, where = _named("tls", index, smtp), _setting(index)
     local = is_loopback_host(smtp.host)
     if smtp.tls is TlsMode.NONE:
         if local:
-            return Check("tls", PASS, f"relay {smtp.host} is on this machine: plain SMTP")
+            return Check(name, PASS, f"relay {smtp.host} is on this machine: plain SMTP")
         return Check(
-            "tls",
+            name,
             FAIL,
-            f"mail to {smtp.host} goes in plain text (smtp.tls = none)",
-            'set smtp.tls = "starttls" (port 587) or "tls" (port 465)',
+            f"mail to {smtp.host} goes in plain text ({where}.tls = none)",
+            f'set {where}.tls = "starttls" (port 587) or "tls" (port 465)',
         )
     if not smtp.verify_certificate:
         return Check(
-            "tls",
+            name,
             FAIL,
             f"the certificate of {smtp.host} is not verified",
-            "set smtp.verify_certificate = true (smtp.ca_file for a private CA)",
+            f"set {where}.verify_certificate = true ({where}.ca_file for a private CA)",
         )
     problem = asyncio.run(probe_relay(smtp))
     if problem is not None:
         return Check(
-            "tls",
+            name,
             FAIL,
-            f"cannot open a verified {smtp.tls} session to {smtp.host}:{smtp.port}: {problem}",
-            "check smtp.host, smtp.port, smtp.tls and smtp.ca_file",
+            f"cannot open a verified {smtp.tls} session to {smtp.name}: {problem}",
+            f"check {where}.host, {where}.port, {where}.tls and {where}.ca_file",
         )
-    return Check("tls", PASS, f"{smtp.tls} to {smtp.host}:{smtp.port} with a verified certificate")
+    return Check(name, PASS, f"{smtp.tls} to {smtp.name} with a verified certificate")
 
 
 def _https(settings: Settings) -> Check:
@@ -505,6 +531,19 @@ def _secret(settings: Settings) -> Check:
             "print(secrets.token_urlsafe(32))')",
         )
     return Check("secret key", PASS, "a secret key is set")
+
+
+def _postal_address(settings: Settings) -> Check:
+    address = settings.site.postal_address.strip()
+    if not address:
+        return Check(
+            "postal address",
+            WARN,
+            "site.postal_address is empty: CAN-SPAM wants the sender's postal address in "
+            "every commercial mail, and GDPR says who sends it",
+            'set site.postal_address = "Street 1, 12345 City, Country" (every mail\'s footer)',
+        )
+    return Check("postal address", PASS, f"{address} (in every mail's footer)")
 
 
 def _rates(open_store: Callable[[], Store]) -> list[Check]:

@@ -3,7 +3,10 @@
 A bounded pool of worker tasks, each owning ONE persistent connection (never shared):
 reconnect on disconnect, a fresh connection every `messages_per_connection`, a shared rate
 limit, retries with exponential backoff and jitter on 4xx replies and connection errors,
-and a 5xx reply as a permanent failure for that recipient.
+and a 5xx reply as a permanent failure for that recipient. Relays in order ([smtp], then
+each [[smtp.relays]]): a session that cannot be opened (down, TLS, login refused) moves
+the whole pool on to the next relay for the rest of the run; a reply about a recipient
+never does.
 
 Exactly-once is the ledger's job, reached through the small `Ledger` protocol (app.py wires
 the store's delivery ledger in): `sending()` is awaited — committed — BEFORE the SMTP
@@ -33,7 +36,7 @@ from typing import Protocol
 
 import aiosmtplib
 
-from publisher.config import Settings, SmtpSettings, TlsMode, ehlo_name
+from publisher.config import Settings, SmtpSettings, TlsMode, ehlo_name, relay_chain
 from publisher.errors import SendError
 from publisher.messages import date_header
 from publisher.pacing import is_slow_down
@@ -63,11 +66,14 @@ _CONNECTION_ERRORS = (
 
 
 class ServerUnreachable(SendError):
-    """No session could be opened (refused, TLS, login): no recipient's fault.
+    """No session could be opened with the last relay (refused, TLS, login): no
+    recipient's fault.
 
     Never counts against a recipient (no bounce) and never marks a row failed: once one
     message has used all its attempts this way, the pool stops and leaves the rest open.
     """
+
+    detail: str = ""  # the reason alone, for "relay X unreachable (detail)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,6 +145,8 @@ class SendReport:
     # rows left pending at least once because their domain group's lane was full
     held: int = 0
     slowed: int = 0  # 421 / 451 4.7.x replies that paused a domain group
+    # relays that were down or refused the login, and the one that took over, in one line
+    failover: str | None = None
 
     def add(self, other: SendReport) -> None:
         """Count another pool's sending into this one (a send that finished several runs)."""
@@ -152,6 +160,7 @@ class SendReport:
         self.held += other.held
         self.slowed += other.slowed
         self.unreachable = self.unreachable or other.unreachable
+        self.failover = self.failover or other.failover
 
 
 class _RateLimit:
@@ -179,9 +188,14 @@ class Mailer:
     ) -> None:
         self.settings = settings
         self.signer = signer
+        # [smtp] then each [[smtp.relays]]; `active` only moves forward: the one that took
+        # over keeps the rest of the run (a flapping relay does not get every other message)
+        self.relays = relay_chain(settings)
+        self.helo_names = [ehlo_name(r) for r in self.relays]  # ConfigError before sending
+        self.active = 0  # index in `relays` of the relay in use
+        self.down: list[tuple[str, str]] = []  # (host:port, why) of each relay given up on
         self.pacer = pacer
         self._lanes = _Lanes(pacer) if pacer is not None else None
-        self.helo_name = ehlo_name(settings)  # ConfigError before anything is sent
         self._rate = _RateLimit(settings.rate_per_second)
         self.unreachable: ServerUnreachable | None = None  # set once: the pool stops
         self._date_line: tuple[int, bytes] = (0, b"")
@@ -233,6 +247,32 @@ class Mailer:
                 self._date_line = (second, date_header(now.replace(microsecond=0)))
             message = self._date_line[1] + message
         return message if self.signer is None else self.signer.sign(message)
+
+    def fail_over(self, index: int, problem: ServerUnreachable) -> bool:
+        """Relay `index` could not open a session: move on to the next one. False when it
+        was the last (the caller raises `problem`); True to connect to `self.active`."""
+        if index != self.active:
+            return True  # another worker has already moved on from it
+        if index + 1 >= len(self.relays):
+            return False
+        failed, self.active = self.relays[index], index + 1
+        self.down.append((failed.name, problem.detail))
+        log.info(
+            "relay %s unreachable (%s); %s takes over",
+            failed.name,
+            problem.detail,
+            self.relays[self.active].name,
+        )
+        return True
+
+    def failover_line(self) -> str | None:
+        """The line "relay A unreachable (why), sent through B" once B took over, else None."""
+        if not self.down or self.unreachable is not None:
+            return None
+        return f"{self._down_text()}, sent through {self.relays[self.active].name}"
+
+    def _down_text(self) -> str:
+        return "; ".join(f"relay {name} unreachable ({why})" for name, why in self.down)
 
     # -- one-off mail (confirmation) ------------------------------------------------
 
@@ -352,6 +392,9 @@ class Mailer:
         if self.unreachable is not None:
             found = self.unreachable
             report.unreachable = found.message + (f" ({found.hint})" if found.hint else "")
+            if self.down:
+                report.unreachable = f"{self._down_text()}; then {report.unreachable}"
+        report.failover = self.failover_line()
         return report
 
 
@@ -635,9 +678,11 @@ class _Worker:
         self.smtp: aiosmtplib.SMTP | None = None
         self.on_connection = 0
         self.attempts = 0
+        self.relay = mailer.relays[mailer.active]  # the relay of the open (or last) session
 
-    async def connect(self) -> aiosmtplib.SMTP:
-        s = self.settings
+    async def connect(self, index: int = 0) -> aiosmtplib.SMTP:
+        """A session (TLS, login) with relay `index` of the mailer's chain."""
+        s = self.mailer.relays[index]
         smtp = aiosmtplib.SMTP(
             hostname=s.host,
             port=s.port,
@@ -648,9 +693,14 @@ class _Worker:
             validate_certs=s.verify_certificate,
             cert_bundle=s.ca_file or None,  # a private CA
             timeout=s.timeout_seconds,
-            local_hostname=self.mailer.helo_name,  # not socket.getfqdn(): often "localhost"
+            local_hostname=self.mailer.helo_names[index],  # not socket.getfqdn(): "localhost"
         )
-        await smtp.connect()
+        self.relay = s
+        try:
+            await smtp.connect()
+        except BaseException:
+            smtp.close()
+            raise
         self.smtp, self.on_connection = smtp, 0
         return smtp
 
@@ -724,39 +774,54 @@ class _Worker:
             # the connection is in an unknown state: drop it, the retry opens a new one
             await self.close(polite=False)
             raise SendError(
-                f"{item.recipient}: connection to {self.settings.host}:{self.settings.port} "
-                f"failed: {exc}",
+                f"{item.recipient}: connection to {self.relay.name} failed: {exc}",
                 "is the SMTP server running? check smtp.host, smtp.port and smtp.tls",
                 recipient=item.recipient,
             ) from exc
 
     async def _connect_or_raise(self, item: Outgoing) -> aiosmtplib.SMTP:
-        """Connect (TLS, login); a failure here is the server's, not the item's."""
-        s = self.settings
-        try:
-            return await self.connect()
-        except (aiosmtplib.SMTPException, *_CONNECTION_ERRORS) as exc:
-            await self.close(polite=False)
-            detail = _describe(exc)
-            hint = "is the SMTP server running? check smtp.host, smtp.port and smtp.tls"
-            if "CERTIFICATE_VERIFY_FAILED" in detail or "certificate verify failed" in detail:
-                detail = "its TLS certificate did not verify: " + detail
-                hint = (
-                    "set smtp.ca_file to the CA that signed it, or (testing only) "
-                    "smtp.verify_certificate = false"
-                )
-            elif isinstance(exc, aiosmtplib.SMTPAuthenticationError):
-                hint = "check smtp.username and PUBLISHER_SMTP_PASSWORD"
-            raise ServerUnreachable(
-                f"cannot reach SMTP server {s.host}:{s.port} ({s.tls}): {detail}",
-                hint,
-                recipient=item.recipient,
-            ) from exc
+        """Connect (TLS, login) to the relay in use, else to the next ones in turn; a
+        failure here is the relays', not the item's."""
+        while True:
+            index = self.mailer.active
+            try:
+                return await self.connect(index)
+            except (aiosmtplib.SMTPException, *_CONNECTION_ERRORS) as exc:
+                await self.close(polite=False)
+                problem = _unreachable(self.mailer.relays[index], index, exc, item)
+                if not self.mailer.fail_over(index, problem):
+                    raise problem from exc
 
     async def _reset_after_refusal(self) -> None:
         """aiosmtplib already sent RSET; only a connection lost on the way is dropped."""
         if self.smtp is not None and not self.smtp.is_connected:
             await self.close(polite=False)
+
+
+def _unreachable(
+    relay: SmtpSettings, index: int, exc: BaseException, item: Outgoing
+) -> ServerUnreachable:
+    """Why relay `index` (0: [smtp], n: [[smtp.relays]] n) opened no session, with the fix."""
+    where = "smtp" if index == 0 else f"smtp.relays[{index}]"
+    detail = _describe(exc)
+    hint = f"is the SMTP server running? check {where}.host, {where}.port and {where}.tls"
+    if "CERTIFICATE_VERIFY_FAILED" in detail or "certificate verify failed" in detail:
+        detail = "its TLS certificate did not verify: " + detail
+        hint = (
+            f"set {where}.ca_file to the CA that signed it, or (testing only) "
+            f"{where}.verify_certificate = false"
+        )
+    elif isinstance(exc, aiosmtplib.SMTPAuthenticationError):
+        detail = f"login refused: {detail}"
+        password = "PUBLISHER_SMTP_PASSWORD" if index == 0 else f"{where}.password_env"
+        hint = f"check {where}.username and {password}"
+    problem = ServerUnreachable(
+        f"cannot reach SMTP server {relay.name} ({relay.tls}): {detail}",
+        hint,
+        recipient=item.recipient,
+    )
+    problem.detail = detail
+    return problem
 
 
 async def _sendmail(smtp: aiosmtplib.SMTP, item: Outgoing, message: bytes) -> None:

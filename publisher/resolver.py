@@ -1,4 +1,6 @@
-"""Adapter: DNS look-ups with dnspython. The only dnspython import.
+"""Adapter: DNS look-ups with dnspython (the only dnspython import), and the organizational
+domain of a name from the Public Suffix List (the only publicsuffixlist import; the list
+ships inside the package, nothing is fetched).
 
 Asks the nameservers `[doctor]` names (tests: a local server on 127.0.0.1 and a port),
 else the system's resolver. An absent name or record is an empty answer; a server that
@@ -10,6 +12,7 @@ from __future__ import annotations
 import dns.exception
 import dns.resolver
 import dns.reversename
+from publicsuffixlist import PublicSuffixList
 
 from publisher.config import DoctorSettings
 from publisher.errors import PublisherError
@@ -29,6 +32,7 @@ class Resolver:
             self._resolver.nameservers = servers
             self._resolver.port = settings.port
         self._resolver.lifetime = settings.timeout_seconds
+        self._suffixes: PublicSuffixList | None = None
 
     def _answer(self, name: str, kind: str) -> list[dns.rdata.Rdata]:
         try:
@@ -56,6 +60,15 @@ class Resolver:
         """The names the reverse zone gives for an IP address (no final dot, lower case)."""
         name = dns.reversename.from_address(address).to_text()
         return [record.to_text().rstrip(".").lower() for record in self._answer(name, "PTR")]
+
+    def organizational(self, name: str) -> str:
+        """DMARC's organizational domain (RFC 7489 3.2): the public suffix plus one label,
+        so news.example.co.uk -> example.co.uk, not co.uk. A name that is itself a public
+        suffix stands for itself."""
+        if self._suffixes is None:  # parsed on first use: a few hundred kB of rules
+            self._suffixes = PublicSuffixList()
+        name = name.lower().rstrip(".")
+        return self._suffixes.privatesuffix(name) or name
 
     def dkim_txt(self, name: bytes, timeout: float = 5) -> bytes | None:
         """dkimpy's `dnsfunc`: the first TXT record at `name`, or None."""

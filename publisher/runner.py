@@ -19,6 +19,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from publisher.config import Settings
+from publisher.doctor import FAIL, exempt_from_doctor
 from publisher.errors import PublisherError
 from publisher.imappoll import ImapPoller
 from publisher.listener import InboundListener
@@ -95,7 +96,9 @@ async def run(
             ).start()
 
         if options.send:
-            scheduler = DigestScheduler(settings, _digest_handler(app), engine=app.store.engine)
+            scheduler = DigestScheduler(
+                settings, _digest_handler(app, options), engine=app.store.engine
+            )
             for job in await scheduler.start():
                 log.info(
                     "digest job %s: next run %s", job.frequency, _local(job.next_run, settings)
@@ -206,10 +209,17 @@ async def _poll_imap(app: App, stop: asyncio.Event) -> None:
             await asyncio.wait_for(stop.wait(), imap.poll_seconds)
 
 
-def _digest_handler(app: App) -> Callable[[DigestDue], Awaitable[None]]:
-    """The scheduler's handler: one digest run of the due frequency, logged with its counts."""
+def _digest_handler(app: App, options: RunOptions) -> Callable[[DigestDue], Awaitable[None]]:
+    """The scheduler's handler: one digest run of the due frequency, logged with its counts;
+    none while `publisher doctor` fails, as `publisher send` refuses (the same exemptions)."""
 
     async def handler(due: DigestDue) -> None:
+        refusal = await asyncio.to_thread(_doctor_refusal, app, options)
+        if refusal is not None:
+            # no run is opened: each subscriber's window still starts at their last digest,
+            # so the next send that goes (scheduled or by hand) carries these articles too
+            log.error("scheduled %s digest not sent: %s", due.frequency, refusal)
+            return
         zone = app.settings.zone
         log.info(
             "digest run started: %s (due %s)",
@@ -219,10 +229,29 @@ def _digest_handler(app: App) -> Callable[[DigestDue], Awaitable[None]]:
         report = await app.send_digests_async(frequency=due.frequency)
         counts = ", ".join(f"{k} {v}" for k, v in report.summary().items())
         log.info("digest run finished: %s (run %s): %s", due.frequency, report.run_id, counts)
+        if report.failover:
+            log.warning("digest run %s: %s", report.run_id, report.failover)
         if report.unreachable:  # the rows stay open for the next run
             log.error("%s; %d messages left for the next run", report.unreachable, report.deferred)
 
     return handler
+
+
+def _doctor_refusal(app: App, options: RunOptions) -> str | None:
+    """Why a scheduled real send must wait, or None: no doctor fail, mail that stays on this
+    machine (--smtp-debug, or the loopback demo `send` exempts too), or doctor.skip_scheduled."""
+    settings = app.settings
+    if options.smtp_debug or settings.doctor.skip_scheduled or exempt_from_doctor(settings):
+        return None
+    failing = [check for check in app.doctor() if check.status == FAIL]
+    if not failing:
+        return None
+    first = failing[0]
+    return (
+        f"`publisher doctor` has {len(failing)} failing check(s), first {first.name}: "
+        f"{first.message}" + (f" (fix: {first.fix})" if first.fix else "") + "; it goes "
+        "out once they pass, or set doctor.skip_scheduled = true to send regardless"
+    )
 
 
 def _local(moment: datetime | None, settings: Settings) -> str | None:

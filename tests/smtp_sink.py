@@ -2,15 +2,18 @@
 
 Failure cases swap behaviour on the same real socket (aiosmtplib's own test style):
 `fail_once` answers 451 to a recipient's first RCPT, `reject` answers 550, `data_reply` answers DATA as given, `drop_after`
-closes each connection after N accepted messages, `slow_down` answers a domain's next N
-RCPTs with a 421 "slow down" reply, and `on_data` runs inside DATA before the reply (the
-kill tests SIGKILL the sender there: a message in flight). `arrivals` records when each
-message was accepted (time.monotonic(), recipient), for rates per domain.
+closes each connection after N accepted messages, `login` offers AUTH and refuses (535)
+any other login, `slow_down` answers a domain's next N RCPTs with a 421 "slow down" reply,
+and `on_data` runs inside DATA before the reply (the kill tests SIGKILL the sender there: a
+message in flight). `arrivals` records when each message was accepted
+(time.monotonic(), recipient), for rates per domain.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import socket
 import threading
 import time
 from collections import Counter
@@ -22,9 +25,9 @@ from typing import Any
 
 import pytest
 from aiosmtpd.smtp import SMTP as SMTPServer
-from aiosmtpd.smtp import Envelope, Session
+from aiosmtpd.smtp import AuthResult, Envelope, LoginPassword, Session
 
-__all__ = ["Received", "SmtpSink", "smtp_sink"]
+__all__ = ["Received", "SmtpSink", "closed_port", "running_sink", "smtp_sink"]
 
 
 @dataclass
@@ -56,6 +59,9 @@ class SmtpSink:
     slow_down: dict[str, int] = field(default_factory=dict)  # domain -> 421s still to give
     slowed: Counter[str] = field(default_factory=Counter)  # 421s given, per recipient
     arrivals: list[tuple[float, str]] = field(default_factory=list)
+    # set: AUTH is offered (without TLS) and only this (username, password) logs in
+    login: tuple[str, str] | None = None
+    logins: list[tuple[str, bool]] = field(default_factory=list)  # (username, accepted)
 
     # -- aiosmtpd handler hooks ---------------------------------------------------
 
@@ -102,6 +108,17 @@ class SmtpSink:
             asyncio.get_running_loop().call_soon(server.transport.close)
         return "250 OK queued"
 
+    def authenticate(
+        self, server: SMTPServer, session: Session, envelope: Envelope, mechanism: str, data: Any
+    ) -> AuthResult:
+        """aiosmtpd's authenticator: a wrong login gets its 535."""
+        if isinstance(data, LoginPassword):
+            user, password = data.login.decode(), data.password.decode()
+            accepted = (user, password) == self.login
+            self.logins.append((user, accepted))
+            return AuthResult(success=accepted, handled=False)
+        return AuthResult(success=False, handled=False)
+
     # -- queries ------------------------------------------------------------------
 
     def to(self, address: str) -> list[Received]:
@@ -132,7 +149,15 @@ class _Thread:
 
         def factory() -> SMTPServer:
             self.sink.connections += 1
-            return SMTPServer(self.sink, hostname="sink.test", data_size_limit=10_000_000)
+            if self.sink.login is None:
+                return SMTPServer(self.sink, hostname="sink.test", data_size_limit=10_000_000)
+            return SMTPServer(
+                self.sink,
+                hostname="sink.test",
+                data_size_limit=10_000_000,
+                authenticator=self.sink.authenticate,
+                auth_require_tls=False,
+            )
 
         future = asyncio.run_coroutine_threadsafe(
             self.loop.create_server(factory, self.sink.host, 0), self.loop
@@ -147,16 +172,30 @@ class _Thread:
         self.thread.join(timeout=5)
 
 
-@pytest.fixture
-def smtp_sink() -> Iterator[SmtpSink]:
-    """A recording aiosmtpd server on a free 127.0.0.1 port."""
-    sink = SmtpSink()
+@contextlib.contextmanager
+def running_sink(sink: SmtpSink | None = None) -> Iterator[SmtpSink]:
+    """`sink` (a fresh one by default) served on a free 127.0.0.1 port while inside."""
+    sink = sink or SmtpSink()
     runner = _Thread(sink)
     runner.start()
     try:
         yield sink
     finally:
         runner.stop()
+
+
+@pytest.fixture
+def smtp_sink() -> Iterator[SmtpSink]:
+    """A recording aiosmtpd server on a free 127.0.0.1 port."""
+    with running_sink() as sink:
+        yield sink
+
+
+def closed_port() -> int:
+    """A 127.0.0.1 port nothing listens on (bound, then released): a relay that is down."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 def send_config(folder: Any, database_url: str, sink: SmtpSink, **smtp: object) -> Any:

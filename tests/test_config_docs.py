@@ -79,3 +79,12 @@ def test_the_real_settings_show_types_defaults_and_variables() -> None:
     assert docs["inbound.imap.poll_seconds"].default == "`60.0`"
     assert docs["digest.subject"].default == '`"{site} {frequency} — {lead}{more}"`'
     assert "config_file" not in docs and "notices" not in docs
+
+
+def test_the_relays_array_of_tables_is_documented_as_one() -> None:
+    docs = {doc.dotted: doc for doc in setting_docs(Settings)}
+    assert "smtp.relays" not in docs  # not a value: a [[smtp.relays]] table per relay
+    assert docs["smtp.relays.host"].kind == "string"
+    assert docs["smtp.relays.password"].secret
+    assert "environment variable" in docs["smtp.relays.password_env"].meaning
+    assert "## `[[smtp.relays]]`" in render()

@@ -166,6 +166,7 @@ OWNERS = {
     "cryptography": {"webhooks", "scaffold", "signing"},
     "dkim": {"signing"},
     "dns": {"resolver"},
+    "publicsuffixlist": {"resolver"},
     "numpy": {"dedup", "prepare", "ingest"},
     "xxhash": {"dedup", "prepare"},
     "click": {"cli", "console"},

@@ -78,6 +78,11 @@ class DigestReport:
     def unreachable(self) -> str | None:
         return self.delivery.unreachable
 
+    @property
+    def failover(self) -> str | None:
+        """The line "relay A unreachable (why), sent through B" when a later relay took over."""
+        return self.delivery.failover
+
     def summary(self) -> dict[str, int]:
         return {
             "sent": self.sent,

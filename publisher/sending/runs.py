@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TypeVar
 
-from publisher.config import Settings, ehlo_name
+from publisher.config import Settings, ehlo_name, relay_chain
 from publisher.consent import send_failure_recorder
 from publisher.errors import PublisherError
 from publisher.mailer import Mailer, Pacer, SendReport
@@ -125,7 +125,8 @@ class DigestSender:
         key = chosen.value if chosen else "all"
         deliver_now = self.settings.workers.deliver_locally if deliver is None else deliver
         if deliver_now:
-            ehlo_name(self.settings.smtp)  # a sender unfit to greet its relay opens no run
+            for relay in relay_chain(self.settings.smtp):  # a sender unfit to greet
+                ehlo_name(relay)  # any of its relays opens no run
         report = DigestReport(dry_run=False, as_of=as_of)
         unfinished = await asyncio.to_thread(self._read, lambda runs: runs.unfinished_runs())
         for run in unfinished:

@@ -27,7 +27,7 @@ from publisher.signing import load_key, public_record
 from tests.conftest import SEEDS, TEST_SECRET_KEY
 from tests.dns_server import LocalDns
 from tests.integration.test_faults_smtp import Server
-from tests.smtp_sink import SmtpSink
+from tests.smtp_sink import SmtpSink, closed_port
 
 DOMAIN = "news.harbin-daily.net"
 INGESTED = datetime(2026, 11, 20, 10, 0, tzinfo=UTC)
@@ -85,10 +85,15 @@ def production_config(
     return path
 
 
-def good_zone(zone: LocalDns, pem: str) -> None:
-    zone.add(DOMAIN, "TXT", "v=spf1 ip4:192.0.2.10 -all")
-    zone.add(f"mail._domainkey.{DOMAIN}", "TXT", public_record(load_key(pem, "mail", "")))
-    zone.add(f"_dmarc.{DOMAIN}", "TXT", "v=DMARC1; p=quarantine; rua=mailto:dmarc@" + DOMAIN)
+def good_zone(
+    zone: LocalDns, pem: str, domain: str = DOMAIN, *, dmarc_at: str | None = None
+) -> None:
+    """SPF, DKIM and DMARC for `domain` (DMARC at `dmarc_at`, its organizational domain)."""
+    zone.add(domain, "TXT", "v=spf1 ip4:192.0.2.10 -all")
+    zone.add(f"mail._domainkey.{domain}", "TXT", public_record(load_key(pem, "mail", "")))
+    zone.add(
+        f"_dmarc.{dmarc_at or domain}", "TXT", "v=DMARC1; p=quarantine; rua=mailto:dmarc@" + domain
+    )
 
 
 def _doctor(config: Path, *extra: str) -> tuple[int, str]:
@@ -302,3 +307,146 @@ def test_a_dkim_key_is_never_printed(
     from publisher.secrecy import redact, secret_values
 
     assert redact(f"oops: {lines[2]}", secret_values(settings)) == "oops: ***"
+
+
+def _lines(output: str, name: str) -> list[str]:
+    """The output lines of the check called `name` ("fail  dmarc: ...")."""
+    return [line for line in output.splitlines() if line[6:].startswith(f"{name}: ")]
+
+
+def test_alignment_takes_the_organizational_domain_from_the_public_suffix_list(
+    tmp_path: Path, smtp_sink: SmtpSink, local_dns: LocalDns, pems: tuple[str, str]
+) -> None:
+    """news.harbin.co.uk belongs to harbin.co.uk, not to co.uk: another paper's .co.uk
+    domain signing is not aligned; harbin.co.uk signing is (relaxed)."""
+    uk, other = "news.harbin.co.uk", "other-paper.co.uk"
+    good_zone(local_dns, pems[0], uk, dmarc_at="harbin.co.uk")
+    record = public_record(load_key(pems[0], "mail", ""))
+    for signer in (other, "harbin.co.uk"):
+        local_dns.add(f"mail._domainkey.{signer}", "TXT", record)
+    outputs = {}
+    for signer in (other, "harbin.co.uk"):
+        folder = tmp_path / signer
+        folder.mkdir()
+        config = production_config(folder, smtp_sink, local_dns, pems[0], dkim_domain=f'"{signer}"')
+        config.write_text(config.read_text(encoding="utf-8").replace(DOMAIN, uk), "utf-8")
+        outputs[signer] = _doctor(config)
+    code, output = outputs[other]
+    assert code == 1, output
+    [line] = _lines(output, "alignment dkim")
+    assert (
+        line.startswith("fail") and f"From domain {uk} is not aligned with DKIM d={other}" in line
+    )
+    # the DMARC record is found at the organizational domain, not at _dmarc.co.uk
+    [dmarc] = _lines(output, "dmarc")
+    assert dmarc.startswith("pass  dmarc: DMARC at _dmarc.harbin.co.uk: p=quarantine"), output
+    assert "TXT _dmarc.co.uk" not in local_dns.asked
+    code, output = outputs["harbin.co.uk"]
+    assert code == 0, output
+    [line] = _lines(output, "alignment dkim")
+    assert line.startswith(f"pass  alignment dkim: From {uk} aligned with d=harbin.co.uk")
+
+
+def test_an_empty_postal_address_is_a_warning_with_its_fix(
+    tmp_path: Path, smtp_sink: SmtpSink, local_dns: LocalDns, pems: tuple[str, str]
+) -> None:
+    good_zone(local_dns, pems[0])
+    config = production_config(tmp_path, smtp_sink, local_dns, pems[0])
+    code, output = _doctor(config)
+    assert code == 0, output
+    [line] = _lines(output, "postal address")
+    assert line.startswith("warn  postal address: site.postal_address is empty"), output
+    assert "CAN-SPAM" in line and 'fix: set site.postal_address = "' in line
+    text = config.read_text(encoding="utf-8")
+    config.write_text(
+        text + '[site]\npostal_address = "1 Zhongshan Road, Harbin 150001, China"\n', "utf-8"
+    )
+    code, output = _doctor(config)
+    assert code == 0, output
+    [line] = _lines(output, "postal address")
+    assert line.startswith("pass  postal address: 1 Zhongshan Road"), output
+
+
+# TEST-NET-1 (RFC 5737) addresses: never routed, and with probe=False never connected to
+RELAY_ONE, RELAY_TWO, RELAY_THREE = "192.0.2.25", "192.0.2.26", "192.0.2.27"
+
+
+def _ptr_name(address: str) -> str:
+    return ".".join(reversed(address.split("."))) + ".in-addr.arpa"
+
+
+def test_each_relays_ptr_is_checked_against_its_ehlo_name(
+    tmp_path: Path, smtp_sink: SmtpSink, local_dns: LocalDns, pems: tuple[str, str]
+) -> None:
+    from publisher.doctor import run_checks
+    from publisher.resolver import Resolver
+
+    good_zone(local_dns, pems[0])
+    mx = f"mx.{DOMAIN}"
+    local_dns.add(mx, "A", RELAY_ONE)
+    local_dns.add(_ptr_name(RELAY_ONE), "PTR", mx + ".")
+    local_dns.add(_ptr_name(RELAY_TWO), "PTR", "out.relay-provider.net.")
+    config = production_config(
+        tmp_path, smtp_sink, local_dns, pems[0], f'helo_name = "{mx}"', 'tls = "starttls"'
+    )
+    config.write_text(
+        config.read_text(encoding="utf-8").replace('host = "127.0.0.1"', f'host = "{mx}"')
+        + f'[[smtp.relays]]\nhost = "{RELAY_TWO}"\n[[smtp.relays]]\nhost = "{RELAY_THREE}"\n',
+        "utf-8",
+    )
+    settings = load_settings(config, environ={})
+    checks = {c.name: c for c in run_checks(settings, Resolver(settings.doctor), probe=False)}
+    assert checks["ptr"].status == "pass", checks["ptr"]
+    assert checks["ptr"].message == f"PTR of {RELAY_ONE} is {mx}, as EHLO says"
+    second = checks[f"ptr {RELAY_TWO}:587"]
+    assert second.status == "warn"
+    assert second.message == f"PTR of {RELAY_TWO} is out.relay-provider.net, EHLO says {mx}"
+    assert second.fix == 'set smtp.relays[1].helo_name = "out.relay-provider.net"'
+    third = checks[f"ptr {RELAY_THREE}:587"]
+    assert third.status == "warn" and f"{RELAY_THREE} has no PTR record" in third.message
+    assert third.fix == f"ask the relay's provider for a PTR record {RELAY_THREE} -> {mx}"
+    # SPF must let every relay send, not only the first
+    spf = checks[f"spf {DOMAIN}"]
+    assert spf.status == "warn" and RELAY_ONE in spf.message
+    assert f"PTR {_ptr_name(RELAY_ONE)}" in local_dns.asked
+
+
+def test_every_relay_gets_its_tls_check(
+    tmp_path: Path, local_dns: LocalDns, pems: tuple[str, str]
+) -> None:
+    ca = trustme.CA()
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(context)
+    ca_file = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    server_log = logging.getLogger("mail.log")
+    level, server_log.level = server_log.level, logging.CRITICAL
+    relay = Server(
+        lambda sink: SMTPServer(
+            sink, hostname="relay.test", tls_context=context, require_starttls=True
+        )
+    )
+    good_zone(local_dns, pems[0])
+    down = closed_port()
+    try:
+        config = production_config(
+            tmp_path, relay, local_dns, pems[0], 'tls = "starttls"', f'ca_file = "{ca_file}"'
+        )
+        with config.open("a", encoding="utf-8") as out:
+            out.write(
+                f'[[smtp.relays]]\nhost = "127.0.0.1"\nport = {relay.port}\n'
+                f'ca_file = "{ca_file}"\n'
+                f'[[smtp.relays]]\nhost = "127.0.0.1"\nport = {down}\n'
+            )
+        code, output = _doctor(config)
+    finally:
+        relay.stop()
+        server_log.setLevel(level)
+    assert code == 1, output
+    [first] = _lines(output, "tls")
+    assert first.startswith(f"pass  tls: starttls to 127.0.0.1:{relay.port}"), output
+    [second] = _lines(output, f"tls 127.0.0.1:{relay.port}")
+    assert second.startswith("pass"), output
+    [third] = _lines(output, f"tls 127.0.0.1:{down}")
+    assert third.startswith("fail") and "cannot open a verified starttls session" in third
+    assert "fix: check smtp.relays[2].host, smtp.relays[2].port, smtp.relays[2].tls" in third

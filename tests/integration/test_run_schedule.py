@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import email
 import logging
+from collections.abc import Callable
 from datetime import datetime
 from email.policy import default
 from pathlib import Path
@@ -19,7 +20,9 @@ from publisher.config import load_settings
 from publisher.runner import RunOptions, run
 from publisher.schedule import stored_jobs
 from tests.conftest import SEEDS, write_config
+from tests.dns_server import LocalDns
 from tests.integration.test_run import free_port
+from tests.smtp_sink import SmtpSink
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 
@@ -98,3 +101,83 @@ def _finished(caplog: pytest.LogCaptureFixture) -> bool:
 def _moved_on(app: App) -> bool:
     [weekly] = stored_jobs(app.store.engine)
     return weekly.next_run == datetime(2024, 6, 10, 8, tzinfo=SHANGHAI)
+
+
+@pytest.mark.parametrize("skip", [False, True], ids=["doctor-fails", "skip-configured"])
+def test_a_scheduled_send_refuses_while_doctor_fails_and_run_keeps_going(
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    smtp_sink: SmtpSink,
+    local_dns: LocalDns,
+    skip: bool,
+) -> None:
+    """A real relay and a real From domain with an empty zone: doctor fails (no SPF, DKIM,
+    DMARC), so the 08:00 job sends nothing, says why in one line, and `run` stays up;
+    doctor.skip_scheduled = true sends as `send --skip-doctor` would."""
+    domain = "news.harbin-daily.net"
+    config = write_config(
+        tmp_path,
+        f"sqlite:///{tmp_path / 'data' / 'publisher.db'}",
+        seeds_dir=f'"{SEEDS}"',
+        smtp=(
+            f'{{ host = "127.0.0.1", port = {smtp_sink.port}, '
+            f'from_address = "Harbin Daily <editor@{domain}>", backoff_seconds = 0.01 }}'
+        ),
+        digest=f'{{ list_id = "digest.{domain}" }}',
+        doctor=(
+            f'{{ nameservers = "127.0.0.1", port = {local_dns.port}, timeout_seconds = 5, '
+            f"skip_scheduled = {'true' if skip else 'false'} }}"
+        ),
+        schedule='{ weekly_day = "mon", weekly_time = "08:00", daily_time = "" }',
+    )
+    app = App(load_settings(config, environ={}))
+    subscribers = ["ada@example.org", "bo@example.org"]
+    for address in subscribers:
+        app.add_subscriber(address)
+    refused = "scheduled weekly digest not sent: `publisher doctor` has"
+    done: Callable[[], bool] = (
+        (lambda: _finished(caplog)) if skip else (lambda: _logged(caplog, refused))
+    )
+
+    async def scenario() -> None:
+        stop, ready = asyncio.Event(), asyncio.Event()
+        task = asyncio.create_task(run(app, stop, RunOptions(port=free_port()), ready=ready))
+        await asyncio.wait_for(ready.wait(), 20)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 60
+        while not (done() and _moved_on(app)):
+            assert loop.time() < deadline, caplog.text
+            assert not task.done(), caplog.text
+            await asyncio.sleep(0.1)
+        assert not task.done()  # `run` is still up: web, watcher and the next job
+        stop.set()
+        await asyncio.wait_for(task, 30)
+
+    monday_morning = datetime(2024, 6, 3, 7, 59, 55, tzinfo=SHANGHAI)
+    logger = logging.getLogger("publisher")
+    propagate = logger.propagate
+    logger.addHandler(caplog.handler)
+    logger.propagate = False
+    try:
+        with (
+            caplog.at_level("INFO", logger="publisher"),
+            time_machine.travel(monday_morning, tick=True),
+        ):
+            asyncio.run(scenario())
+    finally:
+        logger.removeHandler(caplog.handler)
+        logger.propagate = propagate
+        app.close()
+    if skip:
+        assert sorted(smtp_sink.per_recipient()) == subscribers
+        assert not _logged(caplog, refused)
+        return
+    [line] = [r for r in caplog.records if r.getMessage().startswith(refused)]
+    assert line.levelname == "ERROR"
+    assert "failing check(s)" in line.getMessage() and "doctor.skip_scheduled" in line.getMessage()
+    assert not _logged(caplog, "digest run started")
+    assert smtp_sink.messages == [] and smtp_sink.connections == 0
+
+
+def _logged(caplog: pytest.LogCaptureFixture, start: str) -> bool:
+    return any(r.getMessage().startswith(start) for r in caplog.records)
