@@ -233,6 +233,7 @@ class Mailer:
         """Wait until a lane that held rows back has room for them again (or the server
         is found unreachable); then count held rows afresh."""
         if self._lanes is not None:
+            self._lanes.next_page()  # asked for after the last page was all taken
             await self._lanes.room_for_held(lambda: self.unreachable is not None)
 
     def dated(self, item: Outgoing) -> bytes:

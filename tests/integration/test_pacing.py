@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import insert, select
+from sqlalchemy import insert, select, update
 
 from publisher.app import App
 from publisher.config import load_settings
@@ -173,6 +173,31 @@ def test_a_421_for_one_domain_pauses_that_domain_only(
     assert abs(rates["gmail.com"] - gmail) <= 0.1 * gmail, rates
     # outlook.com lost at least its first pause (1 s) on top of its 159 slots
     assert _span(smtp_sink, "outlook.com") >= 159 / LIMITS["outlook.com"] + 1.0
+
+
+def test_rows_closed_without_a_message_free_their_lane_room(
+    tmp_path: Path, sqlite_url: str, smtp_sink: SmtpSink
+) -> None:
+    """Rows the producer closes without a message (unsubscribed after the fan-out) were
+    admitted to a lane: they must not keep its room, or the rows held behind them would
+    wait for ever. gmail.com at 50/s keeps 500 in memory; 520 of its 560 people leave."""
+    people = _people({"gmail.com": 560, "example.org": 40})
+    config = _prepare(tmp_path, sqlite_url, smtp_sink, people)
+    app = App(load_settings(config, environ={}))
+    app.send_digests(now=NOW, deliver=False)  # fan out only
+    leaving = [f"reader{n:04}@gmail.com" for n in range(520)]
+    with app.store.begin() as connection:
+        connection.execute(
+            update(subscribers)
+            .where(subscribers.c.email.in_(leaving))
+            .values(status="unsubscribed")
+        )
+    report = app.send_digests(now=NOW)  # resumes the open run
+    app.close()
+
+    staying = [email for email in people if email not in set(leaving)]
+    assert report.sent == len(staying) == 80
+    _assert_once(smtp_sink, staying)
 
 
 # -- two workers on PostgreSQL ----------------------------------------------------------
