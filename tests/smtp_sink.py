@@ -58,6 +58,7 @@ class SmtpSink:
     helo_names: list[str] = field(default_factory=list)  # what each MAIL's session said
     slow_down: dict[str, int] = field(default_factory=dict)  # domain -> 421s still to give
     slowed: Counter[str] = field(default_factory=Counter)  # 421s given, per recipient
+    slowed_at: list[float] = field(default_factory=list)  # time.monotonic() of each 421
     arrivals: list[tuple[float, str]] = field(default_factory=list)
     # set: AUTH is offered (without TLS) and only this (username, password) logs in
     login: tuple[str, str] | None = None
@@ -84,6 +85,7 @@ class SmtpSink:
         if self.slow_down.get(domain, 0) > 0:
             self.slow_down[domain] -= 1
             self.slowed[address] += 1
+            self.slowed_at.append(time.monotonic())
             return "421 4.7.0 Try again later, closing connection"
         if address in self.fail_once:
             self.fail_once.discard(address)
