@@ -159,11 +159,15 @@ def child_prepare(folder: str, subscribers: int) -> dict[str, float]:
     return {"seconds": time.perf_counter() - started}
 
 
-def child_publisher(folder: str) -> dict[str, float]:
+def child_publisher(folder: str, paced: bool = True) -> dict[str, float]:
+    """`publisher send` as configured (pacing on: the default groups, every bench address
+    in the unlimited rest), or with no pacer at all (`paced=False`)."""
     from publisher.app import App
     from publisher.config import load_settings
 
     app = App(load_settings(Path(folder) / "publisher.toml", environ={}))
+    if not paced:
+        app.sender.pacer = None
     started = time.perf_counter()
     report = app.send_digests(now=NOW)
     seconds = time.perf_counter() - started
@@ -338,6 +342,7 @@ def _preview(folder: Path, sample_dir: Path) -> None:
 
 def bench(count: int, port: int) -> list[tuple[str, str, str]]:
     ours: list[dict[str, float]] = []
+    unpaced: list[dict[str, float]] = []
     raw: list[dict[str, float]] = []
     preview_ms = 0.0
     for run in range(RUNS):
@@ -371,11 +376,18 @@ def bench(count: int, port: int) -> list[tuple[str, str, str]]:
                 (sample_dir / "preview").mkdir()
                 shutil.copy(biggest, sample_dir / "preview" / biggest.name)
             ours.append(_child("publisher", str(folder)))
+            # the same rows again, sent once more by a run with no pacer: a fresh database
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir()
+            _config(folder, port)
+            _child("prepare", str(folder), str(count))
+            unpaced.append(_child("unpaced", str(folder)))
             raw.append(_child("baseline", str(sample_dir), str(port), str(count)))
         finally:
             shutil.rmtree(folder, ignore_errors=True)
         print(
             f"  run {run + 1}: publisher {ours[-1]['sent'] / ours[-1]['seconds']:.0f} msg/s, "
+            f"no pacer {unpaced[-1]['sent'] / unpaced[-1]['seconds']:.0f} msg/s, "
             f"raw {raw[-1]['sent'] / raw[-1]['seconds']:.0f} msg/s",
             flush=True,
         )
@@ -384,6 +396,8 @@ def bench(count: int, port: int) -> list[tuple[str, str, str]]:
     rate = [r["sent"] / r["seconds"] for r in ours]
     base = [r["sent"] / r["seconds"] for r in raw]
     ratios = [a / b for a, b in zip(rate, base, strict=True)]
+    off = [r["sent"] / r["seconds"] for r in unpaced]
+    paced_ratios = [a / b for a, b in zip(rate, off, strict=True)]
     return [
         (
             "publisher send, msg/s",
@@ -399,6 +413,16 @@ def bench(count: int, port: int) -> list[tuple[str, str, str]]:
             "publisher / baseline",
             f"{statistics.median(ratios):.0%}",
             "target >= 70 %; per run: " + ", ".join(f"{r:.0%}" for r in ratios),
+        ),
+        (
+            "publisher send with no pacer, msg/s",
+            f"{statistics.median(off):,.0f}",
+            "runs: " + ", ".join(f"{r:,.0f}" for r in off),
+        ),
+        (
+            "pacing on (default groups, all unlimited) / no pacer",
+            f"{statistics.median(paced_ratios):.0%}",
+            "per run: " + ", ".join(f"{r:.0%}" for r in paced_ratios),
         ),
         (
             "render + inline per distinct digest",
@@ -459,6 +483,8 @@ if __name__ == "__main__":
             result = child_prepare(rest[0], int(rest[1]))
         elif kind == "publisher":
             result = child_publisher(rest[0])
+        elif kind == "unpaced":
+            result = child_publisher(rest[0], paced=False)
         elif kind == "sign":
             result = child_sign_cost(rest[0], rest[1], int(rest[2]))
         else:

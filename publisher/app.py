@@ -361,9 +361,11 @@ class App:
     def sender(self) -> DigestSender:
         """Digest runs: fan-out, the producer, the dry run."""
         if self._sender is None:
+            from publisher.sending.pacing import DatabasePacer
             from publisher.sending.runs import DigestSender
 
-            self._sender = DigestSender(self.settings, self.store)
+            pacer = DatabasePacer(self.settings.pacing, self.store)
+            self._sender = DigestSender(self.settings, self.store, pacer=pacer)
         return self._sender
 
     # -- scale-out workers ---------------------------------------------------------
@@ -377,8 +379,9 @@ class App:
         from publisher.sending.claiming import ClaimingSender, require_shared_database
 
         require_shared_database(self.store)
+        sender = self.sender
         return ClaimingSender(
-            self.sender.producer, concurrency=concurrency, on_progress=on_progress
+            sender.producer, concurrency=concurrency, on_progress=on_progress, pacer=sender.pacer
         )
 
     def status(self, now: datetime | None = None) -> dict[str, Any]:

@@ -328,6 +328,65 @@ class WebhookSettings:
         return tuple(t.strip() for t in self.ses_topic_arns.split(",") if t.strip())
 
 
+# Conservative starting points (messages per second per sending host); the providers
+# publish no numbers, they slow a sender down with 421 / 451 4.7.x replies instead, which
+# the pacing also honours. Microsoft is the quickest to defer a new sender.
+DEFAULT_PACING = (
+    "gmail.com|googlemail.com = 20/s; "
+    "outlook.com|hotmail.com|live.com|msn.com = 10/s; "
+    "yahoo.com|ymail.com|aol.com = 10/s; "
+    "icloud.com|me.com|mac.com = 10/s"
+)
+PACING_KEYS = frozenset({"default", "backoff_seconds", "backoff_max_seconds"})
+_RATE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*/\s*(s|sec|second|m|min|minute|h|hour)\s*")
+_PER = {"s": 1, "sec": 1, "second": 1, "m": 60, "min": 60, "minute": 60, "h": 3600, "hour": 3600}
+
+
+def parse_rate(text: str) -> float:
+    """Messages per second of a limit such as "20/s", "600/min" or "unlimited" (0.0);
+    ValueError for anything else."""
+    if text.strip().lower() == "unlimited":
+        return 0.0
+    found = _RATE.fullmatch(text.lower())
+    if found is None or float(found.group(1)) <= 0:
+        raise ValueError(text)
+    return float(found.group(1)) / _PER[found.group(2)]
+
+
+def pacing_groups(limits: str) -> tuple[tuple[str, str], ...]:
+    """("a.com|b.com", "20/s") pairs of the `limits` string, in order."""
+    pairs = []
+    for part in limits.split(";"):
+        if part.strip():
+            group, _, limit = part.partition("=")
+            pairs.append((group.strip().lower(), limit.strip()))
+    return tuple(pairs)
+
+
+@dataclass(frozen=True)
+class PacingSettings:
+    """`[pacing]`: how fast mail goes to each recipient domain group, over all workers.
+
+    Each key of the table other than those below is a `|`-separated domain group and its
+    value a limit: `"gmail.com|googlemail.com" = "20/s"`, `"600/min"`, `"unlimited"`.
+    """
+
+    # the domain groups and their limits; a key given in [pacing] replaces the group of
+    # the same name here (or adds one, checked first), e.g. "outlook.com|hotmail.com" = "5/s"
+    limits: str = DEFAULT_PACING
+    # the limit of every domain in no group
+    default: str = "unlimited"
+    # the first pause of a domain group after a 421 or 451 4.7.x reply; doubles while
+    # they go on
+    backoff_seconds: float = 2.0
+    # the longest such pause
+    backoff_max_seconds: float = 300.0
+
+    @property
+    def groups(self) -> tuple[tuple[str, str], ...]:
+        return pacing_groups(self.limits)
+
+
 @dataclass(frozen=True)
 class WebSubSettings:
     """`[websub]`: hubs the feeds name and ping, and the built-in hub at /websub."""
@@ -433,6 +492,7 @@ class Settings:
     dkim: DkimSettings = field(default_factory=DkimSettings)
     doctor: DoctorSettings = field(default_factory=DoctorSettings)
     websub: WebSubSettings = field(default_factory=WebSubSettings)
+    pacing: PacingSettings = field(default_factory=PacingSettings)
 
     # notes for the operator found while loading (a config file others
     # can read holds a secret); the CLI prints each once on stderr
@@ -630,7 +690,9 @@ def _build(raw: dict[str, Any], base: Path, path: Path | None) -> Settings:
     values: dict[str, Any] = {"config_file": path}
     known_top = {f.name for f in fields(Settings)} - {"config_file"}
     for key, value in raw.items():
-        if key in _SECTIONS:
+        if key == "pacing":
+            values[key] = _pacing(value, where)
+        elif key in _SECTIONS:
             if not isinstance(value, dict):
                 raise ConfigError(f"[{key}] must be a table{where}")
             values[key] = _section(_SECTIONS[key], key, value, where)
@@ -676,6 +738,45 @@ def _build(raw: dict[str, Any], base: Path, path: Path | None) -> Settings:
         settings = replace(settings, inbound=replace(settings.inbound, imap=imap))
     settings = _dkim_keys(settings, base, where)
     _validate(settings, where)
+    return settings
+
+
+def _pacing(raw: Any, where: str) -> PacingSettings:
+    """[pacing]: domain group keys become `limits` (given groups first), the rest are
+    ordinary settings; every limit checked here, naming its key."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"[pacing] must be a table{where}")
+    given: list[tuple[str, str]] = []
+    others: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key in PACING_KEYS or key == "limits":
+            others[key] = value
+            continue
+        names = [name.strip() for name in str(key).lower().split("|")]
+        if not all(_DOMAIN.fullmatch(name) for name in names):
+            raise ConfigError(
+                f"pacing key {key!r} is not a domain group{where}",
+                'write domains separated by |, e.g. "gmail.com|googlemail.com" = "20/s"',
+            )
+        given.append(("|".join(names), str(value)))
+    settings: PacingSettings = _section(PacingSettings, "pacing", others, where)
+    named = {group for group, _ in given}
+    kept = [pair for pair in settings.groups if pair[0] not in named]
+    limits = "; ".join(f"{group} = {limit}" for group, limit in [*given, *kept])
+    settings = replace(settings, limits=limits)
+    for group, limit in [*given, *kept, ("default", settings.default)]:
+        try:
+            parse_rate(limit)
+        except ValueError:
+            raise ConfigError(
+                f"pacing {group!r} = {limit!r} is not a limit{where}",
+                'write e.g. "20/s", "600/min" or "unlimited"',
+            ) from None
+    if settings.backoff_seconds <= 0 or settings.backoff_max_seconds < settings.backoff_seconds:
+        raise ConfigError(
+            f"pacing.backoff_seconds must be more than 0 and at most "
+            f"pacing.backoff_max_seconds{where}"
+        )
     return settings
 
 

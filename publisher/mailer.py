@@ -12,6 +12,13 @@ Exactly-once is the ledger's job, reached through the small `Ledger` protocol (a
 the store's delivery ledger in): `sending()` is awaited — committed — BEFORE the SMTP
 transaction starts, `sent()`/`failed()` after. The only message that can repeat after a
 crash is the one in flight at that instant, and it keeps its Message-ID.
+
+Pacing per recipient domain group goes through the small `Pacer` protocol (app.py and the
+senders wire the database's in): a limited group's messages wait in their own lane for a
+slot, so a slow group never holds up the connections the others use; past a lane's
+capacity `admitting()` leaves it out and the caller leaves the row pending, to read it again when
+the lane has room. A 421 or 451 4.7.x reply pauses the group and puts the message back
+in its lane (still 'sending', the same Message-ID): it goes again in the same run.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ import contextlib
 import logging
 import random
 import time
+from collections import Counter, deque
 from collections.abc import AsyncIterable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -31,9 +39,18 @@ import aiosmtplib
 from publisher.config import Settings, SmtpSettings, TlsMode, ehlo_name, relay_chain
 from publisher.errors import SendError
 from publisher.messages import date_header
+from publisher.pacing import is_slow_down
 from publisher.signing import Signer, signer_for
 
-__all__ = ["Ledger", "Mailer", "Outgoing", "SendReport", "ServerUnreachable", "probe_relay"]
+__all__ = [
+    "Ledger",
+    "Mailer",
+    "Outgoing",
+    "Pacer",
+    "SendReport",
+    "ServerUnreachable",
+    "probe_relay",
+]
 
 log = logging.getLogger("publisher.mailer")
 
@@ -85,6 +102,35 @@ class Ledger(Protocol):
     async def failed(self, item: Outgoing, error: SendError, attempts: int) -> None: ...
 
 
+class Pacer(Protocol):
+    """Per recipient domain group limits shared with every other sending process."""
+
+    def group(self, recipient: str) -> str:
+        """The name of the recipient's domain group."""
+        ...
+
+    def paced(self, group: str) -> bool:
+        """Whether the group's messages wait for slots now (False: unlimited, no pause)."""
+        ...
+
+    def capacity(self, group: str) -> int:
+        """How many of the group's messages may wait in memory at once."""
+        ...
+
+    async def reserve(self, group: str, count: int) -> list[float]:
+        """Start times (epoch seconds) of the group's next slots, at most `count`, reserved
+        for this process."""
+        ...
+
+    async def slow_down(self, group: str) -> None:
+        """The group's server asked to slow down: pause it, for every process."""
+        ...
+
+
+# a message answered "slow down" this often goes the ordinary 4xx way (retries, then failed)
+MAX_SLOW_DOWNS = 10
+
+
 @dataclass
 class SendReport:
     sent: int = 0
@@ -96,6 +142,9 @@ class SendReport:
     # the server could not be reached; `deferred` rows were left open
     deferred: int = 0
     unreachable: str | None = None
+    # rows left pending at least once because their domain group's lane was full
+    held: int = 0
+    slowed: int = 0  # 421 / 451 4.7.x replies that paused a domain group
     # relays that were down or refused the login, and the one that took over, in one line
     failover: str | None = None
 
@@ -108,6 +157,8 @@ class SendReport:
         self.failures.extend(other.failures)
         self.seconds += other.seconds
         self.deferred += other.deferred
+        self.held += other.held
+        self.slowed += other.slowed
         self.unreachable = self.unreachable or other.unreachable
         self.failover = self.failover or other.failover
 
@@ -132,7 +183,9 @@ class _RateLimit:
 class Mailer:
     """Sends through a pool of `pool_size` connections."""
 
-    def __init__(self, settings: SmtpSettings, signer: Signer | None = None) -> None:
+    def __init__(
+        self, settings: SmtpSettings, signer: Signer | None = None, pacer: Pacer | None = None
+    ) -> None:
         self.settings = settings
         self.signer = signer
         # [smtp] then each [[smtp.relays]]; `active` only moves forward: the one that took
@@ -141,15 +194,47 @@ class Mailer:
         self.helo_names = [ehlo_name(r) for r in self.relays]  # ConfigError before sending
         self.active = 0  # index in `relays` of the relay in use
         self.down: list[tuple[str, str]] = []  # (host:port, why) of each relay given up on
+        self.pacer = pacer
+        self._lanes = _Lanes(pacer) if pacer is not None else None
         self._rate = _RateLimit(settings.rate_per_second)
         self.unreachable: ServerUnreachable | None = None  # set once: the pool stops
         self._date_line: tuple[int, bytes] = (0, b"")
 
     @classmethod
-    def for_settings(cls, settings: Settings, smtp: SmtpSettings | None = None) -> Mailer:
+    def for_settings(
+        cls, settings: Settings, smtp: SmtpSettings | None = None, pacer: Pacer | None = None
+    ) -> Mailer:
         """The mailer every outgoing mail of these settings goes through: their relay (or
-        `smtp`, a variant of it) and their DKIM signer."""
-        return cls(smtp or settings.smtp, signer_for(settings))
+        `smtp`, a variant of it), their DKIM signer and, for digests, the pacer."""
+        return cls(smtp or settings.smtp, signer_for(settings), pacer)
+
+    # -- pacing ---------------------------------------------------------------------------
+
+    def admitting(self, page: list[tuple[int, str]]) -> set[int]:
+        """The keys of the (row key, recipient) pairs of a page that `send_all` may take
+        now: never a row twice, and none while its domain group's lane is full (held: the
+        caller leaves it pending and offers it again after `room()`). The rows of the page
+        before it are all taken or dropped by then."""
+        if self._lanes is None:
+            return {key for key, _ in page}
+        self._lanes.next_page()
+        return {key for key, recipient in page if self._lanes.admits(key, recipient)}
+
+    def handed(self, key: int) -> bool:
+        """Whether the row `key` was admitted to this mailer (sent, or on its way)."""
+        return self._lanes is not None and key in self._lanes.seen
+
+    @property
+    def holding(self) -> int:
+        """Rows held back since the last `room()`."""
+        return self._lanes.holding if self._lanes is not None else 0
+
+    async def room(self) -> None:
+        """Wait until a lane that held rows back has room for them again (or the server
+        is found unreachable); then count held rows afresh."""
+        if self._lanes is not None:
+            self._lanes.next_page()  # asked for after the last page was all taken
+            await self._lanes.room_for_held(lambda: self.unreachable is not None)
 
     def dated(self, item: Outgoing) -> bytes:
         """The bytes to hand over now: a `stamp_date` item gets its Date header here
@@ -214,13 +299,37 @@ class Mailer:
         report = SendReport()
         started = time.monotonic()
         size = max(1, self.settings.pool_size)
-        queue: asyncio.Queue[Outgoing | None] = asyncio.Queue(maxsize=size * 4)
+        queue = _Feed(size * 4)
+        lanes = self._lanes
+        # items taken from `items` and not yet sent, failed or given up: the pool ends
+        # when the producer is done and this is 0 (a paused message comes back)
+        outstanding = 0
+        produced_all = False
+        finished = asyncio.Event()
+
+        def done_one() -> None:
+            nonlocal outstanding
+            outstanding -= 1
+            if produced_all and outstanding == 0:
+                finished.set()
 
         async def produce() -> None:
+            nonlocal outstanding, produced_all
             async for item in items:
                 if self.unreachable is not None:
                     break  # render no more messages for a server that is down
-                await queue.put(item)
+                outstanding += 1
+                if lanes is not None and lanes.route(item, queue, lambda: self.unreachable):
+                    continue  # waits for its domain group's slot
+                # with paced groups the reader must go on to their rows: unpaced rows
+                # wait here instead (admission bounds them)
+                await queue.put(item, bounded=lanes is None or not lanes.pacing)
+            produced_all = True
+            if outstanding == 0:
+                finished.set()
+            await _first(finished, lanes.stop if lanes is not None else None)
+            if lanes is not None and lanes.failure is not None:
+                raise lanes.failure
             # Only on a normal end: after an error every task is cancelled, and waiting to
             # put into a full queue nobody reads would hang the process.
             for _ in range(size):
@@ -230,14 +339,25 @@ class Mailer:
             worker = _Worker(self, number)
             try:
                 while (item := await queue.get()) is not None:
+                    if lanes is not None:
+                        lanes.taken(item)
                     if self.unreachable is not None:
                         report.deferred += 1  # still 'pending': the next run sends it
+                        done_one()
                         continue
                     if not await ledger.sending(item):
                         report.skipped += 1
+                        done_one()
                         continue
                     try:
                         attempts = await worker.deliver(item, report)
+                    except _SlowedDown:
+                        # not accepted: the row stays 'sending' and goes again, from its
+                        # lane, once the domain group's pause is over
+                        report.slowed += 1
+                        assert lanes is not None
+                        await lanes.slow_down(item, queue, lambda: self.unreachable)
+                        continue
                     except ServerUnreachable as exc:
                         # never connected, so nothing was handed over: the row stays open
                         # ('sending') and the next run resumes it, like any unfinished row
@@ -250,6 +370,7 @@ class Mailer:
                     else:
                         report.sent += 1
                         await ledger.sent(item, attempts)
+                    done_one()
                     if progress is not None:
                         progress(report)
             finally:
@@ -264,6 +385,10 @@ class Mailer:
                 task.cancel()
             await asyncio.gather(producer, *workers, return_exceptions=True)
             raise
+        finally:
+            if lanes is not None:
+                report.held = lanes.held
+                await lanes.close()
         report.seconds = time.monotonic() - started
         if self.unreachable is not None:
             found = self.unreachable
@@ -272,6 +397,276 @@ class Mailer:
                 report.unreachable = f"{self._down_text()}; then {report.unreachable}"
         report.failover = self.failover_line()
         return report
+
+
+async def _first(event: asyncio.Event, other: asyncio.Event | None) -> None:
+    """Wait until `event` (or `other`) is set."""
+    if other is None:
+        await event.wait()
+        return
+    waits = {asyncio.ensure_future(event.wait()), asyncio.ensure_future(other.wait())}
+    try:
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for wait in waits:
+            wait.cancel()
+
+
+class _Feed:
+    """The pool's intake: messages whose slot has come first (a slot missed is a rate
+    lost), then the others, at most `size` of those waiting (memory stays flat)."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.due: deque[Outgoing] = deque()
+        self.others: deque[Outgoing | None] = deque()
+        self.ready = asyncio.Event()
+        self.space = asyncio.Event()
+
+    async def put(self, item: Outgoing | None, *, bounded: bool = True) -> None:
+        while bounded and len(self.others) >= self.size:
+            self.space.clear()
+            await self.space.wait()
+        self.others.append(item)
+        self.ready.set()
+
+    def put_due(self, item: Outgoing) -> None:
+        self.due.append(item)
+        self.ready.set()
+
+    async def get(self) -> Outgoing | None:
+        while not (self.due or self.others):
+            self.ready.clear()
+            await self.ready.wait()
+        if self.due:
+            return self.due.popleft()
+        self.space.set()
+        return self.others.popleft()
+
+
+class _SlowedDown(SendError):
+    """The recipient's server asked to slow down (421, 451 4.7.x): pause its group."""
+
+
+# unpaced rows waiting for a connection, past which more of them are held back once a
+# paced group is being sent (see `_Lanes.admits`)
+LOOSE_CAPACITY = 1000
+_LOOSE = ""  # `_Lanes.full` member: unpaced rows were held
+
+
+class _Lanes:
+    """The waiting messages of paced domain groups, one lane (and one task handing its
+    messages to the pool at their slots) per group."""
+
+    def __init__(self, pacer: Pacer) -> None:
+        self.pacer = pacer
+        self.seen: set[int] = set()  # rows admitted: one run's pool never takes a row twice
+        self.coming: Counter[str] = Counter()  # admitted to a paced lane, not yet there
+        self.counted: dict[int, str] = {}  # ... their rows and groups
+        self.unrouted: set[int] = set()  # admitted unpaced rows not yet taken from `items`
+        self.lanes: dict[str, deque[Outgoing]] = {}
+        self.slots: dict[str, deque[float]] = {}
+        self.wake: dict[str, asyncio.Event] = {}  # a message came into the lane
+        self.paused: dict[str, asyncio.Event] = {}  # the group paused: slots cleared
+        self.runners: dict[str, asyncio.Task[None]] = {}
+        self.pauses: Counter[str] = Counter()
+        self.failure: Exception | None = None  # a lane could not reserve slots
+        self.stop = asyncio.Event()  # set with `failure`
+        self.slowed: Counter[int] = Counter()
+        self.full: set[str] = set()  # groups that held rows back since the last room()
+        self.holding = 0
+        self.held = 0
+        self.pacing = False  # a paced group's row was admitted: unpaced ones are bounded
+        self.loose = 0  # admitted rows of unpaced groups no connection has taken yet
+        self.loose_keys: set[int] = set()
+        self.changed = asyncio.Event()
+
+    def waiting(self, group: str) -> int:
+        return self.coming[group] + len(self.lanes.get(group, ()))
+
+    def admits(self, key: int, recipient: str) -> bool:
+        if key in self.seen:
+            return False
+        group = self.pacer.group(recipient)
+        if self.pacer.paced(group):
+            if self.waiting(group) >= self.pacer.capacity(group):
+                self.full.add(group)
+                self.holding += 1
+                self.held += 1
+                return False
+            self.coming[group] += 1
+            self.counted[key] = group
+            self.pacing = True
+        elif self.loose >= LOOSE_CAPACITY and self.pacing:
+            # a paced group waits for rows behind these: do not let unpaced rows, which
+            # go only as fast as the server takes them, keep the reader from coming back
+            self.full.add(_LOOSE)
+            self.holding += 1
+            self.held += 1
+            return False
+        else:
+            self.loose += 1
+            self.loose_keys.add(key)
+            self.unrouted.add(key)
+        self.seen.add(key)
+        return True
+
+    def next_page(self) -> None:
+        """The caller's previous page is all taken from `items`: rows of it admitted but
+        never given as messages (the producer closed them: unsubscribed, emptied) take
+        no room any more."""
+        for group in self.counted.values():
+            self.coming[group] -= 1
+        self.counted.clear()
+        for key in self.unrouted:
+            self.loose_keys.discard(key)
+            self.loose -= 1
+        self.unrouted.clear()
+
+    def taken(self, item: Outgoing) -> None:
+        """A connection took the item."""
+        if item.key in self.loose_keys:
+            self.loose_keys.discard(item.key)
+            self.loose -= 1
+            self.changed.set()
+
+    async def room_for_held(self, given_up: Callable[[], bool]) -> None:
+        while self.full and not given_up():
+            if any(
+                self.loose <= LOOSE_CAPACITY // 2
+                if group == _LOOSE
+                else self.waiting(group) <= self.pacer.capacity(group) // 2
+                or not self.pacer.paced(group)
+                for group in self.full
+            ):
+                break
+            self.changed.clear()
+            with contextlib.suppress(TimeoutError):
+                # a pause of an unlimited group ends by the clock, not by a message
+                await asyncio.wait_for(self.changed.wait(), 1.0)
+        self.full.clear()
+        self.holding = 0
+
+    def route(
+        self,
+        item: Outgoing,
+        queue: _Feed,
+        down: Callable[[], ServerUnreachable | None],
+    ) -> bool:
+        """Put a paced group's item in its lane (True); False: it goes straight on."""
+        group = self.pacer.group(item.recipient)
+        self.unrouted.discard(item.key)
+        if item.key in self.counted:
+            self.coming[self.counted.pop(item.key)] -= 1
+        elif not self.pacer.paced(group) and group not in self.lanes:
+            return False
+        if not self.pacer.paced(group) and not self.lanes.get(group):
+            return False
+        self._lane(group, queue, down).append(item)
+        self.wake[group].set()
+        return True
+
+    def _lane(
+        self,
+        group: str,
+        queue: _Feed,
+        down: Callable[[], ServerUnreachable | None],
+    ) -> deque[Outgoing]:
+        if group not in self.lanes:
+            self.lanes[group] = deque()
+            self.slots[group] = deque()
+            self.wake[group] = asyncio.Event()
+            self.paused[group] = asyncio.Event()
+        runner = self.runners.get(group)
+        if runner is None or runner.done():
+            self.runners[group] = asyncio.create_task(self._run(group, queue, down))
+        return self.lanes[group]
+
+    async def _run(
+        self,
+        group: str,
+        queue: _Feed,
+        down: Callable[[], ServerUnreachable | None],
+    ) -> None:
+        try:
+            await self._hand_over(group, queue, down)
+        except Exception as exc:  # the database failed: the pool stops and says why
+            self.failure = self.failure or exc
+            self.stop.set()
+
+    async def _hand_over(
+        self,
+        group: str,
+        queue: _Feed,
+        down: Callable[[], ServerUnreachable | None],
+    ) -> None:
+        """Hand the lane's messages to the pool, each at a slot of its group.
+
+        The next batch of slots is reserved while half of the current one is left, so
+        batches follow each other without a gap (a gap would be rate lost: an idle
+        group's next slot is now, not when the last batch ended).
+        """
+        lane, slots, wake = self.lanes[group], self.slots[group], self.wake[group]
+        paused = self.paused[group]
+        coming: asyncio.Task[list[float]] | None = None
+        asked_in = 0  # the pause count when `coming` was asked for
+        batch = 1
+        while True:
+            if not lane:
+                wake.clear()
+                await wake.wait()
+                continue
+            if down() is not None:  # nothing goes out: let the pool count them deferred
+                queue.put_due(lane.popleft())
+                self.changed.set()
+                continue
+            if coming is not None and coming.done():
+                found = coming.result()
+                coming = None
+                batch = max(batch, len(found))
+                if asked_in == self.pauses[group]:  # else: slots from before a pause
+                    slots.extend(found)
+            if coming is None and len(lane) > len(slots) and len(slots) <= batch // 2:
+                asked_in = self.pauses[group]
+                coming = asyncio.create_task(self.pacer.reserve(group, len(lane) - len(slots)))
+            if not slots:
+                assert coming is not None
+                await asyncio.wait({coming})
+                continue
+            delay = slots[0] - time.time()
+            if delay > 0:
+                paused.clear()
+                with contextlib.suppress(TimeoutError):
+                    # set early by a pause, which clears the slots: take new ones
+                    await asyncio.wait_for(paused.wait(), min(delay, 0.05 if coming else delay))
+                continue
+            slots.popleft()
+            queue.put_due(lane.popleft())
+            self.changed.set()
+
+    async def slow_down(
+        self,
+        item: Outgoing,
+        queue: _Feed,
+        down: Callable[[], ServerUnreachable | None],
+    ) -> None:
+        group = self.pacer.group(item.recipient)
+        self.slowed[item.key] += 1
+        await self.pacer.slow_down(group)
+        self._lane(group, queue, down).appendleft(item)
+        self.slots[group].clear()  # reserved before the pause
+        self.pauses[group] += 1
+        self.wake[group].set()
+        self.paused[group].set()
+
+    def may_defer(self, item: Outgoing) -> bool:
+        return self.slowed[item.key] < MAX_SLOW_DOWNS
+
+    async def close(self) -> None:
+        for runner in self.runners.values():
+            runner.cancel()
+        await asyncio.gather(*self.runners.values(), return_exceptions=True)
+        self.runners.clear()
 
 
 class _Worker:
@@ -332,6 +727,14 @@ class _Worker:
                 await self._transaction(item)
                 return self.attempts
             except SendError as exc:
+                lanes = self.mailer._lanes
+                if (
+                    lanes is not None
+                    and not isinstance(exc, ServerUnreachable)
+                    and is_slow_down(exc.code, exc.message)
+                    and lanes.may_defer(item)
+                ):
+                    raise _SlowedDown(exc.message, code=exc.code, recipient=item.recipient) from exc
                 if exc.permanent or self.attempts >= limit:
                     raise
                 if isinstance(exc, ServerUnreachable) and self.mailer.unreachable is not None:

@@ -2,9 +2,11 @@
 
 Failure cases swap behaviour on the same real socket (aiosmtplib's own test style):
 `fail_once` answers 451 to a recipient's first RCPT, `reject` answers 550, `data_reply` answers DATA as given, `drop_after`
-closes each connection after N accepted messages, `login` offers AUTH and
-refuses (535) any other login, and `on_data` runs inside DATA before
-the reply (the kill tests SIGKILL the sender there: a message in flight).
+closes each connection after N accepted messages, `login` offers AUTH and refuses (535)
+any other login, `slow_down` answers a domain's next N RCPTs with a 421 "slow down" reply,
+and `on_data` runs inside DATA before the reply (the kill tests SIGKILL the sender there: a
+message in flight). `arrivals` records when each message was accepted
+(time.monotonic(), recipient), for rates per domain.
 """
 
 from __future__ import annotations
@@ -54,6 +56,10 @@ class SmtpSink:
     attempts: Counter[str] = field(default_factory=Counter)
     connections: int = 0
     helo_names: list[str] = field(default_factory=list)  # what each MAIL's session said
+    slow_down: dict[str, int] = field(default_factory=dict)  # domain -> 421s still to give
+    slowed: Counter[str] = field(default_factory=Counter)  # 421s given, per recipient
+    slowed_at: list[float] = field(default_factory=list)  # time.monotonic() of each 421
+    arrivals: list[tuple[float, str]] = field(default_factory=list)
     # set: AUTH is offered (without TLS) and only this (username, password) logs in
     login: tuple[str, str] | None = None
     logins: list[tuple[str, bool]] = field(default_factory=list)  # (username, accepted)
@@ -75,6 +81,12 @@ class SmtpSink:
         self.attempts[address] += 1
         if address in self.reject:
             return "550 5.1.1 mailbox unavailable"
+        domain = address.rpartition("@")[2].lower()
+        if self.slow_down.get(domain, 0) > 0:
+            self.slow_down[domain] -= 1
+            self.slowed[address] += 1
+            self.slowed_at.append(time.monotonic())
+            return "421 4.7.0 Try again later, closing connection"
         if address in self.fail_once:
             self.fail_once.discard(address)
             return "451 4.3.0 try again later"
@@ -90,6 +102,7 @@ class SmtpSink:
         if self.on_data is not None:
             self.on_data(received)
         self.messages.append(received)
+        self.arrivals.append((time.monotonic(), received.rcpt_tos[0]))
         count = getattr(session, "sink_count", 0) + 1
         session.sink_count = count  # type: ignore[attr-defined]
         if self.drop_after is not None and count >= self.drop_after and server.transport:

@@ -47,6 +47,7 @@ BANDS = {
     "render": CORE,
     "messages": CORE,
     "signing": CORE,
+    "pacing": CORE,  # per domain group limits: which group, slot arithmetic
     "tokens": CORE,
     "webhooks": CORE,
     "webhooks.mailgun": CORE,
@@ -93,6 +94,7 @@ BANDS = {
     "store.ingest_batch": ADAPTER,
     "store.ledger": ADAPTER,
     "store.locks": ADAPTER,
+    "store.pacing": ADAPTER,
     "store.pages": ADAPTER,
     "store.replays": ADAPTER,
     "store.rows": ADAPTER,
@@ -131,6 +133,7 @@ BANDS = {
     "sending.archive": USE_CASE,
     "sending.claiming": USE_CASE,
     "sending.due": USE_CASE,
+    "sending.pacing": USE_CASE,
     "sending.preview": USE_CASE,
     "sending.produce": USE_CASE,
     "sending.reports": USE_CASE,

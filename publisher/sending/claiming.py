@@ -30,7 +30,7 @@ from typing import Any
 
 from publisher.consent import send_failure_recorder
 from publisher.errors import ConfigError
-from publisher.mailer import Mailer, SendReport
+from publisher.mailer import Mailer, Pacer, SendReport
 from publisher.model import Article, Delivery, DigestRun, RunStatus, Subscriber
 from publisher.sending.archive import ArchivingLedger
 from publisher.sending.produce import DigestProducer, Page
@@ -92,9 +92,11 @@ class ClaimingSender:
         concurrency: int | None = None,
         on_progress: Callable[[RunProgress, ClaimingSender], None] | None = None,
         clock: Callable[[], datetime] | None = None,
+        pacer: Pacer | None = None,
     ) -> None:
         """`clock`: the moment whose local day warm-up counts (default: the real clock)."""
         settings = producer.settings
+        self.pacer = pacer
         self.producer = producer
         self.settings = settings
         self.store = producer.store
@@ -215,8 +217,10 @@ class ClaimingSender:
             if progress is not None:
                 progress(smtp)
 
-        mailer = Mailer.for_settings(settings, replace(settings.smtp, pool_size=self.concurrency))
-        pages = self._claimed_pages(run, until_done)
+        mailer = Mailer.for_settings(
+            settings, replace(settings.smtp, pool_size=self.concurrency), self.pacer
+        )
+        pages = self._claimed_pages(run, until_done, mailer)
         items = self.producer.messages(pages, run.as_of, report, dict(articles or {}))
         archiving = ArchivingLedger(ledger, self.producer.archive)
         async with ledger:
@@ -239,8 +243,14 @@ class ClaimingSender:
             log.info("digest run %s done", run.id)
         return smtp
 
-    async def _claimed_pages(self, run: DigestRun, until_done: bool) -> AsyncIterator[Page]:
-        """Claimed rows with their subscribers, a batch at a time (memory stays flat)."""
+    async def _claimed_pages(
+        self, run: DigestRun, until_done: bool, mailer: Mailer
+    ) -> AsyncIterator[Page]:
+        """Claimed rows with their subscribers, a batch at a time (memory stays flat).
+
+        Rows the mailer holds back (their domain group's lane is full) are given back at
+        once, for this worker or another to claim when the group has room.
+        """
         # Claims go on after this worker's last one. Rows before it come free again only
         # when given back or when a lease runs out: a pass from the start takes them once
         # nothing is left ahead.
@@ -249,6 +259,8 @@ class ClaimingSender:
             page = await asyncio.to_thread(self._claim, run.id, after)
             if not page and after:
                 after = 0
+                if mailer.holding and mailer.unreachable is None:
+                    await mailer.room()
                 continue
             if not page:
                 status, elsewhere = await asyncio.to_thread(self._run_state, run.id)
@@ -257,7 +269,18 @@ class ClaimingSender:
                 await asyncio.sleep(self.poll)  # more rows coming, or a lease to run out
                 continue
             after = page[-1][0].id
-            yield page
+            chosen = mailer.admitting([(d.id, s.email) for d, s in page])
+            admitted = [pair for pair in page if pair[0].id in chosen]
+            if len(admitted) < len(page):
+                taken = {pair[0].id for pair in admitted}
+                held = [
+                    pair[0].id
+                    for pair in page
+                    if pair[0].id not in taken and not mailer.handed(pair[0].id)
+                ]
+                await asyncio.to_thread(self._give_back, run.id, held)
+            if admitted:
+                yield admitted
 
     def _claim(self, run_id: int, after: int) -> list[tuple[Delivery, Subscriber]]:
         """A batch of free rows; under warm-up only rows let go today, and when those run
@@ -287,6 +310,9 @@ class ClaimingSender:
 
         page: list[tuple[Delivery, Subscriber]] = in_ledger_transaction(self.store, claim)
         return page
+
+    def _give_back(self, run_id: int, ids: list[int]) -> None:
+        self._write(lambda claims: claims.release_rows(run_id, ids, self.name))
 
     def _run_state(self, run_id: int) -> tuple[str, int]:
         """(run status, open rows someone else holds) for the end-of-claims decision; rows

@@ -25,7 +25,7 @@ from typing import TypeVar
 from publisher.config import Settings, ehlo_name, relay_chain
 from publisher.consent import send_failure_recorder
 from publisher.errors import PublisherError
-from publisher.mailer import Mailer, SendReport
+from publisher.mailer import Mailer, Pacer, SendReport
 from publisher.messages import digest_message_id, parse_frequency
 from publisher.model import (
     Article,
@@ -64,9 +64,11 @@ class DigestSender:
         store: Store,
         *,
         clock: Callable[[], datetime] | None = None,
+        pacer: Pacer | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
+        self.pacer = pacer  # per domain group limits; None: only smtp.rate_per_second
         self.clock = clock or (lambda: datetime.now(UTC))
         self.producer = DigestProducer(settings, store, self.clock)
         self.warmup = WarmupGate(settings)
@@ -179,7 +181,7 @@ class DigestSender:
         if self.store.dialect == "postgresql":
             # claim rows with a lease, like `publisher worker`, so both can share the run
             async with ClaimingSender(
-                self.producer, name=worker_name("send"), clock=lambda: now
+                self.producer, name=worker_name("send"), clock=lambda: now, pacer=self.pacer
             ) as claiming:
                 smtp = await claiming.deliver(
                     run, until_done=True, articles=by_id, digest_report=report, progress=count
@@ -191,13 +193,12 @@ class DigestSender:
                 bounce_after=self.settings.smtp.bounce_after,
                 on_failed=send_failure_recorder(self.settings),
             )
-            pages = self._open_pages(run, now)
+            mailer = Mailer.for_settings(self.settings, pacer=self.pacer)
+            pages = self._open_pages(run, now, mailer)
             messages = self.producer.messages(pages, run.as_of, report, by_id)
             archiving = ArchivingLedger(ledger, self.producer.archive)
             async with ledger:
-                smtp = await Mailer.for_settings(self.settings).send_all(
-                    messages, archiving, progress=count
-                )
+                smtp = await mailer.send_all(messages, archiving, progress=count)
         report.delivery.add(smtp)
         await asyncio.to_thread(self._finish_run, run.id)
 
@@ -244,22 +245,31 @@ class DigestSender:
             if not counts.get(DeliveryStatus.PENDING) and not counts.get(DeliveryStatus.SENDING):
                 runs.set_run_status(run_id, RunStatus.DONE, self.clock())
 
-    async def _open_pages(self, run: DigestRun, now: datetime) -> AsyncIterator[Page]:
+    async def _open_pages(
+        self, run: DigestRun, now: datetime, mailer: Mailer
+    ) -> AsyncIterator[Page]:
         """The run's open rows with their subscribers, a page at a time, in id order.
 
         Under warm-up: first the rows already let go today (and any left 'sending'),
         then rows let go a page at a time, oldest subscription first, until the day's
-        allowance is used; the rest stay pending for a later day."""
+        allowance is used; the rest stay pending for a later day. The rows the mailer
+        holds back (their domain group's lane is full) stay pending and are read again,
+        from the start, once it has room: all in this run."""
         limit = await asyncio.to_thread(self._day_limit, now)
         day = None if limit is None else limit.day
-        after = 0
-        while page := await asyncio.to_thread(self._open_rows, run.id, after, day):
-            after = page[-1][0].id
-            yield page
-        if limit is None:
-            return
-        while page := await asyncio.to_thread(self._admit, run.id, limit):
-            yield page
+        while True:
+            after = 0
+            while page := await asyncio.to_thread(self._open_rows, run.id, after, day):
+                after = page[-1][0].id
+                if admitted := _admitted(mailer, page):
+                    yield admitted
+            if limit is not None:
+                while page := await asyncio.to_thread(self._admit, run.id, limit):
+                    if admitted := _admitted(mailer, page):
+                        yield admitted
+            if not mailer.holding or mailer.unreachable is not None:
+                return
+            await mailer.room()
 
     def _open_rows(self, run_id: int, after: int, let_go_on: str | None) -> Page:
         return self._read(
@@ -283,3 +293,9 @@ class DigestSender:
     def _read(self, work: Callable[[DigestRuns], T]) -> T:
         with self.store.read() as connection:
             return work(DigestRuns(connection))
+
+
+def _admitted(mailer: Mailer, page: Page) -> Page:
+    """The rows of `page` the mailer takes now; the others stay pending for a later pass."""
+    chosen = mailer.admitting([(delivery.id, subscriber.email) for delivery, subscriber in page])
+    return [pair for pair in page if pair[0].id in chosen]

@@ -177,6 +177,23 @@ class Claims:
         )
         return int(result.rowcount or 0)
 
+    def release_rows(self, run_id: int, ids: Iterable[int], worker: str) -> int:
+        """Give back these pending rows of ours (held back by pacing): claimable at once."""
+        chosen = list(ids)
+        if not chosen:
+            return 0
+        result = self.connection.execute(
+            update(deliveries)
+            .where(
+                deliveries.c.run_id == run_id,
+                deliveries.c.id.in_(chosen),
+                deliveries.c.status == DeliveryStatus.PENDING.value,
+                deliveries.c.claimed_by == worker,
+            )
+            .values(claimed_by=None, lease_until=None)
+        )
+        return int(result.rowcount or 0)
+
     def finish_if_complete(self, run_id: int, now: datetime) -> bool:
         """Mark the run done when fan-out is over and no row is open; True if this call did."""
         still_open = exists().where(deliveries.c.run_id == run_id, deliveries.c.status.in_(OPEN))

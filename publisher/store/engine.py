@@ -161,7 +161,7 @@ MIGRATIONS: dict[int, Callable[[Connection], None]] = {
     13: _no_op,  # pauses (a new table: create_all makes it)
     14: _no_op,  # placeholder: merged from another branch
     15: _no_op,  # websub_subscriptions
-    16: _no_op,  # placeholder: another branch
+    16: _no_op,  # pacing_slots (a new table: create_all makes it)
     17: _warmup,
     18: _no_op,  # placeholder: another branch
     19: _no_op,  # placeholder: another branch

@@ -9,6 +9,7 @@ from sqlalchemy import (
     BigInteger,
     Column,
     DateTime,
+    Double,
     ForeignKey,
     Index,
     Integer,
@@ -409,3 +410,14 @@ Index(
 Index("ix_removals_decided", removals.c.decided)
 # listing pages go by ingest order within a category: its newest page, and ranks in it
 Index("ix_articles_category_seq", articles.c.category, articles.c.seq)
+
+# Per domain group pacing shared by every sending process (publisher/pacing.py): times
+# are seconds since the epoch, as every process's clock reads them (schema 16)
+pacing_slots = Table(
+    "pacing_slots",
+    metadata,
+    Column("domain_group", String(2000), primary_key=True),
+    Column("next_slot", Double, nullable=False),
+    Column("backoff_until", Double, nullable=False),
+    Column("level", Integer, nullable=False),
+)
