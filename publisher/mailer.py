@@ -40,6 +40,7 @@ from publisher.config import Settings, SmtpSettings, TlsMode, ehlo_name, relay_c
 from publisher.errors import SendError
 from publisher.messages import date_header
 from publisher.pacing import is_slow_down
+from publisher.secrecy import masked_address, masked_in
 from publisher.signing import Signer, signer_for
 
 __all__ = [
@@ -198,6 +199,7 @@ class Mailer:
         self._lanes = _Lanes(pacer) if pacer is not None else None
         self._rate = _RateLimit(settings.rate_per_second)
         self.unreachable: ServerUnreachable | None = None  # set once: the pool stops
+        self.secret_key: str | None = None  # keys the address hash log lines show
         self._date_line: tuple[int, bytes] = (0, b"")
 
     @classmethod
@@ -206,7 +208,9 @@ class Mailer:
     ) -> Mailer:
         """The mailer every outgoing mail of these settings goes through: their relay (or
         `smtp`, a variant of it), their DKIM signer and, for digests, the pacer."""
-        return cls(smtp or settings.smtp, signer_for(settings), pacer)
+        mailer = cls(smtp or settings.smtp, signer_for(settings), pacer)
+        mailer.secret_key = settings.secret_key
+        return mailer
 
     # -- pacing ---------------------------------------------------------------------------
 
@@ -236,7 +240,7 @@ class Mailer:
             self._lanes.next_page()  # asked for after the last page was all taken
             await self._lanes.room_for_held(lambda: self.unreachable is not None)
 
-    def dated(self, item: Outgoing) -> bytes:
+    async def dated(self, item: Outgoing) -> bytes:
         """The bytes to hand over now: a `stamp_date` item gets its Date header here
         (formatted once per second, not per message), then the DKIM signatures, over the
         final headers: a retry or a resumed run is signed afresh with its new Date."""
@@ -247,7 +251,13 @@ class Mailer:
             if self._date_line[0] != second:
                 self._date_line = (second, date_header(now.replace(microsecond=0)))
             message = self._date_line[1] + message
-        return message if self.signer is None else self.signer.sign(message)
+        if self.signer is None:
+            return message
+        if self.signer.threaded:
+            # on a thread the key operation overlaps with the other connections' SMTP work
+            # and the ledger instead of stalling the event loop
+            return await asyncio.to_thread(self.signer.sign, message)
+        return self.signer.sign(message)
 
     def fail_over(self, index: int, problem: ServerUnreachable) -> bool:
         """Relay `index` could not open a session: move on to the next one. False when it
@@ -742,7 +752,12 @@ class _Worker:
                 report.retried += 1
                 delay = self.settings.backoff_seconds * 2 ** (self.attempts - 1)
                 delay *= 0.5 + random.random()  # jitter: workers do not retry in lockstep
-                log.info("retrying %s in %.2fs: %s", item.recipient, delay, exc.message)
+                log.info(
+                    "retrying %s in %.2fs: %s",
+                    masked_address(item.recipient, self.mailer.secret_key),
+                    delay,
+                    masked_in(exc.message, item.recipient, self.mailer.secret_key),
+                )
                 await asyncio.sleep(delay)
 
     async def _transaction(self, item: Outgoing) -> None:
@@ -754,7 +769,7 @@ class _Worker:
         await self.mailer._rate.wait()
         smtp = self.smtp or await self._connect_or_raise(item)
         try:
-            await _sendmail(smtp, item, self.mailer.dated(item))
+            await _sendmail(smtp, item, await self.mailer.dated(item))
             self.on_connection += 1
         except aiosmtplib.SMTPRecipientsRefused as exc:
             refused = exc.recipients[0] if exc.recipients else None

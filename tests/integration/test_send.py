@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -166,6 +167,17 @@ def test_451_once_is_retried_and_delivered_once(sending: App, smtp_sink: SmtpSin
     assert (report.sent, report.failed, report.retried) == (2, 0, 1)
     assert smtp_sink.attempts["bob@example.com"] == 2
     assert smtp_sink.per_recipient() == {"ann@example.com": 1, "bob@example.com": 1}
+
+
+def test_the_retry_log_line_masks_the_address(
+    sending: App, smtp_sink: SmtpSink, caplog: pytest.LogCaptureFixture
+) -> None:
+    smtp_sink.fail_once.add("bob@example.com")
+    caplog.set_level(logging.INFO, logger="publisher.mailer")
+    assert sending.send_digests(now=NOW).retried == 1
+    retries = [r.getMessage() for r in caplog.records if r.getMessage().startswith("retrying")]
+    assert len(retries) == 1 and "b***@example.com #" in retries[0]
+    assert "bob@example.com" not in retries[0]
 
 
 def test_550_marks_failed_others_delivered_and_bounces_after_n(
