@@ -23,7 +23,8 @@ class Pages:
 
     def page(self, template: str, status: int = 200, **context: Any) -> HTMLResponse:
         return HTMLResponse(
-            render(self.environment, template, **context),
+            # each is about one subscriber and works without JavaScript: no search box
+            render(self.environment, template, private_page=True, **context),
             status_code=status,
             headers={"Cache-Control": "no-store"},
         )
