@@ -99,7 +99,7 @@ def test_a_schema_15_database_upgrades_to_pacing_rows(tmp_path: Path, database_u
     try:
         with app.store.read() as connection:
             versions = connection.execute(select(schema_version.c.version)).scalars().all()
-        assert SCHEMA_VERSION == 16 and max(versions) == 16
+        assert max(versions) == SCHEMA_VERSION and 15 in versions
         assert "pacing_slots" in inspect(app.store.engine).get_table_names()
         assert [s.email for s in app.subscribers()] == ["ann@gmail.com"]
     finally:
