@@ -1077,6 +1077,8 @@ def send(
         for p in report.previews:
             table.add_row(text(p.recipient), str(p.items), text(p.subject), f"{p.size:,}")
         terminal.show(table)
+        if report.forecast is not None:  # the table lists only today's share
+            terminal.say(report.forecast.line())
         _show_skipped(terminal, report.skipped)
         terminal.say(f"skipped (nothing new): {report.skipped_empty}")
         return

@@ -397,3 +397,46 @@ def test_two_workers_together_send_the_days_allowance_and_no_more(
             process.wait(timeout=30)
         store.close()
         app.close()
+
+
+def _table_sizes(app: App) -> dict[str, int]:
+    with app.store.read() as connection:
+        return {
+            table.name: int(
+                connection.execute(select(func.count()).select_from(table)).scalar_one()
+            )
+            for table in (deliveries, digest_runs, warmup_days)
+        }
+
+
+def test_a_dry_run_under_warm_up_shows_todays_share_and_writes_nothing(
+    tmp_path: Path, sqlite_url: str, smtp_sink: SmtpSink
+) -> None:
+    """Day 3 of warm-up (450 allowed): the dry run previews the 450 oldest subscriptions a
+    real send would let go today and says how many would wait, recording nothing."""
+    config = _config(tmp_path, sqlite_url, smtp_sink)
+    app = App(load_settings(config, environ={}))
+    app.ingest([SEEDS], now=lambda: INGESTED)
+    oldest_first = _subscribe(app, 2000)
+    with app.store.begin() as connection:  # the domain first sent two days ago
+        connection.execute(
+            insert(warmup_days), [{"domain": "localhost", "day": "2026-11-18", "admitted": 0}]
+        )
+    before = _table_sizes(app)
+    app.close()
+    out = tmp_path / "preview"
+    shown = CliRunner().invoke(
+        cli,
+        ["--config", str(config), "send", "--dry-run", "--out", str(out), "--now", NOW.isoformat()],
+    )
+    assert shown.exit_code == 0, shown.output
+    assert "warm-up day 3: 450 would be sent today, 1,550 would wait" in shown.output
+    assert "Dry run: 450 messages" in shown.output
+    files = {p.stem for p in out.glob("*.eml")}
+    assert files == set(oldest_first[:450])
+    assert smtp_sink.messages == []
+    app = App(load_settings(config, environ={}))
+    try:
+        assert _table_sizes(app) == before == {"deliveries": 0, "digest_runs": 0, "warmup_days": 1}
+    finally:
+        app.close()
