@@ -1368,6 +1368,10 @@ def worker(ctx: click.Context, concurrency: int | None, exit_when_idle: bool) ->
         f"worker {report.name}: sent {report.sent}, failed {report.failed}, "
         f"retried {report.retried}, gave back {report.released} (runs: {runs})"
     )
+    if report.warmup is not None:  # rows past today's allowance wait for a later day
+        terminal.say(report.warmup.line())
+    if report.failover:
+        terminal.warn(report.failover)
 
 
 def main() -> None:

@@ -440,3 +440,25 @@ def test_a_dry_run_under_warm_up_shows_todays_share_and_writes_nothing(
         assert _table_sizes(app) == before == {"deliveries": 0, "digest_runs": 0, "warmup_days": 1}
     finally:
         app.close()
+
+
+def test_the_worker_summary_ends_with_the_warm_up_line(
+    tmp_path: Path, pg_url: str, smtp_sink: SmtpSink
+) -> None:
+    workers = "claim_batch = 50\npoll_seconds = 0.2\ndeliver_locally = false"
+    config = _config(tmp_path, pg_url, smtp_sink, workers=workers)
+    app = App(load_settings(config, environ={}))
+    try:
+        app.ingest([SEEDS], now=lambda: INGESTED)
+        _subscribe(app, 230)
+        assert app.send_digests(now=NOW).fanned_out == 230
+    finally:
+        app.close()
+    # the worker counts the machine's today: day 1 of the domain, 200 of the 230 go
+    result = CliRunner(env={"PUBLISHER_CONFIG": ""}).invoke(
+        cli, ["--config", str(config), "worker", "--exit-when-idle"]
+    )
+    assert result.exit_code == 0, result.output
+    assert len(smtp_sink.messages) == 200
+    assert "sent 200, failed 0" in result.output
+    assert "warm-up day 1: 200 of 200 sent, 30 waiting" in result.output
