@@ -462,3 +462,26 @@ def test_the_worker_summary_ends_with_the_warm_up_line(
     assert len(smtp_sink.messages) == 200
     assert "sent 200, failed 0" in result.output
     assert "warm-up day 1: 200 of 200 sent, 30 waiting" in result.output
+
+
+def test_a_dry_run_counts_only_what_is_left_of_todays_allowance(
+    tmp_path: Path, sqlite_url: str, smtp_sink: SmtpSink
+) -> None:
+    config = _config(tmp_path, sqlite_url, smtp_sink)
+    app = App(load_settings(config, environ={}))
+    try:
+        app.ingest([SEEDS], now=lambda: INGESTED)
+        oldest_first = _subscribe(app, 260)
+        with app.store.begin() as connection:  # day 1, 150 of its 200 let go already
+            connection.execute(
+                insert(warmup_days), [{"domain": "localhost", "day": "2026-11-20", "admitted": 150}]
+            )
+        out = tmp_path / "preview"
+        report = app.send_digests(now=NOW, dry_run=True, out_dir=out)
+        assert report.forecast is not None
+        assert report.forecast.line() == "warm-up day 1: 50 would be sent today, 210 would wait"
+        assert {p.recipient for p in report.previews} == set(oldest_first[:50])
+        with app.store.read() as connection:
+            assert connection.execute(select(warmup_days.c.admitted)).scalars().all() == [150]
+    finally:
+        app.close()
