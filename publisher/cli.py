@@ -1077,6 +1077,8 @@ def send(
         for p in report.previews:
             table.add_row(text(p.recipient), str(p.items), text(p.subject), f"{p.size:,}")
         terminal.show(table)
+        if report.forecast is not None:  # the table lists only today's share
+            terminal.say(report.forecast.line())
         _show_skipped(terminal, report.skipped)
         terminal.say(f"skipped (nothing new): {report.skipped_empty}")
         return
@@ -1366,6 +1368,10 @@ def worker(ctx: click.Context, concurrency: int | None, exit_when_idle: bool) ->
         f"worker {report.name}: sent {report.sent}, failed {report.failed}, "
         f"retried {report.retried}, gave back {report.released} (runs: {runs})"
     )
+    if report.warmup is not None:  # rows past today's allowance wait for a later day
+        terminal.say(report.warmup.line())
+    if report.failover:
+        terminal.warn(report.failover)
 
 
 def main() -> None:

@@ -14,7 +14,14 @@ from email.utils import parseaddr
 
 from publisher.config import WarmupSettings
 
-__all__ = ["WarmupState", "allowance", "day_number", "local_day", "sending_domain"]
+__all__ = [
+    "WarmupForecast",
+    "WarmupState",
+    "allowance",
+    "day_number",
+    "local_day",
+    "sending_domain",
+]
 
 
 def allowance(day: int, warmup: WarmupSettings) -> int | None:
@@ -70,3 +77,18 @@ class WarmupState:
             "over": self.allowance is None,
             "summary": self.line(),
         }
+
+
+@dataclass(frozen=True, slots=True)
+class WarmupForecast:
+    """What a real send would do today under warm-up, as a dry run reports it."""
+
+    day: int
+    would_send: int
+    would_wait: int
+
+    def line(self) -> str:
+        return (
+            f"warm-up day {self.day}: {self.would_send:,} would be sent today, "
+            f"{self.would_wait:,} would wait"
+        )

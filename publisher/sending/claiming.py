@@ -39,6 +39,7 @@ from publisher.sending.warmup import WarmupGate
 from publisher.store import Store
 from publisher.store.claims import Claims, RunProgress, WorkerRow
 from publisher.store.ledger import DeliveryLedger, in_ledger_transaction
+from publisher.warmup import WarmupState
 
 __all__ = ["ClaimingSender", "WorkerReport", "require_shared_database", "worker_name"]
 
@@ -58,6 +59,8 @@ class WorkerReport:
     retried: int = 0
     released: int = 0  # claimed rows given back at a clean stop
     unreachable: str | None = None  # the SMTP server could not be reached (last time)
+    failover: str | None = None  # "relay A unreachable (why), sent through B" (first time)
+    warmup: WarmupState | None = None  # today's warm-up when it stopped; None: off
     seconds: float = 0.0
 
 
@@ -175,6 +178,7 @@ class ClaimingSender:
                     await asyncio.wait_for(stop.wait(), self.poll)
         finally:
             watcher.cancel()
+        self.report.warmup = await asyncio.to_thread(self.warmup.state, self.store, self.now())
         self.report.seconds = time.monotonic() - started
         return self.report
 
@@ -237,6 +241,7 @@ class ClaimingSender:
         self.report.sent += smtp.sent
         self.report.failed += smtp.failed
         self.report.retried += smtp.retried
+        self.report.failover = self.report.failover or smtp.failover
         if await asyncio.to_thread(
             self._write, lambda c: c.finish_if_complete(run.id, datetime.now(UTC))
         ):

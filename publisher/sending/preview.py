@@ -3,6 +3,9 @@
 Every due digest becomes DIR/<email>.eml, with DIR/index.html listing them; nothing is
 sent and nothing is recorded (the rows are made up in memory, never written). The files'
 links are inert preview links (tokens.PREVIEW): opening one changes nothing.
+
+Under warm-up only today's share is written: the rows a send would let go today, oldest
+subscription first, as `WarmupDays.admit` chooses them; the report counts the rest.
 """
 
 from __future__ import annotations
@@ -35,9 +38,11 @@ from publisher.sending.reports import (
     DigestReport,
     Preview,
 )
+from publisher.sending.warmup import WarmupGate
 from publisher.store import Store
 from publisher.store.subscribers import Subscribers
 from publisher.subscribers import is_suppressed
+from publisher.warmup import WarmupForecast
 
 __all__ = ["DigestPreview"]
 
@@ -57,6 +62,9 @@ class DigestPreview:
         store = self.producer.store
         articles = await asyncio.to_thread(candidates, store, frequency, as_of)
         pages = self._pages(frequency, as_of, articles, report)
+        room = await asyncio.to_thread(WarmupGate(self.settings).room_today, store, as_of)
+        if room is not None:
+            pages = _todays_share(pages, room, report)
         by_id = {a.id: a for a in articles}
         report.skipped.extend(
             (email, SKIP_SUPPRESSED)
@@ -115,6 +123,34 @@ class DigestPreview:
                 )
                 rows.append((row, subscriber))
             yield rows
+
+
+WARMUP_PAGE = 500  # rows of today's share handed to the producer at once
+
+
+def _first_to_go(row: tuple[Delivery, Subscriber]) -> tuple[datetime, int]:
+    """The order `WarmupDays.admit` lets rows go in: oldest subscription first."""
+    subscriber = row[1]
+    return (subscriber.confirmed or subscriber.created, subscriber.id)
+
+
+async def _todays_share(
+    pages: AsyncIterator[Page], room: tuple[int, int], report: DigestReport
+) -> AsyncIterator[Page]:
+    """Only the rows warm-up would let go today; memory stays within twice today's room."""
+    day, left = room
+    kept: list[tuple[Delivery, Subscriber]] = []
+    total = 0
+    async for page in pages:
+        total += len(page)
+        kept.extend(page)
+        if len(kept) > 2 * left:
+            kept = sorted(kept, key=_first_to_go)[:left]
+    kept = sorted(kept, key=_first_to_go)[:left]
+    report.forecast = WarmupForecast(day, len(kept), total - len(kept))
+    kept.sort(key=lambda row: row[0].id)
+    for start in range(0, len(kept), WARMUP_PAGE):
+        yield kept[start : start + WARMUP_PAGE]
 
 
 def _why_empty(subscriber: Subscriber, as_of: datetime, articles: Sequence[Article]) -> str:

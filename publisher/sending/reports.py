@@ -7,7 +7,7 @@ from datetime import datetime
 from pathlib import Path
 
 from publisher.mailer import SendReport
-from publisher.warmup import WarmupState
+from publisher.warmup import WarmupForecast, WarmupState
 
 __all__ = [
     "SKIP_NOTHING_NEW",
@@ -54,6 +54,8 @@ class DigestReport:
     seconds: float = 0.0
     delivery: SendReport = field(default_factory=SendReport)
     warmup: WarmupState | None = None  # today's warm-up after this send; None: off
+    # a dry run's: what warm-up would let go today; None: off, over, or a real send
+    forecast: WarmupForecast | None = None
 
     @property
     def sent(self) -> int:

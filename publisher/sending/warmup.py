@@ -80,6 +80,21 @@ class WarmupGate:
         days = WarmupDays(connection)
         return min(open_rows, days.sendable(run_id, self.domain, limit.day, limit.allowance))
 
+    def room_today(self, store: Store, now: datetime) -> tuple[int, int] | None:
+        """(warm-up day, rows still free to go today) for a dry run; reads only, records
+        no day. None: warm-up off or over, a send would not hold anything back."""
+        if not self.enabled:
+            return None
+        today = local_day(now, self.settings.zone)
+        with store.read() as connection:
+            days = WarmupDays(connection)
+            first = days.first_day(self.domain, today, self.settings.zone, record=False)
+            day = day_number(first, today)
+            amount = allowance(day, self.warmup)
+            if amount is None:
+                return None
+            return day, max(0, amount - days.admitted_on(self.domain, today.isoformat()))
+
     def state(self, store: Store, now: datetime) -> WarmupState | None:
         """Today's warm-up as `send` and `status` show it; reads only. None: warm-up off."""
         if not self.enabled:

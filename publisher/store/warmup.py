@@ -149,6 +149,15 @@ class WarmupDays:
         left = max(0, allowance - int(used or 0))
         return int(open_now[0]) + min(int(open_now[1]), left)
 
+    def admitted_on(self, domain: str, day: str) -> int:
+        """Rows the domain has let go on `day` so far; reads only."""
+        used = self.connection.execute(
+            select(warmup_days.c.admitted).where(
+                warmup_days.c.domain == domain, warmup_days.c.day == day
+            )
+        ).scalar()
+        return int(used or 0)
+
     def sent_on(self, day: str) -> int:
         """Digests sent that were let go on `day`."""
         return int(

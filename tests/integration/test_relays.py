@@ -21,7 +21,7 @@ from publisher.config import RelaySettings, SmtpSettings, TlsMode, load_settings
 from publisher.errors import ConfigError
 from publisher.mailer import Mailer
 from publisher.store.schema import deliveries
-from tests.conftest import SEEDS
+from tests.conftest import SEEDS, _fresh_postgres_database
 from tests.smtp_sink import SmtpSink, closed_port, running_sink, send_config
 
 INGESTED = datetime(2026, 11, 20, 10, 0, tzinfo=UTC)
@@ -199,3 +199,25 @@ def test_a_confirmation_mail_fails_over_too(second: SmtpSink) -> None:
     message = b"Subject: confirm\r\nFrom: news@localhost\r\n\r\nconfirm here\r\n"
     asyncio.run(Mailer(smtp).send_one("news@localhost", "new@example.com", message))
     assert second.per_recipient() == {"new@example.com": 1}
+
+
+@pytest.fixture
+def pg_url(postgres_admin_url: str) -> Iterator[str]:
+    """Workers exist only on PostgreSQL; skipped when it is down."""
+    yield from _fresh_postgres_database(postgres_admin_url)
+
+
+def test_the_worker_summary_says_which_relay_took_over(
+    tmp_path: Path, pg_url: str, second: SmtpSink
+) -> None:
+    down = SmtpSink(port=closed_port())
+    workers = "\n[workers]\npoll_seconds = 0.2\ndeliver_locally = false\n"
+    config = _config(tmp_path, pg_url, down, _relay(second.port), workers)
+    queued = _send(config)  # fan-out only: the worker sends
+    assert queued.exit_code == 0, queued.output
+    runner = CliRunner(env={"PUBLISHER_CONFIG": ""})
+    result = runner.invoke(cli, ["--config", str(config), "worker", "--exit-when-idle"])
+    assert result.exit_code == 0, result.output
+    assert second.per_recipient() == dict.fromkeys(READERS, 1)
+    assert f"relay 127.0.0.1:{down.port} unreachable" in result.output
+    assert f"sent through 127.0.0.1:{second.port}" in result.output

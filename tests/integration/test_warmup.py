@@ -397,3 +397,91 @@ def test_two_workers_together_send_the_days_allowance_and_no_more(
             process.wait(timeout=30)
         store.close()
         app.close()
+
+
+def _table_sizes(app: App) -> dict[str, int]:
+    with app.store.read() as connection:
+        return {
+            table.name: int(
+                connection.execute(select(func.count()).select_from(table)).scalar_one()
+            )
+            for table in (deliveries, digest_runs, warmup_days)
+        }
+
+
+def test_a_dry_run_under_warm_up_shows_todays_share_and_writes_nothing(
+    tmp_path: Path, sqlite_url: str, smtp_sink: SmtpSink
+) -> None:
+    """Day 3 of warm-up (450 allowed): the dry run previews the 450 oldest subscriptions a
+    real send would let go today and says how many would wait, recording nothing."""
+    config = _config(tmp_path, sqlite_url, smtp_sink)
+    app = App(load_settings(config, environ={}))
+    app.ingest([SEEDS], now=lambda: INGESTED)
+    oldest_first = _subscribe(app, 2000)
+    with app.store.begin() as connection:  # the domain first sent two days ago
+        connection.execute(
+            insert(warmup_days), [{"domain": "localhost", "day": "2026-11-18", "admitted": 0}]
+        )
+    before = _table_sizes(app)
+    app.close()
+    out = tmp_path / "preview"
+    shown = CliRunner().invoke(
+        cli,
+        ["--config", str(config), "send", "--dry-run", "--out", str(out), "--now", NOW.isoformat()],
+    )
+    assert shown.exit_code == 0, shown.output
+    assert "warm-up day 3: 450 would be sent today, 1,550 would wait" in shown.output
+    assert "Dry run: 450 messages" in shown.output
+    files = {p.stem for p in out.glob("*.eml")}
+    assert files == set(oldest_first[:450])
+    assert smtp_sink.messages == []
+    app = App(load_settings(config, environ={}))
+    try:
+        assert _table_sizes(app) == before == {"deliveries": 0, "digest_runs": 0, "warmup_days": 1}
+    finally:
+        app.close()
+
+
+def test_the_worker_summary_ends_with_the_warm_up_line(
+    tmp_path: Path, pg_url: str, smtp_sink: SmtpSink
+) -> None:
+    workers = "claim_batch = 50\npoll_seconds = 0.2\ndeliver_locally = false"
+    config = _config(tmp_path, pg_url, smtp_sink, workers=workers)
+    app = App(load_settings(config, environ={}))
+    try:
+        app.ingest([SEEDS], now=lambda: INGESTED)
+        _subscribe(app, 230)
+        assert app.send_digests(now=NOW).fanned_out == 230
+    finally:
+        app.close()
+    # the worker counts the machine's today: day 1 of the domain, 200 of the 230 go
+    result = CliRunner(env={"PUBLISHER_CONFIG": ""}).invoke(
+        cli, ["--config", str(config), "worker", "--exit-when-idle"]
+    )
+    assert result.exit_code == 0, result.output
+    assert len(smtp_sink.messages) == 200
+    assert "sent 200, failed 0" in result.output
+    assert "warm-up day 1: 200 of 200 sent, 30 waiting" in result.output
+
+
+def test_a_dry_run_counts_only_what_is_left_of_todays_allowance(
+    tmp_path: Path, sqlite_url: str, smtp_sink: SmtpSink
+) -> None:
+    config = _config(tmp_path, sqlite_url, smtp_sink)
+    app = App(load_settings(config, environ={}))
+    try:
+        app.ingest([SEEDS], now=lambda: INGESTED)
+        oldest_first = _subscribe(app, 260)
+        with app.store.begin() as connection:  # day 1, 150 of its 200 let go already
+            connection.execute(
+                insert(warmup_days), [{"domain": "localhost", "day": "2026-11-20", "admitted": 150}]
+            )
+        out = tmp_path / "preview"
+        report = app.send_digests(now=NOW, dry_run=True, out_dir=out)
+        assert report.forecast is not None
+        assert report.forecast.line() == "warm-up day 1: 50 would be sent today, 210 would wait"
+        assert {p.recipient for p in report.previews} == set(oldest_first[:50])
+        with app.store.read() as connection:
+            assert connection.execute(select(warmup_days.c.admitted)).scalars().all() == [150]
+    finally:
+        app.close()
