@@ -240,7 +240,7 @@ class Mailer:
             self._lanes.next_page()  # asked for after the last page was all taken
             await self._lanes.room_for_held(lambda: self.unreachable is not None)
 
-    async def dated(self, item: Outgoing) -> bytes:
+    def dated(self, item: Outgoing) -> bytes:
         """The bytes to hand over now: a `stamp_date` item gets its Date header here
         (formatted once per second, not per message), then the DKIM signatures, over the
         final headers: a retry or a resumed run is signed afresh with its new Date."""
@@ -251,13 +251,7 @@ class Mailer:
             if self._date_line[0] != second:
                 self._date_line = (second, date_header(now.replace(microsecond=0)))
             message = self._date_line[1] + message
-        if self.signer is None:
-            return message
-        if self.signer.threaded:
-            # on a thread the key operation overlaps with the other connections' SMTP work
-            # and the ledger instead of stalling the event loop
-            return await asyncio.to_thread(self.signer.sign, message)
-        return self.signer.sign(message)
+        return message if self.signer is None else self.signer.sign(message)
 
     def fail_over(self, index: int, problem: ServerUnreachable) -> bool:
         """Relay `index` could not open a session: move on to the next one. False when it
@@ -769,7 +763,7 @@ class _Worker:
         await self.mailer._rate.wait()
         smtp = self.smtp or await self._connect_or_raise(item)
         try:
-            await _sendmail(smtp, item, await self.mailer.dated(item))
+            await _sendmail(smtp, item, self.mailer.dated(item))
             self.on_connection += 1
         except aiosmtplib.SMTPRecipientsRefused as exc:
             refused = exc.recipients[0] if exc.recipients else None

@@ -68,9 +68,6 @@ class DkimKey:
     selector: bytes
     sign_digest: Callable[[bytes], bytes]
     public: bytes  # the p= value of its DNS record
-    # RSA's key operation takes ~0.8 ms and OpenSSL lets go of the GIL meanwhile: worth a
-    # thread; Ed25519's is too short for one
-    threaded: bool = False
 
 
 def load_key(text: str, selector: str, origin: str) -> DkimKey:
@@ -101,9 +98,7 @@ def load_key(text: str, selector: str, origin: str) -> DkimKey:
         def sign_rsa(digest: bytes) -> bytes:
             return rsa_key.sign(digest, padding.PKCS1v15(), utils.Prehashed(hashes.SHA256()))
 
-        return DkimKey(
-            b"rsa-sha256", selector.encode(), sign_rsa, base64.b64encode(public), threaded=True
-        )
+        return DkimKey(b"rsa-sha256", selector.encode(), sign_rsa, base64.b64encode(public))
     if isinstance(key, ed25519.Ed25519PrivateKey):
         raw = key.public_key().public_bytes(
             serialization.Encoding.Raw, serialization.PublicFormat.Raw
@@ -124,7 +119,6 @@ class Signer:
     def __init__(self, domain: str, keys: tuple[DkimKey, ...]) -> None:
         self.domain = domain.encode("ascii")
         self.keys = keys
-        self.threaded = any(key.threaded for key in keys)  # better signed off the event loop
         # the folded tags before bh= of each key for one t= and one h= list: they repeat
         # for every message of a digest run; emptied each new second
         self._tags: dict[tuple[int, bytes, tuple[bytes, ...]], bytes] = {}
