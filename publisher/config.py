@@ -1257,13 +1257,7 @@ def _validate_relays(relays: tuple[RelaySettings, ...], where: str) -> None:
             raise ConfigError(f"{name} has no host{where}", "set host in each [[smtp.relays]]")
         if not 0 < relay.port < 65536:
             raise ConfigError(f"{name}.port must be 1 to 65535, got {relay.port}{where}")
-        if relay.helo_name and not (
-            _DOMAIN.fullmatch(relay.helo_name) or _ADDRESS_LITERAL.fullmatch(relay.helo_name)
-        ):
-            raise ConfigError(
-                f"{name}.helo_name {relay.helo_name!r} is not a host name{where}",
-                "use this host's public name, e.g. mail.example.org",
-            )
+        _validate_helo_name(relay.helo_name, f"{name}.helo_name", where)
         if relay.password_env and not _VARIABLE.fullmatch(relay.password_env):
             raise ConfigError(
                 f"{name}.password_env {relay.password_env!r} is not a variable name{where}",
@@ -1271,14 +1265,16 @@ def _validate_relays(relays: tuple[RelaySettings, ...], where: str) -> None:
             )
 
 
-def _validate_sender(smtp: SmtpSettings, where: str) -> None:
-    if smtp.helo_name and not (
-        _DOMAIN.fullmatch(smtp.helo_name) or _ADDRESS_LITERAL.fullmatch(smtp.helo_name)
-    ):
+def _validate_helo_name(helo_name: str | None, key: str, where: str) -> None:
+    if helo_name and not (_DOMAIN.fullmatch(helo_name) or _ADDRESS_LITERAL.fullmatch(helo_name)):
         raise ConfigError(
-            f"smtp.helo_name {smtp.helo_name!r} is not a host name{where}",
+            f"{key} {helo_name!r} is not a host name{where}",
             "use this host's public name, e.g. mail.example.org",
         )
+
+
+def _validate_sender(smtp: SmtpSettings, where: str) -> None:
+    _validate_helo_name(smtp.helo_name, "smtp.helo_name", where)
     if smtp.feedback_id and not _FEEDBACK_ID.fullmatch(smtp.feedback_id):
         raise ConfigError(
             f"smtp.feedback_id {smtp.feedback_id!r} is not a Feedback-ID{where}",
