@@ -6,10 +6,11 @@ from __future__ import annotations
 import asyncio
 import email
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from datetime import datetime
 from email.policy import default
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -62,24 +63,7 @@ def test_the_weekly_job_sends_through_the_sink_at_eight_local_time(
         stop.set()
         await asyncio.wait_for(task, 30)
 
-    # a Monday, 5 s before the job: `run` has that long to start before it may fire
-    monday_morning = datetime(2024, 6, 3, 7, 59, 55, tzinfo=SHANGHAI)
-    # attach to our logger itself, and only there: the CLI's log setup (an earlier test's)
-    # stops propagation to the root, and a record must not be counted twice when it does not
-    logger = logging.getLogger("publisher")
-    propagate = logger.propagate
-    logger.addHandler(caplog.handler)
-    logger.propagate = False
-    try:
-        with (
-            caplog.at_level("INFO", logger="publisher"),
-            time_machine.travel(monday_morning, tick=True),
-        ):
-            asyncio.run(scenario())
-    finally:
-        logger.removeHandler(caplog.handler)
-        logger.propagate = propagate
-        app.close()
+    _run_on_monday_morning(scenario, caplog, app)
 
     messages = [
         email.message_from_bytes(p.read_bytes(), policy=default) for p in mailbox.glob("*.eml")
@@ -153,7 +137,32 @@ def test_a_scheduled_send_refuses_while_doctor_fails_and_run_keeps_going(
         stop.set()
         await asyncio.wait_for(task, 30)
 
+    _run_on_monday_morning(scenario, caplog, app)
+    if skip:
+        assert sorted(smtp_sink.per_recipient()) == subscribers
+        assert not _logged(caplog, refused)
+        return
+    [line] = [r for r in caplog.records if r.getMessage().startswith(refused)]
+    assert line.levelname == "ERROR"
+    assert "failing check(s)" in line.getMessage() and "doctor.skip_scheduled" in line.getMessage()
+    assert not _logged(caplog, "digest run started")
+    assert smtp_sink.messages == [] and smtp_sink.connections == 0
+
+
+def _logged(caplog: pytest.LogCaptureFixture, start: str) -> bool:
+    return any(r.getMessage().startswith(start) for r in caplog.records)
+
+
+def _run_on_monday_morning(
+    scenario: Callable[[], Coroutine[Any, Any, None]],
+    caplog: pytest.LogCaptureFixture,
+    app: App,
+) -> None:
+    """Run `scenario` on a Monday, 5 s before the job (`run` has that long to start before it
+    may fire), with the publisher's log records in `caplog`; close `app` after."""
     monday_morning = datetime(2024, 6, 3, 7, 59, 55, tzinfo=SHANGHAI)
+    # attach to our logger itself, and only there: the CLI's log setup (an earlier test's)
+    # stops propagation to the root, and a record must not be counted twice when it does not
     logger = logging.getLogger("publisher")
     propagate = logger.propagate
     logger.addHandler(caplog.handler)
@@ -168,16 +177,3 @@ def test_a_scheduled_send_refuses_while_doctor_fails_and_run_keeps_going(
         logger.removeHandler(caplog.handler)
         logger.propagate = propagate
         app.close()
-    if skip:
-        assert sorted(smtp_sink.per_recipient()) == subscribers
-        assert not _logged(caplog, refused)
-        return
-    [line] = [r for r in caplog.records if r.getMessage().startswith(refused)]
-    assert line.levelname == "ERROR"
-    assert "failing check(s)" in line.getMessage() and "doctor.skip_scheduled" in line.getMessage()
-    assert not _logged(caplog, "digest run started")
-    assert smtp_sink.messages == [] and smtp_sink.connections == 0
-
-
-def _logged(caplog: pytest.LogCaptureFixture, start: str) -> bool:
-    return any(r.getMessage().startswith(start) for r in caplog.records)
